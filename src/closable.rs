@@ -1,0 +1,127 @@
+//! The [`Closable`] trait, and [`ClosableService`], which makes any cloneable service closable.
+
+use std::fmt;
+use std::future::Future;
+use std::task::{Context, Poll};
+
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+
+use crate::error::{BoxError, ConnectionClosed};
+use crate::future::ResponseFuture;
+
+/// A connection that can be closed, and that tells when it is.
+///
+/// The connection type of a [`Persistent`](crate::Persistent) must implement it: the driver
+/// watches [`close_finished`](Closable::close_finished) to learn that the connection died, and
+/// calls [`close`](Closable::close) when a handle saw the connection's `poll_ready` fail and when
+/// the persistent connection itself is closed.
+///
+/// Any cloneable tower `Service` can be made closable without writing an impl by wrapping it in
+/// [`ClosableService`].
+pub trait Closable {
+    /// Starts closing; the future resolves once the connection's resources are released.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+    /// Whether the connection is closed or closing, whichever side began it.
+    fn is_closed(&self) -> bool;
+    /// Resolves once the connection has finished closing, whoever closed it. Starts nothing.
+    fn close_finished(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Makes a cloneable tower `Service` into a [`Closable`] connection.
+///
+/// All clones share one closed state. The connection counts as closed once
+/// [`close`](Closable::close) was called on any clone, or once the inner service's `poll_ready`
+/// failed on any clone; from then on `poll_ready` fails with
+/// [`ConnectionClosed`] and [`close_finished`](Closable::close_finished) has resolved. Closing
+/// does not interrupt calls already made: their futures still run to completion. The inner
+/// service itself is released when the last clone is dropped.
+///
+/// # Examples
+///
+/// ```
+/// use tower::{ServiceExt, service_fn};
+/// use tower_persistent::{Closable, ClosableService};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let echo = service_fn(|s: String| async move { Ok::<_, std::convert::Infallible>(s) });
+/// let conn = ClosableService::new(echo);
+/// assert_eq!(conn.clone().oneshot("hi".to_owned()).await.unwrap(), "hi");
+///
+/// conn.close().await;
+/// assert!(conn.is_closed());
+/// assert!(conn.clone().oneshot("hi".to_owned()).await.is_err());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ClosableService<S> {
+    inner: S,
+    closed: CancellationToken,
+}
+
+impl<S> ClosableService<S> {
+    /// Wraps `inner`; the result is open.
+    pub fn new(inner: S) -> Self {
+        ClosableService {
+            inner,
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S> fmt::Debug for ClosableService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClosableService")
+            .field("closed", &self.closed.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync> Closable for ClosableService<S> {
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        self.closed.cancel();
+        std::future::ready(())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    fn close_finished(&self) -> impl Future<Output = ()> + Send {
+        self.closed.clone().cancelled_owned()
+    }
+}
+
+impl<S, R> Service<R> for ClosableService<S>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.closed.is_cancelled() {
+            return Poll::Ready(Err(ConnectionClosed::new().into()));
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Err(e)) => {
+                self.closed.cancel();
+                Poll::Ready(Err(e.into()))
+            }
+            other => other.map_err(Into::into),
+        }
+    }
+
+    #[inline]
+    fn call(&mut self, request: R) -> Self::Future {
+        ResponseFuture::new(self.inner.call(request))
+    }
+}

@@ -1,0 +1,283 @@
+//! The background task that runs the connection loop.
+//!
+//! One round:
+//! 1. emit `AttemptingToConnect`;
+//! 2. attempt: start the retry timer, look up the address (emit `ObtainedAddress` if it is new
+//!    in this round), connect;
+//! 3. on failure emit `FailedToConnect` (if the error is new in this round), wait for the
+//!    attempt's timer and attempt again;
+//! 4. on success make the connection current and emit `Connected`;
+//! 5. watch it until it dies (its `close_finished` resolves, or a handle saw its `poll_ready`
+//!    fail, in which case it is closed here), stop it being current, emit `Disconnected`;
+//! 6. wait for the timer of the successful attempt, and begin the next round.
+//!
+//! Closing (the stop token) interrupts every wait of the loop, but never an event handler.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tokio::time::{Instant, sleep_until};
+use tower_service::Service;
+use tracing::Instrument;
+
+use crate::Closable;
+use crate::backoff::Backoff;
+use crate::error::{BoxError, ConnectError, panic_message};
+use crate::event::Event;
+use crate::layer::{OnEvent, PersistentLayer};
+use crate::service::Persistent;
+use crate::shared::Shared;
+
+/// Spawns the driver of a new persistent connection and returns its first handle.
+pub(crate) fn spawn<G, M, A, C>(
+    server_name: Arc<str>,
+    get_address: G,
+    connect: M,
+    config: &PersistentLayer<G, A, C>,
+) -> Persistent<A, C>
+where
+    G: Service<(), Response = A> + Send + 'static,
+    G::Error: Into<BoxError>,
+    G::Future: Send,
+    M: Service<A, Response = C> + Send + 'static,
+    M::Error: Into<BoxError>,
+    M::Future: Send,
+    A: Clone + PartialEq + fmt::Debug + Send + Sync + 'static,
+    C: Clone + Closable + Send + Sync + 'static,
+{
+    let shared = Arc::new(Shared::new(server_name.clone(), config.event_capacity));
+    let handle = Persistent::from_shared(shared.clone());
+    let driver = Driver {
+        shared: shared.clone(),
+        get_address,
+        connect,
+        backoff: config.backoff.clone(),
+        events: Emitter {
+            shared,
+            on_event: config.on_event.clone(),
+        },
+    };
+    let span = tracing::info_span!("persistent_connection", server = %server_name);
+    tokio::spawn(driver.run().instrument(span));
+    handle
+}
+
+struct Driver<G, M, A, C> {
+    shared: Arc<Shared<A, C>>,
+    get_address: G,
+    connect: M,
+    backoff: Backoff,
+    events: Emitter<A, C>,
+}
+
+/// Delivers events; apart from the services so that it can be shared across awaits.
+struct Emitter<A, C> {
+    shared: Arc<Shared<A, C>>,
+    on_event: Option<OnEvent<A, C>>,
+}
+
+/// Marks closing finished however the driver ends: normally, or dropped with its runtime.
+struct FinishOnDrop<A, C>(Arc<Shared<A, C>>);
+
+impl<A, C> Drop for FinishOnDrop<A, C> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+/// Why the watched connection stopped being live.
+enum Death {
+    /// Its `close_finished` resolved.
+    Closed,
+    /// A handle saw its `poll_ready` fail.
+    FailedReady,
+}
+
+impl<G, M, A, C> Driver<G, M, A, C>
+where
+    G: Service<(), Response = A> + Send + 'static,
+    G::Error: Into<BoxError>,
+    G::Future: Send,
+    M: Service<A, Response = C> + Send + 'static,
+    M::Error: Into<BoxError>,
+    M::Future: Send,
+    A: Clone + PartialEq + fmt::Debug + Send + Sync + 'static,
+    C: Clone + Closable + Send + Sync + 'static,
+{
+    async fn run(mut self) {
+        let _finish = FinishOnDrop(self.shared.clone());
+        if let Some(conn) = self.connection_loop().await {
+            // Closing began while `conn` was current.
+            conn.close().await;
+            self.events.emit(Event::Disconnected).await;
+        }
+        self.shared.finish();
+        self.shared.hub.finish();
+        tracing::debug!(server = %self.shared.server_name, "closed");
+    }
+
+    /// Runs rounds until closing begins; returns the connection that was current then, if any.
+    async fn connection_loop(&mut self) -> Option<C> {
+        let stop = self.shared.stop.clone();
+        loop {
+            if stop.is_cancelled() {
+                return None;
+            }
+            self.events.emit(Event::AttemptingToConnect).await;
+            let mut last_address: Option<A> = None;
+            let mut last_error: Option<String> = None;
+            let (conn, deadline) = loop {
+                if stop.is_cancelled() {
+                    return None;
+                }
+                let deadline = Instant::now() + self.backoff.next_delay(&self.shared.server_name);
+                let outcome = match self.attempt(&mut last_address).await {
+                    Some(outcome) => outcome,
+                    None => return None,
+                };
+                match outcome {
+                    Ok(conn) => break (conn, deadline),
+                    Err(error) => {
+                        self.shared.attempt_failed(&error);
+                        let text = error.text();
+                        if last_error.as_ref() != Some(&text) {
+                            last_error = Some(text);
+                            self.events.emit(Event::FailedToConnect(error)).await;
+                        }
+                        tokio::select! {
+                            biased;
+                            _ = stop.cancelled() => return None,
+                            _ = sleep_until(deadline) => {}
+                        }
+                    }
+                }
+            };
+
+            let Some(generation) = self.shared.set_current(&conn) else {
+                // Closing began as the connection was made: it never becomes current.
+                conn.close().await;
+                return None;
+            };
+            self.events.emit(Event::Connected(conn.clone())).await;
+
+            let death = loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return Some(conn),
+                    _ = conn.close_finished() => break Death::Closed,
+                    _ = self.shared.dead.notified() => {
+                        if !self.shared.is_current(generation) {
+                            break Death::FailedReady;
+                        }
+                        // A report about an earlier connection: keep watching.
+                    }
+                }
+            };
+            self.shared.clear_current(generation);
+            if let Death::FailedReady = death {
+                conn.close().await;
+            }
+            drop(conn);
+            self.events.emit(Event::Disconnected).await;
+
+            if self.shared.close_when_current_closed.load(std::sync::atomic::Ordering::SeqCst) {
+                self.shared.begin_close();
+                return None;
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                _ = sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// One attempt: address lookup, then connect. `None` if closing began meanwhile (the lookup
+    /// or connect in flight is dropped).
+    async fn attempt(&mut self, last_address: &mut Option<A>) -> Option<Result<C, ConnectError>> {
+        let stop = self.shared.stop.clone();
+        let get_address = &mut self.get_address;
+        let lookup = AssertUnwindSafe(async move {
+            std::future::poll_fn(|cx| get_address.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            get_address.call(()).await.map_err(Into::into)
+        })
+        .catch_unwind();
+        let address = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return None,
+            result = lookup => match result {
+                Ok(Ok(address)) => address,
+                Ok(Err(error)) => return Some(Err(ConnectError::address(error))),
+                Err(payload) => return Some(Err(ConnectError::address_panicked(payload))),
+            },
+        };
+
+        if last_address.as_ref() != Some(&address) {
+            *last_address = Some(address.clone());
+            self.events.emit(Event::ObtainedAddress(address.clone())).await;
+            if stop.is_cancelled() {
+                return None;
+            }
+        }
+
+        let connect = &mut self.connect;
+        let connecting = AssertUnwindSafe(async move {
+            std::future::poll_fn(|cx| connect.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            connect.call(address).await.map_err(Into::into)
+        })
+        .catch_unwind();
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => None,
+            result = connecting => Some(match result {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(error)) => Err(ConnectError::connect(error)),
+                Err(payload) => Err(ConnectError::connect_panicked(payload)),
+            }),
+        }
+    }
+}
+
+impl<A, C> Emitter<A, C>
+where
+    A: Clone + fmt::Debug + Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
+{
+    /// Logs `event`, publishes it to the streams, and awaits the handler.
+    async fn emit(&self, event: Event<A, C>) {
+        let server = &*self.shared.server_name;
+        match &event {
+            Event::AttemptingToConnect => tracing::info!(server, "attempting to connect"),
+            Event::ObtainedAddress(address) => {
+                tracing::info!(server, ?address, "obtained address")
+            }
+            Event::FailedToConnect(error) => {
+                tracing::error!(server, error = %error.text(), "failed to connect")
+            }
+            Event::Connected(_) => tracing::info!(server, "connected"),
+            Event::Disconnected => tracing::info!(server, "disconnected"),
+        }
+        self.shared.hub.publish(&event);
+        if let Some(on_event) = &self.on_event {
+            let name = event.name();
+            let handled = match catch_unwind(AssertUnwindSafe(|| on_event(event))) {
+                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                Err(payload) => Err(payload),
+            };
+            if let Err(payload) = handled {
+                tracing::error!(
+                    server,
+                    event = name,
+                    panic = %panic_message(&*payload),
+                    "on_event handler panicked; going on",
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Error types.
+//!
+//! All errors are opaque structs with a lowercase [`Display`](fmt::Display) and no trailing
+//! period; the underlying cause, when there is one, is returned by
+//! [`source`](std::error::Error::source) and is not repeated in the message.
+
+use std::any::Any;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+/// A boxed error, as used throughout tower.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// The persistent connection is closed.
+///
+/// Returned by [`Persistent::poll_ready`](tower_service::Service::poll_ready) once
+/// [`close`](crate::Persistent::close) has been called (or every handle was dropped), and by
+/// [`connected`](crate::Persistent::connected) instead of waiting forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Closed(());
+
+impl Closed {
+    pub(crate) fn new() -> Self {
+        Closed(())
+    }
+}
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("persistent connection is closed")
+    }
+}
+
+impl StdError for Closed {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Address,
+    AddressPanicked,
+    Connect,
+    ConnectPanicked,
+    Closed,
+}
+
+/// Why a connection attempt failed.
+///
+/// Carried by [`Event::FailedToConnect`](crate::Event::FailedToConnect) and returned by
+/// [`connected_or_failed_to_connect`](crate::Persistent::connected_or_failed_to_connect).
+/// It is cheap to clone (the cause is shared).
+///
+/// Its kind is told by [`is_address`](Self::is_address), [`is_connect`](Self::is_connect),
+/// [`is_panic`](Self::is_panic) and [`is_closed`](Self::is_closed); the cause (the error of the
+/// address lookup or of the connector, or the panic message) is its
+/// [`source`](std::error::Error::source).
+#[derive(Clone)]
+pub struct ConnectError {
+    kind: Kind,
+    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl ConnectError {
+    fn new(kind: Kind, source: Option<BoxError>) -> Self {
+        ConnectError {
+            kind,
+            source: source.map(Arc::from),
+        }
+    }
+
+    pub(crate) fn address(source: BoxError) -> Self {
+        Self::new(Kind::Address, Some(source))
+    }
+
+    pub(crate) fn connect(source: BoxError) -> Self {
+        Self::new(Kind::Connect, Some(source))
+    }
+
+    pub(crate) fn address_panicked(payload: Box<dyn Any + Send>) -> Self {
+        Self::new(Kind::AddressPanicked, Some(Panic::boxed(payload)))
+    }
+
+    pub(crate) fn connect_panicked(payload: Box<dyn Any + Send>) -> Self {
+        Self::new(Kind::ConnectPanicked, Some(Panic::boxed(payload)))
+    }
+
+    pub(crate) fn closed() -> Self {
+        Self::new(Kind::Closed, None)
+    }
+
+    /// The address lookup (`get_address`) failed or panicked.
+    pub fn is_address(&self) -> bool {
+        matches!(self.kind, Kind::Address | Kind::AddressPanicked)
+    }
+
+    /// The connector failed or panicked.
+    pub fn is_connect(&self) -> bool {
+        matches!(self.kind, Kind::Connect | Kind::ConnectPanicked)
+    }
+
+    /// The address lookup or the connector panicked; the panic message is the source.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.kind, Kind::AddressPanicked | Kind::ConnectPanicked)
+    }
+
+    /// The persistent connection was closed, so there is no attempt to report.
+    pub fn is_closed(&self) -> bool {
+        self.kind == Kind::Closed
+    }
+
+    /// The message followed by every source's message, joined by `": "`.
+    ///
+    /// Two errors with the same text are the same error for deduplication of
+    /// [`Event::FailedToConnect`](crate::Event::FailedToConnect).
+    pub fn text(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = StdError::source(self);
+        while let Some(err) = source {
+            text.push_str(": ");
+            text.push_str(&err.to_string());
+            source = err.source();
+        }
+        text
+    }
+}
+
+impl fmt::Debug for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ConnectError");
+        d.field("kind", &self.kind);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            Kind::Address => "address lookup failed",
+            Kind::AddressPanicked => "address lookup panicked",
+            Kind::Connect => "connect failed",
+            Kind::ConnectPanicked => "connect panicked",
+            Kind::Closed => "persistent connection is closed",
+        })
+    }
+}
+
+impl StdError for ConnectError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// The message of a caught panic.
+#[derive(Debug)]
+struct Panic(String);
+
+impl Panic {
+    fn boxed(payload: Box<dyn Any + Send>) -> BoxError {
+        Box::new(Panic(panic_message(&*payload)))
+    }
+}
+
+impl fmt::Display for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for Panic {}
+
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// A subscriber of [`Persistent::events`](crate::Persistent::events) fell too far behind and
+/// missed some events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lagged(pub(crate) u64);
+
+impl Lagged {
+    /// How many events were missed.
+    pub fn missed(&self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Lagged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "event subscriber lagged behind and missed {} events", self.0)
+    }
+}
+
+impl StdError for Lagged {}
+
+/// The connection was closed; returned by [`ClosableService`](crate::ClosableService)'s
+/// `poll_ready` once it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionClosed(());
+
+impl ConnectionClosed {
+    pub(crate) fn new() -> Self {
+        ConnectionClosed(())
+    }
+}
+
+impl fmt::Display for ConnectionClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection is closed")
+    }
+}
+
+impl StdError for ConnectionClosed {}

@@ -1,0 +1,165 @@
+//! What the connection loop reports, and the stream of it.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::error::{ConnectError, Lagged};
+
+/// One step of the connection loop.
+///
+/// Events are passed, in order, to the [`on_event`](crate::PersistentLayer::on_event)
+/// callback (whose future is awaited before the loop moves on), to every
+/// [`events`](crate::Persistent::events) stream, and to `tracing`.
+///
+/// | event | when |
+/// |---|---|
+/// | `AttemptingToConnect` | a new round of attempts begins (once per round, not per attempt) |
+/// | `ObtainedAddress(a)` | `get_address` answered `a`, and `a` differs from the previous address of this round |
+/// | `FailedToConnect(e)` | an attempt failed, and `e` differs (by [`ConnectError::text`]) from the previous error of this round |
+/// | `Connected(c)` | `c` became the current connection |
+/// | `Disconnected` | the current connection died or was closed; it is no longer current |
+#[non_exhaustive]
+#[derive(Clone)]
+pub enum Event<A, C> {
+    /// A new round of connection attempts begins.
+    AttemptingToConnect,
+    /// The address lookup answered a new address; the connector is called with it next.
+    ObtainedAddress(A),
+    /// A connection attempt failed.
+    FailedToConnect(ConnectError),
+    /// A connection was established and is now the current one.
+    Connected(C),
+    /// The current connection died or was closed, and is no longer current.
+    Disconnected,
+}
+
+impl<A, C> Event<A, C> {
+    /// The event's name, in `snake_case`, as it appears in the logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::AttemptingToConnect => "attempting_to_connect",
+            Event::ObtainedAddress(_) => "obtained_address",
+            Event::FailedToConnect(_) => "failed_to_connect",
+            Event::Connected(_) => "connected",
+            Event::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// Shows the connection of `Connected` as `..`, so that connection types need not be `Debug`.
+impl<A: fmt::Debug, C> fmt::Debug for Event<A, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::AttemptingToConnect => f.write_str("AttemptingToConnect"),
+            Event::ObtainedAddress(a) => f.debug_tuple("ObtainedAddress").field(a).finish(),
+            Event::FailedToConnect(e) => f.debug_tuple("FailedToConnect").field(e).finish(),
+            Event::Connected(_) => f.write_str("Connected(..)"),
+            Event::Disconnected => f.write_str("Disconnected"),
+        }
+    }
+}
+
+/// The fan-out of events to stream subscribers: the most recent event and a broadcast channel,
+/// updated under one lock so that a new subscriber sees each event exactly once.
+pub(crate) struct Hub<A, C> {
+    state: Mutex<HubState<A, C>>,
+}
+
+struct HubState<A, C> {
+    last: Option<Event<A, C>>,
+    /// `None` once the persistent connection finished closing: streams then end.
+    sender: Option<broadcast::Sender<Event<A, C>>>,
+}
+
+impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Hub {
+            state: Mutex::new(HubState {
+                last: None,
+                sender: Some(broadcast::Sender::new(capacity.clamp(1, MAX_CAPACITY))),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState<A, C>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn publish(&self, event: &Event<A, C>) {
+        let mut state = self.lock();
+        state.last = Some(event.clone());
+        if let Some(sender) = &state.sender {
+            // Having no subscriber is not an error.
+            let _ = sender.send(event.clone());
+        }
+    }
+
+    /// Ends every stream once it has delivered what was already sent.
+    pub(crate) fn finish(&self) {
+        self.lock().sender = None;
+    }
+
+    pub(crate) fn subscribe(&self) -> Events<A, C> {
+        let state = self.lock();
+        let receiver = match &state.sender {
+            Some(sender) => sender.subscribe(),
+            // Finished: a receiver whose channel is already closed ends the stream at once.
+            None => broadcast::channel(1).1,
+        };
+        Events {
+            first: state.last.clone(),
+            rest: BroadcastStream::new(receiver),
+        }
+    }
+}
+
+/// The largest event buffer a subscriber may be given (tokio's broadcast limit is `usize::MAX / 2`,
+/// and each slot is allocated up front).
+const MAX_CAPACITY: usize = 1 << 16;
+
+/// The stream returned by [`Persistent::events`](crate::Persistent::events).
+///
+/// It first yields the most recent event (if any event was emitted yet), then every later
+/// event, in order. A subscriber that falls more than the configured
+/// [`event_capacity`](crate::PersistentLayer::event_capacity) behind receives one
+/// `Err(Lagged)` telling how many events it missed, then continues with the oldest event
+/// still held: events are never dropped silently.
+///
+/// The stream ends once the persistent connection has finished closing and every event was
+/// delivered.
+pub struct Events<A, C> {
+    first: Option<Event<A, C>>,
+    rest: BroadcastStream<Event<A, C>>,
+}
+
+// The broadcast stream is `Unpin`, and the first event is never pinned.
+impl<A, C> Unpin for Events<A, C> {}
+
+impl<A, C> fmt::Debug for Events<A, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Stream for Events<A, C> {
+    type Item = Result<Event<A, C>, Lagged>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(event) = this.first.take() {
+            return Poll::Ready(Some(Ok(event)));
+        }
+        Pin::new(&mut this.rest).poll_next(cx).map(|item| {
+            item.map(|result| {
+                result.map_err(|BroadcastStreamRecvError::Lagged(missed)| Lagged(missed))
+            })
+        })
+    }
+}

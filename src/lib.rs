@@ -1,0 +1,96 @@
+//! A persistent connection for tower.
+//!
+//! [`PersistentLayer`] keeps one live connection to a service whose address is looked up again
+//! before every connection attempt, reconnects with a jittered delay when the connection dies,
+//! reports every step as an [`Event`], and is itself a tower `Service` ([`Persistent`]), so that
+//! hyper, tonic or anything built with `ServiceBuilder` can use it as a transport.
+//!
+//! It is a port of the `Persistent_connection` of OCaml's Async.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use futures_util::StreamExt;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_persistent::{ClosableService, Event, PersistentLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! // The address lookup: asked again before every connection attempt.
+//! let get_address = service_fn(|()| async { Ok::<_, std::io::Error>(7000_u16) });
+//! // The connector: an address in, a closable connection out.
+//! let connect = service_fn(|port: u16| async move {
+//!     let conn = service_fn(move |name: &'static str| async move {
+//!         Ok::<_, std::io::Error>(format!("hello {name}, from port {port}"))
+//!     });
+//!     Ok::<_, std::io::Error>(ClosableService::new(conn))
+//! });
+//!
+//! let layer = PersistentLayer::new("greeter", get_address).retry_delay(|| Duration::from_secs(1));
+//! let greeter = ServiceBuilder::new().layer(layer).service(connect);
+//! let mut events = greeter.events();
+//!
+//! // `poll_ready` waits for the connection, then the request goes through.
+//! let reply = greeter.clone().oneshot("ada").await.unwrap();
+//! assert_eq!(reply, "hello ada, from port 7000");
+//!
+//! greeter.close().await;
+//! let mut seen = Vec::new();
+//! while let Some(Ok(event)) = events.next().await {
+//!     seen.push(event.name());
+//! }
+//! assert_eq!(
+//!     seen,
+//!     ["attempting_to_connect", "obtained_address", "connected", "disconnected"]
+//! );
+//! # }
+//! ```
+//!
+//! # The connection loop
+//!
+//! One round:
+//! 1. [`Event::AttemptingToConnect`] (once per round, not once per attempt).
+//! 2. An attempt starts the retry timer first (`retry_delay()` is called once per attempt), then
+//!    calls `get_address`; a new address is reported as [`Event::ObtainedAddress`], then the
+//!    connector is called with it.
+//! 3. A failed attempt (an error or a panic of either) is reported as
+//!    [`Event::FailedToConnect`]; the loop waits for the attempt's timer, and attempts again.
+//! 4. On success the connection becomes current, then [`Event::Connected`] is emitted.
+//! 5. The connection is dead when its [`close_finished`](Closable::close_finished) resolves, or
+//!    when a handle sees its `poll_ready` fail (the driver then closes it). It stops being
+//!    current, then [`Event::Disconnected`] is emitted.
+//! 6. The loop waits for the timer of the successful attempt, then starts a new round: a
+//!    connection that lived longer than the delay is replaced at once.
+//!
+//! Within a round, `ObtainedAddress` and `FailedToConnect` are only emitted when they differ from
+//! the previous one of their kind (errors compare by [`ConnectError::text`]).
+//!
+//! Every event is awaited by the [`on_event`](PersistentLayer::on_event) callback before the
+//! loop moves on, sent to every [`events`](Persistent::events) stream, and logged with `tracing`
+//! (`FailedToConnect` at ERROR, the rest at INFO, with the server name as the `server` field).
+//!
+//! # Closing
+//!
+//! [`Persistent::close`] stops all further attempts, cancels an address lookup or connect in
+//! flight, closes the current connection and waits for it, and delivers `Disconnected` if a
+//! connection was current. Dropping the last handle does the same.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+pub mod backoff;
+mod closable;
+mod driver;
+pub mod error;
+mod event;
+pub mod future;
+mod layer;
+mod service;
+mod shared;
+
+pub use backoff::{DEFAULT_JITTER, DEFAULT_RETRY_DELAY, MAX_RETRY_DELAY, MIN_RETRY_DELAY};
+pub use closable::{Closable, ClosableService};
+pub use error::{BoxError, Closed, ConnectError, ConnectionClosed, Lagged};
+pub use event::{Event, Events};
+pub use layer::{DEFAULT_EVENT_CAPACITY, PersistentLayer};
+pub use service::Persistent;

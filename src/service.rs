@@ -1,0 +1,332 @@
+//! [`Persistent`], the shared handle of a persistent connection and its tower `Service`.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
+
+use tower_service::Service;
+
+use crate::Closable;
+use crate::error::{BoxError, Closed, ConnectError};
+use crate::event::Events;
+use crate::future::ResponseFuture;
+use crate::shared::{Lookup, Shared};
+
+/// The message of the panic of [`Persistent::call`] without readiness.
+pub(crate) const NOT_READY: &str =
+    "Persistent::call was called before Persistent::poll_ready returned Ready(Ok(()))";
+
+/// A handle on a persistent connection; a tower `Service` over its current connection.
+///
+/// Made by applying a [`PersistentLayer`](crate::PersistentLayer) to a connector. Cloning is
+/// cheap: all clones share one connection and one background driver. When the last clone is
+/// dropped, the driver stops and closes the connection, as if [`close`](Self::close) had been
+/// called.
+///
+/// # The tower face
+///
+/// - `poll_ready` is `Pending` while there is no connection; every waiting clone is woken when
+///   one arrives. Then it is the connection's own `poll_ready`. If that fails, the connection is
+///   reported dead (the driver closes it and reconnects) and the handle is `Pending` again until
+///   the next connection: a dead connection never surfaces as an `Err` from `poll_ready`.
+/// - Once the persistent connection is closed, `poll_ready` fails with [`Closed`], for good.
+/// - `call` sends on the connection that `poll_ready` reserved, even if another one became
+///   current meanwhile. Errors of a request in flight when its connection dies are returned to
+///   its caller; nothing is retried here (that is `tower::retry`'s job).
+/// - Readiness belongs to one handle: a clone starts unready.
+/// - A handle that is ready on the current connection costs one atomic load over the
+///   connection's own `poll_ready`: no lock, no allocation.
+///
+/// # Panics
+///
+/// `call` panics if `poll_ready` did not return `Ready(Ok(()))` since the last `call`.
+pub struct Persistent<A, C> {
+    shared: Arc<Shared<A, C>>,
+    id: u64,
+    /// The connection this handle uses, and its generation.
+    conn: Option<(u64, C)>,
+    /// `poll_ready` of `conn` returned `Ready(Ok(()))` and no call was made since.
+    ready: bool,
+    /// The waker registered with the shared state, and for which generation.
+    registered: Option<(u64, Waker)>,
+}
+
+impl<A, C> Persistent<A, C>
+where
+    A: Clone + Send + Sync + 'static,
+    C: Clone + Closable + Send + Sync + 'static,
+{
+    pub(crate) fn from_shared(shared: Arc<Shared<A, C>>) -> Self {
+        let id = shared.add_handle();
+        Persistent {
+            shared,
+            id,
+            conn: None,
+            ready: false,
+            registered: None,
+        }
+    }
+
+    /// Resolves with the first live connection from the moment of the call: at once if there is
+    /// one. A current connection that [`is_closed`](Closable::is_closed) is skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] once the persistent connection is closed, instead of waiting for ever.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future has no effect on the connection.
+    pub fn connected(&self) -> impl Future<Output = Result<C, Closed>> + Send + use<A, C> {
+        let mut status = self.shared.status.subscribe();
+        async move {
+            loop {
+                {
+                    let s = status.borrow_and_update();
+                    if s.closed {
+                        return Err(Closed::new());
+                    }
+                    if let Some(conn) = &s.current {
+                        if !conn.is_closed() {
+                            return Ok(conn.clone());
+                        }
+                    }
+                }
+                if status.changed().await.is_err() {
+                    return Err(Closed::new());
+                }
+            }
+        }
+    }
+
+    /// The connection in use, if any.
+    pub fn current_connection(&self) -> Option<C> {
+        self.shared.status.borrow().current.clone()
+    }
+
+    /// A live connection at once if there is one; otherwise the outcome of the next connection
+    /// attempt to finish: its connection, or its error.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConnectError`] of that attempt, or one for which
+    /// [`is_closed`](ConnectError::is_closed) is true once the persistent connection is closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future has no effect on the connection.
+    pub fn connected_or_failed_to_connect(
+        &self,
+    ) -> impl Future<Output = Result<C, ConnectError>> + Send + use<A, C> {
+        let mut status = self.shared.status.subscribe();
+        let attempts = status.borrow().attempts;
+        async move {
+            loop {
+                {
+                    let s = status.borrow_and_update();
+                    if s.closed {
+                        return Err(ConnectError::closed());
+                    }
+                    if let Some(conn) = &s.current {
+                        if !conn.is_closed() {
+                            return Ok(conn.clone());
+                        }
+                    }
+                    if s.attempts > attempts {
+                        if let Some(outcome) = &s.outcome {
+                            return outcome.clone();
+                        }
+                    }
+                }
+                if status.changed().await.is_err() {
+                    return Err(ConnectError::closed());
+                }
+            }
+        }
+    }
+
+    /// Closes the persistent connection: stops all further attempts, cancels an address lookup
+    /// or a connect in flight, closes the current connection and waits for it, and delivers
+    /// [`Disconnected`](crate::Event::Disconnected) if a connection was current.
+    ///
+    /// Closing begins at the call itself, not when the future is first polled: from then on
+    /// [`is_closed`](Self::is_closed) is true, [`current_connection`](Self::current_connection)
+    /// is `None` and `poll_ready` fails. The future resolves once closing is finished.
+    /// Idempotent: every call resolves together with the first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future does not stop the closing.
+    pub fn close(&self) -> impl Future<Output = ()> + Send + use<A, C> {
+        self.shared.begin_close();
+        self.close_finished()
+    }
+
+    /// True from the moment [`close`](Self::close) was first called (or the last handle dropped).
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Resolves once the first [`close`](Self::close) finishes. Starts nothing itself.
+    pub fn close_finished(&self) -> impl Future<Output = ()> + Send + use<A, C> {
+        let mut status = self.shared.status.subscribe();
+        async move {
+            // An error means the state is gone, which only happens after closing finished.
+            let _ = status.wait_for(|s| s.finished).await;
+        }
+    }
+
+    /// Stops reconnecting once the current connection dies; closes at once if there is none.
+    ///
+    /// The current connection is left alone until then. When it dies,
+    /// [`Disconnected`](crate::Event::Disconnected) is delivered and the persistent connection
+    /// closes.
+    pub fn close_when_current_connection_is_closed(&self) {
+        self.shared
+            .close_when_current_closed
+            .store(true, Ordering::SeqCst);
+        if self.shared.status.borrow().current.is_none() {
+            self.shared.begin_close();
+        }
+    }
+
+    /// The name given to [`PersistentLayer::new`](crate::PersistentLayer::new).
+    pub fn server_name(&self) -> &str {
+        &self.shared.server_name
+    }
+
+    /// A stream of [`Event`](crate::Event)s: first the most recent one (if any), then every
+    /// later one, in order. See [`Events`].
+    pub fn events(&self) -> Events<A, C> {
+        self.shared.hub.subscribe()
+    }
+}
+
+impl<A, C> Persistent<A, C>
+where
+    C: Clone,
+{
+    /// Registers this handle's waker to be woken when the connection of `generation` stops being
+    /// current, unless it already is registered for it.
+    fn watch_generation(&mut self, generation: u64, waker: &Waker) {
+        if let Some((g, w)) = &self.registered {
+            if *g == generation && w.will_wake(waker) {
+                return;
+            }
+        }
+        if self.shared.watch_generation(self.id, generation, waker) {
+            self.registered = Some((generation, waker.clone()));
+        }
+    }
+}
+
+impl<A, C, R> Service<R> for Persistent<A, C>
+where
+    C: Service<R> + Clone,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<C::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        loop {
+            if let Some((generation, conn)) = &mut self.conn {
+                let generation = *generation;
+                if generation == self.shared.generation.load(Ordering::Acquire) {
+                    match conn.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            self.ready = true;
+                            return Poll::Ready(Ok(()));
+                        }
+                        Poll::Pending => {
+                            self.ready = false;
+                            // Also wake up if the connection is replaced or closing begins.
+                            self.watch_generation(generation, cx.waker());
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(error)) => {
+                            let error: BoxError = error.into();
+                            tracing::debug!(
+                                server = %self.shared.server_name,
+                                %error,
+                                "connection failed poll_ready; reporting it dead",
+                            );
+                            self.shared.report_dead(generation);
+                        }
+                    }
+                }
+                self.conn = None;
+                self.ready = false;
+            }
+            match self.shared.lookup(self.id, cx.waker()) {
+                Lookup::Current(generation, conn) => self.conn = Some((generation, conn)),
+                Lookup::Closed => return Poll::Ready(Err(Closed::new().into())),
+                Lookup::Registered(generation) => {
+                    self.registered = Some((generation, cx.waker().clone()));
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        assert!(self.ready, "{NOT_READY}");
+        self.ready = false;
+        let (_, conn) = self.conn.as_mut().expect(NOT_READY);
+        ResponseFuture::new(conn.call(request))
+    }
+}
+
+impl<A, C: Clone> Clone for Persistent<A, C> {
+    /// A new handle on the same connection; readiness is not copied.
+    fn clone(&self) -> Self {
+        let id = self.shared.add_handle();
+        Persistent {
+            shared: self.shared.clone(),
+            id,
+            conn: None,
+            ready: false,
+            registered: None,
+        }
+    }
+}
+
+impl<A, C> Drop for Persistent<A, C> {
+    fn drop(&mut self) {
+        self.shared
+            .remove_handle(self.id, self.registered.is_some());
+    }
+}
+
+impl<A, C> fmt::Debug for Persistent<A, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Persistent")
+            .field("server_name", &self.shared.server_name)
+            .field("closed", &self.shared.is_closed())
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The persistent connection is itself closable, so that it can serve as the connection of
+/// another one.
+impl<A, C> Closable for Persistent<A, C>
+where
+    A: Clone + Send + Sync + 'static,
+    C: Clone + Closable + Send + Sync + 'static,
+{
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        Persistent::close(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        Persistent::is_closed(self)
+    }
+
+    fn close_finished(&self) -> impl Future<Output = ()> + Send {
+        Persistent::close_finished(self)
+    }
+}

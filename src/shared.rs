@@ -1,0 +1,239 @@
+//! The state shared by every handle of one persistent connection and its driver.
+//!
+//! One `watch` channel holds the truth (the current connection, whether closing began or
+//! finished, the outcome of the last attempt, the wakers of handles waiting in `poll_ready`);
+//! every change is made under its lock. An atomic generation number, bumped under that lock
+//! whenever the current connection changes or closing begins, lets a handle that is ready on the
+//! current connection check that it still is with one atomic load.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::Waker;
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ConnectError;
+use crate::event::Hub;
+
+pub(crate) struct Status<C> {
+    pub(crate) current: Option<C>,
+    /// Bumped whenever `current` changes or closing begins.
+    pub(crate) generation: u64,
+    /// `close` was called (or every handle dropped).
+    pub(crate) closed: bool,
+    /// Closing finished: the last connection is closed and `Disconnected` was delivered.
+    pub(crate) finished: bool,
+    /// How many attempts have finished, successful or not.
+    pub(crate) attempts: u64,
+    /// The outcome of the last finished attempt.
+    pub(crate) outcome: Option<Result<C, ConnectError>>,
+    /// Handles waiting in `poll_ready`, by handle id; all are woken on every change of
+    /// `generation`.
+    wakers: HashMap<u64, Waker>,
+}
+
+impl<C> Status<C> {
+    fn bump(&mut self, shared_generation: &AtomicU64) {
+        self.generation += 1;
+        shared_generation.store(self.generation, Ordering::Release);
+        for (_, waker) in self.wakers.drain() {
+            waker.wake();
+        }
+    }
+}
+
+/// What a handle without a usable connection finds.
+pub(crate) enum Lookup<C> {
+    Current(u64, C),
+    Closed,
+    /// The waker is registered until the generation moves on from this one.
+    Registered(u64),
+}
+
+pub(crate) struct Shared<A, C> {
+    pub(crate) server_name: Arc<str>,
+    pub(crate) generation: AtomicU64,
+    pub(crate) status: watch::Sender<Status<C>>,
+    pub(crate) hub: Hub<A, C>,
+    /// Cancelled when closing begins: stops the driver's waiting.
+    pub(crate) stop: CancellationToken,
+    /// A handle saw the current connection's `poll_ready` fail.
+    pub(crate) dead: Notify,
+    pub(crate) close_when_current_closed: AtomicBool,
+    handles: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl<A, C> Shared<A, C>
+where
+    A: Clone + Send + 'static,
+    C: Clone + Send + 'static,
+{
+    pub(crate) fn new(server_name: Arc<str>, event_capacity: usize) -> Self {
+        Shared {
+            server_name,
+            generation: AtomicU64::new(0),
+            status: watch::Sender::new(Status {
+                current: None,
+                generation: 0,
+                closed: false,
+                finished: false,
+                attempts: 0,
+                outcome: None,
+                wakers: HashMap::new(),
+            }),
+            hub: Hub::new(event_capacity),
+            stop: CancellationToken::new(),
+            dead: Notify::new(),
+            close_when_current_closed: AtomicBool::new(false),
+            handles: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<A, C> Shared<A, C> {
+    /// Registers a new handle and returns its id.
+    pub(crate) fn add_handle(&self) -> u64 {
+        self.handles.fetch_add(1, Ordering::Relaxed);
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Forgets a handle; the last one begins closing.
+    pub(crate) fn remove_handle(&self, id: u64, registered: bool) {
+        if registered {
+            self.status.send_if_modified(|s| {
+                s.wakers.remove(&id);
+                false
+            });
+        }
+        if self.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.begin_close();
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Whether the connection of `generation` is still current.
+    pub(crate) fn is_current(&self, generation: u64) -> bool {
+        let s = self.status.borrow();
+        s.generation == generation && s.current.is_some()
+    }
+
+    /// Stops the connection of `generation` from being current. Returns false if it already was.
+    pub(crate) fn clear_current(&self, generation: u64) -> bool {
+        self.status.send_if_modified(|s| {
+            if s.generation != generation || s.current.is_none() {
+                return false;
+            }
+            s.current = None;
+            s.bump(&self.generation);
+            true
+        })
+    }
+
+    /// Called by a handle whose `poll_ready` on the connection of `generation` failed.
+    pub(crate) fn report_dead(&self, generation: u64) {
+        if self.clear_current(generation) {
+            self.dead.notify_one();
+        }
+    }
+
+    /// Begins closing: from now on nothing is current, `poll_ready` fails and the driver stops.
+    /// Idempotent.
+    pub(crate) fn begin_close(&self) {
+        self.status.send_if_modified(|s| {
+            if s.closed {
+                return false;
+            }
+            s.closed = true;
+            s.current = None;
+            s.bump(&self.generation);
+            // Under the lock, so that whoever sees `closed` also sees the driver told to stop.
+            self.stop.cancel();
+            true
+        });
+    }
+
+    /// Closing finished (or the driver is gone): wakes every waiter for good.
+    pub(crate) fn finish(&self) {
+        self.begin_close();
+        self.status.send_modify(|s| {
+            s.finished = true;
+            s.outcome = None;
+        });
+    }
+
+    /// Registers `waker` to be woken when the connection of `generation` stops being current.
+    /// Returns false (and registers nothing) if it already has.
+    pub(crate) fn watch_generation(&self, id: u64, generation: u64, waker: &Waker) -> bool {
+        let mut registered = false;
+        self.status.send_if_modified(|s| {
+            if s.generation == generation {
+                register(&mut s.wakers, id, waker);
+                registered = true;
+            }
+            false
+        });
+        registered
+    }
+}
+
+impl<A, C: Clone> Shared<A, C> {
+    /// The current connection, or the closed state, or else registers `waker` to be woken at the
+    /// next change.
+    pub(crate) fn lookup(&self, id: u64, waker: &Waker) -> Lookup<C> {
+        let mut found = Lookup::Closed;
+        self.status.send_if_modified(|s| {
+            found = if s.closed {
+                Lookup::Closed
+            } else if let Some(conn) = &s.current {
+                Lookup::Current(s.generation, conn.clone())
+            } else {
+                register(&mut s.wakers, id, waker);
+                Lookup::Registered(s.generation)
+            };
+            false
+        });
+        found
+    }
+
+    /// Makes `conn` current, unless closing began. Returns its generation.
+    pub(crate) fn set_current(&self, conn: &C) -> Option<u64> {
+        let mut generation = None;
+        self.status.send_if_modified(|s| {
+            if s.closed {
+                return false;
+            }
+            s.current = Some(conn.clone());
+            s.attempts += 1;
+            s.outcome = Some(Ok(conn.clone()));
+            s.bump(&self.generation);
+            generation = Some(s.generation);
+            true
+        });
+        generation
+    }
+
+    /// Records a failed attempt.
+    pub(crate) fn attempt_failed(&self, error: &ConnectError) {
+        self.status.send_modify(|s| {
+            s.attempts += 1;
+            s.outcome = Some(Err(error.clone()));
+        });
+    }
+
+}
+
+fn register(wakers: &mut HashMap<u64, Waker>, id: u64, waker: &Waker) {
+    match wakers.get_mut(&id) {
+        Some(old) => old.clone_from(waker),
+        None => {
+            wakers.insert(id, waker.clone());
+        }
+    }
+}
