@@ -1,0 +1,287 @@
+//! Closing: in every phase of the loop, what it leaves behind, and dropping the last handle.
+
+mod support;
+
+use std::future::poll_fn;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use support::*;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_persistent::{Closable, Closed, Event, Persistent, PersistentLayer};
+
+type P = Persistent<&'static str, Conn>;
+
+/// A persistent connection with exact 1 s delays whose Disconnected handler takes 50 ms.
+fn start_with(start: Instant, lookup: Vec<Step>, connect: Vec<Step>) -> (P, Recorder, Script, Connect) {
+    let recorder = Recorder::new(start);
+    let lookup = Script::new(start, lookup, Step::Ok("a"));
+    let connect = Connect::new(Script::new(start, connect, Step::Ok("")));
+    let handler_recorder = recorder.clone();
+    let p = PersistentLayer::new("test", Lookup(lookup.clone()))
+        .retry_delay(|| Duration::from_secs(1))
+        .jitter(0.0)
+        .on_event(move |event: Event<&'static str, Conn>| {
+            let recorder = handler_recorder.clone();
+            async move {
+                if let Event::Disconnected = event {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                recorder.record(&event);
+            }
+        })
+        .layer(connect.clone());
+    (p, recorder, lookup, connect)
+}
+
+/// Checks everything that must hold once closing finished, an hour later.
+async fn assert_closed_for_good(start: Instant, p: &P, recorder: &Recorder, lookup: &Script) {
+    let events_before = recorder.log();
+    let lookups_before = lookup.calls();
+
+    assert!(p.is_closed());
+    assert!(p.current_connection().is_none());
+    assert_eq!(p.connected().await.unwrap_err(), Closed::default());
+    assert!(p.connected_or_failed_to_connect().await.unwrap_err().is_closed());
+    let mut handle = p.clone();
+    let error = poll_fn(|cx| Service::<u32>::poll_ready(&mut handle, cx))
+        .await
+        .unwrap_err();
+    assert!(error.is::<Closed>(), "{error}");
+    assert_eq!(error.to_string(), "persistent connection is closed");
+
+    until(start, ms(start) + 3_600_000).await;
+    assert_eq!(recorder.log(), events_before, "events after closing");
+    assert_eq!(lookup.calls(), lookups_before, "attempts after closing");
+    // Closing again is a no-op that resolves at once.
+    p.close().await;
+    p.close_finished().await;
+}
+
+// Closing during the address lookup drops the lookup and delivers no Disconnected.
+#[tokio::test(start_paused = true)]
+async fn close_while_looking_up_the_address() {
+    let start = Instant::now();
+    let (p, recorder, lookup, connect) = start_with(start, vec![Step::Hang], vec![]);
+    until(start, 100).await;
+    assert_eq!(lookup.dropped.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    let closing = p.close();
+    assert!(p.is_closed(), "closed from the call, before any poll");
+    assert!(p.current_connection().is_none());
+    closing.await;
+
+    assert_eq!(ms(start), 100);
+    assert_eq!(lookup.dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(connect.made().is_empty());
+    assert_eq!(recorder.log(), timeline(&[(0, "AttemptingToConnect")]));
+    assert_closed_for_good(start, &p, &recorder, &lookup).await;
+}
+
+// Closing during connect drops the connect and delivers no Disconnected.
+#[tokio::test(start_paused = true)]
+async fn close_while_connecting() {
+    let start = Instant::now();
+    let (p, recorder, lookup, connect) = start_with(start, vec![], vec![Step::Hang]);
+    until(start, 100).await;
+    p.close().await;
+
+    assert_eq!(ms(start), 100);
+    assert_eq!(connect.script.dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(connect.made().is_empty());
+    assert_eq!(
+        recorder.log(),
+        timeline(&[(0, "AttemptingToConnect"), (0, "ObtainedAddress(\"a\")")])
+    );
+    assert_closed_for_good(start, &p, &recorder, &lookup).await;
+}
+
+// Closing while connected closes the connection, delivers Disconnected, and only then resolves.
+#[tokio::test(start_paused = true)]
+async fn close_while_connected() {
+    let start = Instant::now();
+    let (p, recorder, lookup, _) = start_with(start, vec![], vec![]);
+    let conn = p.connected().await.unwrap();
+    until(start, 100).await;
+
+    let closing = p.close();
+    assert!(p.current_connection().is_none(), "not current from the call");
+    let second = p.close();
+    let finished = p.close_finished();
+    closing.await;
+    assert_eq!(ms(start), 150, "resolves after the Disconnected handler");
+    assert!(conn.is_closed());
+    // Later calls resolve together with the first.
+    second.await;
+    finished.await;
+    assert_eq!(ms(start), 150);
+    assert_eq!(
+        recorder.log(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (0, "Connected(1)"),
+            (150, "Disconnected"),
+        ])
+    );
+    assert_closed_for_good(start, &p, &recorder, &lookup).await;
+}
+
+// Closing while waiting to retry resolves at once and no attempt follows.
+#[tokio::test(start_paused = true)]
+async fn close_while_waiting_to_retry() {
+    let start = Instant::now();
+    let (p, recorder, lookup, _) = start_with(start, vec![Step::Err("down")], vec![]);
+    until(start, 500).await;
+    p.close().await;
+
+    assert_eq!(ms(start), 500);
+    assert_eq!(lookup.calls(), [0]);
+    assert_eq!(
+        recorder.log(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "FailedToConnect(address lookup failed: down)"),
+        ])
+    );
+    assert_closed_for_good(start, &p, &recorder, &lookup).await;
+}
+
+// Closing while waiting out the delay after a young connection died: no new round.
+#[tokio::test(start_paused = true)]
+async fn close_while_waiting_after_a_disconnection() {
+    let start = Instant::now();
+    let (p, recorder, lookup, connect) = start_with(start, vec![], vec![]);
+    p.connected().await.unwrap();
+    connect.conn(1).close().await;
+    let mut events = p.events();
+    // Streams receive an event as it is emitted, before the handler runs.
+    wait_event(&mut events, "disconnected").await;
+    assert_eq!(ms(start), 0);
+    until(start, 600).await;
+    p.close().await;
+    assert_eq!(ms(start), 600);
+    assert_eq!(recorder.events().len(), 4);
+    assert_closed_for_good(start, &p, &recorder, &lookup).await;
+}
+
+// A connection produced after close was called is closed and never becomes current.
+#[tokio::test(start_paused = true)]
+async fn connection_made_after_close_is_closed_and_never_current() {
+    let start = Instant::now();
+    let recorder = Recorder::new(start);
+    let handle: Arc<OnceLock<P>> = Arc::default();
+    let made: Arc<OnceLock<Conn>> = Arc::default();
+    let connect = {
+        let handle = handle.clone();
+        let made = made.clone();
+        service_fn(move |_: &'static str| {
+            // The connector closes the persistent connection, then answers at once.
+            let closing = handle.get().unwrap().close();
+            drop(closing);
+            let conn = Connect::new(Script::new(start, [], Step::Ok(""))).call("a");
+            let made = made.clone();
+            async move {
+                let conn = conn.await?;
+                made.set(conn.clone()).ok().unwrap();
+                Ok::<_, std::io::Error>(conn)
+            }
+        })
+    };
+    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .on_event(recorder.handler())
+        .layer(connect);
+    handle.set(p.clone()).ok().unwrap();
+
+    p.close_finished().await;
+    let conn = made.get().expect("the connector ran");
+    assert!(conn.is_closed());
+    assert!(p.current_connection().is_none());
+    assert_eq!(
+        recorder.events(),
+        ["AttemptingToConnect", "ObtainedAddress(\"a\")"]
+    );
+}
+
+// Dropping the last handle stops the driver and closes the connection; dropping a clone does not.
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_handle_closes() {
+    let start = Instant::now();
+    let (p, recorder, lookup, _) = start_with(start, vec![], vec![]);
+    let conn = p.connected().await.unwrap();
+    let mut events = p.events();
+    let clone = p.clone();
+
+    drop(p);
+    until(start, 1000).await;
+    assert!(!conn.is_closed());
+    assert!(!clone.is_closed());
+
+    drop(clone);
+    conn.close_finished().await;
+    // The stream delivers Disconnected, then ends.
+    let mut rest = Vec::new();
+    while let Some(event) = events.next().await {
+        rest.push(describe(&event.unwrap()));
+    }
+    assert_eq!(rest, ["Connected(1)", "Disconnected"]);
+    until(start, 3_600_000).await;
+    assert_eq!(lookup.calls(), [0]);
+    assert_eq!(recorder.events().len(), 4);
+}
+
+// `close_when_current_connection_is_closed` leaves the connection alone, then closes when it dies.
+#[tokio::test(start_paused = true)]
+async fn close_when_current_connection_is_closed_waits_for_the_connection() {
+    let start = Instant::now();
+    let (p, recorder, lookup, connect) = start_with(start, vec![], vec![]);
+    p.connected().await.unwrap();
+
+    p.close_when_current_connection_is_closed();
+    until(start, 5000).await;
+    assert!(!p.is_closed());
+    assert_eq!(p.current_connection().unwrap().get_ref().id, 1);
+    let mut handle = p.clone();
+    assert_eq!(handle.ready().await.unwrap().call(7).await.unwrap(), (1, 7));
+
+    connect.conn(1).close().await;
+    p.close_finished().await;
+    assert_eq!(ms(start), 5050);
+    assert_eq!(
+        recorder.log(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (0, "Connected(1)"),
+            (5050, "Disconnected"),
+        ])
+    );
+    assert_closed_for_good(start, &p, &recorder, &lookup).await;
+}
+
+// Without a connection, `close_when_current_connection_is_closed` closes at once.
+#[tokio::test(start_paused = true)]
+async fn close_when_current_connection_is_closed_without_one_closes_at_once() {
+    let start = Instant::now();
+    let (p, recorder, lookup, _) = start_with(start, vec![Step::Err("down")], vec![]);
+    until(start, 200).await;
+    p.close_when_current_connection_is_closed();
+    assert!(p.is_closed());
+    p.close_finished().await;
+    assert_eq!(ms(start), 200);
+    assert_closed_for_good(start, &p, &recorder, &lookup).await;
+}
+
+// `close_finished` starts nothing.
+#[tokio::test(start_paused = true)]
+async fn close_finished_starts_nothing() {
+    let start = Instant::now();
+    let (p, _, _, _) = start_with(start, vec![], vec![]);
+    p.connected().await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(60), p.close_finished()).await;
+    assert!(waited.is_err());
+    assert!(!p.is_closed());
+    assert!(p.current_connection().is_some());
+}
