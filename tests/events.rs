@@ -1,0 +1,90 @@
+//! The event stream: most recent event first, order, lag reports, end.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use support::*;
+use tokio::time::Instant;
+use tower::Layer;
+use tower_persistent::{Closable, PersistentLayer};
+
+// A new subscriber first receives the most recent event, then every later one, in order; the
+// stream ends once closing finished.
+#[tokio::test(start_paused = true)]
+async fn new_subscriber_gets_the_latest_event_then_the_rest() {
+    let start = Instant::now();
+    let connect = Connect::new(Script::new(start, [], Step::Ok("")));
+    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .retry_delay(|| Duration::from_secs(1))
+        .jitter(0.0)
+        .layer(connect.clone());
+    let from_start = p.events();
+    p.connected().await.unwrap();
+
+    let mut late = p.events();
+    connect.conn(1).close().await;
+    p.connected().await.unwrap();
+    p.close().await;
+
+    let all: Vec<String> = from_start.map(|e| describe(&e.unwrap())).collect().await;
+    assert_eq!(
+        all,
+        [
+            "AttemptingToConnect",
+            "ObtainedAddress(\"a\")",
+            "Connected(1)",
+            "Disconnected",
+            "AttemptingToConnect",
+            "ObtainedAddress(\"a\")",
+            "Connected(2)",
+            "Disconnected",
+        ]
+    );
+    let mut seen = Vec::new();
+    while let Some(event) = late.next().await {
+        seen.push(describe(&event.unwrap()));
+    }
+    assert_eq!(seen, all[2..]);
+
+    // A subscriber after the end gets the last event, then the end.
+    let after: Vec<String> = p.events().map(|e| describe(&e.unwrap())).collect().await;
+    assert_eq!(after, ["Disconnected"]);
+}
+
+// A subscriber that falls behind is told how many events it missed, then goes on.
+#[tokio::test(start_paused = true)]
+async fn slow_subscriber_is_told_how_many_events_it_missed() {
+    let start = Instant::now();
+    let errors = ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"];
+    let lookup = Script::new(start, errors.map(Step::Err), Step::Ok("a"));
+    let p = PersistentLayer::new("test", Lookup(lookup))
+        .retry_delay(|| Duration::from_secs(1))
+        .jitter(0.0)
+        .event_capacity(4)
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let mut events = p.events();
+    p.connected().await.unwrap();
+
+    // 12 events were sent (AttemptingToConnect, 9 failures, ObtainedAddress, Connected); 4 kept.
+    let lagged = events.next().await.unwrap().unwrap_err();
+    assert_eq!(lagged.missed(), 8);
+    assert_eq!(
+        lagged.to_string(),
+        "event subscriber lagged behind and missed 8 events"
+    );
+    let mut rest = Vec::new();
+    for _ in 0..4 {
+        rest.push(describe(&events.next().await.unwrap().unwrap()));
+    }
+    assert_eq!(
+        rest,
+        [
+            "FailedToConnect(address lookup failed: e8)",
+            "FailedToConnect(address lookup failed: e9)",
+            "ObtainedAddress(\"a\")",
+            "Connected(1)",
+        ]
+    );
+}

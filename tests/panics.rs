@@ -1,0 +1,155 @@
+//! Panics in user code never kill the connection loop.
+
+mod support;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use support::*;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+use tower_persistent::{Event, PersistentLayer};
+
+// A panic of the address lookup or of the connector is a failed attempt whose error says it
+// panicked; the loop retries after the delay.
+#[tokio::test(start_paused = true)]
+async fn panics_in_lookup_and_connect_are_failed_attempts() {
+    let start = Instant::now();
+    let recorder = Recorder::new(start);
+    let lookup = Script::new(start, [Step::Panic("lookup boom")], Step::Ok("a"));
+    let connect = Connect::new(Script::new(start, [Step::Panic("connect boom")], Step::Ok("")));
+    let p = PersistentLayer::new("test", Lookup(lookup))
+        .retry_delay(|| Duration::from_secs(1))
+        .jitter(0.0)
+        .on_event(recorder.handler())
+        .layer(connect);
+    let mut events = p.events();
+
+    let failure = p.connected_or_failed_to_connect().await.unwrap_err();
+    assert!(failure.is_address() && failure.is_panic());
+    assert_eq!(failure.text(), "address lookup panicked: lookup boom");
+    let failure = p.connected_or_failed_to_connect().await.unwrap_err();
+    assert!(failure.is_connect() && failure.is_panic());
+    wait_event(&mut events, "connected").await;
+
+    assert_eq!(
+        recorder.log(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "FailedToConnect(address lookup panicked: lookup boom)"),
+            (1000, "ObtainedAddress(\"a\")"),
+            (1000, "FailedToConnect(connect panicked: connect boom)"),
+            (2000, "Connected(1)"),
+        ])
+    );
+}
+
+/// An address lookup whose `poll_ready` panics on its first call.
+#[derive(Clone)]
+struct PanickyReady(Arc<AtomicUsize>);
+
+impl Service<()> for PanickyReady {
+    type Response = &'static str;
+    type Error = io::Error;
+    type Future = std::future::Ready<io::Result<&'static str>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("not ready at all");
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        std::future::ready(Ok("a"))
+    }
+}
+
+// A panic in the lookup's `poll_ready` counts as a panicked lookup too.
+#[tokio::test(start_paused = true)]
+async fn panic_in_poll_ready_of_the_lookup_is_a_failed_attempt() {
+    let start = Instant::now();
+    let recorder = Recorder::new(start);
+    let p = PersistentLayer::new("test", PanickyReady(Arc::default()))
+        .retry_delay(|| Duration::from_secs(1))
+        .jitter(0.0)
+        .on_event(recorder.handler())
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    p.connected().await.unwrap();
+    assert_eq!(ms(start), 1000);
+    assert_eq!(
+        recorder.events()[1],
+        "FailedToConnect(address lookup panicked: not ready at all)"
+    );
+}
+
+// A panicking event handler (when called or when polled) is logged and the loop goes on.
+#[tokio::test(start_paused = true)]
+async fn panicking_event_handler_is_survived() {
+    let start = Instant::now();
+    let recorder = Recorder::new(start);
+    let log = recorder.clone();
+    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .on_event(move |event: Event<&'static str, Conn>| {
+            log.record(&event);
+            if let Event::AttemptingToConnect = event {
+                panic!("handler called and panicked");
+            }
+            async move {
+                if let Event::ObtainedAddress(_) = event {
+                    panic!("handler polled and panicked");
+                }
+            }
+        })
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let mut events = p.events();
+    wait_event(&mut events, "connected").await;
+    assert_eq!(
+        recorder.events(),
+        ["AttemptingToConnect", "ObtainedAddress(\"a\")", "Connected(1)"]
+    );
+    p.close().await;
+    assert_eq!(recorder.events().last().unwrap(), "Disconnected");
+}
+
+// A panicking delay function falls back to the default delay for that attempt.
+#[tokio::test(start_paused = true)]
+async fn panicking_retry_delay_uses_the_default() {
+    let start = Instant::now();
+    let lookup = Script::new(start, [Step::Err("down")], Step::Ok("a"));
+    let p = PersistentLayer::new("test", Lookup(lookup.clone()))
+        .retry_delay(|| panic!("no delay for you"))
+        .jitter(0.0)
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    p.connected().await.unwrap();
+    assert_eq!(lookup.calls(), [0, 10_000]);
+}
+
+// A delay function that returns zero is held to the 1 ms floor (no busy loop); one that returns
+// `Duration::MAX` to the one-hour ceiling (no overflow, and closing still works).
+#[tokio::test(start_paused = true)]
+async fn zero_and_huge_delays_are_bounded() {
+    let start = Instant::now();
+    let lookup = Script::new(start, [], Step::Err("down"));
+    let p = PersistentLayer::new("test", Lookup(lookup.clone()))
+        .retry_delay(|| Duration::ZERO)
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    until(start, 100).await;
+    p.close().await;
+    let calls = lookup.calls();
+    assert_eq!(calls.len(), 100, "one attempt per millisecond: {calls:?}");
+
+    let start = Instant::now();
+    let lookup = Script::new(start, [], Step::Err("down"));
+    let p = PersistentLayer::new("test", Lookup(lookup.clone()))
+        .retry_delay(|| Duration::MAX)
+        .jitter(0.0)
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    until(start, 3 * 3_600_000 + 1).await;
+    assert_eq!(lookup.calls(), [0, 3_600_000, 7_200_000, 10_800_000]);
+    p.close().await;
+    assert_eq!(ms(start), 3 * 3_600_000 + 1);
+}
