@@ -319,3 +319,6 @@ where
 pub fn timeline(items: &[(u64, &str)]) -> Vec<(u64, String)> {
     items.iter().map(|(t, e)| (*t, e.to_string())).collect()
 }
+
+#[path = "line.rs"]
+pub mod line;
