@@ -4,11 +4,11 @@ use std::fmt;
 use std::future::Future;
 use std::task::{Context, Poll};
 
-use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use crate::error::{BoxError, ConnectionClosed};
 use crate::future::ResponseFuture;
+use crate::signal::Signal;
 
 /// A connection that can be closed, and that tells when it is.
 ///
@@ -56,7 +56,7 @@ pub trait Closable {
 #[derive(Clone)]
 pub struct ClosableService<S> {
     inner: S,
-    closed: CancellationToken,
+    closed: Signal,
 }
 
 impl<S> ClosableService<S> {
@@ -64,7 +64,7 @@ impl<S> ClosableService<S> {
     pub fn new(inner: S) -> Self {
         ClosableService {
             inner,
-            closed: CancellationToken::new(),
+            closed: Signal::default(),
         }
     }
 
@@ -77,23 +77,23 @@ impl<S> ClosableService<S> {
 impl<S> fmt::Debug for ClosableService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClosableService")
-            .field("closed", &self.closed.is_cancelled())
+            .field("closed", &self.closed.is_set())
             .finish_non_exhaustive()
     }
 }
 
-impl<S: Send + Sync> Closable for ClosableService<S> {
+impl<S> Closable for ClosableService<S> {
     fn close(&self) -> impl Future<Output = ()> + Send {
-        self.closed.cancel();
+        self.closed.set();
         std::future::ready(())
     }
 
     fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.closed.is_set()
     }
 
     fn close_finished(&self) -> impl Future<Output = ()> + Send {
-        self.closed.clone().cancelled_owned()
+        self.closed.wait()
     }
 }
 
@@ -108,12 +108,12 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.closed.is_cancelled() {
+        if self.closed.is_set() {
             return Poll::Ready(Err(ConnectionClosed::new().into()));
         }
         match self.inner.poll_ready(cx) {
             Poll::Ready(Err(e)) => {
-                self.closed.cancel();
+                self.closed.set();
                 Poll::Ready(Err(e.into()))
             }
             other => other.map_err(Into::into),

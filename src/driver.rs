@@ -122,14 +122,14 @@ where
     async fn connection_loop(&mut self) -> Option<C> {
         let stop = self.shared.stop.clone();
         loop {
-            if stop.is_cancelled() {
+            if stop.is_set() {
                 return None;
             }
             self.events.emit(Event::AttemptingToConnect).await;
             let mut last_address: Option<A> = None;
             let mut last_error: Option<String> = None;
             let (conn, deadline) = loop {
-                if stop.is_cancelled() {
+                if stop.is_set() {
                     return None;
                 }
                 let deadline = Instant::now() + self.backoff.next_delay(&self.shared.server_name);
@@ -148,7 +148,7 @@ where
                         }
                         tokio::select! {
                             biased;
-                            _ = stop.cancelled() => return None,
+                            _ = stop.wait() => return None,
                             _ = sleep_until(deadline) => {}
                         }
                     }
@@ -165,7 +165,7 @@ where
             let death = loop {
                 tokio::select! {
                     biased;
-                    _ = stop.cancelled() => return Some(conn),
+                    _ = stop.wait() => return Some(conn),
                     _ = conn.close_finished() => break Death::Closed,
                     _ = self.shared.dead.notified() => {
                         if !self.shared.is_current(generation) {
@@ -188,7 +188,7 @@ where
             }
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => return None,
+                _ = stop.wait() => return None,
                 _ = sleep_until(deadline) => {}
             }
         }
@@ -208,7 +208,7 @@ where
         .catch_unwind();
         let address = tokio::select! {
             biased;
-            _ = stop.cancelled() => return None,
+            _ = stop.wait() => return None,
             result = lookup => match result {
                 Ok(Ok(address)) => address,
                 Ok(Err(error)) => return Some(Err(ConnectError::address(error))),
@@ -219,7 +219,7 @@ where
         if last_address.as_ref() != Some(&address) {
             *last_address = Some(address.clone());
             self.events.emit(Event::ObtainedAddress(address.clone())).await;
-            if stop.is_cancelled() {
+            if stop.is_set() {
                 return None;
             }
         }
@@ -234,7 +234,7 @@ where
         .catch_unwind();
         tokio::select! {
             biased;
-            _ = stop.cancelled() => None,
+            _ = stop.wait() => None,
             result = connecting => Some(match result {
                 Ok(Ok(conn)) => Ok(conn),
                 Ok(Err(error)) => Err(ConnectError::connect(error)),

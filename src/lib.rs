@@ -87,6 +87,7 @@ pub mod future;
 mod layer;
 mod service;
 mod shared;
+mod signal;
 
 pub use backoff::{DEFAULT_JITTER, DEFAULT_RETRY_DELAY, MAX_RETRY_DELAY, MIN_RETRY_DELAY};
 pub use closable::{Closable, ClosableService};

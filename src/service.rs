@@ -222,6 +222,70 @@ where
     }
 }
 
+impl<A, C: Clone> Persistent<A, C> {
+    /// Handles the answer `poll` of the connection's `poll_ready`, off the happy path.
+    #[cold]
+    fn not_ready<R>(
+        &mut self,
+        poll: Poll<Result<(), C::Error>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), BoxError>>
+    where
+        C: Service<R>,
+        C::Error: Into<BoxError>,
+    {
+        self.ready = false;
+        let Some((generation, _)) = self.conn else {
+            return self.poll_ready_slow::<R>(cx);
+        };
+        match poll {
+            Poll::Ready(Ok(())) => {
+                self.ready = true;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                // Also wake up if the connection is replaced or closing begins.
+                self.watch_generation(generation, cx.waker());
+                Poll::Pending
+            }
+            Poll::Ready(Err(error)) => {
+                let error: BoxError = error.into();
+                tracing::debug!(
+                    server = %self.shared.server_name,
+                    %error,
+                    "connection failed poll_ready; reporting it dead",
+                );
+                self.shared.report_dead(generation);
+                self.conn = None;
+                self.poll_ready_slow::<R>(cx)
+            }
+        }
+    }
+
+    /// No connection, or not the current one: fetch the current one, or wait for one.
+    #[cold]
+    fn poll_ready_slow<R>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    where
+        C: Service<R>,
+        C::Error: Into<BoxError>,
+    {
+        self.ready = false;
+        self.conn = None;
+        match self.shared.lookup(self.id, cx.waker()) {
+            Lookup::Current(generation, mut conn) => {
+                let poll = conn.poll_ready(cx);
+                self.conn = Some((generation, conn));
+                self.not_ready::<R>(poll, cx)
+            }
+            Lookup::Closed => Poll::Ready(Err(Closed::new().into())),
+            Lookup::Registered(generation) => {
+                self.registered = Some((generation, cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
+}
+
 impl<A, C, R> Service<R> for Persistent<A, C>
 where
     C: Service<R> + Clone,
@@ -231,47 +295,23 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<C::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        loop {
-            if let Some((generation, conn)) = &mut self.conn {
-                let generation = *generation;
-                if generation == self.shared.generation.load(Ordering::Acquire) {
-                    match conn.poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            self.ready = true;
-                            return Poll::Ready(Ok(()));
-                        }
-                        Poll::Pending => {
-                            self.ready = false;
-                            // Also wake up if the connection is replaced or closing begins.
-                            self.watch_generation(generation, cx.waker());
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Err(error)) => {
-                            let error: BoxError = error.into();
-                            tracing::debug!(
-                                server = %self.shared.server_name,
-                                %error,
-                                "connection failed poll_ready; reporting it dead",
-                            );
-                            self.shared.report_dead(generation);
-                        }
-                    }
+        // The happy path: ready on the connection that is still current.
+        if let Some((generation, conn)) = &mut self.conn {
+            if *generation == self.shared.generation.load(Ordering::Acquire) {
+                let poll = conn.poll_ready(cx);
+                if let Poll::Ready(Ok(())) = poll {
+                    self.ready = true;
+                    return Poll::Ready(Ok(()));
                 }
-                self.conn = None;
-                self.ready = false;
-            }
-            match self.shared.lookup(self.id, cx.waker()) {
-                Lookup::Current(generation, conn) => self.conn = Some((generation, conn)),
-                Lookup::Closed => return Poll::Ready(Err(Closed::new().into())),
-                Lookup::Registered(generation) => {
-                    self.registered = Some((generation, cx.waker().clone()));
-                    return Poll::Pending;
-                }
+                return self.not_ready::<R>(poll, cx);
             }
         }
+        self.poll_ready_slow::<R>(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: R) -> Self::Future {
         assert!(self.ready, "{NOT_READY}");
         self.ready = false;

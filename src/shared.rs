@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::Waker;
 
 use tokio::sync::{Notify, watch};
-use tokio_util::sync::CancellationToken;
 
 use crate::error::ConnectError;
 use crate::event::Hub;
+use crate::signal::Signal;
 
 pub(crate) struct Status<C> {
     pub(crate) current: Option<C>,
@@ -57,8 +57,8 @@ pub(crate) struct Shared<A, C> {
     pub(crate) generation: AtomicU64,
     pub(crate) status: watch::Sender<Status<C>>,
     pub(crate) hub: Hub<A, C>,
-    /// Cancelled when closing begins: stops the driver's waiting.
-    pub(crate) stop: CancellationToken,
+    /// Set when closing begins: stops the driver's waiting.
+    pub(crate) stop: Signal,
     /// A handle saw the current connection's `poll_ready` fail.
     pub(crate) dead: Notify,
     pub(crate) close_when_current_closed: AtomicBool,
@@ -85,7 +85,7 @@ where
                 wakers: HashMap::new(),
             }),
             hub: Hub::new(event_capacity),
-            stop: CancellationToken::new(),
+            stop: Signal::default(),
             dead: Notify::new(),
             close_when_current_closed: AtomicBool::new(false),
             handles: AtomicUsize::new(0),
@@ -115,7 +115,7 @@ impl<A, C> Shared<A, C> {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.stop.is_cancelled()
+        self.stop.is_set()
     }
 
     /// Whether the connection of `generation` is still current.
@@ -154,7 +154,7 @@ impl<A, C> Shared<A, C> {
             s.current = None;
             s.bump(&self.generation);
             // Under the lock, so that whoever sees `closed` also sees the driver told to stop.
-            self.stop.cancel();
+            self.stop.set();
             true
         });
     }

@@ -1,0 +1,67 @@
+//! A one-shot signal: set once, checked with one atomic load, awaited by any number of tasks.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
+
+/// Cloneable; all clones share one state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Signal(Arc<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    set: AtomicBool,
+    notify: Notify,
+}
+
+impl Signal {
+    /// Sets the signal and wakes every waiter. Returns true for the call that set it.
+    pub(crate) fn set(&self) -> bool {
+        let first = !self.0.set.swap(true, Ordering::AcqRel);
+        if first {
+            self.0.notify.notify_waiters();
+        }
+        first
+    }
+
+    #[inline]
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.set.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the signal is set; borrows nothing.
+    pub(crate) fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let this = self.clone();
+        async move {
+            let notified = this.0.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so that a `set` in between is not missed.
+            notified.as_mut().enable();
+            if !this.is_set() {
+                notified.await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Signal;
+
+    // A waiter started before the signal is set resolves when it is; one started after resolves
+    // at once; only the first `set` reports setting it.
+    #[tokio::test]
+    async fn set_wakes_waiters() {
+        let signal = Signal::default();
+        let early = tokio::spawn(signal.wait());
+        tokio::task::yield_now().await;
+        assert!(!signal.is_set());
+        assert!(signal.set());
+        assert!(!signal.set());
+        early.await.unwrap();
+        signal.wait().await;
+        assert!(signal.is_set());
+    }
+}
