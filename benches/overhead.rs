@@ -110,8 +110,9 @@ fn bench(c: &mut Criterion, rt: &Runtime) {
             closed: CancellationToken::new(),
         }))
     }));
-    let persistent_closable = PersistentLayer::new("bench", get_address)
-        .layer(service_fn(|()| ready(Ok::<_, Infallible>(ClosableService::new(Inner)))));
+    let persistent_closable = PersistentLayer::new("bench", get_address).layer(service_fn(|()| {
+        ready(Ok::<_, Infallible>(ClosableService::new(Inner)))
+    }));
     let mut reconnect = Reconnect::new(service_fn(|()| ready(Ok::<_, Infallible>(Inner))), ());
     let mut buffer = Buffer::new(Inner, 1024);
     rt.block_on(async {
@@ -125,7 +126,12 @@ fn bench(c: &mut Criterion, rt: &Runtime) {
     let mut group = c.benchmark_group(GROUP);
     measure(&mut group, rt, BASELINE, bare);
     measure(&mut group, rt, "persistent", persistent);
-    measure(&mut group, rt, "persistent_closable_service", persistent_closable);
+    measure(
+        &mut group,
+        rt,
+        "persistent_closable_service",
+        persistent_closable,
+    );
     measure(&mut group, rt, "reconnect", reconnect);
     measure(&mut group, rt, "buffer", buffer);
     group.finish();

@@ -64,13 +64,20 @@ async fn main() -> io::Result<()> {
             alpha.stop().await;
             let beta = LineServer::start("beta").await?;
             *published.lock().unwrap() = beta.address;
-            println!("{} alpha stopped; beta listens on {}", stamp(start), beta.address);
+            println!(
+                "{} alpha stopped; beta listens on {}",
+                stamp(start),
+                beta.address
+            );
 
             sleep_until(start + Duration::from_millis(2000)).await;
             let nowhere = closed_port().await;
             *published.lock().unwrap() = nowhere;
             beta.stop().await;
-            println!("{} beta stopped; discovery points at {nowhere}, where nothing listens", stamp(start));
+            println!(
+                "{} beta stopped; discovery points at {nowhere}, where nothing listens",
+                stamp(start)
+            );
 
             sleep_until(start + Duration::from_millis(2800)).await;
             let gamma = LineServer::start("gamma").await?;
@@ -103,7 +110,10 @@ async fn main() -> io::Result<()> {
             }
             Err(_) => {
                 failed += 1;
-                println!("{}       request {sent}: no connection within 250 ms", stamp(start));
+                println!(
+                    "{}       request {sent}: no connection within 250 ms",
+                    stamp(start)
+                );
             }
         }
         sleep_until(tick + Duration::from_millis(100)).await;
@@ -115,6 +125,9 @@ async fn main() -> io::Result<()> {
     println!("requests sent:     {sent}");
     println!("answered:          {answered}");
     println!("failed:            {failed}");
-    println!("longest gap without an answer: {} ms", longest_gap.as_millis());
+    println!(
+        "longest gap without an answer: {} ms",
+        longest_gap.as_millis()
+    );
     Ok(())
 }

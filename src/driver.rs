@@ -114,7 +114,6 @@ where
             self.events.emit(Event::Disconnected).await;
         }
         self.shared.finish();
-        self.shared.hub.finish();
         tracing::debug!(server = %self.shared.server_name, "closed");
     }
 
@@ -182,7 +181,11 @@ where
             drop(conn);
             self.events.emit(Event::Disconnected).await;
 
-            if self.shared.close_when_current_closed.load(std::sync::atomic::Ordering::SeqCst) {
+            if self
+                .shared
+                .close_when_current_closed
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
                 self.shared.begin_close();
                 return None;
             }
@@ -218,7 +221,9 @@ where
 
         if last_address.as_ref() != Some(&address) {
             *last_address = Some(address.clone());
-            self.events.emit(Event::ObtainedAddress(address.clone())).await;
+            self.events
+                .emit(Event::ObtainedAddress(address.clone()))
+                .await;
             if stop.is_set() {
                 return None;
             }

@@ -196,7 +196,11 @@ impl Lagged {
 
 impl fmt::Display for Lagged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "event subscriber lagged behind and missed {} events", self.0)
+        write!(
+            f,
+            "event subscriber lagged behind and missed {} events",
+            self.0
+        )
     }
 }
 

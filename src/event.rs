@@ -88,10 +88,6 @@ impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HubState<A, C>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub(crate) fn publish(&self, event: &Event<A, C>) {
         let mut state = self.lock();
         state.last = Some(event.clone());
@@ -99,11 +95,6 @@ impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
             // Having no subscriber is not an error.
             let _ = sender.send(event.clone());
         }
-    }
-
-    /// Ends every stream once it has delivered what was already sent.
-    pub(crate) fn finish(&self) {
-        self.lock().sender = None;
     }
 
     pub(crate) fn subscribe(&self) -> Events<A, C> {
@@ -117,6 +108,17 @@ impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
             first: state.last.clone(),
             rest: BroadcastStream::new(receiver),
         }
+    }
+}
+
+impl<A, C> Hub<A, C> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState<A, C>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends every stream once it has delivered what was already sent.
+    pub(crate) fn finish(&self) {
+        self.lock().sender = None;
     }
 }
 

@@ -107,7 +107,7 @@ where
     }
 
     /// A live connection at once if there is one; otherwise the outcome of the next connection
-    /// attempt to finish: its connection, or its error.
+    /// attempt to finish after the call: its connection, or its error.
     ///
     /// # Errors
     ///
@@ -120,29 +120,14 @@ where
     pub fn connected_or_failed_to_connect(
         &self,
     ) -> impl Future<Output = Result<C, ConnectError>> + Send + use<A, C> {
-        let mut status = self.shared.status.subscribe();
-        let attempts = status.borrow().attempts;
+        let next = self.shared.live_or_next_outcome();
         async move {
-            loop {
-                {
-                    let s = status.borrow_and_update();
-                    if s.closed {
-                        return Err(ConnectError::closed());
-                    }
-                    if let Some(conn) = &s.current {
-                        if !conn.is_closed() {
-                            return Ok(conn.clone());
-                        }
-                    }
-                    if s.attempts > attempts {
-                        if let Some(outcome) = &s.outcome {
-                            return outcome.clone();
-                        }
-                    }
-                }
-                if status.changed().await.is_err() {
-                    return Err(ConnectError::closed());
-                }
+            match next {
+                Ok(conn) => Ok(conn),
+                // A dropped sender means closing began first.
+                Err(outcome) => outcome
+                    .await
+                    .unwrap_or_else(|_| Err(ConnectError::closed())),
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The state shared by every handle of one persistent connection and its driver.
 //!
 //! One `watch` channel holds the truth (the current connection, whether closing began or
-//! finished, the outcome of the last attempt, the wakers of handles waiting in `poll_ready`);
+//! finished, who waits for the outcome of the next attempt, the wakers of handles waiting in
+//! `poll_ready`);
 //! every change is made under its lock. An atomic generation number, bumped under that lock
 //! whenever the current connection changes or closing begins, lets a handle that is ready on the
 //! current connection check that it still is with one atomic load.
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::Waker;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::error::ConnectError;
 use crate::event::Hub;
@@ -25,10 +26,9 @@ pub(crate) struct Status<C> {
     pub(crate) closed: bool,
     /// Closing finished: the last connection is closed and `Disconnected` was delivered.
     pub(crate) finished: bool,
-    /// How many attempts have finished, successful or not.
-    pub(crate) attempts: u64,
-    /// The outcome of the last finished attempt.
-    pub(crate) outcome: Option<Result<C, ConnectError>>,
+    /// Callers of `connected_or_failed_to_connect` waiting for the outcome of the next attempt;
+    /// dropped (which tells them the connection closed) when closing begins.
+    outcome_waiters: Vec<oneshot::Sender<Result<C, ConnectError>>>,
     /// Handles waiting in `poll_ready`, by handle id; all are woken on every change of
     /// `generation`.
     wakers: HashMap<u64, Waker>,
@@ -80,8 +80,7 @@ where
                 generation: 0,
                 closed: false,
                 finished: false,
-                attempts: 0,
-                outcome: None,
+                outcome_waiters: Vec::new(),
                 wakers: HashMap::new(),
             }),
             hub: Hub::new(event_capacity),
@@ -152,6 +151,7 @@ impl<A, C> Shared<A, C> {
             }
             s.closed = true;
             s.current = None;
+            s.outcome_waiters.clear();
             s.bump(&self.generation);
             // Under the lock, so that whoever sees `closed` also sees the driver told to stop.
             self.stop.set();
@@ -159,13 +159,14 @@ impl<A, C> Shared<A, C> {
         });
     }
 
-    /// Closing finished (or the driver is gone): wakes every waiter for good.
+    /// Closing finished (or the driver is gone): wakes every waiter for good and ends the event
+    /// streams.
     pub(crate) fn finish(&self) {
         self.begin_close();
         self.status.send_modify(|s| {
             s.finished = true;
-            s.outcome = None;
         });
+        self.hub.finish();
     }
 
     /// Registers `waker` to be woken when the connection of `generation` stops being current.
@@ -210,8 +211,9 @@ impl<A, C: Clone> Shared<A, C> {
                 return false;
             }
             s.current = Some(conn.clone());
-            s.attempts += 1;
-            s.outcome = Some(Ok(conn.clone()));
+            for waiter in s.outcome_waiters.drain(..) {
+                let _ = waiter.send(Ok(conn.clone()));
+            }
             s.bump(&self.generation);
             generation = Some(s.generation);
             true
@@ -221,12 +223,37 @@ impl<A, C: Clone> Shared<A, C> {
 
     /// Records a failed attempt.
     pub(crate) fn attempt_failed(&self, error: &ConnectError) {
-        self.status.send_modify(|s| {
-            s.attempts += 1;
-            s.outcome = Some(Err(error.clone()));
+        self.status.send_if_modified(|s| {
+            for waiter in s.outcome_waiters.drain(..) {
+                let _ = waiter.send(Err(error.clone()));
+            }
+            false
         });
     }
 
+    /// A live current connection, or else a receiver of the outcome of the next attempt (which
+    /// errs if closing begins first).
+    pub(crate) fn live_or_next_outcome(
+        &self,
+    ) -> Result<C, oneshot::Receiver<Result<C, ConnectError>>>
+    where
+        C: crate::Closable,
+    {
+        let mut found = None;
+        self.status.send_if_modified(|s| {
+            if let Some(conn) = s.current.as_ref().filter(|c| !c.is_closed()) {
+                found = Some(Ok(conn.clone()));
+            } else {
+                let (sender, receiver) = oneshot::channel();
+                if !s.closed {
+                    s.outcome_waiters.push(sender);
+                }
+                found = Some(Err(receiver));
+            }
+            false
+        });
+        found.expect("set by the closure")
+    }
 }
 
 fn register(wakers: &mut HashMap<u64, Waker>, id: u64, waker: &Waker) {

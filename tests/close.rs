@@ -15,7 +15,11 @@ use tower_persistent::{Closable, Closed, Event, Persistent, PersistentLayer};
 type P = Persistent<&'static str, Conn>;
 
 /// A persistent connection with exact 1 s delays whose Disconnected handler takes 50 ms.
-fn start_with(start: Instant, lookup: Vec<Step>, connect: Vec<Step>) -> (P, Recorder, Script, Connect) {
+fn start_with(
+    start: Instant,
+    lookup: Vec<Step>,
+    connect: Vec<Step>,
+) -> (P, Recorder, Script, Connect) {
     let recorder = Recorder::new(start);
     let lookup = Script::new(start, lookup, Step::Ok("a"));
     let connect = Connect::new(Script::new(start, connect, Step::Ok("")));
@@ -44,7 +48,12 @@ async fn assert_closed_for_good(start: Instant, p: &P, recorder: &Recorder, look
     assert!(p.is_closed());
     assert!(p.current_connection().is_none());
     assert_eq!(p.connected().await.unwrap_err(), Closed::default());
-    assert!(p.connected_or_failed_to_connect().await.unwrap_err().is_closed());
+    assert!(
+        p.connected_or_failed_to_connect()
+            .await
+            .unwrap_err()
+            .is_closed()
+    );
     let mut handle = p.clone();
     let error = poll_fn(|cx| Service::<u32>::poll_ready(&mut handle, cx))
         .await
@@ -89,7 +98,13 @@ async fn close_while_connecting() {
     p.close().await;
 
     assert_eq!(ms(start), 100);
-    assert_eq!(connect.script.dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        connect
+            .script
+            .dropped
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     assert!(connect.made().is_empty());
     assert_eq!(
         recorder.log(),
@@ -107,7 +122,10 @@ async fn close_while_connected() {
     until(start, 100).await;
 
     let closing = p.close();
-    assert!(p.current_connection().is_none(), "not current from the call");
+    assert!(
+        p.current_connection().is_none(),
+        "not current from the call"
+    );
     let second = p.close();
     let finished = p.close_finished();
     closing.await;

@@ -56,6 +56,17 @@ async fn first_connection_events() {
         ])
     );
     assert_eq!(p.current_connection().unwrap().get_ref().id, 1);
+    // Connected: both waits answer at once with the current connection.
+    assert_eq!(p.connected().await.unwrap().get_ref().id, 1);
+    assert_eq!(
+        p.connected_or_failed_to_connect()
+            .await
+            .unwrap()
+            .get_ref()
+            .id,
+        1
+    );
+    assert_eq!(ms(start), 0);
     assert_eq!(p.server_name(), "test");
 }
 
@@ -137,7 +148,12 @@ async fn lookup_and_connect_errors_share_a_slot() {
     let (p, recorder, _, _) = start_with(
         start,
         vec![Step::Ok("a"), Step::Err("e1"), Step::Ok("a"), Step::Ok("a")],
-        vec![Step::Err("e1"), Step::Err("e1"), Step::Err("e1"), Step::Ok("")],
+        vec![
+            Step::Err("e1"),
+            Step::Err("e1"),
+            Step::Err("e1"),
+            Step::Ok(""),
+        ],
     );
     let mut events = p.events();
     wait_event(&mut events, "connected").await;
@@ -198,7 +214,11 @@ async fn delays_are_jittered_within_thirty_percent() {
     let mut distinct = gaps.clone();
     distinct.sort();
     distinct.dedup();
-    assert!(distinct.len() > 150, "only {} distinct gaps", distinct.len());
+    assert!(
+        distinct.len() > 150,
+        "only {} distinct gaps",
+        distinct.len()
+    );
     // Both halves of the range are used.
     assert!(gaps.iter().any(|g| *g < Duration::from_millis(900)));
     assert!(gaps.iter().any(|g| *g > Duration::from_millis(1100)));
@@ -223,11 +243,8 @@ async fn default_delay_is_ten_seconds() {
 async fn delay_separates_the_starts_of_attempts() {
     let start = Instant::now();
     let slow_failure = Step::After(Duration::from_millis(300), Box::new(Step::Err("slow")));
-    let (p, recorder, lookup, _) = start_with(
-        start,
-        vec![slow_failure.clone(), slow_failure],
-        vec![],
-    );
+    let (p, recorder, lookup, _) =
+        start_with(start, vec![slow_failure.clone(), slow_failure], vec![]);
     let mut events = p.events();
     wait_event(&mut events, "connected").await;
     assert_eq!(lookup.calls(), [0, 1000, 2000]);
@@ -316,6 +333,37 @@ async fn event_handlers_are_awaited() {
             (500, "ObtainedAddress(\"a\")"),
             (2500, "Connected(1)"),
             (2500, "Disconnected"),
+        ])
+    );
+}
+
+// A connector that never answers is bounded by `tower::timeout` stacked under the layer: the
+// attempt fails with the timeout's error and the loop goes on.
+#[tokio::test(start_paused = true)]
+async fn hanging_connector_is_cut_off_by_a_timeout_layer() {
+    let start = Instant::now();
+    let recorder = Recorder::new(start);
+    let connect = Connect::new(Script::new(start, [Step::Hang], Step::Ok("")));
+    let p = tower::ServiceBuilder::new()
+        .layer(
+            PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+                .retry_delay(|| SECOND)
+                .jitter(0.0)
+                .on_event(recorder.handler()),
+        )
+        .timeout(Duration::from_secs(5))
+        .service(connect.clone());
+    let failure = p.connected_or_failed_to_connect().await.unwrap_err();
+    assert_eq!(failure.text(), "connect failed: request timed out");
+    p.connected().await.unwrap();
+    assert_eq!(connect.script.dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        recorder.log(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (5000, "FailedToConnect(connect failed: request timed out)"),
+            (5000, "Connected(1)"),
         ])
     );
 }

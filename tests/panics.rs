@@ -20,7 +20,11 @@ async fn panics_in_lookup_and_connect_are_failed_attempts() {
     let start = Instant::now();
     let recorder = Recorder::new(start);
     let lookup = Script::new(start, [Step::Panic("lookup boom")], Step::Ok("a"));
-    let connect = Connect::new(Script::new(start, [Step::Panic("connect boom")], Step::Ok("")));
+    let connect = Connect::new(Script::new(
+        start,
+        [Step::Panic("connect boom")],
+        Step::Ok(""),
+    ));
     let p = PersistentLayer::new("test", Lookup(lookup))
         .retry_delay(|| Duration::from_secs(1))
         .jitter(0.0)
@@ -109,7 +113,11 @@ async fn panicking_event_handler_is_survived() {
     wait_event(&mut events, "connected").await;
     assert_eq!(
         recorder.events(),
-        ["AttemptingToConnect", "ObtainedAddress(\"a\")", "Connected(1)"]
+        [
+            "AttemptingToConnect",
+            "ObtainedAddress(\"a\")",
+            "Connected(1)"
+        ]
     );
     p.close().await;
     assert_eq!(recorder.events().last().unwrap(), "Disconnected");

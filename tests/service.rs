@@ -42,7 +42,10 @@ async fn poll_ready_waits_and_wakes_every_clone() {
     }
 
     until(start, 999).await;
-    assert!(clones.iter().all(|c| !c.is_woken()), "woken before a connection");
+    assert!(
+        clones.iter().all(|c| !c.is_woken()),
+        "woken before a connection"
+    );
     p.connected().await.unwrap();
     assert_eq!(ms(start), 1000);
 
@@ -59,11 +62,12 @@ async fn poll_ready_waits_and_wakes_every_clone() {
 async fn pending_on_the_connection_is_woken_by_close() {
     let (mock, mut handle) = tower_test::mock::pair::<u32, u32>();
     let conn = ClosableService::new(mock);
-    let p = PersistentLayer::new("test", service_fn(|()| async { Ok::<_, io::Error>(1) }))
-        .layer(service_fn(move |_: i32| {
+    let p = PersistentLayer::new("test", service_fn(|()| async { Ok::<_, io::Error>(1) })).layer(
+        service_fn(move |_: i32| {
             let conn = conn.clone();
             async move { Ok::<_, io::Error>(conn) }
-        }));
+        }),
+    );
     p.connected().await.unwrap();
     // The mock allows no request: its poll_ready stays Pending.
     let mut waiting = tower_test::mock::Spawn::new(p.clone());
@@ -181,11 +185,13 @@ async fn failing_poll_ready_closes_and_replaces_the_connection() {
 
 // `call` without readiness panics with a fixed message.
 #[tokio::test(start_paused = true)]
-#[should_panic(expected = "Persistent::call was called before Persistent::poll_ready returned Ready(Ok(()))")]
+#[should_panic(
+    expected = "Persistent::call was called before Persistent::poll_ready returned Ready(Ok(()))"
+)]
 async fn call_without_poll_ready_panics() {
     let (mut p, _, _) = start_with(Instant::now(), vec![]);
     p.connected().await.unwrap();
-    let _ = p.call(1);
+    drop(p.call(1));
 }
 
 // A clone does not inherit readiness.
@@ -193,9 +199,11 @@ async fn call_without_poll_ready_panics() {
 #[should_panic(expected = "Persistent::call was called before")]
 async fn clones_never_copy_readiness() {
     let (mut p, _, _) = start_with(Instant::now(), vec![]);
-    poll_fn(|cx| Service::<u32>::poll_ready(&mut p, cx)).await.unwrap();
+    poll_fn(|cx| Service::<u32>::poll_ready(&mut p, cx))
+        .await
+        .unwrap();
     let mut clone = p.clone();
-    let _ = clone.call(1);
+    drop(clone.call(1));
 }
 
 // One readiness, one call: a second call needs poll_ready again.
@@ -203,9 +211,11 @@ async fn clones_never_copy_readiness() {
 #[should_panic(expected = "Persistent::call was called before")]
 async fn readiness_is_used_up_by_a_call() {
     let (mut p, _, _) = start_with(Instant::now(), vec![]);
-    poll_fn(|cx| Service::<u32>::poll_ready(&mut p, cx)).await.unwrap();
-    let _ = p.call(1);
-    let _ = p.call(2);
+    poll_fn(|cx| Service::<u32>::poll_ready(&mut p, cx))
+        .await
+        .unwrap();
+    drop(p.call(1));
+    drop(p.call(2));
 }
 
 // `call` sends on the connection that poll_ready reserved, even if another one became current.
@@ -213,7 +223,9 @@ async fn readiness_is_used_up_by_a_call() {
 async fn call_uses_the_reserved_connection() {
     let start = Instant::now();
     let (mut p, _, connect) = start_with(start, vec![]);
-    poll_fn(|cx| Service::<u32>::poll_ready(&mut p, cx)).await.unwrap();
+    poll_fn(|cx| Service::<u32>::poll_ready(&mut p, cx))
+        .await
+        .unwrap();
 
     until(start, 5000).await;
     let mut events = p.events();
@@ -234,11 +246,18 @@ async fn request_in_flight_gets_the_error_and_is_not_retried() {
     let (second_mock, mut second) = tower_test::mock::pair::<u32, u32>();
     let mocks = Arc::new(std::sync::Mutex::new(vec![second_mock, first_mock]));
     let connect = service_fn(move |_: u8| {
-        let mock = mocks.lock().unwrap().pop().expect("two connections at most");
+        let mock = mocks
+            .lock()
+            .unwrap()
+            .pop()
+            .expect("two connections at most");
         std::future::ready(Ok::<_, io::Error>(ClosableService::new(mock)))
     });
     let p = ServiceBuilder::new()
-        .layer(PersistentLayer::new("test", service_fn(|()| async { Ok::<_, io::Error>(0_u8) })))
+        .layer(PersistentLayer::new(
+            "test",
+            service_fn(|()| async { Ok::<_, io::Error>(0_u8) }),
+        ))
         .service(connect);
     let first_conn = p.connected().await.unwrap();
 

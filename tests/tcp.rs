@@ -84,7 +84,9 @@ async fn reconnects_to_a_server_that_moved() {
     let nowhere = closed_port().await;
     *published.lock().unwrap() = nowhere;
     alpha.stop().await;
-    timeout(LIMIT, first.close_finished()).await.expect("death unnoticed");
+    timeout(LIMIT, first.close_finished())
+        .await
+        .expect("death unnoticed");
     let failure = timeout(LIMIT, p.connected_or_failed_to_connect())
         .await
         .unwrap()
@@ -121,7 +123,10 @@ async fn reconnects_to_a_server_that_moved() {
         ]
     );
     assert_eq!(
-        round.iter().filter(|e| e.starts_with("FailedToConnect")).count(),
+        round
+            .iter()
+            .filter(|e| e.starts_with("FailedToConnect"))
+            .count(),
         1,
         "the same error is reported once per round: {round:?}"
     );
@@ -141,7 +146,9 @@ async fn reconnects_to_a_restarted_server() {
 
     first.stop().await;
     // The idle connection notices that the server went away.
-    timeout(LIMIT, old.close_finished()).await.expect("death unnoticed");
+    timeout(LIMIT, old.close_finished())
+        .await
+        .expect("death unnoticed");
     let second = LineServer::start_on("second", address).await.unwrap();
     // The request waits in poll_ready until the new connection is up.
     assert_eq!(ask(&p, "b").await.unwrap(), "second: b");

@@ -94,7 +94,10 @@ async fn serve_socket(
     // Requests still queued fail rather than hang.
     requests.close();
     while let Ok((_, reply)) = requests.try_recv() {
-        let _ = reply.send(Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed")));
+        let _ = reply.send(Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "connection closed",
+        )));
     }
 }
 
@@ -120,7 +123,10 @@ impl Service<String> for LineConn {
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.is_closed() {
-            Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed")))
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection closed",
+            )))
         } else {
             Poll::Ready(Ok(()))
         }
@@ -164,7 +170,9 @@ impl LineServer {
             // Dropped with this task: aborts every connection.
             let mut sockets = JoinSet::new();
             loop {
-                let Ok((socket, _)) = listener.accept().await else { break };
+                let Ok((socket, _)) = listener.accept().await else {
+                    break;
+                };
                 count.send_modify(|n| *n += 1);
                 sockets.spawn(answer(name, socket));
             }

@@ -299,7 +299,10 @@ pub async fn until(start: Instant, at: u64) {
 /// # Panics
 ///
 /// If the stream ends first or reports a lag.
-pub async fn wait_event<A, C>(events: &mut tower_persistent::Events<A, C>, name: &str) -> Event<A, C>
+pub async fn wait_event<A, C>(
+    events: &mut tower_persistent::Events<A, C>,
+    name: &str,
+) -> Event<A, C>
 where
     A: Clone + Send + 'static,
     C: Clone + Send + 'static,
