@@ -95,3 +95,8 @@ pub use error::{BoxError, Closed, ConnectError, ConnectionClosed, Lagged};
 pub use event::{Event, Events};
 pub use layer::{DEFAULT_EVENT_CAPACITY, PersistentLayer};
 pub use service::Persistent;
+
+// The README's examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
