@@ -125,7 +125,11 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// [`Disconnected`](Event::Disconnected) is not emitted before the handler of
     /// [`Connected`](Event::Connected) finishes, even if the connection dies meanwhile. A handler
     /// that panics is logged at ERROR and the loop goes on; a handler that never finishes stops
-    /// the loop (and [`close`](Persistent::close)) with it.
+    /// the loop (and [`close`](Persistent::close)) with it. Closing does not cancel a handler
+    /// that is running.
+    ///
+    /// A handler that owns a [`Persistent`] handle keeps the connection alive: dropping the other
+    /// handles then no longer closes it, so call [`close`](Persistent::close) explicitly.
     pub fn on_event<F, Fut>(mut self, on_event: F) -> Self
     where
         F: Fn(Event<A, C>) -> Fut + Send + Sync + 'static,

@@ -194,7 +194,7 @@ where
     C: Clone,
 {
     /// Registers this handle's waker to be woken when the connection of `generation` stops being
-    /// current, unless it already is registered for it.
+    /// current, unless it already is registered for it. If it already stopped, wakes at once.
     fn watch_generation(&mut self, generation: u64, waker: &Waker) {
         if let Some((g, w)) = &self.registered {
             if *g == generation && w.will_wake(waker) {
@@ -203,6 +203,9 @@ where
         }
         if self.shared.watch_generation(self.id, generation, waker) {
             self.registered = Some((generation, waker.clone()));
+        } else {
+            // Replaced or closed meanwhile: poll again to see the new state.
+            waker.wake_by_ref();
         }
     }
 }

@@ -35,10 +35,22 @@ pub(crate) struct Status<C> {
 }
 
 impl<C> Status<C> {
-    fn bump(&mut self, shared_generation: &AtomicU64) {
+    /// Moves to the next generation; returns the wakers to wake once the lock is released.
+    #[must_use]
+    fn bump(&mut self, shared_generation: &AtomicU64) -> Wakers {
         self.generation += 1;
         shared_generation.store(self.generation, Ordering::Release);
-        for (_, waker) in self.wakers.drain() {
+        Wakers(std::mem::take(&mut self.wakers))
+    }
+}
+
+/// Wakers taken out under the lock, woken when dropped (after the lock is released).
+#[derive(Default)]
+struct Wakers(HashMap<u64, Waker>);
+
+impl Drop for Wakers {
+    fn drop(&mut self) {
+        for (_, waker) in self.0.drain() {
             waker.wake();
         }
     }
@@ -125,14 +137,17 @@ impl<A, C> Shared<A, C> {
 
     /// Stops the connection of `generation` from being current. Returns false if it already was.
     pub(crate) fn clear_current(&self, generation: u64) -> bool {
-        self.status.send_if_modified(|s| {
+        let mut wakers = Wakers::default();
+        let cleared = self.status.send_if_modified(|s| {
             if s.generation != generation || s.current.is_none() {
                 return false;
             }
             s.current = None;
-            s.bump(&self.generation);
+            wakers = s.bump(&self.generation);
             true
-        })
+        });
+        drop(wakers);
+        cleared
     }
 
     /// Called by a handle whose `poll_ready` on the connection of `generation` failed.
@@ -145,6 +160,7 @@ impl<A, C> Shared<A, C> {
     /// Begins closing: from now on nothing is current, `poll_ready` fails and the driver stops.
     /// Idempotent.
     pub(crate) fn begin_close(&self) {
+        let mut wakers = Wakers::default();
         self.status.send_if_modified(|s| {
             if s.closed {
                 return false;
@@ -152,11 +168,12 @@ impl<A, C> Shared<A, C> {
             s.closed = true;
             s.current = None;
             s.outcome_waiters.clear();
-            s.bump(&self.generation);
+            wakers = s.bump(&self.generation);
             // Under the lock, so that whoever sees `closed` also sees the driver told to stop.
             self.stop.set();
             true
         });
+        drop(wakers);
     }
 
     /// Closing finished (or the driver is gone): wakes every waiter for good and ends the event
@@ -206,6 +223,7 @@ impl<A, C: Clone> Shared<A, C> {
     /// Makes `conn` current, unless closing began. Returns its generation.
     pub(crate) fn set_current(&self, conn: &C) -> Option<u64> {
         let mut generation = None;
+        let mut wakers = Wakers::default();
         self.status.send_if_modified(|s| {
             if s.closed {
                 return false;
@@ -214,10 +232,11 @@ impl<A, C: Clone> Shared<A, C> {
             for waiter in s.outcome_waiters.drain(..) {
                 let _ = waiter.send(Ok(conn.clone()));
             }
-            s.bump(&self.generation);
+            wakers = s.bump(&self.generation);
             generation = Some(s.generation);
             true
         });
+        drop(wakers);
         generation
     }
 
