@@ -267,6 +267,7 @@ where
             }
             Event::Connected(_) => tracing::info!(server, "connected"),
             Event::Disconnected => tracing::info!(server, "disconnected"),
+            Event::Lagged(_) => {}
         }
         self.shared.hub.publish(&event);
         if let Some(on_event) = &self.on_event {

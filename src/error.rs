@@ -182,30 +182,6 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// A subscriber of [`Persistent::events`](crate::Persistent::events) fell too far behind and
-/// missed some events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lagged(pub(crate) u64);
-
-impl Lagged {
-    /// How many events were missed.
-    pub fn missed(&self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for Lagged {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "event subscriber lagged behind and missed {} events",
-            self.0
-        )
-    }
-}
-
-impl StdError for Lagged {}
-
 /// The connection was closed; returned by [`ClosableService`](crate::ClosableService)'s
 /// `poll_ready` once it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

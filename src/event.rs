@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::error::{ConnectError, Lagged};
+use crate::error::ConnectError;
 
 /// One step of the connection loop.
 ///
@@ -38,6 +38,9 @@ pub enum Event<A, C> {
     Connected(C),
     /// The current connection died or was closed, and is no longer current.
     Disconnected,
+    /// Only in [`Events`] streams, never to `on_event`: this subscriber fell too far behind and
+    /// missed this many events; the stream goes on with the oldest event still held.
+    Lagged(u64),
 }
 
 impl<A, C> Event<A, C> {
@@ -49,6 +52,7 @@ impl<A, C> Event<A, C> {
             Event::FailedToConnect(_) => "failed_to_connect",
             Event::Connected(_) => "connected",
             Event::Disconnected => "disconnected",
+            Event::Lagged(_) => "lagged",
         }
     }
 }
@@ -62,6 +66,7 @@ impl<A: fmt::Debug, C> fmt::Debug for Event<A, C> {
             Event::FailedToConnect(e) => f.debug_tuple("FailedToConnect").field(e).finish(),
             Event::Connected(_) => f.write_str("Connected(..)"),
             Event::Disconnected => f.write_str("Disconnected"),
+            Event::Lagged(missed) => f.debug_tuple("Lagged").field(missed).finish(),
         }
     }
 }
@@ -131,7 +136,7 @@ const MAX_CAPACITY: usize = 1 << 16;
 /// It first yields the most recent event (if any event was emitted yet), then every later
 /// event, in order. A subscriber that falls more than the configured
 /// [`event_capacity`](crate::PersistentLayer::event_capacity) behind receives one
-/// `Err(Lagged)` telling how many events it missed, then continues with the oldest event
+/// [`Event::Lagged`] telling how many events it missed, then continues with the oldest event
 /// still held: events are never dropped silently.
 ///
 /// The stream ends once the persistent connection has finished closing and every event was
@@ -151,16 +156,18 @@ impl<A, C> fmt::Debug for Events<A, C> {
 }
 
 impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Stream for Events<A, C> {
-    type Item = Result<Event<A, C>, Lagged>;
+    type Item = Event<A, C>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if let Some(event) = this.first.take() {
-            return Poll::Ready(Some(Ok(event)));
+            return Poll::Ready(Some(event));
         }
         Pin::new(&mut this.rest).poll_next(cx).map(|item| {
             item.map(|result| {
-                result.map_err(|BroadcastStreamRecvError::Lagged(missed)| Lagged(missed))
+                result.unwrap_or_else(|BroadcastStreamRecvError::Lagged(missed)| {
+                    Event::Lagged(missed)
+                })
             })
         })
     }

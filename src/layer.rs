@@ -19,7 +19,7 @@ use crate::service::Persistent;
 pub(crate) type OnEvent<A, C> = Arc<dyn Fn(Event<A, C>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The default number of events a slow [`events`](Persistent::events) subscriber may fall behind
-/// before it is told that it lagged.
+/// before it is told that it lagged (by an [`Event::Lagged`]).
 pub const DEFAULT_EVENT_CAPACITY: usize = 256;
 
 /// The configuration of a persistent connection; applied to a connector, it starts one.
@@ -140,7 +140,7 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     }
 
     /// How many events an [`events`](Persistent::events) subscriber may fall behind before it is
-    /// told, by an `Err(Lagged)`, how many it missed.
+    /// told, by an [`Event::Lagged`], how many it missed.
     ///
     /// Default: [`DEFAULT_EVENT_CAPACITY`] (256). Kept within `[1, 65536]`.
     pub fn event_capacity(mut self, capacity: usize) -> Self {

@@ -36,7 +36,7 @@
 //!
 //! greeter.close().await;
 //! let mut seen = Vec::new();
-//! while let Some(Ok(event)) = events.next().await {
+//! while let Some(event) = events.next().await {
 //!     seen.push(event.name());
 //! }
 //! assert_eq!(
@@ -91,7 +91,7 @@ mod signal;
 
 pub use backoff::{DEFAULT_JITTER, DEFAULT_RETRY_DELAY, MAX_RETRY_DELAY, MIN_RETRY_DELAY};
 pub use closable::{Closable, ClosableService};
-pub use error::{BoxError, Closed, ConnectError, ConnectionClosed, Lagged};
+pub use error::{BoxError, Closed, ConnectError, ConnectionClosed};
 pub use event::{Event, Events};
 pub use layer::{DEFAULT_EVENT_CAPACITY, PersistentLayer};
 pub use service::Persistent;

@@ -310,9 +310,9 @@ where
     use futures_util::StreamExt;
     loop {
         match events.next().await {
-            Some(Ok(event)) if event.name() == name => return event,
-            Some(Ok(_)) => {}
-            Some(Err(lagged)) => panic!("{lagged}"),
+            Some(Event::Lagged(missed)) => panic!("missed {missed} events"),
+            Some(event) if event.name() == name => return event,
+            Some(_) => {}
             None => panic!("the event stream ended before {name}"),
         }
     }
