@@ -134,6 +134,14 @@ impl fmt::Debug for ConnectError {
     }
 }
 
+/// Two errors are equal when they are of the same kind and have the same
+/// [`text`](ConnectError::text).
+impl PartialEq for ConnectError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.text() == other.text()
+    }
+}
+
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.kind {

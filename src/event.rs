@@ -57,6 +57,20 @@ impl<A, C> Event<A, C> {
     }
 }
 
+impl<A: PartialEq, C: PartialEq> PartialEq for Event<A, C> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Event::AttemptingToConnect, Event::AttemptingToConnect)
+            | (Event::Disconnected, Event::Disconnected) => true,
+            (Event::ObtainedAddress(a), Event::ObtainedAddress(b)) => a == b,
+            (Event::FailedToConnect(a), Event::FailedToConnect(b)) => a == b,
+            (Event::Connected(a), Event::Connected(b)) => a == b,
+            (Event::Lagged(a), Event::Lagged(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 /// Shows the connection of `Connected` as `..`, so that connection types need not be `Debug`.
 impl<A: fmt::Debug, C> fmt::Debug for Event<A, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

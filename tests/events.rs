@@ -83,3 +83,29 @@ async fn slow_subscriber_is_told_how_many_events_it_missed() {
         ]
     );
 }
+
+// Events compare by variant and contents (errors by kind and text), for tests and filters.
+#[tokio::test(start_paused = true)]
+async fn events_compare_by_contents() {
+    type E = Event<u16, u8>;
+    assert_eq!(E::AttemptingToConnect, E::AttemptingToConnect);
+    assert_eq!(E::ObtainedAddress(80), E::ObtainedAddress(80));
+    assert_ne!(E::ObtainedAddress(80), E::ObtainedAddress(81));
+    assert_eq!(E::Connected(1), E::Connected(1));
+    assert_ne!(E::Connected(1), E::Disconnected);
+    assert_eq!(format!("{:?}", E::Connected(1)), "Connected(..)");
+
+    // Two failed attempts with the same cause give equal events.
+    let start = Instant::now();
+    let lookup = Script::new(start, [Step::Err("x"), Step::Err("x")], Step::Ok("a"));
+    let p = PersistentLayer::new("test", Lookup(lookup))
+        .retry_delay(|| Duration::from_secs(1))
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let first = p.connected_or_failed_to_connect().await.unwrap_err();
+    let second = p.connected_or_failed_to_connect().await.unwrap_err();
+    assert_eq!(first, second);
+    assert_eq!(
+        Event::<u16, u8>::FailedToConnect(first),
+        Event::FailedToConnect(second)
+    );
+}
