@@ -80,10 +80,13 @@
 
 pub mod backoff;
 mod closable;
+pub mod discovery;
 mod driver;
 pub mod error;
 mod event;
 pub mod future;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod layer;
 mod service;
 mod shared;

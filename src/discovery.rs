@@ -1,0 +1,340 @@
+//! Ready-made address lookups (`get_address` services).
+//!
+//! Each is a cloneable `Service<()>` answering an address; clones share their state (the
+//! rotation), and any other `Service<()>` (for example `tower::service_fn` over an async
+//! closure) works as well.
+//!
+//! | lookup | answers |
+//! |---|---|
+//! | [`Fixed`] | always the same address |
+//! | [`RoundRobin`] | the next address of a list, in turn |
+//! | [`Dns`] | `host:port` resolved again at every call, rotating among the results |
+//! | [`Catalog`] | the next replica published in a directory, in turn |
+//!
+//! The persistent connection calls its lookup once per connection attempt, that is after a
+//! failed attempt or after a connection died. The rotating lookups therefore move on to another
+//! address exactly when the previous one failed them, and come back to it after the others.
+//!
+//! # Examples
+//!
+//! ```
+//! use tower::ServiceExt;
+//! use tower_persistent::discovery::{Catalog, Fixed};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+//! let fixed = Fixed::new("127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap());
+//! assert_eq!(fixed.oneshot(()).await.unwrap().port(), 8080);
+//!
+//! // Two replicas publish themselves; the lookup takes them in turn.
+//! let dir = std::env::temp_dir().join(format!("catalog-doc-{}", std::process::id()));
+//! let a = Catalog::publish(&dir, "a", "127.0.0.1:7001".parse().unwrap()).await?;
+//! let b = Catalog::publish(&dir, "b", "127.0.0.1:7002".parse().unwrap()).await?;
+//! let catalog = Catalog::new(&dir);
+//! assert_eq!(catalog.clone().oneshot(()).await.unwrap().port(), 7001);
+//! assert_eq!(catalog.clone().oneshot(()).await.unwrap().port(), 7002);
+//! a.withdraw().await?;
+//! b.withdraw().await?;
+//! assert!(catalog.oneshot(()).await.is_err(), "no replica published");
+//! # std::fs::remove_dir(&dir)?;
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+/// Always the same address.
+#[derive(Debug, Clone)]
+pub struct Fixed<A>(A);
+
+impl<A> Fixed<A> {
+    /// A lookup that answers `address`.
+    pub fn new(address: A) -> Self {
+        Fixed(address)
+    }
+}
+
+impl<A: Clone> Service<()> for Fixed<A> {
+    type Response = A;
+    type Error = Infallible;
+    type Future = Ready<Result<A, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        ready(Ok(self.0.clone()))
+    }
+}
+
+/// Why a lookup found no address.
+#[derive(Debug)]
+pub struct LookupError {
+    message: String,
+    source: Option<io::Error>,
+}
+
+impl LookupError {
+    fn new(message: impl Into<String>, source: Option<io::Error>) -> Self {
+        LookupError {
+            message: message.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for LookupError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_ref().map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// Takes the next of `len` items in turn.
+#[derive(Debug, Clone, Default)]
+struct Rotation(Arc<AtomicUsize>);
+
+impl Rotation {
+    fn next(&self, len: usize) -> usize {
+        self.0.fetch_add(1, Ordering::Relaxed) % len
+    }
+}
+
+/// The addresses of a list, in turn.
+#[derive(Debug, Clone)]
+pub struct RoundRobin<A> {
+    addresses: Arc<[A]>,
+    rotation: Rotation,
+}
+
+impl<A> RoundRobin<A> {
+    /// A lookup that answers the addresses in turn, from the first.
+    ///
+    /// An empty list answers an error at every call.
+    pub fn new(addresses: impl IntoIterator<Item = A>) -> Self {
+        RoundRobin {
+            addresses: addresses.into_iter().collect(),
+            rotation: Rotation::default(),
+        }
+    }
+}
+
+impl<A: Clone> Service<()> for RoundRobin<A> {
+    type Response = A;
+    type Error = LookupError;
+    type Future = Ready<Result<A, LookupError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), LookupError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        ready(if self.addresses.is_empty() {
+            Err(LookupError::new("the address list is empty", None))
+        } else {
+            Ok(self.addresses[self.rotation.next(self.addresses.len())].clone())
+        })
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A `host:port` resolved again at every call, rotating among the results.
+///
+/// The results of each resolution are sorted, so that the rotation is stable while the records
+/// are; an address that disappears from the records is no longer answered.
+#[derive(Debug, Clone)]
+pub struct Dns {
+    host_port: Arc<str>,
+    rotation: Rotation,
+}
+
+impl Dns {
+    /// A lookup of `host_port` (`"example.com:443"`, `"localhost:8080"`, `"[::1]:80"`).
+    pub fn new(host_port: impl Into<String>) -> Self {
+        Dns {
+            host_port: Arc::from(host_port.into()),
+            rotation: Rotation::default(),
+        }
+    }
+}
+
+impl Service<()> for Dns {
+    type Response = SocketAddr;
+    type Error = LookupError;
+    type Future = BoxFuture<Result<SocketAddr, LookupError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), LookupError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        let host_port = self.host_port.clone();
+        let rotation = self.rotation.clone();
+        Box::pin(async move {
+            let mut addresses: Vec<SocketAddr> = tokio::net::lookup_host(&*host_port)
+                .await
+                .map_err(|e| LookupError::new(format!("cannot resolve {host_port}"), Some(e)))?
+                .collect();
+            addresses.sort();
+            addresses.dedup();
+            if addresses.is_empty() {
+                return Err(LookupError::new(
+                    format!("{host_port} resolved to no address"),
+                    None,
+                ));
+            }
+            Ok(addresses[rotation.next(addresses.len())])
+        })
+    }
+}
+
+/// A service catalog in a directory: each running replica publishes its address as a file, and
+/// removes it on clean shutdown.
+///
+/// Every call reads the directory again and answers the next published replica in turn (files
+/// taken by name order; hidden files, whose names begin with `.`, and files that do not hold a
+/// socket address are passed over). A replica that died without withdrawing leaves a stale entry:
+/// the attempt on it fails, and the next attempt moves on to another replica.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    dir: Arc<Path>,
+    rotation: Rotation,
+}
+
+impl Catalog {
+    /// A lookup of the replicas published in `dir`.
+    pub fn new(dir: impl AsRef<Path>) -> Self {
+        Catalog {
+            dir: Arc::from(dir.as_ref()),
+            rotation: Rotation::default(),
+        }
+    }
+
+    /// Publishes `address` as the replica `name` in `dir` (created if missing). The entry is
+    /// written whole (to a hidden file, then renamed), so that a reader never sees half of it.
+    ///
+    /// The entry is removed when the returned [`Publication`] is withdrawn or dropped.
+    ///
+    /// # Errors
+    ///
+    /// If the directory or the file cannot be written.
+    pub async fn publish(
+        dir: impl AsRef<Path>,
+        name: &str,
+        address: SocketAddr,
+    ) -> io::Result<Publication> {
+        let dir = dir.as_ref().to_owned();
+        tokio::fs::create_dir_all(&dir).await?;
+        let path = dir.join(name);
+        let temporary = dir.join(format!(".{name}.tmp"));
+        tokio::fs::write(&temporary, address.to_string()).await?;
+        tokio::fs::rename(&temporary, &path).await?;
+        Ok(Publication { path: Some(path) })
+    }
+
+    async fn replicas(dir: &Path) -> io::Result<Vec<(String, SocketAddr)>> {
+        let mut entries = tokio::fs::read_dir(dir).await?;
+        let mut replicas = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            // An entry withdrawn meanwhile is simply not there.
+            let Ok(text) = tokio::fs::read_to_string(entry.path()).await else {
+                continue;
+            };
+            if let Ok(address) = text.trim().parse() {
+                replicas.push((name, address));
+            }
+        }
+        replicas.sort();
+        Ok(replicas)
+    }
+}
+
+impl Service<()> for Catalog {
+    type Response = SocketAddr;
+    type Error = LookupError;
+    type Future = BoxFuture<Result<SocketAddr, LookupError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), LookupError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        let dir = self.dir.clone();
+        let rotation = self.rotation.clone();
+        Box::pin(async move {
+            let replicas = Catalog::replicas(&dir).await.map_err(|e| {
+                LookupError::new(
+                    format!("cannot read the catalog {}", dir.display()),
+                    Some(e),
+                )
+            })?;
+            if replicas.is_empty() {
+                return Err(LookupError::new(
+                    format!("no replica published in {}", dir.display()),
+                    None,
+                ));
+            }
+            Ok(replicas[rotation.next(replicas.len())].1)
+        })
+    }
+}
+
+/// A replica's entry in a [`Catalog`]; removed by [`withdraw`](Self::withdraw) or on drop.
+#[derive(Debug)]
+pub struct Publication {
+    path: Option<PathBuf>,
+}
+
+impl Publication {
+    /// The file of the entry.
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().expect("present until withdrawn")
+    }
+
+    /// Removes the entry.
+    ///
+    /// # Errors
+    ///
+    /// If the file cannot be removed (a file already gone is not an error).
+    pub async fn withdraw(mut self) -> io::Result<()> {
+        let path = self.path.take().expect("present until withdrawn");
+        match tokio::fs::remove_file(path).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Leaves the entry in place, as a replica that dies without a clean shutdown does.
+    pub fn abandon(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for Publication {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
