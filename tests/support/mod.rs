@@ -325,3 +325,6 @@ pub fn timeline(items: &[(u64, &str)]) -> Vec<(u64, String)> {
 
 #[path = "line.rs"]
 pub mod line;
+
+#[path = "web.rs"]
+pub mod web;

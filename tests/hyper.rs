@@ -1,0 +1,326 @@
+//! The hyper connector over real sockets on 127.0.0.1: idle connections closed by the server,
+//! servers that move, silent servers, sharing HTTP/1.1, multiplexing HTTP/2, graceful close.
+#![cfg(feature = "hyper")]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use support::web::{HttpServer, Options, SilentServer, get, text};
+use tokio::time::{Instant, timeout};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_persistent::discovery::Catalog;
+use tower_persistent::hyper::{HttpConnection, HttpConnector};
+use tower_persistent::{Closable, Event, Persistent, PersistentLayer};
+
+/// Every wait of these tests is bounded by this.
+const LIMIT: Duration = Duration::from_secs(20);
+
+type Conn = HttpConnection<Empty<Bytes>>;
+type Client = Persistent<SocketAddr, Conn>;
+
+/// Events described with ports, and their times.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<(Instant, String)>>>);
+
+impl Log {
+    fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+}
+
+/// A persistent HTTP client of `connector`, whose address comes from `get_address`.
+fn client<G>(get_address: G, connector: HttpConnector<Empty<Bytes>>) -> (Client, Log)
+where
+    G: Service<(), Response = SocketAddr> + Clone + Send + 'static,
+    G::Error: Into<tower_persistent::BoxError>,
+    G::Future: Send,
+{
+    let log = Log::default();
+    let recorder = log.clone();
+    let layer = PersistentLayer::new("web", get_address)
+        .retry_delay(|| Duration::from_millis(40))
+        .on_event(move |event: Event<SocketAddr, Conn>| {
+            let line = match &event {
+                Event::ObtainedAddress(a) => format!("ObtainedAddress({})", a.port()),
+                Event::FailedToConnect(e) => format!("FailedToConnect({})", e.text()),
+                Event::Connected(c) => format!("Connected({})", c.peer_addr().port()),
+                other => format!("{other:?}"),
+            };
+            recorder.0.lock().unwrap().push((Instant::now(), line));
+            async {}
+        });
+    let client = ServiceBuilder::new().layer(layer).service(connector);
+    (client, log)
+}
+
+fn fixed(
+    address: SocketAddr,
+) -> impl Service<
+    (),
+    Response = SocketAddr,
+    Error = std::io::Error,
+    Future = std::future::Ready<std::io::Result<SocketAddr>>,
+> + Clone
++ Send
++ 'static {
+    service_fn(move |()| std::future::ready(Ok(address)))
+}
+
+async fn ask(client: &Client, path: &str) -> String {
+    let response = timeout(LIMIT, client.clone().oneshot(get(path)))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    text(response).await
+}
+
+// The server closes the idle connection after each response; the client notices while idle and
+// reconnects before the next request needs it.
+#[tokio::test]
+async fn idle_connection_closed_by_the_server_is_replaced_before_the_next_request() {
+    let server = HttpServer::start_with(
+        "s",
+        "127.0.0.1:0".parse().unwrap(),
+        Options {
+            close_after_each: true,
+        },
+    )
+    .await
+    .unwrap();
+    let port = server.address.port();
+    let (client, log) = client(fixed(server.address), HttpConnector::http1());
+    let mut events = client.events();
+
+    assert_eq!(ask(&client, "/one").await, "s /one");
+    // The replacement is made without any request asking for it.
+    timeout(LIMIT, async {
+        support::wait_event(&mut events, "connected").await;
+        support::wait_event(&mut events, "connected").await;
+    })
+    .await
+    .expect("no reconnection");
+    let before_request = Instant::now();
+    assert_eq!(ask(&client, "/two").await, "s /two");
+
+    let p = port;
+    let lines = log.lines();
+    assert_eq!(
+        lines[..7],
+        [
+            "AttemptingToConnect".to_owned(),
+            format!("ObtainedAddress({p})"),
+            format!("Connected({p})"),
+            "Disconnected".to_owned(),
+            "AttemptingToConnect".to_owned(),
+            format!("ObtainedAddress({p})"),
+            format!("Connected({p})"),
+        ]
+    );
+    let reconnected_at = log.0.lock().unwrap()[6].0;
+    assert!(reconnected_at <= before_request);
+    assert_eq!(server.accepted(), 2);
+    client.close().await;
+}
+
+/// Runs the moving-server scenario over `connector`, with replicas published in a catalog.
+async fn server_moves(connector: HttpConnector<Empty<Bytes>>, graceful: bool) {
+    let catalog = tempfile::tempdir().unwrap();
+    let first = HttpServer::start("first").await.unwrap();
+    let entry = Catalog::publish(catalog.path(), "first", first.address)
+        .await
+        .unwrap();
+    let (client, log) = client(Catalog::new(catalog.path()), connector);
+
+    assert_eq!(ask(&client, "/a").await, "first /a");
+    let conn = client.current_connection().unwrap();
+
+    // The first replica withdraws and stops; a second one starts elsewhere and publishes.
+    entry.withdraw().await.unwrap();
+    if graceful {
+        first.stop().await;
+    } else {
+        first.kill().await;
+    }
+    timeout(LIMIT, conn.close_finished())
+        .await
+        .expect("close unnoticed");
+    let second = HttpServer::start("second").await.unwrap();
+    let _entry = Catalog::publish(catalog.path(), "second", second.address)
+        .await
+        .unwrap();
+
+    assert_eq!(ask(&client, "/b").await, "second /b");
+    assert_eq!(ask(&client, "/c").await, "second /c");
+    assert_eq!(second.accepted(), 1);
+    let lines = log.lines();
+    assert_eq!(lines[3], "Disconnected");
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("Connected({})", second.address.port())
+    );
+    client.close().await;
+    second.stop().await;
+}
+
+// HTTP/1.1: the server dies and comes back on another port published in the catalog; requests
+// resume there.
+#[tokio::test]
+async fn http1_follows_a_server_that_moved() {
+    server_moves(HttpConnector::http1(), false).await;
+}
+
+// HTTP/2: the server shuts down gracefully (GOAWAY) and moves; requests resume.
+#[tokio::test]
+async fn http2_follows_a_server_that_moved_after_goaway() {
+    server_moves(HttpConnector::http2(), true).await;
+}
+
+// A server that accepts and never answers the HTTP/2 handshake is cut off by the connect
+// timeout, reported as FailedToConnect.
+#[tokio::test]
+async fn silent_server_is_cut_off_by_the_connect_timeout() {
+    let silent = SilentServer::start().await;
+    let (client, log) = client(
+        fixed(silent.address),
+        HttpConnector::http2().connect_timeout(Duration::from_millis(200)),
+    );
+    let started = Instant::now();
+    let failure = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(failure.is_connect());
+    assert_eq!(
+        failure.text(),
+        "connect failed: connect timed out after 200ms"
+    );
+    let lines = log.lines();
+    assert_eq!(
+        lines,
+        [
+            "AttemptingToConnect".to_owned(),
+            format!("ObtainedAddress({})", silent.address.port()),
+            "FailedToConnect(connect failed: connect timed out after 200ms)".to_owned(),
+        ]
+    );
+    client.close().await;
+}
+
+// A port with no listener is a FailedToConnect with the TCP error as its source.
+#[tokio::test]
+async fn refused_connection_is_a_failed_attempt() {
+    let nowhere = support::line::closed_port().await;
+    let (client, _) = client(fixed(nowhere), HttpConnector::http1());
+    let failure = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        failure
+            .text()
+            .starts_with("connect failed: tcp connect failed: "),
+        "{}",
+        failure.text()
+    );
+    client.close().await;
+}
+
+/// Sends `n` concurrent requests to `path` through clones of `client`.
+async fn concurrently(client: &Client, n: usize, path: &'static str) -> Vec<String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let client = client.clone();
+        tasks.spawn(async move { ask(&client, path).await });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = tasks.join_next().await {
+        answers.push(answer.unwrap());
+    }
+    answers
+}
+
+// HTTP/1.1 from many clones: one connection, one request at a time, every request answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_connection_is_shared_by_many_clones() {
+    let server = HttpServer::start("s").await.unwrap();
+    let (client, _) = client(fixed(server.address), HttpConnector::http1());
+    let answers = concurrently(&client, 50, "/x").await;
+    assert_eq!(answers, vec!["s /x".to_owned(); 50]);
+    assert_eq!(server.accepted(), 1);
+    assert_eq!(server.stats.max_concurrent.load(Ordering::SeqCst), 1);
+    client.close().await;
+}
+
+// HTTP/2 from many clones: one connection, requests multiplexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_multiplexes_requests_of_many_clones() {
+    let server = HttpServer::start("s").await.unwrap();
+    let (client, _) = client(fixed(server.address), HttpConnector::http2());
+    let answers = concurrently(&client, 20, "/slow").await;
+    assert_eq!(answers, vec!["s /slow".to_owned(); 20]);
+    assert_eq!(server.accepted(), 1);
+    assert!(server.stats.max_concurrent.load(Ordering::SeqCst) > 1);
+    client.close().await;
+}
+
+// Closing a connection is graceful: new requests are refused at once, the request in flight is
+// answered, then the socket closes.
+#[tokio::test]
+async fn close_lets_requests_in_flight_finish() {
+    for connector in [HttpConnector::http1(), HttpConnector::http2()] {
+        let server = HttpServer::start("s").await.unwrap();
+        let (client, _) = client(fixed(server.address), connector);
+        let conn = timeout(LIMIT, client.connected()).await.unwrap().unwrap();
+
+        let mut sender = conn.clone();
+        sender.ready().await.unwrap();
+        let slow = sender.call(get("/slow"));
+        tokio::task::yield_now().await;
+        let closing = conn.close();
+        assert!(conn.is_closed());
+        assert!(
+            conn.clone().ready().await.is_err(),
+            "new requests are refused"
+        );
+        let (response, ()) = tokio::join!(async { text(slow.await.unwrap()).await }, closing);
+        assert_eq!(response, "s /slow");
+        assert_eq!(conn.in_flight(), 0);
+        client.close().await;
+        server.stop().await;
+    }
+}
+
+// A request that never ends holds a graceful close only for the close timeout; it then fails.
+#[tokio::test]
+async fn close_timeout_bounds_a_hanging_request() {
+    let server = HttpServer::start("s").await.unwrap();
+    let (client, _) = client(
+        fixed(server.address),
+        HttpConnector::http1().close_timeout(Duration::from_millis(200)),
+    );
+    let conn = timeout(LIMIT, client.connected()).await.unwrap().unwrap();
+    let mut sender = conn.clone();
+    sender.ready().await.unwrap();
+    let hanging = tokio::spawn(sender.call(get("/hang")));
+    while server.stats.requests.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let started = Instant::now();
+    timeout(LIMIT, conn.close()).await.expect("close hung");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(timeout(LIMIT, hanging).await.unwrap().unwrap().is_err());
+    client.close().await;
+    server.kill().await;
+}

@@ -1,0 +1,195 @@
+//! HTTP test servers on 127.0.0.1 (hyper, HTTP/1.1 and HTTP/2 on the same port), for the
+//! integration tests and the failover example.
+//!
+//! A server answers `"<name> <path>"`. The path `/slow` answers after 300 ms, `/hang` never.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Counters of a server.
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub accepted: AtomicUsize,
+    pub requests: AtomicUsize,
+    pub concurrent: AtomicUsize,
+    pub max_concurrent: AtomicUsize,
+}
+
+/// How a server treats its connections.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// HTTP/1.1: close the connection after each response.
+    pub close_after_each: bool,
+}
+
+pub struct HttpServer {
+    pub name: &'static str,
+    pub address: SocketAddr,
+    pub stats: Arc<Stats>,
+    graceful: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl HttpServer {
+    pub async fn start(name: &'static str) -> std::io::Result<HttpServer> {
+        Self::start_with(name, "127.0.0.1:0".parse().unwrap(), Options::default()).await
+    }
+
+    pub async fn start_with(
+        name: &'static str,
+        address: SocketAddr,
+        options: Options,
+    ) -> std::io::Result<HttpServer> {
+        let listener = TcpListener::bind(address).await?;
+        let address = listener.local_addr()?;
+        let stats = Arc::new(Stats::default());
+        let graceful = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        {
+            let stats = stats.clone();
+            let graceful = graceful.clone();
+            tasks.spawn(async move {
+                // Dropped with this task: aborts every connection.
+                let mut connections = JoinSet::new();
+                loop {
+                    let (socket, _) = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok(accepted) => accepted,
+                            Err(_) => break,
+                        },
+                        _ = graceful.cancelled() => break,
+                    };
+                    stats.accepted.fetch_add(1, Ordering::SeqCst);
+                    connections.spawn(serve(
+                        name,
+                        socket,
+                        stats.clone(),
+                        options,
+                        graceful.clone(),
+                    ));
+                }
+                // Stopping gracefully: the connections finish what they do, then end.
+                while connections.join_next().await.is_some() {}
+            });
+        }
+        Ok(HttpServer {
+            name,
+            address,
+            stats,
+            graceful,
+            tasks,
+        })
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.stats.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Stops at once: the listener and every connection are dropped.
+    pub async fn kill(mut self) {
+        self.tasks.shutdown().await;
+    }
+
+    /// Stops gracefully: no new connections, HTTP/2 connections get GOAWAY, requests in flight
+    /// are answered.
+    pub async fn stop(mut self) {
+        self.graceful.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn serve(
+    name: &'static str,
+    socket: tokio::net::TcpStream,
+    stats: Arc<Stats>,
+    options: Options,
+    graceful: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let stats = stats.clone();
+        async move {
+            let now = stats.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+            stats.max_concurrent.fetch_max(now, Ordering::SeqCst);
+            stats.requests.fetch_add(1, Ordering::SeqCst);
+            let path = request.uri().path().to_owned();
+            // Read the request body whole.
+            let _ = request.into_body().collect().await;
+            match path.as_str() {
+                "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+                "/hang" => std::future::pending::<()>().await,
+                _ => {}
+            }
+            stats.concurrent.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(format!(
+                "{name} {path}"
+            )))))
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if options.close_after_each {
+        builder.http1().keep_alive(false);
+    }
+    let connection = builder.serve_connection(TokioIo::new(socket), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = graceful.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// A server that accepts connections and never sends a byte; it holds them until dropped.
+pub struct SilentServer {
+    pub address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentServer {
+    pub async fn start() -> SilentServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        SilentServer { address, task }
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A GET request with an empty body.
+pub fn get(path: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get(path).body(Empty::new()).unwrap()
+}
+
+/// The whole body of a response, as text.
+pub async fn text<B>(response: http::Response<B>) -> String
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
