@@ -1,0 +1,167 @@
+//! The ready-made address lookups: fixed, round robin, DNS, and the service catalog.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::line::{LineConn, LineServer, closed_port};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_persistent::discovery::{Catalog, Dns, Fixed, RoundRobin};
+use tower_persistent::{Event, PersistentLayer};
+
+async fn answers<S>(lookup: &S, n: usize) -> Vec<S::Response>
+where
+    S: Service<()> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(lookup.clone().oneshot(()).await.unwrap());
+    }
+    out
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+// A fixed lookup always answers its address.
+#[tokio::test]
+async fn fixed_answers_its_address() {
+    let fixed = Fixed::new(addr("127.0.0.1:1"));
+    assert_eq!(answers(&fixed, 3).await, [addr("127.0.0.1:1"); 3]);
+}
+
+// A round robin answers its addresses in turn, clones sharing the turn; an empty list errs.
+#[tokio::test]
+async fn round_robin_rotates() {
+    let list = RoundRobin::new(["a", "b", "c"]);
+    assert_eq!(answers(&list, 7).await, ["a", "b", "c", "a", "b", "c", "a"]);
+    let empty = RoundRobin::<&str>::new([]);
+    let error = empty.oneshot(()).await.unwrap_err();
+    assert_eq!(error.to_string(), "the address list is empty");
+}
+
+// DNS resolves again at every call and rotates among the (sorted) results.
+#[tokio::test]
+async fn dns_resolves_and_rotates() {
+    let numeric = Dns::new("127.0.0.1:8080");
+    assert_eq!(answers(&numeric, 2).await, [addr("127.0.0.1:8080"); 2]);
+
+    let expected: BTreeSet<SocketAddr> = tokio::net::lookup_host("localhost:9090")
+        .await
+        .unwrap()
+        .collect();
+    let n = expected.len();
+    let localhost = Dns::new("localhost:9090");
+    let got = answers(&localhost, 2 * n).await;
+    let sorted: Vec<SocketAddr> = expected.iter().copied().collect();
+    assert_eq!(got, [sorted.clone(), sorted].concat());
+    assert!(got.iter().all(|a| a.ip().is_loopback() && a.port() == 9090));
+
+    let error = Dns::new("no port here").oneshot(()).await.unwrap_err();
+    assert_eq!(error.to_string(), "cannot resolve no port here");
+    assert!(std::error::Error::source(&error).is_some());
+}
+
+// The catalog answers published replicas in name order and in turn; entries that are hidden or
+// not addresses are passed over; withdrawn and dropped entries are gone, abandoned ones stay.
+#[tokio::test]
+async fn catalog_publishes_rotates_and_withdraws() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::new(dir.path());
+    let error = catalog.clone().oneshot(()).await.unwrap_err();
+    assert!(
+        error.to_string().starts_with("no replica published in "),
+        "{error}"
+    );
+
+    let b = Catalog::publish(dir.path(), "b", addr("127.0.0.1:2"))
+        .await
+        .unwrap();
+    let a = Catalog::publish(dir.path(), "a", addr("127.0.0.1:1"))
+        .await
+        .unwrap();
+    let c = Catalog::publish(dir.path(), "c", addr("127.0.0.1:3"))
+        .await
+        .unwrap();
+    std::fs::write(dir.path().join(".d.tmp"), "127.0.0.1:4").unwrap();
+    std::fs::write(dir.path().join("junk"), "not an address").unwrap();
+    let ports: Vec<u16> = answers(&catalog, 4)
+        .await
+        .iter()
+        .map(|a| a.port())
+        .collect();
+    assert_eq!(ports, [1, 2, 3, 1]);
+
+    b.withdraw().await.unwrap();
+    drop(c);
+    let ports: Vec<u16> = answers(&catalog, 2)
+        .await
+        .iter()
+        .map(|a| a.port())
+        .collect();
+    assert_eq!(ports, [1, 1]);
+
+    let path = a.path().to_owned();
+    a.abandon();
+    assert!(path.exists(), "an abandoned entry stays, stale");
+
+    let missing = Catalog::new(dir.path().join("missing"));
+    let error = missing.oneshot(()).await.unwrap_err();
+    assert!(
+        error.to_string().starts_with("cannot read the catalog "),
+        "{error}"
+    );
+}
+
+// With a stale entry in the catalog, the persistent connection fails on it once and moves on to
+// a live replica.
+#[tokio::test]
+async fn persistent_connection_moves_past_a_stale_catalog_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = closed_port().await;
+    Catalog::publish(dir.path(), "a-stale", stale)
+        .await
+        .unwrap()
+        .abandon();
+    let live = LineServer::start("live").await.unwrap();
+    let _entry = Catalog::publish(dir.path(), "b-live", live.address)
+        .await
+        .unwrap();
+
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = log.clone();
+    let layer = PersistentLayer::new("line", Catalog::new(dir.path()))
+        .retry_delay(|| Duration::from_millis(20))
+        .on_event(move |event: Event<SocketAddr, LineConn>| {
+            recorder.lock().unwrap().push(match &event {
+                Event::ObtainedAddress(a) => format!("ObtainedAddress({})", a.port()),
+                Event::FailedToConnect(e) => format!("FailedToConnect({})", e.is_connect()),
+                other => format!("{other:?}"),
+            });
+            async {}
+        });
+    let client = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(LineConn::connect));
+    let answer = tokio::time::timeout(Duration::from_secs(20), client.clone().oneshot("hi".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, "live: hi");
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "AttemptingToConnect".to_owned(),
+            format!("ObtainedAddress({})", stale.port()),
+            "FailedToConnect(true)".to_owned(),
+            format!("ObtainedAddress({})", live.address.port()),
+            "Connected(..)".to_owned(),
+        ]
+    );
+    client.close().await;
+    live.stop().await;
+}

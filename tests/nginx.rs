@@ -1,0 +1,189 @@
+//! Against a server no one here wrote: nginx (Debian's package) on 127.0.0.1. Requests flow,
+//! nginx is stopped and started again on another port published through discovery, and requests
+//! resume.
+//!
+//! `.ci/run` installs nginx. Without it the test fails in CI (`CI` set) and is skipped, with the
+//! reason printed, elsewhere.
+#![cfg(feature = "hyper")]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use support::line::closed_port;
+use support::web::{get, text};
+use tokio::process::{Child, Command};
+use tokio::time::timeout;
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower_persistent::hyper::{HttpConnection, HttpConnector};
+use tower_persistent::{Closable, Event, Persistent, PersistentLayer};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The nginx binary, if installed.
+fn nginx_binary() -> Option<PathBuf> {
+    let candidates = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()]);
+    candidates
+        .map(|dir| dir.join("nginx"))
+        .find(|path| path.is_file())
+}
+
+/// An nginx in the foreground, with its own configuration and prefix in a temporary directory.
+struct Nginx {
+    child: Child,
+    address: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    async fn start(binary: &Path, name: &str) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let address = closed_port().await;
+        let prefix = dir.path().display();
+        let config = format!(
+            r#"daemon off;
+master_process off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen {address};
+        location / {{ return 200 "{name} $uri"; }}
+    }}
+}}
+"#
+        );
+        let config_path = dir.path().join("nginx.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nginx starts");
+        // Ready when it accepts connections (bounded: 200 tries, 25 ms apart).
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(address).await.is_ok() {
+                return Nginx {
+                    child,
+                    address,
+                    _dir: dir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "nginx did not listen on {address}: {}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
+    }
+
+    async fn stop(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+type Conn = HttpConnection<Empty<Bytes>>;
+
+async fn ask(client: &Persistent<SocketAddr, Conn>, path: &str) -> String {
+    let response = timeout(LIMIT, client.clone().oneshot(get(path)))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    assert_eq!(response.status(), 200);
+    text(response).await
+}
+
+// Requests flow through nginx; nginx stops and starts again on another port published through
+// discovery; requests resume there.
+#[tokio::test]
+async fn requests_resume_after_nginx_moves() {
+    let Some(binary) = nginx_binary() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("nginx is not installed: .ci/run installs it (apt-get install nginx-light)");
+        }
+        println!("skipped: nginx is not installed (apt-get install nginx-light)");
+        return;
+    };
+    let first = Nginx::start(&binary, "first").await;
+    let published = Arc::new(Mutex::new(first.address));
+    let events = Arc::new(Mutex::new(Vec::new()));
+
+    let discovery = published.clone();
+    let log = events.clone();
+    let layer = PersistentLayer::new(
+        "nginx",
+        service_fn(move |()| {
+            let address = *discovery.lock().unwrap();
+            async move { Ok::<_, std::io::Error>(address) }
+        }),
+    )
+    .retry_delay(|| Duration::from_millis(50))
+    .on_event(move |event: Event<SocketAddr, Conn>| {
+        log.lock().unwrap().push(event.name());
+        async {}
+    });
+    let client = ServiceBuilder::new()
+        .layer(layer)
+        .service(HttpConnector::http1());
+
+    for i in 0..5 {
+        assert_eq!(
+            ask(&client, &format!("/a{i}")).await,
+            format!("first /a{i}")
+        );
+    }
+    let conn = client.current_connection().unwrap();
+
+    let second = Nginx::start(&binary, "second").await;
+    *published.lock().unwrap() = second.address;
+    first.stop().await;
+    timeout(LIMIT, conn.close_finished())
+        .await
+        .expect("nginx's exit unnoticed");
+
+    for i in 0..5 {
+        assert_eq!(
+            ask(&client, &format!("/b{i}")).await,
+            format!("second /b{i}")
+        );
+    }
+    assert_eq!(
+        client.current_connection().unwrap().peer_addr(),
+        second.address
+    );
+    assert_eq!(
+        *events.lock().unwrap(),
+        [
+            "attempting_to_connect",
+            "obtained_address",
+            "connected",
+            "disconnected",
+            "attempting_to_connect",
+            "obtained_address",
+            "connected",
+        ]
+    );
+    client.close().await;
+    second.stop().await;
+}
