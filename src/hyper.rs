@@ -362,6 +362,8 @@ async fn drive(
     permits: Option<Arc<Semaphore>>,
 ) {
     let _finished = SetOnDrop(shared.finished.clone());
+    // However it ends, clones waiting for the HTTP/1.1 permit learn that it is over.
+    let _permits = CloseOnDrop(permits.clone());
     let ended = tokio::select! {
         result = &mut conn => Some(result),
         _ = shared.closing.wait() => None,
@@ -384,6 +386,16 @@ async fn drive(
         }
     }
     // Dropping `conn` closes the socket.
+}
+
+struct CloseOnDrop(Option<Arc<Semaphore>>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(permits) = &self.0 {
+            permits.close();
+        }
+    }
 }
 
 struct SetOnDrop(Signal);
@@ -554,8 +566,15 @@ where
                         None => return Poll::Ready(Err(ConnectionClosed::new().into())),
                     }
                 }
-                let mut send = send.lock().unwrap_or_else(|e| e.into_inner());
-                send.poll_ready(cx).map_err(Into::into)
+                let polled = send
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .poll_ready(cx);
+                if let Poll::Ready(Err(_)) = polled {
+                    // The connection is gone: give the turn back.
+                    *permit = None;
+                }
+                polled.map_err(Into::into)
             }
             Sender::Http2(send) => send.poll_ready(cx).map_err(Into::into),
         }

@@ -324,3 +324,29 @@ async fn close_timeout_bounds_a_hanging_request() {
     client.close().await;
     server.kill().await;
 }
+
+// HTTP/1.1: a clone waiting for the turn held by another is released with an error when the
+// connection dies, instead of waiting for ever.
+#[tokio::test]
+async fn http1_waiting_clones_are_released_when_the_connection_dies() {
+    let server = HttpServer::start("s").await.unwrap();
+    let conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(server.address))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut holder = conn.clone();
+    holder.ready().await.unwrap();
+    let mut waiter = tower_test::mock::Spawn::new(conn.clone());
+    assert!(waiter.poll_ready().is_pending(), "the turn is taken");
+
+    server.kill().await;
+    timeout(LIMIT, conn.close_finished())
+        .await
+        .expect("death unnoticed");
+    assert!(waiter.is_woken());
+    assert!(matches!(
+        waiter.poll_ready(),
+        std::task::Poll::Ready(Err(_))
+    ));
+    drop(holder);
+}
