@@ -16,9 +16,10 @@
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, sleep_until, timeout_at};
 use tower_service::Service;
 use tracing::Instrument;
 
@@ -29,6 +30,7 @@ use crate::event::Event;
 use crate::layer::{OnEvent, PersistentLayer};
 use crate::service::Persistent;
 use crate::shared::Shared;
+use crate::state::State;
 
 /// Spawns the driver of a new persistent connection and returns its first handle.
 pub(crate) fn spawn<G, M, A, C>(
@@ -47,13 +49,19 @@ where
     A: Clone + PartialEq + fmt::Debug + Send + Sync + 'static,
     C: Clone + Closable + Send + Sync + 'static,
 {
-    let shared = Arc::new(Shared::new(server_name.clone(), config.event_capacity));
+    let shared = Arc::new(Shared::new(
+        server_name.clone(),
+        config.event_capacity,
+        config.fail_fast,
+    ));
     let handle = Persistent::from_shared(shared.clone());
     let driver = Driver {
         shared: shared.clone(),
         get_address,
         connect,
-        backoff: config.backoff.clone(),
+        backoff: Backoff::new(config.policy.clone()),
+        backoff_reset_after: config.backoff_reset_after,
+        connect_timeout: config.connect_timeout,
         events: Emitter {
             shared,
             on_event: config.on_event.clone(),
@@ -69,6 +77,8 @@ struct Driver<G, M, A, C> {
     get_address: G,
     connect: M,
     backoff: Backoff,
+    backoff_reset_after: Duration,
+    connect_timeout: Duration,
     events: Emitter<A, C>,
 }
 
@@ -124,15 +134,27 @@ where
             if stop.is_set() {
                 return None;
             }
+            self.shared.begin_round();
             self.events.emit(Event::AttemptingToConnect).await;
             let mut last_address: Option<A> = None;
-            let mut last_error: Option<String> = None;
+            let mut last_error: Option<ConnectError> = None;
+            let mut attempt = 0u32;
             let (conn, deadline) = loop {
                 if stop.is_set() {
                     return None;
                 }
-                let deadline = Instant::now() + self.backoff.next_delay(&self.shared.server_name);
-                let outcome = match self.attempt(&mut last_address).await {
+                attempt = attempt.saturating_add(1);
+                self.shared.set_state(State::Connecting {
+                    attempt,
+                    next_attempt_at: None,
+                    last_error: last_error.clone(),
+                });
+                let start = Instant::now();
+                let delay = self.backoff.next_delay(&self.shared.server_name);
+                let deadline = start + delay;
+                // The attempt's own deadline: never before the next attempt could start.
+                let limit = self.connect_timeout.max(delay);
+                let outcome = match self.attempt(&mut last_address, start, limit).await {
                     Some(outcome) => outcome,
                     None => return None,
                 };
@@ -140,15 +162,19 @@ where
                     Ok(conn) => break (conn, deadline),
                     Err(error) => {
                         self.shared.attempt_failed(&error);
+                        self.shared.set_state(State::Connecting {
+                            attempt,
+                            next_attempt_at: Some(deadline),
+                            last_error: Some(error.clone()),
+                        });
                         let text = error.text();
-                        if last_error.as_ref() != Some(&text) {
-                            last_error = Some(text);
+                        let repeated = last_error.as_ref().is_some_and(|e| e.text() == text);
+                        last_error = Some(error.clone());
+                        if !repeated {
                             self.events.emit(Event::FailedToConnect(error)).await;
                         }
-                        tokio::select! {
-                            biased;
-                            _ = stop.wait() => return None,
-                            _ = sleep_until(deadline) => {}
+                        if !self.wait_until(deadline).await {
+                            return None;
                         }
                     }
                 }
@@ -159,6 +185,8 @@ where
                 conn.close().await;
                 return None;
             };
+            let connected_at = Instant::now();
+            self.shared.set_state(State::Connected);
             self.events.emit(Event::Connected(conn.clone())).await;
 
             let death = loop {
@@ -175,6 +203,15 @@ where
                 }
             };
             self.shared.clear_current(generation);
+            if connected_at.elapsed() >= self.backoff_reset_after {
+                // A stable connection: the policy starts again from its first delay.
+                self.backoff.reset();
+            }
+            self.shared.set_state(State::Connecting {
+                attempt: 0,
+                next_attempt_at: Some(deadline.max(Instant::now())),
+                last_error: None,
+            });
             if let Death::FailedReady = death {
                 conn.close().await;
             }
@@ -189,18 +226,41 @@ where
                 self.shared.begin_close();
                 return None;
             }
-            tokio::select! {
-                biased;
-                _ = stop.wait() => return None,
-                _ = sleep_until(deadline) => {}
+            if !self.wait_until(deadline).await {
+                return None;
+            }
+        }
+    }
+
+    /// Waits until `deadline`, or less if `reconnect_now` is called (which also resets the
+    /// policy). False if closing began.
+    async fn wait_until(&mut self, deadline: Instant) -> bool {
+        let stop = self.shared.stop.clone();
+        tokio::select! {
+            biased;
+            _ = stop.wait() => false,
+            _ = sleep_until(deadline) => true,
+            _ = self.shared.reconnect.notified() => {
+                self.backoff.reset();
+                true
             }
         }
     }
 
     /// One attempt: address lookup, then connect. `None` if closing began meanwhile (the lookup
     /// or connect in flight is dropped).
-    async fn attempt(&mut self, last_address: &mut Option<A>) -> Option<Result<C, ConnectError>> {
+    ///
+    /// The lookup and the connect share one deadline, `limit` after `start`; handlers are not
+    /// counted against it.
+    async fn attempt(
+        &mut self,
+        last_address: &mut Option<A>,
+        start: Instant,
+        limit: Duration,
+    ) -> Option<Result<C, ConnectError>> {
         let stop = self.shared.stop.clone();
+        let give_up = start + limit;
+        let mut spent = Duration::ZERO;
         let get_address = &mut self.get_address;
         let lookup = AssertUnwindSafe(async move {
             std::future::poll_fn(|cx| get_address.poll_ready(cx))
@@ -212,12 +272,14 @@ where
         let address = tokio::select! {
             biased;
             _ = stop.wait() => return None,
-            result = lookup => match result {
-                Ok(Ok(address)) => address,
-                Ok(Err(error)) => return Some(Err(ConnectError::address(error))),
-                Err(payload) => return Some(Err(ConnectError::address_panicked(payload))),
+            result = timeout_at(give_up, lookup) => match result {
+                Ok(Ok(Ok(address))) => address,
+                Ok(Ok(Err(error))) => return Some(Err(ConnectError::address(error))),
+                Ok(Err(payload)) => return Some(Err(ConnectError::address_panicked(payload))),
+                Err(_) => return Some(Err(ConnectError::timed_out(limit))),
             },
         };
+        spent += start.elapsed();
 
         if last_address.as_ref() != Some(&address) {
             *last_address = Some(address.clone());
@@ -228,6 +290,8 @@ where
                 return None;
             }
         }
+        // The time the handler took does not count against the attempt.
+        let give_up = Instant::now() + limit.saturating_sub(spent);
 
         let connect = &mut self.connect;
         let connecting = AssertUnwindSafe(async move {
@@ -240,10 +304,11 @@ where
         tokio::select! {
             biased;
             _ = stop.wait() => None,
-            result = connecting => Some(match result {
-                Ok(Ok(conn)) => Ok(conn),
-                Ok(Err(error)) => Err(ConnectError::connect(error)),
-                Err(payload) => Err(ConnectError::connect_panicked(payload)),
+            result = timeout_at(give_up, connecting) => Some(match result {
+                Ok(Ok(Ok(conn))) => Ok(conn),
+                Ok(Ok(Err(error))) => Err(ConnectError::connect(error)),
+                Ok(Err(payload)) => Err(ConnectError::connect_panicked(payload)),
+                Err(_) => Err(ConnectError::timed_out(limit)),
             }),
         }
     }

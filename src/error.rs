@@ -40,6 +40,7 @@ enum Kind {
     AddressPanicked,
     Connect,
     ConnectPanicked,
+    TimedOut(std::time::Duration),
     Closed,
 }
 
@@ -83,6 +84,10 @@ impl ConnectError {
         Self::new(Kind::ConnectPanicked, Some(Panic::boxed(payload)))
     }
 
+    pub(crate) fn timed_out(after: std::time::Duration) -> Self {
+        Self::new(Kind::TimedOut(after), None)
+    }
+
     pub(crate) fn closed() -> Self {
         Self::new(Kind::Closed, None)
     }
@@ -100,6 +105,12 @@ impl ConnectError {
     /// The address lookup or the connector panicked; the panic message is the source.
     pub fn is_panic(&self) -> bool {
         matches!(self.kind, Kind::AddressPanicked | Kind::ConnectPanicked)
+    }
+
+    /// The attempt ran out of time (see
+    /// [`connect_timeout`](crate::PersistentLayer::connect_timeout)).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, Kind::TimedOut(_))
     }
 
     /// The persistent connection was closed, so there is no attempt to report.
@@ -149,6 +160,9 @@ impl fmt::Display for ConnectError {
             Kind::AddressPanicked => "address lookup panicked",
             Kind::Connect => "connect failed",
             Kind::ConnectPanicked => "connect panicked",
+            Kind::TimedOut(after) => {
+                return write!(f, "connection attempt timed out after {after:?}");
+            }
             Kind::Closed => "persistent connection is closed",
         })
     }
@@ -208,3 +222,32 @@ impl fmt::Display for ConnectionClosed {
 }
 
 impl StdError for ConnectionClosed {}
+
+/// The persistent connection is failing fast: an attempt of the current round failed and there
+/// is no connection yet. Returned by `call` with
+/// [`fail_fast`](crate::PersistentLayer::fail_fast); the last attempt's error is the source.
+#[derive(Debug, Clone)]
+pub struct Unavailable(ConnectError);
+
+impl Unavailable {
+    pub(crate) fn new(error: ConnectError) -> Self {
+        Unavailable(error)
+    }
+
+    /// The error of the last failed attempt.
+    pub fn connect_error(&self) -> &ConnectError {
+        &self.0
+    }
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("persistent connection is unavailable")
+    }
+}
+
+impl StdError for Unavailable {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.0)
+    }
+}

@@ -12,16 +12,32 @@ use crate::error::BoxError;
 pin_project! {
     /// The response future of [`Persistent`](crate::Persistent) and of
     /// [`ClosableService`](crate::ClosableService): the connection's own future, with its error
-    /// turned into a [`BoxError`].
+    /// turned into a [`BoxError`]; or, when failing fast, the error at once.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
+        state: ResponseState<F>,
+    }
+}
+
+pin_project! {
+    #[project = ResponseStateProj]
+    enum ResponseState<F> {
+        Called { #[pin] future: F },
+        Failed { error: Option<BoxError> },
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F) -> Self {
-        ResponseFuture { inner }
+    pub(crate) fn new(future: F) -> Self {
+        ResponseFuture {
+            state: ResponseState::Called { future },
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError) -> Self {
+        ResponseFuture {
+            state: ResponseState::Failed { error: Some(error) },
+        }
     }
 }
 
@@ -34,7 +50,12 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx).map(|r| r.map_err(Into::into))
+        match self.project().state.project() {
+            ResponseStateProj::Called { future } => future.poll(cx).map(|r| r.map_err(Into::into)),
+            ResponseStateProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+        }
     }
 }
 

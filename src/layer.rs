@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::Closable;
-use crate::backoff::Backoff;
+use crate::backoff::{DEFAULT_BACKOFF_RESET_AFTER, RetryPolicy};
 use crate::error::BoxError;
 use crate::event::Event;
 use crate::service::Persistent;
@@ -21,6 +21,9 @@ pub(crate) type OnEvent<A, C> = Arc<dyn Fn(Event<A, C>) -> BoxFuture<'static, ()
 /// The default number of events a slow [`events`](Persistent::events) subscriber may fall behind
 /// before it is told that it lagged (by an [`Event::Lagged`]).
 pub const DEFAULT_EVENT_CAPACITY: usize = 256;
+
+/// The default deadline of one connection attempt (gRPC's minimum connect timeout).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The configuration of a persistent connection; applied to a connector, it starts one.
 ///
@@ -60,7 +63,10 @@ pub const DEFAULT_EVENT_CAPACITY: usize = 256;
 pub struct PersistentLayer<G, A, C> {
     server_name: Arc<str>,
     get_address: G,
-    pub(crate) backoff: Backoff,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) backoff_reset_after: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) fail_fast: bool,
     pub(crate) on_event: Option<OnEvent<A, C>>,
     pub(crate) event_capacity: usize,
     _marker: PhantomData<fn() -> (A, C)>,
@@ -79,7 +85,10 @@ impl<G, A, C> PersistentLayer<G, A, C> {
         PersistentLayer {
             server_name: Arc::from(server_name.into()),
             get_address,
-            backoff: Backoff::default(),
+            policy: RetryPolicy::default(),
+            backoff_reset_after: DEFAULT_BACKOFF_RESET_AFTER,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            fail_fast: false,
             on_event: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             _marker: PhantomData,
@@ -91,19 +100,20 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// Default: 10 seconds. Each delay is randomised by the [`jitter`](Self::jitter), and kept
     /// within [`MIN_RETRY_DELAY`](crate::MIN_RETRY_DELAY) and
     /// [`MAX_RETRY_DELAY`](crate::MAX_RETRY_DELAY); see the [`backoff`](crate::backoff) module.
+    /// This makes the policy a constant one: it replaces a [`retry_policy`](Self::retry_policy).
     pub fn retry_delay<F>(mut self, retry_delay: F) -> Self
     where
         F: Fn() -> Duration + Send + Sync + 'static,
     {
-        self.backoff.delay = Arc::new(retry_delay);
+        self.policy.set_delay_fn(Arc::new(retry_delay));
         self
     }
 
-    /// How much each delay is randomised: a delay `d` becomes a uniform draw from
-    /// `[(1 - jitter) d, (1 + jitter) d]`.
+    /// How much each delay of a constant or exponential policy is randomised: a delay `d`
+    /// becomes a uniform draw from `[(1 - jitter) d, (1 + jitter) d]`.
     ///
-    /// Default: `0.3`, so that clients that lost the same server do not all come back at once.
-    /// `0.0` gives exact delays.
+    /// Default: `0.3` (the constant policy's), so that clients that lost the same server do not
+    /// all come back at once. `0.0` gives exact delays.
     ///
     /// # Panics
     ///
@@ -113,7 +123,54 @@ impl<G, A, C> PersistentLayer<G, A, C> {
             (0.0..=1.0).contains(&jitter),
             "jitter must be within [0, 1], got {jitter}"
         );
-        self.backoff.jitter = jitter;
+        self.policy.set_jitter(jitter);
+        self
+    }
+
+    /// The retry policy: how long to wait between the starts of two attempts.
+    ///
+    /// Default: a constant 10 s, ±30 %. See the [`backoff`](crate::backoff) module for the
+    /// others (exponential as gRPC's, full jitter, decorrelated jitter, your own function).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How long a connection must stay up for the retry policy to start again from its first
+    /// delay (anti-flap): a server that accepts connections and closes them at once meets
+    /// growing delays, not a reconnection storm.
+    ///
+    /// Default: [`DEFAULT_BACKOFF_RESET_AFTER`](crate::backoff::DEFAULT_BACKOFF_RESET_AFTER)
+    /// (10 s). `Duration::ZERO` resets after every connection.
+    pub fn backoff_reset_after(mut self, after: Duration) -> Self {
+        self.backoff_reset_after = after;
+        self
+    }
+
+    /// The deadline of one connection attempt, address lookup and connect together, counted
+    /// from the start of the attempt. It is never shorter than that attempt's retry delay (the
+    /// next attempt could not start sooner anyway), as in gRPC. An attempt that runs out of time
+    /// is a [`FailedToConnect`](Event::FailedToConnect) whose error
+    /// [`is_timeout`](crate::ConnectError::is_timeout).
+    ///
+    /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (20 s, gRPC's minimum connect timeout).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Fail fast instead of waiting for a connection.
+    ///
+    /// Default: `false`, wait-for-ready: `poll_ready` is `Pending` while there is no
+    /// connection. With `true`, once an attempt of the current round has failed (gRPC's
+    /// TRANSIENT_FAILURE) and until a connection is made, `poll_ready` answers `Ready(Ok(()))`
+    /// and `call` fails at once with [`Unavailable`](crate::Unavailable), whose source is the
+    /// last attempt's error. `poll_ready` never fails for this (an `Err` from it stays terminal,
+    /// for closing only), so routers and balancers keep the service and can send the request
+    /// elsewhere. Before the first failure of a round (the first attempt in flight) handles
+    /// still wait.
+    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
+        self.fail_fast = fail_fast;
         self
     }
 
@@ -159,7 +216,10 @@ impl<G: Clone, A, C> Clone for PersistentLayer<G, A, C> {
         PersistentLayer {
             server_name: self.server_name.clone(),
             get_address: self.get_address.clone(),
-            backoff: self.backoff.clone(),
+            policy: self.policy.clone(),
+            backoff_reset_after: self.backoff_reset_after,
+            connect_timeout: self.connect_timeout,
+            fail_fast: self.fail_fast,
             on_event: self.on_event.clone(),
             event_capacity: self.event_capacity,
             _marker: PhantomData,
@@ -171,7 +231,10 @@ impl<G, A, C> fmt::Debug for PersistentLayer<G, A, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PersistentLayer")
             .field("server_name", &self.server_name)
-            .field("jitter", &self.backoff.jitter)
+            .field("policy", &self.policy)
+            .field("backoff_reset_after", &self.backoff_reset_after)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("fail_fast", &self.fail_fast)
             .field("on_event", &self.on_event.is_some())
             .field("event_capacity", &self.event_capacity)
             .finish_non_exhaustive()

@@ -91,13 +91,17 @@ mod layer;
 mod service;
 mod shared;
 mod signal;
+mod state;
 
-pub use backoff::{DEFAULT_JITTER, DEFAULT_RETRY_DELAY, MAX_RETRY_DELAY, MIN_RETRY_DELAY};
+pub use backoff::{
+    DEFAULT_JITTER, DEFAULT_RETRY_DELAY, Exponential, MAX_RETRY_DELAY, MIN_RETRY_DELAY, RetryPolicy,
+};
 pub use closable::{Closable, ClosableService};
-pub use error::{BoxError, Closed, ConnectError, ConnectionClosed};
+pub use error::{BoxError, Closed, ConnectError, ConnectionClosed, Unavailable};
 pub use event::{Event, Events};
-pub use layer::{DEFAULT_EVENT_CAPACITY, PersistentLayer};
+pub use layer::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENT_CAPACITY, PersistentLayer};
 pub use service::Persistent;
+pub use state::State;
 
 // The README's examples are compiled and run as doc tests.
 #[cfg(doctest)]

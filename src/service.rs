@@ -9,10 +9,11 @@ use std::task::{Context, Poll, Waker};
 use tower_service::Service;
 
 use crate::Closable;
-use crate::error::{BoxError, Closed, ConnectError};
+use crate::error::{BoxError, Closed, ConnectError, Unavailable};
 use crate::event::Events;
 use crate::future::ResponseFuture;
 use crate::shared::{Lookup, Shared};
+use crate::state::State;
 
 /// The message of the panic of [`Persistent::call`] without readiness.
 pub(crate) const NOT_READY: &str =
@@ -51,6 +52,8 @@ pub struct Persistent<A, C> {
     ready: bool,
     /// The waker registered with the shared state, and for which generation.
     registered: Option<(u64, Waker)>,
+    /// Failing fast: `poll_ready` answered `Ready` without a connection; `call` fails with this.
+    failing: Option<ConnectError>,
 }
 
 impl<A, C> Persistent<A, C>
@@ -66,6 +69,7 @@ where
             conn: None,
             ready: false,
             registered: None,
+            failing: None,
         }
     }
 
@@ -177,6 +181,36 @@ where
         }
     }
 
+    /// Where the connection loop is: connecting (with the attempt number, the time of the next
+    /// attempt and the last error), connected, or closed.
+    pub fn state(&self) -> State {
+        self.shared.state.borrow().clone()
+    }
+
+    /// Resolves with the state at its next change after the call.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future has no effect on the connection.
+    pub fn state_changed(&self) -> impl Future<Output = State> + Send + use<A, C> {
+        let mut state = self.shared.state.subscribe();
+        async move {
+            // The sender lives as long as the shared state, which this future does not keep:
+            // an error means everything is gone, which is the closed state.
+            match state.changed().await {
+                Ok(()) => state.borrow_and_update().clone(),
+                Err(_) => State::Closed,
+            }
+        }
+    }
+
+    /// Cuts the current wait for the next attempt short, and starts the retry policy again from
+    /// its first delay (as gRPC's `ResetConnectBackoff`). Does nothing while an attempt is under
+    /// way, while connected, or once closed.
+    pub fn reconnect_now(&self) {
+        self.shared.reconnect.notify_waiters();
+    }
+
     /// The name given to [`PersistentLayer::new`](crate::PersistentLayer::new).
     pub fn server_name(&self) -> &str {
         &self.shared.server_name
@@ -258,6 +292,7 @@ impl<A, C: Clone> Persistent<A, C> {
         C::Error: Into<BoxError>,
     {
         self.ready = false;
+        self.failing = None;
         self.conn = None;
         match self.shared.lookup(self.id, cx.waker()) {
             Lookup::Current(generation, mut conn) => {
@@ -266,6 +301,11 @@ impl<A, C: Clone> Persistent<A, C> {
                 self.not_ready::<R>(poll, cx)
             }
             Lookup::Closed => Poll::Ready(Err(Closed::new().into())),
+            Lookup::Failing(error) => {
+                self.failing = Some(error);
+                self.ready = true;
+                Poll::Ready(Ok(()))
+            }
             Lookup::Registered(generation) => {
                 self.registered = Some((generation, cx.waker().clone()));
                 Poll::Pending
@@ -303,6 +343,9 @@ where
     fn call(&mut self, request: R) -> Self::Future {
         assert!(self.ready, "{NOT_READY}");
         self.ready = false;
+        if let Some(error) = self.failing.take() {
+            return ResponseFuture::failed(Unavailable::new(error).into());
+        }
         let (_, conn) = self.conn.as_mut().expect(NOT_READY);
         ResponseFuture::new(conn.call(request))
     }
@@ -318,6 +361,7 @@ impl<A, C: Clone> Clone for Persistent<A, C> {
             conn: None,
             ready: false,
             registered: None,
+            failing: None,
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use crate::error::ConnectError;
 use crate::event::Hub;
 use crate::signal::Signal;
+use crate::state::State;
 
 pub(crate) struct Status<C> {
     pub(crate) current: Option<C>,
@@ -29,6 +30,9 @@ pub(crate) struct Status<C> {
     /// Callers of `connected_or_failed_to_connect` waiting for the outcome of the next attempt;
     /// dropped (which tells them the connection closed) when closing begins.
     outcome_waiters: Vec<oneshot::Sender<Result<C, ConnectError>>>,
+    /// With fail-fast: the error of the last failed attempt of this round, while there is no
+    /// connection.
+    failing: Option<ConnectError>,
     /// Handles waiting in `poll_ready`, by handle id; all are woken on every change of
     /// `generation`.
     wakers: HashMap<u64, Waker>,
@@ -60,6 +64,8 @@ impl Drop for Wakers {
 pub(crate) enum Lookup<C> {
     Current(u64, C),
     Closed,
+    /// Failing fast, with the last attempt's error.
+    Failing(ConnectError),
     /// The waker is registered until the generation moves on from this one.
     Registered(u64),
 }
@@ -74,6 +80,10 @@ pub(crate) struct Shared<A, C> {
     /// A handle saw the current connection's `poll_ready` fail.
     pub(crate) dead: Notify,
     pub(crate) close_when_current_closed: AtomicBool,
+    /// `reconnect_now` was called: cut the current wait short.
+    pub(crate) reconnect: Notify,
+    pub(crate) state: watch::Sender<State>,
+    fail_fast: bool,
     handles: AtomicUsize,
     next_id: AtomicU64,
 }
@@ -83,7 +93,7 @@ where
     A: Clone + Send + 'static,
     C: Clone + Send + 'static,
 {
-    pub(crate) fn new(server_name: Arc<str>, event_capacity: usize) -> Self {
+    pub(crate) fn new(server_name: Arc<str>, event_capacity: usize, fail_fast: bool) -> Self {
         Shared {
             server_name,
             generation: AtomicU64::new(0),
@@ -93,12 +103,20 @@ where
                 closed: false,
                 finished: false,
                 outcome_waiters: Vec::new(),
+                failing: None,
                 wakers: HashMap::new(),
             }),
             hub: Hub::new(event_capacity),
             stop: Signal::default(),
             dead: Notify::new(),
             close_when_current_closed: AtomicBool::new(false),
+            reconnect: Notify::new(),
+            state: watch::Sender::new(State::Connecting {
+                attempt: 0,
+                next_attempt_at: None,
+                last_error: None,
+            }),
+            fail_fast,
             handles: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
         }
@@ -167,6 +185,7 @@ impl<A, C> Shared<A, C> {
             }
             s.closed = true;
             s.current = None;
+            s.failing = None;
             s.outcome_waiters.clear();
             wakers = s.bump(&self.generation);
             // Under the lock, so that whoever sees `closed` also sees the driver told to stop.
@@ -174,6 +193,26 @@ impl<A, C> Shared<A, C> {
             true
         });
         drop(wakers);
+        self.state.send_replace(State::Closed);
+    }
+
+    /// Publishes the loop's state, unless closing began.
+    pub(crate) fn set_state(&self, state: State) {
+        self.state.send_if_modified(|current| {
+            if current.is_closed() {
+                return false;
+            }
+            *current = state;
+            true
+        });
+    }
+
+    /// A new round begins: no longer failing fast until an attempt of it fails.
+    pub(crate) fn begin_round(&self) {
+        self.status.send_if_modified(|s| {
+            s.failing = None;
+            false
+        });
     }
 
     /// Closing finished (or the driver is gone): wakes every waiter for good and ends the event
@@ -211,6 +250,8 @@ impl<A, C: Clone> Shared<A, C> {
                 Lookup::Closed
             } else if let Some(conn) = &s.current {
                 Lookup::Current(s.generation, conn.clone())
+            } else if let Some(error) = &s.failing {
+                Lookup::Failing(error.clone())
             } else {
                 register(&mut s.wakers, id, waker);
                 Lookup::Registered(s.generation)
@@ -229,6 +270,7 @@ impl<A, C: Clone> Shared<A, C> {
                 return false;
             }
             s.current = Some(conn.clone());
+            s.failing = None;
             for waiter in s.outcome_waiters.drain(..) {
                 let _ = waiter.send(Ok(conn.clone()));
             }
@@ -242,12 +284,19 @@ impl<A, C: Clone> Shared<A, C> {
 
     /// Records a failed attempt.
     pub(crate) fn attempt_failed(&self, error: &ConnectError) {
+        let mut wakers = Wakers::default();
         self.status.send_if_modified(|s| {
+            if self.fail_fast && !s.closed {
+                s.failing = Some(error.clone());
+                // Handles waiting in poll_ready now fail fast.
+                wakers = Wakers(std::mem::take(&mut s.wakers));
+            }
             for waiter in s.outcome_waiters.drain(..) {
                 let _ = waiter.send(Err(error.clone()));
             }
             false
         });
+        drop(wakers);
     }
 
     /// A live current connection, or else a receiver of the outcome of the next attempt (which
