@@ -146,6 +146,15 @@ struct EchoState {
 }
 
 impl Echo {
+    /// A new connection.
+    pub fn new(id: usize, address: &'static str) -> Self {
+        Echo {
+            id,
+            address,
+            state: Arc::default(),
+        }
+    }
+
     /// From now on, `poll_ready` fails.
     pub fn break_ready(&self) {
         self.state.fail_ready.store(true, Ordering::SeqCst);
