@@ -208,8 +208,7 @@ async fn attempt_times(policy: RetryPolicy, attempts: usize) -> Vec<Duration> {
         let _ = p.connected_or_failed_to_connect().await;
     }
     p.close().await;
-    let times = times.lock().unwrap().clone();
-    times
+    times.lock().unwrap().clone()
 }
 
 // Through the connection loop, the starts of attempts follow the exponential windows.
@@ -331,7 +330,16 @@ async fn accept_and_close_server_causes_no_reconnection_storm() {
 // attempt's delay; handler time does not count; a timed-out attempt says so.
 #[tokio::test(start_paused = true)]
 async fn connect_timeout_bounds_an_attempt() {
-    let cases: [(Option<Duration>, Duration, Vec<Step>, Vec<Step>, u64, &str); 4] = [
+    // (connect timeout, delay, lookup steps, connect steps, ms of the failure, its text)
+    type Case = (
+        Option<Duration>,
+        Duration,
+        Vec<Step>,
+        Vec<Step>,
+        u64,
+        &'static str,
+    );
+    let cases: [Case; 4] = [
         // The default: 20 s for a lookup that hangs.
         (
             None,

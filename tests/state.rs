@@ -1,0 +1,115 @@
+//! The state of the connection loop, its changes, and `reconnect_now`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::time::Instant;
+use tower::Layer;
+use tower_persistent::backoff::{Exponential, RetryPolicy};
+use tower_persistent::{Closable, PersistentLayer, State};
+
+/// `State` in a comparable form: (kind, attempt, next attempt in ms from start, last error).
+fn summary(start: Instant, state: &State) -> (String, u32, Option<u64>, Option<String>) {
+    match state {
+        State::Connecting {
+            attempt,
+            next_attempt_at,
+            last_error,
+        } => (
+            "connecting".into(),
+            *attempt,
+            next_attempt_at.map(|at| (at - start).as_millis() as u64),
+            last_error.as_ref().map(|e| e.text()),
+        ),
+        State::Connected => ("connected".into(), 0, None, None),
+        State::Closed => ("closed".into(), 0, None, None),
+        other => (format!("{other:?}"), 0, None, None),
+    }
+}
+
+// The state follows the loop: the attempt, the time of the next one and the last error while
+// connecting; connected; waiting after a disconnection; closed from the call to close.
+#[tokio::test(start_paused = true)]
+async fn state_follows_the_loop() {
+    let start = Instant::now();
+    let connect = Connect::new(Script::new(start, [], Step::Ok("")));
+    let p = PersistentLayer::new(
+        "test",
+        Lookup(Script::new(
+            start,
+            [Step::Err("e1"), Step::Err("e2")],
+            Step::Ok("a"),
+        )),
+    )
+    .retry_delay(|| Duration::from_secs(1))
+    .jitter(0.0)
+    .layer(connect.clone());
+
+    let mut seen = vec![summary(start, &p.state())];
+    while !p.state().is_connected() {
+        seen.push(summary(start, &p.state_changed().await));
+    }
+    let s = |kind: &str, attempt, next: Option<u64>, error: Option<&str>| {
+        (kind.to_owned(), attempt, next, error.map(str::to_owned))
+    };
+    let e1 = "address lookup failed: e1";
+    let e2 = "address lookup failed: e2";
+    assert_eq!(
+        seen,
+        vec![
+            s("connecting", 0, None, None),
+            s("connecting", 1, Some(1000), Some(e1)),
+            s("connecting", 2, Some(2000), Some(e2)),
+            s("connected", 0, None, None),
+        ],
+    );
+
+    // A young connection dies: waiting for the rest of its attempt's delay.
+    until(start, 2500).await;
+    let changed = p.state_changed();
+    connect.conn(1).close().await;
+    assert_eq!(
+        summary(start, &changed.await),
+        s("connecting", 0, Some(3000), None)
+    );
+
+    let changed = p.state_changed();
+    drop(p.close());
+    assert!(p.state().is_closed(), "closed from the call");
+    assert!(changed.await.is_closed());
+}
+
+// `reconnect_now` cuts a retry wait short and starts the policy again from its first delay.
+#[tokio::test(start_paused = true)]
+async fn reconnect_now_cuts_the_wait_short_and_resets_the_backoff() {
+    let start = Instant::now();
+    let lookup = Script::new(start, [], Step::Err("down"));
+    let doubling = RetryPolicy::exponential(Exponential {
+        initial: Duration::from_secs(1),
+        multiplier: 2.0,
+        jitter: 0.0,
+        max: Duration::from_secs(3600),
+    })
+    .unwrap();
+    let p = PersistentLayer::new("test", Lookup(lookup.clone()))
+        .retry_policy(doubling)
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+
+    // Attempts at 0, 1, 3, 7 s; the next one would be at 15 s.
+    until(start, 10_000).await;
+    assert_eq!(lookup.calls(), [0, 1000, 3000, 7000]);
+    p.reconnect_now();
+    until(start, 12_500).await;
+    // At once, then the policy starts again: 1 s, then 2 s.
+    assert_eq!(lookup.calls(), [0, 1000, 3000, 7000, 10_000, 11_000]);
+    until(start, 13_001).await;
+    assert_eq!(lookup.calls()[6], 13_000);
+
+    // While an attempt is under way or once closed, it does nothing.
+    p.close().await;
+    p.reconnect_now();
+    until(start, 100_000).await;
+    assert_eq!(lookup.calls().len(), 7);
+}
