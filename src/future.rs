@@ -28,6 +28,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(crate) fn new(future: F) -> Self {
         ResponseFuture {
             state: ResponseState::Called { future },
