@@ -111,8 +111,17 @@ impl StdError for LookupError {
 struct Rotation(Arc<AtomicUsize>);
 
 impl Rotation {
-    fn next(&self, len: usize) -> usize {
-        self.0.fetch_add(1, Ordering::Relaxed) % len
+    /// The next of `items` in turn, or the error `empty` makes.
+    fn pick<T: Clone>(
+        &self,
+        items: &[T],
+        empty: impl FnOnce() -> String,
+    ) -> Result<T, LookupError> {
+        if items.is_empty() {
+            return Err(LookupError::new(empty(), None));
+        }
+        let turn = self.0.fetch_add(1, Ordering::Relaxed) % items.len();
+        Ok(items[turn].clone())
     }
 }
 
@@ -145,11 +154,10 @@ impl<A: Clone> Service<()> for RoundRobin<A> {
     }
 
     fn call(&mut self, (): ()) -> Self::Future {
-        ready(if self.addresses.is_empty() {
-            Err(LookupError::new("the address list is empty", None))
-        } else {
-            Ok(self.addresses[self.rotation.next(self.addresses.len())].clone())
-        })
+        ready(
+            self.rotation
+                .pick(&self.addresses, || "the address list is empty".into()),
+        )
     }
 }
 
@@ -194,13 +202,7 @@ impl Service<()> for Dns {
                 .collect();
             addresses.sort();
             addresses.dedup();
-            if addresses.is_empty() {
-                return Err(LookupError::new(
-                    format!("{host_port} resolved to no address"),
-                    None,
-                ));
-            }
-            Ok(addresses[rotation.next(addresses.len())])
+            rotation.pick(&addresses, || format!("{host_port} resolved to no address"))
         })
     }
 }
@@ -289,13 +291,10 @@ impl Service<()> for Catalog {
                     Some(e),
                 )
             })?;
-            if replicas.is_empty() {
-                return Err(LookupError::new(
-                    format!("no replica published in {}", dir.display()),
-                    None,
-                ));
-            }
-            Ok(replicas[rotation.next(replicas.len())].1)
+            let addresses: Vec<SocketAddr> = replicas.into_iter().map(|(_, a)| a).collect();
+            rotation.pick(&addresses, || {
+                format!("no replica published in {}", dir.display())
+            })
         })
     }
 }

@@ -74,6 +74,16 @@
 //! [`Persistent::close`] stops all further attempts, cancels an address lookup or connect in
 //! flight, closes the current connection and waits for it, and delivers `Disconnected` if a
 //! connection was current. Dropping the last handle does the same.
+//!
+//! # More
+//!
+//! - [`backoff`]: retry policies (constant, exponential as gRPC's, full and decorrelated
+//!   jitter, your own), with anti-flap ([`PersistentLayer::backoff_reset_after`]); and
+//!   [`PersistentLayer::connect_timeout`], [`PersistentLayer::fail_fast`].
+//! - [`Persistent::state`], [`Persistent::state_changed`], [`Persistent::reconnect_now`].
+//! - [`discovery`]: fixed, round-robin, DNS and service-catalog address lookups.
+//! - `hyper` (feature `hyper`, on by default): an HTTP/1.1 and HTTP/2 connector, which also
+//!   carries tonic's generated clients.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
