@@ -167,8 +167,8 @@ where
                             next_attempt_at: Some(deadline),
                             last_error: Some(error.clone()),
                         });
-                        let text = error.text();
-                        let repeated = last_error.as_ref().is_some_and(|e| e.text() == text);
+                        // Errors compare by their text, sources included.
+                        let repeated = last_error.as_ref() == Some(&error);
                         last_error = Some(error.clone());
                         if !repeated {
                             self.events.emit(Event::FailedToConnect(error)).await;

@@ -33,6 +33,9 @@ pub(crate) const NOT_READY: &str =
 ///   reported dead (the driver closes it and reconnects) and the handle is `Pending` again until
 ///   the next connection: a dead connection never surfaces as an `Err` from `poll_ready`.
 /// - Once the persistent connection is closed, `poll_ready` fails with [`Closed`], for good.
+/// - With [`fail_fast`](crate::PersistentLayer::fail_fast), while an attempt of the current round
+///   has failed and there is no connection, `poll_ready` is `Ready` and `call` fails at once with
+///   [`Unavailable`].
 /// - `call` sends on the connection that `poll_ready` reserved, even if another one became
 ///   current meanwhile. Errors of a request in flight when its connection dies are returned to
 ///   its caller; nothing is retried here (that is `tower::retry`'s job).
