@@ -350,3 +350,63 @@ async fn http1_waiting_clones_are_released_when_the_connection_dies() {
     ));
     drop(holder);
 }
+
+/// A server that completes the HTTP/2 preface (its SETTINGS, and the ACK of the client's) and
+/// then never answers anything, PINGs included.
+async fn hung_http2_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            // An empty SETTINGS frame, then a SETTINGS ACK.
+            let settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+            let ack = [0, 0, 0, 4, 1, 0, 0, 0, 0];
+            if socket.write_all(&settings).await.is_err() || socket.write_all(&ack).await.is_err() {
+                continue;
+            }
+            held.push(tokio::spawn(async move {
+                let mut sink = [0u8; 1024];
+                while let Ok(n) = socket.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }));
+        }
+    });
+    (address, task)
+}
+
+// A server that accepts, greets, then hangs: HTTP/2 keep-alive PINGs go unanswered, the
+// connection is closed and reported as Disconnected, and the loop reconnects.
+#[tokio::test]
+async fn http2_keep_alive_notices_a_hung_server() {
+    let (address, server) = hung_http2_server().await;
+    let (client, log) = client(
+        fixed(address),
+        HttpConnector::http2()
+            .http2_keep_alive(Duration::from_millis(100), Duration::from_millis(100)),
+    );
+    let mut events = client.events();
+    let conn = timeout(LIMIT, client.connected()).await.unwrap().unwrap();
+    timeout(LIMIT, conn.close_finished())
+        .await
+        .expect("the hung connection was not noticed");
+    timeout(LIMIT, support::wait_event(&mut events, "disconnected"))
+        .await
+        .unwrap();
+    let port = address.port();
+    assert_eq!(
+        log.lines()[..4],
+        [
+            "AttemptingToConnect".to_owned(),
+            format!("ObtainedAddress({port})"),
+            format!("Connected({port})"),
+            "Disconnected".to_owned(),
+        ]
+    );
+    client.close().await;
+    server.abort();
+}
