@@ -9,10 +9,12 @@
 //! cargo bench --bench overhead
 //! ```
 
+#[path = "support/ratios.rs"]
+mod ratios;
+
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::task::{Context, Poll};
 
 use criterion::{BenchmarkId, Criterion};
@@ -179,25 +181,6 @@ fn main() {
 
 /// Prints each run's mean time and its ratio to the bare service, from criterion's estimates.
 fn print_ratios() {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("criterion")
-        .join(GROUP);
-    let mean = |run: &str| -> Option<f64> {
-        let json = std::fs::read_to_string(dir.join(run).join("new/estimates.json")).ok()?;
-        let after = &json[json.find("\"mean\"")?..];
-        let after = &after[after.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
-        let end = after.find([',', '}'])?;
-        after[..end].trim().parse().ok()
-    };
-    let Some(base) = mean(BASELINE) else {
-        return;
-    };
-    println!("\n{:<30} {:>12} {:>8}", "run", "mean (ns)", "ratio");
-    for run in RUNS {
-        if let Some(m) = mean(run) {
-            println!("{run:<30} {m:>12.2} {:>8.2}", m / base);
-        }
-    }
+    let rows: Vec<(&str, &str)> = RUNS.iter().map(|run| (*run, BASELINE)).collect();
+    ratios::print(GROUP, &rows, "ns", 1.0);
 }
