@@ -410,3 +410,45 @@ async fn http2_keep_alive_notices_a_hung_server() {
     client.close().await;
     server.abort();
 }
+
+// HTTP/1.1 under churn (the server closes every connection after one response) with many
+// concurrent clones: every request completes, served or failed with the connection; none hangs
+// waiting for a turn that is never given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_churn_never_hangs_a_request() {
+    let server = HttpServer::start_with(
+        "s",
+        "127.0.0.1:0".parse().unwrap(),
+        Options {
+            close_after_each: true,
+        },
+    )
+    .await
+    .unwrap();
+    let (client, _) = client(fixed(server.address), HttpConnector::http1());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut served = 0;
+            for _ in 0..25 {
+                let outcome = timeout(LIMIT, client.clone().oneshot(get("/c")))
+                    .await
+                    .expect("a request hung");
+                if let Ok(response) = outcome {
+                    assert_eq!(text(response).await, "s /c");
+                    served += 1;
+                }
+            }
+            served
+        });
+    }
+    let mut served = 0;
+    while let Some(done) = tasks.join_next().await {
+        served += done.unwrap();
+    }
+    // One response per connection: as many connections as answers.
+    assert!(served > 0);
+    assert!(server.accepted() >= served);
+    client.close().await;
+}

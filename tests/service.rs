@@ -310,3 +310,50 @@ async fn handles_serve_many_tasks() {
     }
     assert_eq!(total, (0..6400).sum::<u32>());
 }
+
+// Under churn (the connection closed every millisecond by another thread), requests from many
+// tasks on a multi-threaded runtime are all served: no lost wake-up, no hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_survive_connection_churn() {
+    let start = Instant::now();
+    let connect = Connect::new(Script::new(start, [], Step::Ok("")));
+    let p = PersistentLayer::new("churn", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .retry_delay(|| Duration::from_millis(1))
+        .layer(connect.clone());
+    let chaos = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            for _ in 0..300 {
+                if let Some(conn) = p.current_connection() {
+                    conn.close().await;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..8u32 {
+        let p = p.clone();
+        tasks.spawn(async move {
+            for n in 0..200u32 {
+                let request = task * 1000 + n;
+                let reply =
+                    tokio::time::timeout(Duration::from_secs(10), p.clone().oneshot(request))
+                        .await
+                        .expect("a request hung")
+                        .unwrap();
+                assert_eq!(reply.1, request);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    chaos.await.unwrap();
+    assert!(
+        connect.made().len() > 10,
+        "{} connections",
+        connect.made().len()
+    );
+    p.close().await;
+}
