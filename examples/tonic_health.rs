@@ -9,14 +9,15 @@
 //! cargo run --example tonic_health
 //! ```
 
+#[path = "../tests/support/grpc.rs"]
+mod grpc;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use grpc::HealthServer;
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus as Status;
@@ -25,36 +26,14 @@ use tower::{ServiceBuilder, service_fn};
 use tower_persistent::hyper::{HttpConnection, HttpConnector};
 use tower_persistent::{Event, PersistentLayer};
 
-/// Starts a health server reporting `status` for `orders`; send on the returned sender to stop
-/// it gracefully.
-async fn serve(
-    status: ServingStatus,
-) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (reporter, service) = tonic_health::server::health_reporter();
-    reporter.set_service_status("orders", status).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _reporter = reporter;
-        let _ = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    (address, stop, task)
-}
-
 #[tokio::main]
 async fn main() {
     let start = Instant::now();
     let stamp = move || format!("[{:5.3}s]", start.elapsed().as_secs_f64());
 
-    let (first, stop_first, first_task) = serve(ServingStatus::Serving).await;
-    println!("{} health server A on {first}", stamp());
-    let published = Arc::new(Mutex::new(first));
+    let first = HealthServer::start(ServingStatus::Serving).await;
+    println!("{} health server A on {}", stamp(), first.address);
+    let published = Arc::new(Mutex::new(first.address));
 
     let discovery = published.clone();
     let get_address = service_fn(move |()| {
@@ -78,24 +57,20 @@ async fn main() {
         .service(HttpConnector::http2());
     let mut client = HealthClient::new(channel.clone());
 
-    let mut moved = Some((stop_first, first_task));
-    // Server B's stop handle lives to the end: dropping it would stop B.
-    let mut second_server = None;
+    // The server in use; dropping a server's handle would stop it.
+    let mut serving = first;
     let mut answered = 0;
     for round in 1..=15 {
         let tick = Instant::now();
         if round == 6 {
-            if let Some((stop, task)) = moved.take() {
-                let (second, stop_second, task_second) = serve(ServingStatus::NotServing).await;
-                second_server = Some((stop_second, task_second));
-                *published.lock().unwrap() = second;
-                println!(
-                    "{} health server B on {second}, published; A shuts down",
-                    stamp()
-                );
-                let _ = stop.send(());
-                let _ = task.await;
-            }
+            let second = HealthServer::start(ServingStatus::NotServing).await;
+            *published.lock().unwrap() = second.address;
+            println!(
+                "{} health server B on {}, published; A shuts down",
+                stamp(),
+                second.address
+            );
+            std::mem::replace(&mut serving, second).stop().await;
         }
         let request = HealthCheckRequest {
             service: "orders".into(),
@@ -114,9 +89,6 @@ async fn main() {
         sleep_until(tick + Duration::from_millis(200)).await;
     }
     channel.close().await;
-    if let Some((stop, task)) = second_server {
-        let _ = stop.send(());
-        let _ = task.await;
-    }
+    serving.stop().await;
     println!("\n{answered} of 15 health checks answered");
 }

@@ -172,7 +172,7 @@ impl fmt::Display for InvalidPolicy {
 
 impl StdError for InvalidPolicy {}
 
-fn check_jitter(jitter: f64) -> Result<(), InvalidPolicy> {
+pub(crate) fn check_jitter(jitter: f64) -> Result<(), InvalidPolicy> {
     if (0.0..=1.0).contains(&jitter) {
         Ok(())
     } else {

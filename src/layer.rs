@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::Closable;
-use crate::backoff::{DEFAULT_BACKOFF_RESET_AFTER, RetryPolicy};
+use crate::backoff::{DEFAULT_BACKOFF_RESET_AFTER, RetryPolicy, check_jitter};
 use crate::error::BoxError;
 use crate::event::Event;
 use crate::service::Persistent;
@@ -119,10 +119,9 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     ///
     /// If `jitter` is not within `[0, 1]` (NaN included).
     pub fn jitter(mut self, jitter: f64) -> Self {
-        assert!(
-            (0.0..=1.0).contains(&jitter),
-            "jitter must be within [0, 1], got {jitter}"
-        );
+        if let Err(invalid) = check_jitter(jitter) {
+            panic!("{invalid}");
+        }
         self.policy.set_jitter(jitter);
         self
     }

@@ -44,6 +44,11 @@ impl<C> Status<C> {
     fn bump(&mut self, shared_generation: &AtomicU64) -> Wakers {
         self.generation += 1;
         shared_generation.store(self.generation, Ordering::Release);
+        self.take_wakers()
+    }
+
+    /// The registered wakers, to wake once the lock is released.
+    fn take_wakers(&mut self) -> Wakers {
         Wakers(std::mem::take(&mut self.wakers))
     }
 }
@@ -289,7 +294,7 @@ impl<A, C: Clone> Shared<A, C> {
             if self.fail_fast && !s.closed {
                 s.failing = Some(error.clone());
                 // Handles waiting in poll_ready now fail fast.
-                wakers = Wakers(std::mem::take(&mut s.wakers));
+                wakers = s.take_wakers();
             }
             for waiter in s.outcome_waiters.drain(..) {
                 let _ = waiter.send(Err(error.clone()));

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
-use support::web::{HttpServer, Options, SilentServer, get, text};
+use support::web::{HttpServer, SilentServer, get, text};
 use tokio::time::{Instant, timeout};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_persistent::discovery::Catalog;
@@ -89,15 +89,7 @@ async fn ask(client: &Client, path: &str) -> String {
 // reconnects before the next request needs it.
 #[tokio::test]
 async fn idle_connection_closed_by_the_server_is_replaced_before_the_next_request() {
-    let server = HttpServer::start_with(
-        "s",
-        "127.0.0.1:0".parse().unwrap(),
-        Options {
-            close_after_each: true,
-        },
-    )
-    .await
-    .unwrap();
+    let server = HttpServer::start_closing_after_each("s").await.unwrap();
     let port = server.address.port();
     let (client, log) = client(fixed(server.address), HttpConnector::http1());
     let mut events = client.events();
@@ -416,15 +408,7 @@ async fn http2_keep_alive_notices_a_hung_server() {
 // waiting for a turn that is never given back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_churn_never_hangs_a_request() {
-    let server = HttpServer::start_with(
-        "s",
-        "127.0.0.1:0".parse().unwrap(),
-        Options {
-            close_after_each: true,
-        },
-    )
-    .await
-    .unwrap();
+    let server = HttpServer::start_closing_after_each("s").await.unwrap();
     let (client, _) = client(fixed(server.address), HttpConnector::http1());
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..4 {

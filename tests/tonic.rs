@@ -2,14 +2,15 @@
 //! HTTP/2 connection: requests keep succeeding across a server restart on another address.
 #![cfg(feature = "hyper")]
 
+#[path = "support/grpc.rs"]
+mod grpc;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use grpc::HealthServer;
 use tokio::time::timeout;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus as Status;
@@ -19,44 +20,6 @@ use tower_persistent::hyper::{HttpConnection, HttpConnector};
 use tower_persistent::{Closable, Event, Persistent, PersistentLayer};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// A gRPC server with the health service, on a free port of 127.0.0.1.
-struct HealthServer {
-    address: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl HealthServer {
-    async fn start(status: ServingStatus) -> HealthServer {
-        let (reporter, service) = tonic_health::server::health_reporter();
-        reporter.set_service_status("orders", status).await;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _reporter = reporter;
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        HealthServer {
-            address,
-            stop,
-            task,
-        }
-    }
-
-    /// Graceful shutdown (GOAWAY), then waits for the server to end.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        timeout(LIMIT, self.task).await.unwrap().unwrap();
-    }
-}
 
 type Conn = HttpConnection<tonic::body::Body>;
 

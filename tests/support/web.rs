@@ -48,7 +48,15 @@ impl HttpServer {
         Self::start_with(name, "127.0.0.1:0".parse().unwrap(), Options::default()).await
     }
 
-    pub async fn start_with(
+    /// HTTP/1.1 connections are closed after each response.
+    pub async fn start_closing_after_each(name: &'static str) -> std::io::Result<HttpServer> {
+        let options = Options {
+            close_after_each: true,
+        };
+        Self::start_with(name, "127.0.0.1:0".parse().unwrap(), options).await
+    }
+
+    async fn start_with(
         name: &'static str,
         address: SocketAddr,
         options: Options,
