@@ -26,6 +26,20 @@ pub trait Closable {
     fn is_closed(&self) -> bool;
     /// Resolves once the connection has finished closing, whoever closed it. Starts nothing.
     fn close_finished(&self) -> impl Future<Output = ()> + Send;
+
+    /// Whether the connection served requests and the peer then closed it in good order (an
+    /// HTTP/1.1 `Connection: close`, an HTTP/2 GOAWAY, a server's keep-alive limit or idle
+    /// timeout), as opposed to failing, being refused, or being closed by this side.
+    ///
+    /// Asked once the connection is dead. Such a connection is replaced at once instead of
+    /// after the rest of the retry delay, and the retry policy starts again from its first
+    /// delay. A connection that is closed without serving anything should answer `false`, so
+    /// that a server that accepts and closes at once still meets the retry delay.
+    ///
+    /// Default: `false`.
+    fn closed_gracefully(&self) -> bool {
+        false
+    }
 }
 
 /// Makes a cloneable tower `Service` into a [`Closable`] connection.

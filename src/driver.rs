@@ -29,7 +29,7 @@ use crate::error::{BoxError, ConnectError, panic_message};
 use crate::event::Event;
 use crate::layer::{OnEvent, PersistentLayer};
 use crate::service::Persistent;
-use crate::shared::Shared;
+use crate::shared::{Shared, deadline_after};
 use crate::state::State;
 
 /// Spawns the driver of a new persistent connection and returns its first handle.
@@ -53,15 +53,20 @@ where
         server_name.clone(),
         config.event_capacity,
         config.fail_fast,
+        config.close_timeout,
     ));
     let handle = Persistent::from_shared(shared.clone());
     let driver = Driver {
+        // Part of the task's future from the start: however the task ends, even dropped with
+        // its runtime before its first poll, the handles learn that it is gone.
+        _finish: FinishOnDrop(shared.clone()),
         shared: shared.clone(),
         get_address,
         connect,
         backoff: Backoff::new(config.policy.clone()),
         backoff_reset_after: config.backoff_reset_after,
         connect_timeout: config.connect_timeout,
+        close_timeout: config.close_timeout,
         events: Emitter {
             shared,
             on_event: config.on_event.clone(),
@@ -73,12 +78,14 @@ where
 }
 
 struct Driver<G, M, A, C> {
+    _finish: FinishOnDrop<A, C>,
     shared: Arc<Shared<A, C>>,
     get_address: G,
     connect: M,
     backoff: Backoff,
     backoff_reset_after: Duration,
     connect_timeout: Duration,
+    close_timeout: Duration,
     events: Emitter<A, C>,
 }
 
@@ -103,6 +110,43 @@ enum Death {
     Closed,
     /// A handle saw its `poll_ready` fail.
     FailedReady,
+    /// Its `close_finished` panicked.
+    Panicked,
+}
+
+tokio::task_local! {
+    /// While an `on_event` handler is polled: the persistent connection it belongs to.
+    static HANDLER_OF: usize;
+}
+
+/// Closes `conn` and waits for it until `deadline` at most; then gives up (the connection is
+/// dropped, a WARN says so). A panic of its `close` is logged and counts as closed.
+async fn close_connection<C: Closable>(
+    server: &str,
+    conn: &C,
+    deadline: Instant,
+    close_timeout: Duration,
+) {
+    let closing = AssertUnwindSafe(async { conn.close().await }).catch_unwind();
+    match timeout_at(deadline, closing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(payload)) => tracing::error!(
+            server,
+            panic = %panic_message(&*payload),
+            "the connection's close panicked; dropping it",
+        ),
+        Err(_) => tracing::warn!(
+            server,
+            ?close_timeout,
+            "the connection did not finish closing within the close timeout; dropping it",
+        ),
+    }
+}
+
+/// Whether the current task is polling an `on_event` handler of the persistent connection
+/// `shared` (its `Shared`'s address).
+pub(crate) fn in_handler_of(shared: usize) -> bool {
+    HANDLER_OF.try_with(|of| *of == shared).unwrap_or(false)
 }
 
 impl<G, M, A, C> Driver<G, M, A, C>
@@ -117,14 +161,28 @@ where
     C: Clone + Closable + Send + Sync + 'static,
 {
     async fn run(mut self) {
-        let _finish = FinishOnDrop(self.shared.clone());
         if let Some(conn) = self.connection_loop().await {
             // Closing began while `conn` was current.
-            conn.close().await;
+            let deadline = self.closing_deadline();
+            close_connection(
+                &self.shared.server_name,
+                &conn,
+                deadline,
+                self.close_timeout,
+            )
+            .await;
+            drop(conn);
             self.events.emit(Event::Disconnected).await;
         }
         self.shared.finish();
         tracing::debug!(server = %self.shared.server_name, "closed");
+    }
+
+    /// When closing must be finished.
+    fn closing_deadline(&self) -> Instant {
+        self.shared
+            .close_deadline()
+            .unwrap_or_else(|| deadline_after(Instant::now(), self.close_timeout))
     }
 
     /// Runs rounds until closing begins; returns the connection that was current then, if any.
@@ -151,7 +209,7 @@ where
                 });
                 let start = Instant::now();
                 let delay = self.backoff.next_delay(&self.shared.server_name);
-                let deadline = start + delay;
+                let deadline = deadline_after(start, delay);
                 // The attempt's own deadline: never before the next attempt could start.
                 let limit = self.connect_timeout.max(delay);
                 let outcome = match self.attempt(&mut last_address, start, limit).await {
@@ -182,7 +240,14 @@ where
 
             let Some(generation) = self.shared.set_current(&conn) else {
                 // Closing began as the connection was made: it never becomes current.
-                conn.close().await;
+                let deadline = self.closing_deadline();
+                close_connection(
+                    &self.shared.server_name,
+                    &conn,
+                    deadline,
+                    self.close_timeout,
+                )
+                .await;
                 return None;
             };
             let connected_at = Instant::now();
@@ -190,10 +255,21 @@ where
             self.events.emit(Event::Connected(conn.clone())).await;
 
             let death = loop {
+                let finished = AssertUnwindSafe(async { conn.close_finished().await });
                 tokio::select! {
                     biased;
                     _ = stop.wait() => return Some(conn),
-                    _ = conn.close_finished() => break Death::Closed,
+                    result = finished.catch_unwind() => break match result {
+                        Ok(()) => Death::Closed,
+                        Err(payload) => {
+                            tracing::error!(
+                                server = %self.shared.server_name,
+                                panic = %panic_message(&*payload),
+                                "the connection's close_finished panicked; it counts as dead",
+                            );
+                            Death::Panicked
+                        }
+                    },
                     _ = self.shared.dead.notified() => {
                         if !self.shared.is_current(generation) {
                             break Death::FailedReady;
@@ -203,18 +279,33 @@ where
                 }
             };
             self.shared.clear_current(generation);
-            if connected_at.elapsed() >= self.backoff_reset_after {
+            if !matches!(death, Death::Closed) {
+                // Ours to close; a dead connection holds up the next one for the close timeout
+                // at most.
+                let deadline = deadline_after(Instant::now(), self.close_timeout);
+                close_connection(
+                    &self.shared.server_name,
+                    &conn,
+                    deadline,
+                    self.close_timeout,
+                )
+                .await;
+            }
+            // A connection that served requests and that the peer closed in good order (an
+            // HTTP/1.1 `Connection: close`, an HTTP/2 GOAWAY, a keep-alive limit) is replaced at
+            // once, as gRPC resets its backoff after a successful connection.
+            let graceful = !matches!(death, Death::Panicked)
+                && catch_unwind(AssertUnwindSafe(|| conn.closed_gracefully())).unwrap_or(false);
+            if graceful || connected_at.elapsed() >= self.backoff_reset_after {
                 // A stable connection: the policy starts again from its first delay.
                 self.backoff.reset();
             }
+            let next_round_at = if graceful { Instant::now() } else { deadline };
             self.shared.set_state(State::Connecting {
                 attempt: 0,
-                next_attempt_at: Some(deadline.max(Instant::now())),
+                next_attempt_at: Some(next_round_at.max(Instant::now())),
                 last_error: None,
             });
-            if let Death::FailedReady = death {
-                conn.close().await;
-            }
             drop(conn);
             self.events.emit(Event::Disconnected).await;
 
@@ -226,7 +317,7 @@ where
                 self.shared.begin_close();
                 return None;
             }
-            if !self.wait_until(deadline).await {
+            if !self.wait_until(next_round_at).await {
                 return None;
             }
         }
@@ -259,7 +350,7 @@ where
         limit: Duration,
     ) -> Option<Result<C, ConnectError>> {
         let stop = self.shared.stop.clone();
-        let give_up = start + limit;
+        let give_up = deadline_after(start, limit);
         let mut spent = Duration::ZERO;
         let get_address = &mut self.get_address;
         let lookup = AssertUnwindSafe(async move {
@@ -291,7 +382,7 @@ where
             }
         }
         // The time the handler took does not count against the attempt.
-        let give_up = Instant::now() + limit.saturating_sub(spent);
+        let give_up = deadline_after(Instant::now(), limit.saturating_sub(spent));
 
         let connect = &mut self.connect;
         let connecting = AssertUnwindSafe(async move {
@@ -335,20 +426,37 @@ where
             Event::Lagged(_) => {}
         }
         self.shared.hub.publish(&event);
-        if let Some(on_event) = &self.on_event {
-            let name = event.name();
-            let handled = match catch_unwind(AssertUnwindSafe(|| on_event(event))) {
-                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-                Err(payload) => Err(payload),
-            };
-            if let Err(payload) = handled {
-                tracing::error!(
-                    server,
-                    event = name,
-                    panic = %panic_message(&*payload),
-                    "on_event handler panicked; going on",
-                );
+        let Some(on_event) = &self.on_event else {
+            return;
+        };
+        let name = event.name();
+        // The call and the future both inside: a panic of either is caught.
+        let handler = AssertUnwindSafe(async move { on_event(event).await }).catch_unwind();
+        let handler = HANDLER_OF.scope(Arc::as_ptr(&self.shared) as *const () as usize, handler);
+        tokio::pin!(handler);
+        let stop = &self.shared.stop;
+        let handled = tokio::select! {
+            biased;
+            handled = &mut handler => Some(handled),
+            // Once closing began, the handler has until the close deadline.
+            _ = stop.wait() => {
+                let deadline = self.shared.close_deadline().unwrap_or_else(Instant::now);
+                timeout_at(deadline, &mut handler).await.ok()
             }
+        };
+        match handled {
+            Some(Ok(())) => {}
+            Some(Err(payload)) => tracing::error!(
+                server,
+                event = name,
+                panic = %panic_message(&*payload),
+                "on_event handler panicked; going on",
+            ),
+            None => tracing::warn!(
+                server,
+                event = name,
+                "on_event handler did not finish within the close timeout; abandoned",
+            ),
         }
     }
 }

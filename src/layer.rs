@@ -25,6 +25,10 @@ pub const DEFAULT_EVENT_CAPACITY: usize = 256;
 /// The default deadline of one connection attempt (gRPC's minimum connect timeout).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The default bound on closing: on the wait for a connection's close, and on event handlers
+/// once the persistent connection is closing.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The configuration of a persistent connection; applied to a connector, it starts one.
 ///
 /// `G`, the address lookup, is a `Service<(), Response = A>` called before every connection
@@ -66,6 +70,7 @@ pub struct PersistentLayer<G, A, C> {
     pub(crate) policy: RetryPolicy,
     pub(crate) backoff_reset_after: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) close_timeout: Duration,
     pub(crate) fail_fast: bool,
     pub(crate) on_event: Option<OnEvent<A, C>>,
     pub(crate) event_capacity: usize,
@@ -88,6 +93,7 @@ impl<G, A, C> PersistentLayer<G, A, C> {
             policy: RetryPolicy::default(),
             backoff_reset_after: DEFAULT_BACKOFF_RESET_AFTER,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
             fail_fast: false,
             on_event: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
@@ -115,14 +121,18 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// Default: `0.3` (the constant policy's), so that clients that lost the same server do not
     /// all come back at once. `0.0` gives exact delays.
     ///
-    /// # Panics
-    ///
-    /// If `jitter` is not within `[0, 1]` (NaN included).
+    /// Every value is accepted: one outside `[0, 1]` is held to it (a negative jitter is `0`,
+    /// one above `1` is `1`), and NaN leaves the jitter unchanged; either is logged at WARN.
+    /// [`RetryPolicy::constant`] rejects such values with an error instead.
     pub fn jitter(mut self, jitter: f64) -> Self {
         if let Err(invalid) = check_jitter(jitter) {
-            panic!("{invalid}");
+            if jitter.is_nan() {
+                tracing::warn!(server = %self.server_name, "{invalid}; the jitter is left as it was");
+                return self;
+            }
+            tracing::warn!(server = %self.server_name, "{invalid}; held to [0, 1]");
         }
-        self.policy.set_jitter(jitter);
+        self.policy.set_jitter(jitter.clamp(0.0, 1.0));
         self
     }
 
@@ -152,9 +162,29 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// is a [`FailedToConnect`](Event::FailedToConnect) whose error
     /// [`is_timeout`](crate::ConnectError::is_timeout).
     ///
-    /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (20 s, gRPC's minimum connect timeout).
+    /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (20 s, gRPC's minimum connect timeout). Every value
+    /// is accepted: a deadline too far to be represented is no deadline (`Duration::MAX`).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// The bound on closing a connection, whoever began it, and on event handlers while the
+    /// persistent connection closes.
+    ///
+    /// - A connection whose [`close`](Closable::close) does not finish within it (a graceful
+    ///   close stuck on a peer) is given up: dropped, with a WARN log. This holds when the
+    ///   driver closes a dead connection (its `poll_ready` failed), so that a dead connection
+    ///   never holds up the next one beyond it, and when the persistent connection closes.
+    /// - [`Persistent::close`] always resolves within it, counted from the first call: the
+    ///   wait for the connection's close and for the `on_event` handlers still to run (the one
+    ///   running when closing began, then [`Disconnected`](Event::Disconnected)'s) share it; a
+    ///   handler still running at the deadline is abandoned (its future dropped, WARN log).
+    ///
+    /// Default: [`DEFAULT_CLOSE_TIMEOUT`] (10 s). `Duration::ZERO` gives each close and handler
+    /// one poll; `Duration::MAX` waits as long as they take.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
         self
     }
 
@@ -181,8 +211,10 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// [`Disconnected`](Event::Disconnected) is not emitted before the handler of
     /// [`Connected`](Event::Connected) finishes, even if the connection dies meanwhile. A handler
     /// that panics is logged at ERROR and the loop goes on; a handler that never finishes stops
-    /// the loop (and [`close`](Persistent::close)) with it. Closing does not cancel a handler
-    /// that is running.
+    /// the loop with it, as in the original, until the persistent connection is closed: a
+    /// handler still running then is given the [`close_timeout`](Self::close_timeout), then
+    /// abandoned. [`close`](Persistent::close) awaited inside a handler of the same connection
+    /// resolves at once, closing begun (the rest of closing follows when the handler returns).
     ///
     /// A handler that owns a [`Persistent`] handle keeps the connection alive: dropping the other
     /// handles then no longer closes it, so call [`close`](Persistent::close) explicitly.
@@ -218,6 +250,7 @@ impl<G: Clone, A, C> Clone for PersistentLayer<G, A, C> {
             policy: self.policy.clone(),
             backoff_reset_after: self.backoff_reset_after,
             connect_timeout: self.connect_timeout,
+            close_timeout: self.close_timeout,
             fail_fast: self.fail_fast,
             on_event: self.on_event.clone(),
             event_capacity: self.event_capacity,
@@ -233,6 +266,7 @@ impl<G, A, C> fmt::Debug for PersistentLayer<G, A, C> {
             .field("policy", &self.policy)
             .field("backoff_reset_after", &self.backoff_reset_after)
             .field("connect_timeout", &self.connect_timeout)
+            .field("close_timeout", &self.close_timeout)
             .field("fail_fast", &self.fail_fast)
             .field("on_event", &self.on_event.is_some())
             .field("event_capacity", &self.event_capacity)

@@ -109,7 +109,9 @@ pub use backoff::{
 pub use closable::{Closable, ClosableService};
 pub use error::{BoxError, Closed, ConnectError, ConnectionClosed, Unavailable};
 pub use event::{Event, Events};
-pub use layer::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENT_CAPACITY, PersistentLayer};
+pub use layer::{
+    DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENT_CAPACITY, PersistentLayer,
+};
 pub use service::Persistent;
 pub use state::State;
 

@@ -12,7 +12,7 @@ use crate::Closable;
 use crate::error::{BoxError, Closed, ConnectError, Unavailable};
 use crate::event::Events;
 use crate::future::ResponseFuture;
-use crate::shared::{Lookup, Shared};
+use crate::shared::{Lookup, Shared, is_closed_or_panicked};
 use crate::state::State;
 
 /// The message of the panic of [`Persistent::call`] without readiness.
@@ -96,7 +96,7 @@ where
                         return Err(Closed::new());
                     }
                     if let Some(conn) = &s.current {
-                        if !conn.is_closed() {
+                        if !is_closed_or_panicked(conn) {
                             return Ok(conn.clone());
                         }
                     }
@@ -127,14 +127,34 @@ where
     pub fn connected_or_failed_to_connect(
         &self,
     ) -> impl Future<Output = Result<C, ConnectError>> + Send + use<A, C> {
-        let next = self.shared.live_or_next_outcome();
+        // Looked at the call: outcomes from now on count.
+        let mut status = self.shared.status.subscribe();
+        let now = {
+            let s = status.borrow_and_update();
+            if s.closed {
+                Err(Err(ConnectError::closed()))
+            } else if let Some(conn) = s.current.as_ref().filter(|c| !is_closed_or_panicked(*c)) {
+                Err(Ok(conn.clone()))
+            } else {
+                Ok(s.outcomes)
+            }
+        };
         async move {
-            match next {
-                Ok(conn) => Ok(conn),
-                // A dropped sender means closing began first.
-                Err(outcome) => outcome
-                    .await
-                    .unwrap_or_else(|_| Err(ConnectError::closed())),
+            let seen = match now {
+                Ok(outcomes) => outcomes,
+                Err(answer) => return answer,
+            };
+            loop {
+                if status.changed().await.is_err() {
+                    return Err(ConnectError::closed());
+                }
+                let s = status.borrow_and_update();
+                if s.closed {
+                    return Err(ConnectError::closed());
+                }
+                if let Some(outcome) = s.outcome_after(seen) {
+                    return outcome;
+                }
             }
         }
     }
@@ -153,7 +173,16 @@ where
     /// Dropping the future does not stop the closing.
     pub fn close(&self) -> impl Future<Output = ()> + Send + use<A, C> {
         self.shared.begin_close();
-        self.close_finished()
+        let finished = self.close_finished();
+        let shared = Arc::as_ptr(&self.shared) as *const () as usize;
+        async move {
+            // Inside a handler of this very connection the rest of closing waits for the
+            // handler to return: resolve now, with closing begun, instead of deadlocking.
+            if crate::driver::in_handler_of(shared) {
+                return;
+            }
+            finished.await
+        }
     }
 
     /// True from the moment [`close`](Self::close) was first called (or the last handle dropped).
@@ -248,6 +277,15 @@ where
 }
 
 impl<A, C: Clone> Persistent<A, C> {
+    /// The response of a call while failing fast (or closed since `poll_ready`).
+    #[cold]
+    fn fail_fast<F>(&self, error: ConnectError) -> ResponseFuture<F> {
+        if self.shared.is_closed() {
+            return ResponseFuture::failed(Closed::new().into());
+        }
+        ResponseFuture::failed(Unavailable::new(error).into())
+    }
+
     /// Handles the answer `poll` of the connection's `poll_ready`, off the happy path.
     #[cold]
     fn not_ready<R>(
@@ -347,9 +385,14 @@ where
         assert!(self.ready, "{NOT_READY}");
         self.ready = false;
         if let Some(error) = self.failing.take() {
-            return ResponseFuture::failed(Unavailable::new(error).into());
+            return self.fail_fast(error);
         }
-        let (_, conn) = self.conn.as_mut().expect(NOT_READY);
+        let (generation, conn) = self.conn.as_mut().expect(NOT_READY);
+        // Closing bumps the generation: only then is the closed flag read.
+        if *generation != self.shared.generation.load(Ordering::Acquire) && self.shared.is_closed()
+        {
+            return ResponseFuture::failed(Closed::new().into());
+        }
         ResponseFuture::new(conn.call(request))
     }
 }

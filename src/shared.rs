@@ -8,11 +8,14 @@
 //! current connection check that it still is with one atomic load.
 
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::Waker;
+use std::time::Duration;
 
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 use crate::error::ConnectError;
 use crate::event::Hub;
@@ -27,9 +30,15 @@ pub(crate) struct Status<C> {
     pub(crate) closed: bool,
     /// Closing finished: the last connection is closed and `Disconnected` was delivered.
     pub(crate) finished: bool,
-    /// Callers of `connected_or_failed_to_connect` waiting for the outcome of the next attempt;
-    /// dropped (which tells them the connection closed) when closing begins.
-    outcome_waiters: Vec<oneshot::Sender<Result<C, ConnectError>>>,
+    /// When closing must be finished: set when closing begins, `close_timeout` later.
+    pub(crate) close_deadline: Option<Instant>,
+    /// How many attempts have finished; callers of `connected_or_failed_to_connect` wait for it
+    /// to move (through the watch channel, so a dropped caller leaves nothing behind).
+    pub(crate) outcomes: u64,
+    /// The outcomes of the last few attempts, the attempt `n` at `n % RECENT_OUTCOMES`; an
+    /// outcome's connection is cleared from it once the connection stops being current, so that
+    /// it is neither kept alive nor handed out dead.
+    recent: [Option<(u64, Option<Result<C, ConnectError>>)>; RECENT_OUTCOMES],
     /// With fail-fast: the error of the last failed attempt of this round, while there is no
     /// connection.
     failing: Option<ConnectError>,
@@ -38,7 +47,50 @@ pub(crate) struct Status<C> {
     wakers: HashMap<u64, Waker>,
 }
 
+/// How many attempt outcomes are kept: two can finish at one instant (an attempt that took
+/// longer than its delay, then the next one at once), before a waiting caller runs.
+const RECENT_OUTCOMES: usize = 4;
+
+impl<C: Clone> Status<C> {
+    /// The outcome of the first attempt to finish after `seen` attempts had finished: `None`
+    /// while there is none yet. If that attempt's connection is already gone, the outcome of the
+    /// attempt after it; if it is no longer kept, the oldest kept.
+    pub(crate) fn outcome_after(&self, seen: u64) -> Option<Result<C, ConnectError>> {
+        let mut wanted = seen + 1;
+        while wanted <= self.outcomes {
+            match &self.recent[(wanted % RECENT_OUTCOMES as u64) as usize] {
+                Some((n, Some(outcome))) if *n == wanted => return Some(outcome.clone()),
+                // Its connection died already: the next attempt's outcome.
+                Some((n, None)) if *n == wanted => wanted += 1,
+                // Overwritten by a later one: the caller fell far behind; take the oldest kept.
+                _ => {
+                    wanted = self
+                        .outcomes
+                        .saturating_sub(RECENT_OUTCOMES as u64 - 1)
+                        .max(wanted + 1)
+                }
+            }
+        }
+        None
+    }
+
+    fn record_outcome(&mut self, outcome: Result<C, ConnectError>) {
+        self.outcomes += 1;
+        self.recent[(self.outcomes % RECENT_OUTCOMES as u64) as usize] =
+            Some((self.outcomes, Some(outcome)));
+    }
+}
+
 impl<C> Status<C> {
+    /// Forgets the connections of the recent outcomes.
+    fn forget_connections(&mut self) {
+        for (_, outcome) in self.recent.iter_mut().flatten() {
+            if matches!(outcome, Some(Ok(_))) {
+                *outcome = None;
+            }
+        }
+    }
+
     /// Moves to the next generation; returns the wakers to wake once the lock is released.
     #[must_use]
     fn bump(&mut self, shared_generation: &AtomicU64) -> Wakers {
@@ -89,6 +141,7 @@ pub(crate) struct Shared<A, C> {
     pub(crate) reconnect: Notify,
     pub(crate) state: watch::Sender<State>,
     fail_fast: bool,
+    close_timeout: Duration,
     handles: AtomicUsize,
     next_id: AtomicU64,
 }
@@ -98,7 +151,12 @@ where
     A: Clone + Send + 'static,
     C: Clone + Send + 'static,
 {
-    pub(crate) fn new(server_name: Arc<str>, event_capacity: usize, fail_fast: bool) -> Self {
+    pub(crate) fn new(
+        server_name: Arc<str>,
+        event_capacity: usize,
+        fail_fast: bool,
+        close_timeout: Duration,
+    ) -> Self {
         Shared {
             server_name,
             generation: AtomicU64::new(0),
@@ -107,7 +165,9 @@ where
                 generation: 0,
                 closed: false,
                 finished: false,
-                outcome_waiters: Vec::new(),
+                close_deadline: None,
+                outcomes: 0,
+                recent: Default::default(),
                 failing: None,
                 wakers: HashMap::new(),
             }),
@@ -122,6 +182,7 @@ where
                 last_error: None,
             }),
             fail_fast,
+            close_timeout,
             handles: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
         }
@@ -166,6 +227,7 @@ impl<A, C> Shared<A, C> {
                 return false;
             }
             s.current = None;
+            s.forget_connections();
             wakers = s.bump(&self.generation);
             true
         });
@@ -189,9 +251,10 @@ impl<A, C> Shared<A, C> {
                 return false;
             }
             s.closed = true;
+            s.close_deadline = Some(deadline_after(Instant::now(), self.close_timeout));
             s.current = None;
             s.failing = None;
-            s.outcome_waiters.clear();
+            s.forget_connections();
             wakers = s.bump(&self.generation);
             // Under the lock, so that whoever sees `closed` also sees the driver told to stop.
             self.stop.set();
@@ -199,6 +262,11 @@ impl<A, C> Shared<A, C> {
         });
         drop(wakers);
         self.state.send_replace(State::Closed);
+    }
+
+    /// When closing must be finished (the close timeout after it began); `None` before.
+    pub(crate) fn close_deadline(&self) -> Option<Instant> {
+        self.status.borrow().close_deadline
     }
 
     /// Publishes the loop's state, unless closing began.
@@ -276,9 +344,7 @@ impl<A, C: Clone> Shared<A, C> {
             }
             s.current = Some(conn.clone());
             s.failing = None;
-            for waiter in s.outcome_waiters.drain(..) {
-                let _ = waiter.send(Ok(conn.clone()));
-            }
+            s.record_outcome(Ok(conn.clone()));
             wakers = s.bump(&self.generation);
             generation = Some(s.generation);
             true
@@ -291,42 +357,35 @@ impl<A, C: Clone> Shared<A, C> {
     pub(crate) fn attempt_failed(&self, error: &ConnectError) {
         let mut wakers = Wakers::default();
         self.status.send_if_modified(|s| {
-            if self.fail_fast && !s.closed {
+            if s.closed {
+                return false;
+            }
+            if self.fail_fast {
                 s.failing = Some(error.clone());
                 // Handles waiting in poll_ready now fail fast.
                 wakers = s.take_wakers();
             }
-            for waiter in s.outcome_waiters.drain(..) {
-                let _ = waiter.send(Err(error.clone()));
-            }
-            false
+            s.record_outcome(Err(error.clone()));
+            // Wakes the callers of `connected_or_failed_to_connect`.
+            true
         });
         drop(wakers);
     }
+}
 
-    /// A live current connection, or else a receiver of the outcome of the next attempt (which
-    /// errs if closing begins first).
-    pub(crate) fn live_or_next_outcome(
-        &self,
-    ) -> Result<C, oneshot::Receiver<Result<C, ConnectError>>>
-    where
-        C: crate::Closable,
-    {
-        let mut found = None;
-        self.status.send_if_modified(|s| {
-            if let Some(conn) = s.current.as_ref().filter(|c| !c.is_closed()) {
-                found = Some(Ok(conn.clone()));
-            } else {
-                let (sender, receiver) = oneshot::channel();
-                if !s.closed {
-                    s.outcome_waiters.push(sender);
-                }
-                found = Some(Err(receiver));
-            }
-            false
-        });
-        found.expect("set by the closure")
-    }
+/// `start + after`, saturating far in the future instead of overflowing.
+pub(crate) fn deadline_after(start: Instant, after: Duration) -> Instant {
+    start
+        .checked_add(after)
+        .unwrap_or_else(|| start + FAR_FUTURE)
+}
+
+/// About thirty years: later than any deadline a program waits for, and addable to any instant.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `conn.is_closed()`, with a panic of it counted as closed.
+pub(crate) fn is_closed_or_panicked<C: crate::Closable>(conn: &C) -> bool {
+    catch_unwind(AssertUnwindSafe(|| conn.is_closed())).unwrap_or(true)
 }
 
 fn register(wakers: &mut HashMap<u64, Waker>, id: u64, waker: &Waker) {
