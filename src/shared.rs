@@ -38,7 +38,7 @@ pub(crate) struct Status<C> {
     /// The outcomes of the last few attempts, the attempt `n` at `n % RECENT_OUTCOMES`; an
     /// outcome's connection is cleared from it once the connection stops being current, so that
     /// it is neither kept alive nor handed out dead.
-    recent: [Option<(u64, Option<Result<C, ConnectError>>)>; RECENT_OUTCOMES],
+    recent: [Option<(u64, Option<Outcome<C>>)>; RECENT_OUTCOMES],
     /// With fail-fast: the error of the last failed attempt of this round, while there is no
     /// connection.
     failing: Option<ConnectError>,
@@ -46,6 +46,9 @@ pub(crate) struct Status<C> {
     /// `generation`.
     wakers: HashMap<u64, Waker>,
 }
+
+/// The outcome of one connection attempt.
+type Outcome<C> = Result<C, ConnectError>;
 
 /// How many attempt outcomes are kept: two can finish at one instant (an attempt that took
 /// longer than its delay, then the next one at once), before a waiting caller runs.
