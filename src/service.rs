@@ -12,7 +12,7 @@ use crate::Closable;
 use crate::error::{BoxError, Closed, ConnectError, Unavailable};
 use crate::event::Events;
 use crate::future::ResponseFuture;
-use crate::shared::{Lookup, Shared, is_closed_or_panicked};
+use crate::shared::{Live, Lookup, Shared};
 use crate::state::State;
 
 /// The message of the panic of [`Persistent::call`] without readiness.
@@ -88,18 +88,20 @@ where
     /// Dropping the future has no effect on the connection.
     pub fn connected(&self) -> impl Future<Output = Result<C, Closed>> + Send + use<A, C> {
         let mut status = self.shared.status.subscribe();
+        let shared = self.shared.clone();
         async move {
             loop {
-                {
+                let live = {
                     let s = status.borrow_and_update();
                     if s.closed {
                         return Err(Closed::new());
                     }
-                    if let Some(conn) = &s.current {
-                        if !is_closed_or_panicked(conn) {
-                            return Ok(conn.clone());
-                        }
-                    }
+                    s.live()
+                };
+                match live {
+                    Live::Yes(conn) => return Ok(conn),
+                    Live::No => {}
+                    Live::Panicked(generation) => shared.report_panicked(generation),
                 }
                 if status.changed().await.is_err() {
                     return Err(Closed::new());
@@ -133,15 +135,20 @@ where
             let s = status.borrow_and_update();
             if s.closed {
                 Err(Err(ConnectError::closed()))
-            } else if let Some(conn) = s.current.as_ref().filter(|c| !is_closed_or_panicked(*c)) {
-                Err(Ok(conn.clone()))
             } else {
-                Ok(s.outcomes)
+                match s.live() {
+                    Live::Yes(conn) => Err(Ok(conn)),
+                    Live::No => Ok((s.outcomes, None)),
+                    Live::Panicked(generation) => Ok((s.outcomes, Some(generation))),
+                }
             }
         };
+        if let Ok((_, Some(generation))) = now {
+            self.shared.report_panicked(generation);
+        }
         async move {
             let seen = match now {
-                Ok(outcomes) => outcomes,
+                Ok((outcomes, _)) => outcomes,
                 Err(answer) => return answer,
             };
             loop {

@@ -238,6 +238,15 @@ impl<A, C> Shared<A, C> {
         cleared
     }
 
+    /// Called by a handle that found the current connection's `is_closed` panicking.
+    pub(crate) fn report_panicked(&self, generation: u64) {
+        tracing::error!(
+            server = %self.server_name,
+            "the connection's is_closed panicked; it counts as dead",
+        );
+        self.report_dead(generation);
+    }
+
     /// Called by a handle whose `poll_ready` on the connection of `generation` failed.
     pub(crate) fn report_dead(&self, generation: u64) {
         if self.clear_current(generation) {
@@ -386,9 +395,29 @@ pub(crate) fn deadline_after(start: Instant, after: Duration) -> Instant {
 /// About thirty years: later than any deadline a program waits for, and addable to any instant.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
-/// `conn.is_closed()`, with a panic of it counted as closed.
-pub(crate) fn is_closed_or_panicked<C: crate::Closable>(conn: &C) -> bool {
-    catch_unwind(AssertUnwindSafe(|| conn.is_closed())).unwrap_or(true)
+/// What a handle finds in the slot when it looks for a live connection.
+pub(crate) enum Live<C> {
+    /// A current connection that is not closed.
+    Yes(C),
+    /// None, or a closed one.
+    No,
+    /// The current connection's `is_closed` panicked: it is to be reported dead (once the
+    /// status is no longer borrowed).
+    Panicked(u64),
+}
+
+impl<C: crate::Closable + Clone> Status<C> {
+    /// The current connection if it is live.
+    pub(crate) fn live(&self) -> Live<C> {
+        let Some(conn) = &self.current else {
+            return Live::No;
+        };
+        match catch_unwind(AssertUnwindSafe(|| conn.is_closed())) {
+            Ok(false) => Live::Yes(conn.clone()),
+            Ok(true) => Live::No,
+            Err(_) => Live::Panicked(self.generation),
+        }
+    }
 }
 
 fn register(wakers: &mut HashMap<u64, Waker>, id: u64, waker: &Waker) {

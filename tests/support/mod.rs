@@ -337,3 +337,6 @@ pub mod line;
 
 #[path = "web.rs"]
 pub mod web;
+
+#[path = "faulty.rs"]
+pub mod faulty;

@@ -1,0 +1,529 @@
+//! Faults and bad input: connections whose closing hangs or panics, settings at the limits of
+//! their types, a driver dropped with its runtime, close from inside a handler, calls after close.
+
+mod support;
+
+use std::future::poll_fn;
+use std::io;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use support::faulty::{Faults, Faulty, FaultyConnect};
+use support::*;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_persistent::backoff::{Exponential, RetryPolicy};
+use tower_persistent::{Closed, Event, Persistent, PersistentLayer};
+
+type P = Persistent<&'static str, Faulty>;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Every event handed to `on_event`, with its time in ms.
+#[derive(Clone)]
+struct Log {
+    start: Instant,
+    lines: Arc<Mutex<Vec<(u64, String)>>>,
+}
+
+impl Log {
+    fn new(start: Instant) -> Self {
+        Log {
+            start,
+            lines: Arc::default(),
+        }
+    }
+
+    fn push(&self, line: impl Into<String>) {
+        self.lines
+            .lock()
+            .unwrap()
+            .push((ms(self.start), line.into()));
+    }
+
+    fn record(&self, event: &Event<&'static str, Faulty>) {
+        self.push(match event {
+            Event::Connected(conn) => format!("Connected({})", conn.id),
+            Event::FailedToConnect(error) => format!("FailedToConnect({})", error.text()),
+            other => format!("{other:?}"),
+        });
+    }
+
+    fn get(&self) -> Vec<(u64, String)> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// A layer with exact 1 s delays over a lookup that answers "a", recording events in `log`.
+fn layer(log: &Log) -> PersistentLayer<Lookup, &'static str, Faulty> {
+    let start = log.start;
+    let log = log.clone();
+    PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .retry_delay(|| SECOND)
+        .jitter(0.0)
+        .on_event(move |event| {
+            log.record(&event);
+            std::future::ready(())
+        })
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+// A connection whose close never finishes is given up after the close timeout (10 s by
+// default): close() resolves then, Disconnected is delivered, and the driver task ends.
+#[tokio::test(start_paused = true)]
+async fn close_gives_up_a_connection_whose_close_never_finishes() {
+    let start = Instant::now();
+    let log = Log::new(start);
+    let connect = FaultyConnect::new([Faults {
+        close_hangs: true,
+        ..Faults::default()
+    }]);
+    let p = layer(&log).layer(connect.clone());
+    p.connected().await.unwrap();
+    assert_eq!(alive_tasks(), 1, "the driver");
+
+    until(start, 100).await;
+    p.close().await;
+    assert_eq!(ms(start), 10_100);
+    assert!(connect.conn(1).closing_began());
+    assert_eq!(
+        log.get(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (0, "Connected(1)"),
+            (10_100, "Disconnected"),
+        ])
+    );
+    tokio::task::yield_now().await;
+    assert_eq!(alive_tasks(), 0, "the driver task ended");
+}
+
+// The close timeout is a setting; every later close resolves together with the first.
+#[tokio::test(start_paused = true)]
+async fn close_timeout_is_a_setting_shared_by_every_close() {
+    let start = Instant::now();
+    let log = Log::new(start);
+    let connect = FaultyConnect::new([Faults {
+        close_hangs: true,
+        ..Faults::default()
+    }]);
+    let p = layer(&log)
+        .close_timeout(Duration::from_secs(3))
+        .layer(connect.clone());
+    p.connected().await.unwrap();
+    let first = tokio::spawn(p.close());
+    until(start, 1000).await;
+    p.close().await;
+    assert_eq!(ms(start), 3000);
+    first.await.unwrap();
+    assert_eq!(ms(start), 3000);
+}
+
+// A dead connection (its poll_ready fails) whose close and close_finished never finish holds
+// up the next connection for the close timeout at most.
+#[tokio::test(start_paused = true)]
+async fn a_dead_connection_whose_close_hangs_holds_up_the_next_for_the_close_timeout() {
+    let start = Instant::now();
+    let log = Log::new(start);
+    let connect = FaultyConnect::new([Faults {
+        ready_fails: true,
+        close_hangs: true,
+        close_finished_hangs: true,
+        ..Faults::default()
+    }]);
+    let mut p = layer(&log)
+        .close_timeout(Duration::from_secs(2))
+        .layer(connect.clone());
+    p.connected().await.unwrap();
+    until(start, 100).await;
+
+    // The handle sees the connection fail, reports it dead, and waits for the next one.
+    let (id, _) = p.ready().await.unwrap().call(7).await.unwrap();
+    assert_eq!(id, 2);
+    assert_eq!(ms(start), 2100);
+    assert_eq!(
+        log.get(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (0, "Connected(1)"),
+            (2100, "Disconnected"),
+            (2100, "AttemptingToConnect"),
+            (2100, "ObtainedAddress(\"a\")"),
+            (2100, "Connected(2)"),
+        ])
+    );
+    assert_eq!(connect.conn(1).calls(), 0);
+    p.close().await;
+}
+
+// A panic of close_finished counts as the connection's death: Disconnected, then a new round
+// after the attempt's delay.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_close_finished_is_the_connection_dying() {
+    let start = Instant::now();
+    let log = Log::new(start);
+    let connect = FaultyConnect::new([Faults {
+        close_finished_panics: true,
+        ..Faults::default()
+    }]);
+    let p = layer(&log).layer(connect.clone());
+    until(start, 1000).await;
+    assert_eq!(p.connected().await.unwrap().id, 2);
+    assert_eq!(
+        log.get(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (0, "Connected(1)"),
+            (0, "Disconnected"),
+            (1000, "AttemptingToConnect"),
+            (1000, "ObtainedAddress(\"a\")"),
+            (1000, "Connected(2)"),
+        ])
+    );
+    assert!(connect.conn(1).closing_began(), "closed by the driver");
+    p.close().await;
+    assert_eq!(
+        log.get().last().unwrap(),
+        &(1000, "Disconnected".to_owned())
+    );
+}
+
+// A panic of close, on a dead connection or on closing, is logged and counts as closed.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_close_counts_as_closed() {
+    let start = Instant::now();
+    let log = Log::new(start);
+    let panics = Faults {
+        close_panics: true,
+        ..Faults::default()
+    };
+    let connect = FaultyConnect::new([
+        Faults {
+            ready_fails: true,
+            ..panics
+        },
+        panics,
+    ]);
+    let mut p = layer(&log).layer(connect.clone());
+    p.connected().await.unwrap();
+    until(start, 100).await;
+    let (id, _) = p.ready().await.unwrap().call(1).await.unwrap();
+    assert_eq!((id, ms(start)), (2, 1000));
+
+    until(start, 1500).await;
+    p.close().await;
+    assert_eq!(ms(start), 1500);
+    assert_eq!(
+        log.get(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (0, "Connected(1)"),
+            (100, "Disconnected"),
+            (1000, "AttemptingToConnect"),
+            (1000, "ObtainedAddress(\"a\")"),
+            (1000, "Connected(2)"),
+            (1500, "Disconnected"),
+        ])
+    );
+}
+
+// A panic of is_closed, met by connected(), counts as the connection's death too: it is
+// reported, Disconnected follows, and connected() resolves with the next connection.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_is_closed_is_the_connection_dying() {
+    let start = Instant::now();
+    let log = Log::new(start);
+    let connect = FaultyConnect::new([Faults {
+        is_closed_panics: true,
+        ..Faults::default()
+    }]);
+    let p = layer(&log).layer(connect.clone());
+    until(start, 100).await;
+    assert_eq!(p.connected().await.unwrap().id, 2);
+    assert_eq!(ms(start), 1000);
+    assert_eq!(
+        log.get(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (0, "Connected(1)"),
+            (100, "Disconnected"),
+            (1000, "AttemptingToConnect"),
+            (1000, "ObtainedAddress(\"a\")"),
+            (1000, "Connected(2)"),
+        ])
+    );
+    p.close().await;
+}
+
+// close() awaited inside an on_event handler resolves at once (closing begun); the rest of
+// closing follows when the handler returns.
+#[tokio::test(start_paused = true)]
+async fn close_awaited_inside_a_handler_resolves() {
+    let start = Instant::now();
+    let log = Log::new(start);
+    let handle: Arc<OnceLock<P>> = Arc::default();
+    let in_handler = handle.clone();
+    let handler_log = log.clone();
+    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .on_event(move |event: Event<&'static str, Faulty>| {
+            let handle = in_handler.clone();
+            let log = handler_log.clone();
+            async move {
+                log.record(&event);
+                if let Event::Connected(_) = event {
+                    tokio::time::sleep(SECOND).await;
+                    let p = handle.get().unwrap();
+                    p.close().await;
+                    assert!(p.is_closed());
+                    log.push("closed inside the handler");
+                }
+            }
+        })
+        .layer(FaultyConnect::default());
+    handle.set(p.clone()).ok().unwrap();
+    p.close_finished().await;
+    assert_eq!(ms(start), 1000);
+    assert_eq!(
+        log.get(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (0, "Connected(1)"),
+            (1000, "closed inside the handler"),
+            (1000, "Disconnected"),
+        ])
+    );
+}
+
+// A handler that never finishes does not hold close() beyond the close timeout: it is
+// abandoned then, and Disconnected is delivered.
+#[tokio::test(start_paused = true)]
+async fn close_resolves_within_the_timeout_while_a_handler_never_finishes() {
+    let start = Instant::now();
+    let log = Log::new(start);
+    let handler_log = log.clone();
+    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .close_timeout(Duration::from_secs(2))
+        .on_event(move |event: Event<&'static str, Faulty>| {
+            let log = handler_log.clone();
+            async move {
+                log.record(&event);
+                if let Event::Connected(_) = event {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .layer(FaultyConnect::default());
+    until(start, 100).await;
+    let mut events = p.events();
+    assert!(p.current_connection().is_some());
+    p.close().await;
+    assert_eq!(ms(start), 2100);
+    assert_eq!(
+        log.get(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (0, "Connected(1)"),
+            (2100, "Disconnected"),
+        ])
+    );
+    let names: Vec<&str> = events.by_ref().map(|e| e.name()).collect().await;
+    assert_eq!(names, ["connected", "disconnected"]);
+    tokio::task::yield_now().await;
+    assert_eq!(alive_tasks(), 0);
+}
+
+// A handle made ready before close() and called after it does not reach the connection: the
+// call fails with Closed.
+#[tokio::test(start_paused = true)]
+async fn a_call_after_close_never_reaches_the_connection() {
+    let start = Instant::now();
+    let connect = FaultyConnect::default();
+    let mut p = layer(&Log::new(start)).layer(connect.clone());
+    poll_fn(|cx| Service::<u32>::poll_ready(&mut p, cx))
+        .await
+        .unwrap();
+    let closing = p.close();
+    let error = p.call(1).await.unwrap_err();
+    assert!(error.is::<Closed>(), "{error}");
+    assert_eq!(connect.conn(1).calls(), 0);
+    closing.await;
+}
+
+// A driver dropped with its runtime before it ever ran: every handle learns at once that the
+// persistent connection is closed.
+#[test]
+fn handles_learn_at_once_that_a_driver_dropped_with_its_runtime_is_gone() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lookup = Script::new(Instant::now(), [], Step::Ok("a"));
+    let mut p: P = runtime.block_on(async {
+        PersistentLayer::new("test", Lookup(lookup.clone())).layer(FaultyConnect::default())
+    });
+    drop(runtime);
+    assert!(lookup.calls().is_empty(), "the driver never ran");
+
+    assert!(p.is_closed());
+    assert_eq!(p.close().now_or_never(), Some(()));
+    assert_eq!(p.close_finished().now_or_never(), Some(()));
+    assert!(matches!(
+        p.connected().now_or_never(),
+        Some(Err(Closed { .. }))
+    ));
+    let outcome = p.connected_or_failed_to_connect().now_or_never().unwrap();
+    assert!(outcome.is_err_and(|e| e.is_closed()));
+    let mut cx = Context::from_waker(Waker::noop());
+    match Service::<u32>::poll_ready(&mut p, &mut cx) {
+        Poll::Ready(Err(error)) => assert!(error.is::<Closed>(), "{error}"),
+        _ => panic!("poll_ready must fail at once"),
+    }
+    assert!(p.current_connection().is_none());
+    assert!(p.events().next().now_or_never().unwrap().is_none());
+}
+
+/// An address whose comparison panics: user code the driver cannot guard.
+#[derive(Clone, Debug)]
+struct Treacherous;
+
+impl PartialEq for Treacherous {
+    fn eq(&self, _: &Self) -> bool {
+        panic!("comparison panicked")
+    }
+}
+
+// A driver killed by a panic it cannot catch ends the persistent connection: waiting handles
+// learn it at once (Closed), none hangs.
+#[tokio::test(start_paused = true)]
+async fn a_driver_killed_by_a_panic_is_seen_as_closed() {
+    let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = lookups.clone();
+    let p = PersistentLayer::new(
+        "test",
+        service_fn(move |()| {
+            // The first address is new (no comparison); the second is compared, and panics.
+            let first = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    Err(io::Error::other("down"))
+                } else {
+                    Ok(Treacherous)
+                }
+            }
+        }),
+    )
+    .retry_delay(|| SECOND)
+    .layer(service_fn(|_: Treacherous| async {
+        Err::<Faulty, _>(io::Error::other("refused"))
+    }));
+    let waiting = tokio::spawn(p.connected());
+    let close_finished = tokio::spawn(p.close_finished());
+    // Attempt 1 fails on the lookup; attempt 2 obtains the address, attempt 3 compares it.
+    assert!(waiting.await.unwrap().is_err());
+    close_finished.await.unwrap();
+    assert!(p.is_closed());
+    assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+// Every Duration setting accepts Duration::MAX and zero, and every jitter or capacity its type
+// holds, without a panic: deadlines saturate, delays are held to [1 ms, 1 h].
+#[tokio::test(start_paused = true)]
+async fn every_setting_accepts_every_value() {
+    for timeout in [Duration::ZERO, Duration::MAX] {
+        let start = Instant::now();
+        let lookup = Script::new(start, [Step::Err("down")], Step::Ok("a"));
+        let p = PersistentLayer::new("test", Lookup(lookup.clone()))
+            .retry_delay(|| Duration::MAX)
+            .jitter(f64::NAN)
+            .jitter(-1.0)
+            .jitter(f64::INFINITY)
+            .jitter(0.0)
+            .connect_timeout(timeout)
+            .close_timeout(timeout)
+            .backoff_reset_after(timeout)
+            .event_capacity(usize::MAX)
+            .layer(FaultyConnect::default());
+        assert_eq!(p.connected().await.unwrap().id, 1);
+        assert_eq!(lookup.calls(), [0, 3_600_000]);
+        p.close().await;
+    }
+
+    // A jitter above 1 is held to 1: delays within [0, 2 s] (at least the 1 ms floor).
+    let start = Instant::now();
+    let lookup = Script::new(start, [], Step::Err("down"));
+    let p = PersistentLayer::new("test", Lookup(lookup.clone()))
+        .retry_delay(|| SECOND)
+        .jitter(7.5)
+        .layer(FaultyConnect::default());
+    until(start, 60_000).await;
+    p.close().await;
+    let calls = lookup.calls();
+    assert!(calls.windows(2).all(|w| w[1] - w[0] <= 2000), "{calls:?}");
+    assert!(calls.len() >= 30, "{calls:?}");
+
+    // Policies at the limits of their parameters.
+    let policies = [
+        RetryPolicy::constant(Duration::MAX, 1.0).unwrap(),
+        RetryPolicy::exponential(Exponential {
+            initial: Duration::MAX,
+            multiplier: f64::MAX,
+            jitter: 1.0,
+            max: Duration::MAX,
+        })
+        .unwrap(),
+        RetryPolicy::full_jitter(Duration::MAX, Duration::MAX).unwrap(),
+        RetryPolicy::decorrelated_jitter(Duration::MAX, Duration::MAX).unwrap(),
+        RetryPolicy::from_fn(|_| Duration::MAX),
+        RetryPolicy::from_fn(|_| Duration::ZERO),
+    ];
+    for policy in policies {
+        for delay in policy.delays().take(50) {
+            assert!(
+                (Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&delay),
+                "{policy:?}: {delay:?}"
+            );
+        }
+        let start = Instant::now();
+        let lookup = Script::new(start, [Step::Err("down")], Step::Ok("a"));
+        let p = PersistentLayer::new("test", Lookup(lookup.clone()))
+            .retry_policy(policy)
+            .connect_timeout(Duration::MAX)
+            .layer(FaultyConnect::default());
+        p.connected().await.unwrap();
+        let calls = lookup.calls();
+        assert!(calls.len() == 2 && calls[1] <= 3_600_000, "{calls:?}");
+        p.close().await;
+    }
+}
+
+// A connection whose close hangs, with a zero close timeout: closing gives it one poll, then
+// gives it up at once.
+#[tokio::test(start_paused = true)]
+async fn a_zero_close_timeout_gives_up_at_once() {
+    let start = Instant::now();
+    let connect = FaultyConnect::new([Faults {
+        close_hangs: true,
+        ..Faults::default()
+    }]);
+    let p = layer(&Log::new(start))
+        .close_timeout(Duration::ZERO)
+        .layer(connect.clone());
+    p.connected().await.unwrap();
+    p.close().await;
+    assert_eq!(ms(start), 0);
+    assert!(connect.conn(1).closing_began());
+}
