@@ -6,15 +6,20 @@
 //! tokio runtime.
 //!
 //! - **Connect timeout** (default 10 s): one deadline for the TCP connect and the handshake. For
-//!   HTTP/2 the handshake includes the server's connection preface (its first SETTINGS frame), so
-//!   a server that accepts and never speaks is cut off and the attempt fails with an error that
-//!   [`is_timeout`](HttpConnectError::is_timeout). HTTP/1.1 has no server greeting: there the
-//!   timeout covers the TCP connect, and a server that hangs later is a matter for a request
-//!   timeout (`tower::timeout`).
+//!   HTTP/2 the handshake includes the server's connection preface, a whole SETTINGS frame: a
+//!   server that accepts and never speaks, or sends a byte or a frame header and goes silent, is
+//!   cut off and the attempt fails with an error that [`is_timeout`](HttpConnectError::is_timeout);
+//!   a first frame that is not SETTINGS fails the attempt at once, with an error that says so.
+//!   HTTP/1.1 has no server greeting: there the timeout covers the TCP connect, and a server
+//!   that hangs later is a matter for a request timeout (`tower::timeout`).
 //! - **Closed when**: hyper's connection task ends for any reason (the peer closed the socket,
 //!   sent GOAWAY, an I/O or protocol error, or our [`close`](Closable::close)).
 //!   [`close_finished`](Closable::close_finished) resolves then, so the persistent connection
 //!   notices and reconnects, even while idle.
+//! - **Closed gracefully** ([`closed_gracefully`](Closable::closed_gracefully)): the server
+//!   answered on the connection and then ended it in good order (`Connection: close`, GOAWAY, a
+//!   keep-alive limit, an idle timeout), before any close of ours. The persistent connection
+//!   replaces such a connection at once, instead of waiting out the retry delay.
 //! - **Graceful close**: [`close`](Closable::close) stops new requests at once (`poll_ready`
 //!   fails), lets the requests in flight finish, bodies included, for up to the
 //!   [`close_timeout`](HttpConnector::close_timeout) (default 5 s), then closes the socket.
@@ -24,9 +29,13 @@
 //! HTTP/1.1 carries one request at a time. All clones of an HTTP/1.1 [`HttpConnection`] share one
 //! sender and one permit: `poll_ready` first takes the permit (waiting while another clone holds
 //! it), then waits until hyper can take a request (the previous response is complete); `call`
-//! sends and gives the permit back. So many clones, and many clones of a `Persistent` handle, can
-//! use one connection without breaking the `poll_ready` contract: readiness is reserved by one
-//! clone at a time, in turn, and a clone that is ready but never calls holds up the others (as
+//! sends, and the permit is given back when the response head arrives (or the response future
+//! is dropped). Holding it until then means the next clone never sees hyper ready while hyper
+//! has yet to take this request from its queue; should hyper hand a request back unsent all the
+//! same, it is sent again once hyper is ready, so a request that `poll_ready` admitted never
+//! fails for a readiness race. So many clones, and many clones of a `Persistent` handle, can use
+//! one connection without breaking the `poll_ready` contract: readiness is reserved by one clone
+//! at a time, in turn, and a clone that is ready but never calls holds up the others (as
 //! tower's `Buffer` slot would). HTTP/2 senders are cloned and multiplex requests.
 //!
 //! # Requests
@@ -78,7 +87,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -139,6 +148,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default time a graceful close waits for requests in flight.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The shortest HTTP/2 keep-alive interval and timeout; shorter ones are held to it.
+pub const MIN_KEEP_ALIVE: Duration = Duration::from_millis(1);
+
+/// The longest HTTP/2 keep-alive interval and timeout; longer ones are held to it.
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(365 * 86_400);
+
 impl<B> HttpConnector<B> {
     fn new(version: Version) -> Self {
         HttpConnector {
@@ -160,15 +175,20 @@ impl<B> HttpConnector<B> {
         Self::new(Version::Http2)
     }
 
-    /// The deadline for the TCP connect and the handshake (for HTTP/2, until the server's first
-    /// frame arrives). Default: [`DEFAULT_CONNECT_TIMEOUT`] (10 s).
+    /// The deadline for the TCP connect and the handshake (for HTTP/2, until the server's
+    /// SETTINGS frame arrives). Default: [`DEFAULT_CONNECT_TIMEOUT`] (10 s). Every value is
+    /// accepted: zero fails every connect that does not finish at once, `Duration::MAX` is no
+    /// deadline.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
     /// How long a graceful [`close`](Closable::close) waits for requests in flight before it
-    /// closes the socket anyway. Default: [`DEFAULT_CLOSE_TIMEOUT`] (5 s).
+    /// closes the socket anyway. Default: [`DEFAULT_CLOSE_TIMEOUT`] (5 s), within the persistent
+    /// connection's own [`close_timeout`](crate::PersistentLayer::close_timeout) (10 s), which
+    /// bounds the whole close. Every value is accepted: zero closes at once, `Duration::MAX`
+    /// waits for every request (the persistent connection's close timeout still applies).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
@@ -177,8 +197,13 @@ impl<B> HttpConnector<B> {
     /// HTTP/2 only: send a PING every `interval` (even while idle) and close the connection if
     /// the answer takes longer than `timeout`, so that a server that stops answering is noticed
     /// and replaced. Default: off.
+    ///
+    /// Every value is accepted: both are held within [`MIN_KEEP_ALIVE`] (1 ms, so that zero
+    /// cannot become a flood of PINGs) and [`MAX_KEEP_ALIVE`] (one year, beyond which hyper's
+    /// timer could not represent the deadline).
     pub fn http2_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.keep_alive = Some((interval, timeout));
+        let bound = |d: Duration| d.clamp(MIN_KEEP_ALIVE, MAX_KEEP_ALIVE);
+        self.keep_alive = Some((bound(interval), bound(timeout)));
         self
     }
 }
@@ -195,6 +220,7 @@ enum ConnectErrorKind {
     Tcp,
     Handshake,
     ClosedDuringHandshake,
+    NotSettings(u8),
     TimedOut(Duration),
 }
 
@@ -217,6 +243,10 @@ impl fmt::Display for HttpConnectError {
             ConnectErrorKind::ClosedDuringHandshake => {
                 f.write_str("server closed the connection during the http/2 handshake")
             }
+            ConnectErrorKind::NotSettings(frame_type) => write!(
+                f,
+                "server's first http/2 frame was not SETTINGS (frame type {frame_type:#04x})"
+            ),
             ConnectErrorKind::TimedOut(after) => {
                 write!(f, "connect timed out after {after:?}")
             }
@@ -271,14 +301,8 @@ where
         let tcp = |e: io::Error| HttpConnectError::new(ConnectErrorKind::Tcp, Some(e.into()));
         let stream = TcpStream::connect(address).await.map_err(tcp)?;
         stream.set_nodelay(true).map_err(tcp)?;
-        let greeted = Signal::default();
-        let io = TokioIo::new(FirstRead {
-            inner: stream,
-            greeted: Some(greeted.clone()),
-        });
         let handshake =
             |e: ::hyper::Error| HttpConnectError::new(ConnectErrorKind::Handshake, Some(e.into()));
-
         let shared = Arc::new(ConnShared {
             peer: address,
             version: self.version,
@@ -286,6 +310,16 @@ where
             finished: Signal::default(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            served: AtomicBool::new(false),
+            ended_by_peer: AtomicBool::new(false),
+        });
+        let greeted = Arc::new(Greeting::default());
+        let io = TokioIo::new(Watched {
+            inner: stream,
+            preface: (self.version == Version::Http2).then(|| Preface::new(greeted.clone())),
+            // An HTTP/1.1 server sends nothing but responses: its first byte means it served.
+            // (HTTP/2 servers send frames of their own; there a response head counts.)
+            first_byte: (self.version == Version::Http1).then(|| shared.clone()),
         });
         let (sender, driver): (Sender<B>, ConnDriver) = match self.version {
             Version::Http1 => {
@@ -328,9 +362,16 @@ where
         // failing ends the connection task.
         let mut guard = AbortOnDrop(Some(task.abort_handle()));
         if self.version == Version::Http2 {
-            // The server's connection preface: its first frame.
+            // The server's connection preface: a whole SETTINGS frame.
             tokio::select! {
-                _ = greeted.wait() => {}
+                _ = greeted.done.wait() => {
+                    if let Some(frame_type) = greeted.not_settings() {
+                        return Err(HttpConnectError::new(
+                            ConnectErrorKind::NotSettings(frame_type),
+                            None,
+                        ));
+                    }
+                }
                 _ = shared.finished.wait() => {
                     return Err(HttpConnectError::new(ConnectErrorKind::ClosedDuringHandshake, None));
                 }
@@ -369,7 +410,12 @@ async fn drive(
         _ = shared.closing.wait() => None,
     };
     match ended {
-        Some(Ok(())) => tracing::debug!(peer = %shared.peer, "http connection ended"),
+        Some(Ok(())) => {
+            // The peer ended it in good order (EOF between responses, Connection: close,
+            // GOAWAY), before any close of ours.
+            shared.ended_by_peer.store(true, Ordering::Release);
+            tracing::debug!(peer = %shared.peer, "http connection ended");
+        }
         Some(Err(error)) => tracing::debug!(peer = %shared.peer, %error, "http connection failed"),
         None => {
             // Graceful close: no new requests (poll_ready fails from now on); let those in
@@ -416,6 +462,11 @@ struct ConnShared {
     /// Requests sent whose response (body included) is not finished.
     in_flight: AtomicUsize,
     idle: Notify,
+    /// The server answered on this connection: for HTTP/2 a response head arrived, for
+    /// HTTP/1.1 any byte (which hyper may take in before the caller sees the response).
+    served: AtomicBool,
+    /// hyper's connection ended without error before any close of ours.
+    ended_by_peer: AtomicBool,
 }
 
 impl ConnShared {
@@ -540,6 +591,14 @@ impl<B> Closable for HttpConnection<B> {
     fn close_finished(&self) -> impl Future<Output = ()> + Send {
         self.shared.finished.wait()
     }
+
+    /// True when the connection served at least one response and hyper's connection then
+    /// ended without error before any close of ours: the server closed it in good order
+    /// (`Connection: close`, GOAWAY, a keep-alive limit, an idle timeout).
+    fn closed_gracefully(&self) -> bool {
+        self.shared.served.load(Ordering::Acquire)
+            && self.shared.ended_by_peer.load(Ordering::Acquire)
+    }
 }
 
 impl<B> Service<http::Request<B>> for HttpConnection<B>
@@ -600,12 +659,7 @@ where
                         request.headers_mut().insert(http::header::HOST, value);
                     }
                 }
-                let sent = send
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .send_request(request);
-                drop(turn);
-                Box::pin(sent)
+                Box::pin(send_http1(send.clone(), turn, request))
             }
             Sender::Http2(send) => {
                 if request.uri().scheme().is_none() || request.uri().authority().is_none() {
@@ -631,6 +685,41 @@ where
     }
 }
 
+/// How many times a request that hyper handed back unsent is offered again (each time after
+/// the connection said it was ready again).
+const HTTP1_RESENDS: usize = 8;
+
+/// Sends `request` on an HTTP/1.1 connection, holding this clone's turn until the response head
+/// arrives: the next clone cannot take the turn while hyper has yet to take this request from
+/// its queue (hyper withdraws its ready flag when it does). If hyper hands the request back
+/// unsent all the same (it was not ready), waits until it is and sends again; so a request that
+/// `poll_ready` admitted never fails for a readiness race.
+async fn send_http1<B: Body + 'static>(
+    send: Arc<Mutex<http1::SendRequest<B>>>,
+    turn: tokio::sync::OwnedSemaphorePermit,
+    mut request: http::Request<B>,
+) -> ::hyper::Result<http::Response<Incoming>> {
+    let _turn = turn;
+    let lock = || send.lock().unwrap_or_else(|e| e.into_inner());
+    let mut resends = 0;
+    loop {
+        let sent = lock().try_send_request(request);
+        let mut error = match sent.await {
+            Ok(response) => return Ok(response),
+            Err(error) => error,
+        };
+        match error.take_message() {
+            Some(unsent) if resends < HTTP1_RESENDS => {
+                resends += 1;
+                request = unsent;
+                // Ready again, or closed: then the request fails with the connection's error.
+                std::future::poll_fn(|cx| lock().poll_ready(cx)).await?;
+            }
+            _ => return Err(error.into_error()),
+        }
+    }
+}
+
 /// The response future of [`HttpConnection`].
 pub struct ResponseFuture {
     response: Pin<Box<dyn Future<Output = ::hyper::Result<http::Response<Incoming>>> + Send>>,
@@ -650,10 +739,15 @@ impl Future for ResponseFuture {
         let response = ready!(self.response.as_mut().poll(cx));
         let in_flight = self.in_flight.take();
         Poll::Ready(match response {
-            Ok(response) => Ok(response.map(|body| ResponseBody {
-                inner: body,
-                in_flight,
-            })),
+            Ok(response) => {
+                if let Some(in_flight) = &in_flight {
+                    in_flight.0.served.store(true, Ordering::Release);
+                }
+                Ok(response.map(|body| ResponseBody {
+                    inner: body,
+                    in_flight,
+                }))
+            }
             Err(error) => Err(error.into()),
         })
     }
@@ -701,16 +795,87 @@ impl Body for ResponseBody {
     }
 }
 
-pin_project! {
-    /// Signals when the first bytes arrive from the server.
-    struct FirstRead {
-        #[pin]
-        inner: TcpStream,
-        greeted: Option<Signal>,
+/// What the server's HTTP/2 connection preface turned out to be.
+#[derive(Default)]
+struct Greeting {
+    /// Set once the first frame has been read whole (or found not to be SETTINGS).
+    done: Signal,
+    /// The type of a first frame that was not SETTINGS, plus one; zero if it was.
+    not_settings: AtomicUsize,
+}
+
+impl Greeting {
+    fn not_settings(&self) -> Option<u8> {
+        match self.not_settings.load(Ordering::Acquire) {
+            0 => None,
+            n => Some((n - 1) as u8),
+        }
     }
 }
 
-impl AsyncRead for FirstRead {
+/// Follows the bytes the server sends until its first HTTP/2 frame is whole. The server's
+/// connection preface is a SETTINGS frame (type 4, on stream 0, without ACK) and must come first
+/// (RFC 9113, 3.4); a byte or a frame header alone is not a greeting.
+struct Preface {
+    greeting: Arc<Greeting>,
+    header: [u8; 9],
+    header_len: usize,
+    /// Payload bytes still to come, once the header is whole.
+    payload_left: usize,
+}
+
+impl Preface {
+    fn new(greeting: Arc<Greeting>) -> Self {
+        Preface {
+            greeting,
+            header: [0; 9],
+            header_len: 0,
+            payload_left: 0,
+        }
+    }
+
+    /// Takes in `bytes` read from the server; true once the first frame is accounted for.
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        if self.header_len < self.header.len() {
+            let n = bytes.len().min(self.header.len() - self.header_len);
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+            self.header_len += n;
+            bytes = &bytes[n..];
+            if self.header_len < self.header.len() {
+                return false;
+            }
+            let [l0, l1, l2, frame_type, flags, s0, s1, s2, s3] = self.header;
+            let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+            if frame_type != 0x4 || flags & 0x1 != 0 || stream != 0 {
+                self.greeting
+                    .not_settings
+                    .store(usize::from(frame_type) + 1, Ordering::Release);
+                self.greeting.done.set();
+                return true;
+            }
+            self.payload_left = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+        }
+        self.payload_left = self.payload_left.saturating_sub(bytes.len());
+        if self.payload_left == 0 {
+            self.greeting.done.set();
+            return true;
+        }
+        false
+    }
+}
+
+pin_project! {
+    /// The TCP stream, watching the server's HTTP/2 preface until it is whole, or the first
+    /// byte of an HTTP/1.1 server.
+    struct Watched {
+        #[pin]
+        inner: TcpStream,
+        preface: Option<Preface>,
+        first_byte: Option<Arc<ConnShared>>,
+    }
+}
+
+impl AsyncRead for Watched {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -719,16 +884,22 @@ impl AsyncRead for FirstRead {
         let this = self.project();
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
-        if buf.filled().len() > before {
-            if let Some(greeted) = this.greeted.take() {
-                greeted.set();
+        let read = &buf.filled()[before..];
+        if let Some(preface) = this.preface {
+            if preface.feed(read) {
+                *this.preface = None;
+            }
+        }
+        if !read.is_empty() {
+            if let Some(shared) = this.first_byte.take() {
+                shared.served.store(true, Ordering::Release);
             }
         }
         polled
     }
 }
 
-impl AsyncWrite for FirstRead {
+impl AsyncWrite for Watched {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

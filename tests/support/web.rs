@@ -1,7 +1,8 @@
 //! HTTP test servers on 127.0.0.1 (hyper, HTTP/1.1 and HTTP/2 on the same port), for the
 //! integration tests and the failover example.
 //!
-//! A server answers `"<name> <path>"`. The path `/slow` answers after 300 ms, `/hang` never.
+//! A server answers `"<name> <path>"`. The path `/slow` answers after 300 ms, `/hang` never;
+//! paths starting with `/big` add a newline and 256 KiB of padding.
 #![allow(dead_code, unreachable_pub)]
 
 use std::convert::Infallible;
@@ -141,9 +142,13 @@ async fn serve(
                 _ => {}
             }
             stats.concurrent.fetch_sub(1, Ordering::SeqCst);
-            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(format!(
-                "{name} {path}"
-            )))))
+            let mut body = format!("{name} {path}");
+            if path.starts_with("/big") {
+                // Padding after a newline: 256 KiB read by the client in many chunks.
+                body.push('\n');
+                body.push_str(&".".repeat(256 * 1024));
+            }
+            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -1,0 +1,395 @@
+//! The HTTP connector under faults, over real sockets on 127.0.0.1: servers that greet with
+//! less than a SETTINGS frame, clones racing for an HTTP/1.1 connection, servers that close
+//! connections gracefully after serving (or without serving), settings at their limits.
+#![cfg(feature = "hyper")]
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::web::{HttpServer, get, text};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_persistent::hyper::{HttpConnection, HttpConnector};
+use tower_persistent::{Event, Persistent, PersistentLayer};
+
+/// Every wait of these tests is bounded by this.
+const LIMIT: Duration = Duration::from_secs(20);
+
+type Conn = HttpConnection<Empty<Bytes>>;
+type Client = Persistent<SocketAddr, Conn>;
+
+/// Event names with their times since `start`.
+#[derive(Clone)]
+struct Log {
+    start: Instant,
+    lines: Arc<Mutex<Vec<(Duration, String)>>>,
+}
+
+impl Log {
+    fn lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// The times of the events named `name`.
+    fn times(&self, name: &str) -> Vec<Duration> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| l.starts_with(name))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+}
+
+/// A persistent client of `address` over `connector`, with the given layer settings.
+fn client(
+    address: SocketAddr,
+    connector: HttpConnector<Empty<Bytes>>,
+    configure: impl FnOnce(
+        PersistentLayer<Fixed, SocketAddr, Conn>,
+    ) -> PersistentLayer<Fixed, SocketAddr, Conn>,
+) -> (Client, Log) {
+    let log = Log {
+        start: Instant::now(),
+        lines: Arc::default(),
+    };
+    let recorder = log.clone();
+    let layer = configure(PersistentLayer::new(
+        "web",
+        tower_persistent::discovery::Fixed::new(address),
+    ))
+    .on_event(move |event: Event<SocketAddr, Conn>| {
+        let line = match &event {
+            Event::FailedToConnect(e) => format!("FailedToConnect({})", e.text()),
+            other => other.name().to_owned(),
+        };
+        let at = recorder.start.elapsed();
+        recorder.lines.lock().unwrap().push((at, line));
+        async {}
+    });
+    let client = ServiceBuilder::new().layer(layer).service(connector);
+    (client, log)
+}
+
+type Fixed = tower_persistent::discovery::Fixed<SocketAddr>;
+
+/// A server that accepts connections, writes `greeting` on each, and then holds them silently.
+async fn greeting_server(greeting: &'static [u8]) -> (SocketAddr, JoinSet<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let _ = socket.write_all(greeting).await;
+            held.push(socket);
+        }
+    });
+    (address, tasks)
+}
+
+// An HTTP/2 server that sends one byte, or a SETTINGS header without its payload, and goes
+// silent is not a connection: the connect timeout cuts the attempt off.
+#[tokio::test]
+async fn http2_waits_for_a_whole_settings_frame() {
+    for greeting in [&[0u8][..], &[0, 0, 6, 4, 0, 0, 0, 0, 0][..]] {
+        let (address, _server) = greeting_server(greeting).await;
+        let (client, log) = client(
+            address,
+            HttpConnector::http2().connect_timeout(Duration::from_millis(200)),
+            |layer| layer.retry_delay(|| Duration::from_secs(60)),
+        );
+        let outcome = timeout(LIMIT, client.connected_or_failed_to_connect())
+            .await
+            .unwrap();
+        let error = outcome.unwrap_err();
+        assert_eq!(
+            error.text(),
+            "connect failed: connect timed out after 200ms",
+            "greeting {greeting:?}"
+        );
+        assert_eq!(
+            log.lines(),
+            [
+                "attempting_to_connect",
+                "obtained_address",
+                "FailedToConnect(connect failed: connect timed out after 200ms)"
+            ]
+        );
+        client.close().await;
+    }
+}
+
+// An HTTP/2 server whose first frame is not SETTINGS fails the attempt with an error that
+// says so.
+#[tokio::test]
+async fn http2_first_frame_must_be_settings() {
+    // A PING frame (type 6) with its 8-byte payload.
+    let (address, _server) =
+        greeting_server(&[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]).await;
+    let (client, _) = client(address, HttpConnector::http2(), |layer| {
+        layer.retry_delay(|| Duration::from_secs(60))
+    });
+    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.text(),
+        "connect failed: server's first http/2 frame was not SETTINGS (frame type 0x06)"
+    );
+    client.close().await;
+}
+
+// Many clones racing for one keep-alive HTTP/1.1 connection on two threads: every request that
+// poll_ready admitted is answered; none fails with "connection was not ready".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_admitted_requests_never_fail_a_readiness_race() {
+    let server = HttpServer::start("s").await.unwrap();
+    let (client, log) = client(server.address, HttpConnector::http1(), |layer| layer);
+    let mut tasks = JoinSet::new();
+    for task in 0..32 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            for n in 0..50 {
+                // One response in four is large, read by hyper in many chunks.
+                let path = if n % 4 == 0 {
+                    format!("/big/{task}/{n}")
+                } else {
+                    format!("/{task}/{n}")
+                };
+                let response = timeout(LIMIT, client.clone().oneshot(get(&path)))
+                    .await
+                    .expect("a request hung")
+                    .unwrap_or_else(|e| panic!("request {path} failed: {e}"));
+                let body = text(response).await;
+                assert_eq!(body.lines().next().unwrap(), format!("s {path}"));
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(server.accepted(), 1, "one connection throughout");
+    assert_eq!(
+        log.lines(),
+        ["attempting_to_connect", "obtained_address", "connected"]
+    );
+    client.close().await;
+}
+
+/// A server on HTTP/1.1 and HTTP/2 that ends each connection in good order after `every`
+/// responses: `Connection: close` on HTTP/1.1, GOAWAY on HTTP/2. `every` = 0 accepts and closes
+/// at once without serving.
+struct ClosingServer {
+    address: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    _tasks: JoinSet<()>,
+}
+
+impl ClosingServer {
+    async fn start(every: usize) -> ClosingServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                if every == 0 {
+                    drop(socket);
+                    continue;
+                }
+                connections.spawn(serve_closing(socket, every));
+            }
+        });
+        ClosingServer {
+            address,
+            accepted,
+            _tasks: tasks,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_closing(socket: tokio::net::TcpStream, every: usize) {
+    let served = Arc::new(AtomicUsize::new(0));
+    let done = CancellationToken::new();
+    let (counter, last) = (served.clone(), done.clone());
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let http2 = request.version() == http::Version::HTTP_2;
+        let last = last.clone();
+        async move {
+            let mut response = hyper::Response::new(Full::new(Bytes::from(format!("{n}"))));
+            if n == every {
+                if http2 {
+                    last.cancel();
+                } else {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, "close".parse().unwrap());
+                }
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(socket), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = done.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+// With the default 10 s retry delay, a server that ends its connections gracefully every 5th
+// response (Connection: close, GOAWAY) never makes a request wait for the delay: such a
+// connection served requests, so it is replaced at once.
+#[tokio::test]
+async fn a_connection_closed_gracefully_after_serving_is_replaced_at_once() {
+    for connector in [HttpConnector::http1(), HttpConnector::http2()] {
+        let server = ClosingServer::start(5).await;
+        let (client, log) = client(server.address, connector.clone(), |layer| layer);
+        let started = Instant::now();
+        let mut answered = 0;
+        // Until the fourth connection (an HTTP/2 server may answer a request or two past its
+        // GOAWAY); bounded.
+        while server.accepted() < 4 && answered < 100 {
+            let response = timeout(LIMIT, client.clone().oneshot(get("/")))
+                .await
+                .expect("a request hung")
+                .expect("a request failed");
+            text(response).await.parse::<usize>().unwrap();
+            answered += 1;
+        }
+        // Three graceful closes; a single wait for the delay would take 7 s at least.
+        assert_eq!(server.accepted(), 4, "{connector:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(7),
+            "{connector:?}: {:?}",
+            log.lines()
+        );
+        assert_eq!(log.times("disconnected").len(), 3, "{connector:?}");
+        client.close().await;
+    }
+}
+
+// Sixteen clients with a 3 s timeout and the default settings, against a server that closes
+// its HTTP/1.1 connection after every response: no request times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_closing_after_every_response_stalls_no_request() {
+    let server = HttpServer::start_closing_after_each("s").await.unwrap();
+    let (client, _) = client(server.address, HttpConnector::http1(), |layer| layer);
+    let mut tasks = JoinSet::new();
+    for _ in 0..16 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut timed_out = 0;
+            for _ in 0..10 {
+                match timeout(Duration::from_secs(3), client.clone().oneshot(get("/c"))).await {
+                    Err(_) => timed_out += 1,
+                    // A request sent as the server closes may fail with the connection;
+                    // it never waits.
+                    Ok(Ok(response)) => assert_eq!(text(response).await, "s /c"),
+                    Ok(Err(_)) => {}
+                }
+            }
+            timed_out
+        });
+    }
+    let mut timed_out = 0;
+    while let Some(done) = tasks.join_next().await {
+        timed_out += done.unwrap();
+    }
+    assert_eq!(timed_out, 0);
+    client.close().await;
+}
+
+// A server that accepts and closes without serving still meets the retry delay: one attempt
+// per delay, no storm.
+#[tokio::test]
+async fn a_server_closing_without_serving_meets_the_retry_delay() {
+    let server = ClosingServer::start(0).await;
+    let delay = Duration::from_millis(300);
+    let (client, log) = client(server.address, HttpConnector::http1(), |layer| {
+        layer.retry_delay(move || delay).jitter(0.0)
+    });
+    tokio::time::sleep(Duration::from_millis(1350)).await;
+    client.close().await;
+    let attempts = log.times("attempting_to_connect");
+    assert!(
+        (4..=5).contains(&attempts.len()),
+        "{attempts:?} {:?}",
+        log.lines()
+    );
+    for pair in attempts.windows(2) {
+        assert!(pair[1] - pair[0] >= delay, "{attempts:?}");
+    }
+    assert_eq!(server.accepted(), attempts.len());
+}
+
+// The connector's Duration settings accept Duration::MAX and zero without a panic: the
+// deadlines saturate, the keep-alive is held within [1 ms, 1 year].
+#[tokio::test]
+async fn connector_settings_accept_every_value() {
+    let server = HttpServer::start("s").await.unwrap();
+    for connector in [HttpConnector::http1(), HttpConnector::http2()] {
+        let connector = connector
+            .connect_timeout(Duration::MAX)
+            .close_timeout(Duration::MAX)
+            .http2_keep_alive(Duration::MAX, Duration::MAX);
+        let (client, _) = client(server.address, connector, |layer| layer);
+        let response = timeout(LIMIT, client.clone().oneshot(get("/max")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, "s /max");
+        timeout(LIMIT, client.close()).await.unwrap();
+    }
+
+    // Zero: a connect timeout that a connect on loopback may or may not meet in its first
+    // poll, and the shortest keep-alive; whatever happens is bounded and closes.
+    let connector = HttpConnector::http2()
+        .connect_timeout(Duration::ZERO)
+        .close_timeout(Duration::ZERO)
+        .http2_keep_alive(Duration::ZERO, Duration::ZERO);
+    let (client, _) = client(server.address, connector, |layer| {
+        layer.retry_delay(|| Duration::from_millis(50))
+    });
+    match timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+    {
+        Ok(_) => {}
+        Err(error) => assert_eq!(error.text(), "connect failed: connect timed out after 0ns"),
+    }
+    timeout(LIMIT, client.close()).await.unwrap();
+}
