@@ -60,7 +60,10 @@
 //!    when a handle sees its `poll_ready` fail (the driver then closes it). It stops being
 //!    current, then [`Event::Disconnected`] is emitted.
 //! 6. The loop waits for the timer of the successful attempt, then starts a new round: a
-//!    connection that lived longer than the delay is replaced at once.
+//!    connection that lived longer than the delay is replaced at once. So is one that served
+//!    requests and that the peer closed gracefully ([`Closable::closed_gracefully`]), and the
+//!    retry policy then starts again from its first delay; a server that accepts and closes
+//!    without serving still meets the delay.
 //!
 //! Within a round, `ObtainedAddress` and `FailedToConnect` are only emitted when they differ from
 //! the previous one of their kind (errors compare by [`ConnectError::text`]).
@@ -73,7 +76,10 @@
 //!
 //! [`Persistent::close`] stops all further attempts, cancels an address lookup or connect in
 //! flight, closes the current connection and waits for it, and delivers `Disconnected` if a
-//! connection was current. Dropping the last handle does the same.
+//! connection was current. Dropping the last handle does the same. Closing is bounded by
+//! [`close_timeout`](PersistentLayer::close_timeout) (10 s): `close()` always resolves within
+//! it. However the driver task ends (closing, a panic it could not catch, its runtime dropped),
+//! every handle sees the persistent connection closed at once.
 //!
 //! # More
 //!
