@@ -122,11 +122,12 @@ tokio::task_local! {
 /// Closes `conn` and waits for it until `deadline` at most; then gives up (the connection is
 /// dropped, a WARN says so). A panic of its `close` is logged and counts as closed.
 async fn close_connection<C: Closable>(
-    server: &str,
+    server: Arc<str>,
     conn: &C,
     deadline: Instant,
     close_timeout: Duration,
 ) {
+    let server = &*server;
     let closing = AssertUnwindSafe(async { conn.close().await }).catch_unwind();
     match timeout_at(deadline, closing).await {
         Ok(Ok(())) => {}
@@ -164,18 +165,26 @@ where
         if let Some(conn) = self.connection_loop().await {
             // Closing began while `conn` was current.
             let deadline = self.closing_deadline();
-            close_connection(
-                &self.shared.server_name,
-                &conn,
-                deadline,
-                self.close_timeout,
-            )
-            .await;
+            self.close_until(&conn, deadline).await;
             drop(conn);
             self.events.emit(Event::Disconnected).await;
         }
         self.shared.finish();
         tracing::debug!(server = %self.shared.server_name, "closed");
+    }
+
+    /// Closes `conn`, giving it until `deadline`.
+    fn close_until<'c>(
+        &self,
+        conn: &'c C,
+        deadline: Instant,
+    ) -> impl Future<Output = ()> + Send + 'c {
+        close_connection(
+            self.shared.server_name.clone(),
+            conn,
+            deadline,
+            self.close_timeout,
+        )
     }
 
     /// When closing must be finished.
@@ -241,13 +250,7 @@ where
             let Some(generation) = self.shared.set_current(&conn) else {
                 // Closing began as the connection was made: it never becomes current.
                 let deadline = self.closing_deadline();
-                close_connection(
-                    &self.shared.server_name,
-                    &conn,
-                    deadline,
-                    self.close_timeout,
-                )
-                .await;
+                self.close_until(&conn, deadline).await;
                 return None;
             };
             let connected_at = Instant::now();
@@ -283,13 +286,7 @@ where
                 // Ours to close; a dead connection holds up the next one for the close timeout
                 // at most.
                 let deadline = deadline_after(Instant::now(), self.close_timeout);
-                close_connection(
-                    &self.shared.server_name,
-                    &conn,
-                    deadline,
-                    self.close_timeout,
-                )
-                .await;
+                self.close_until(&conn, deadline).await;
             }
             // A connection that served requests and that the peer closed in good order (an
             // HTTP/1.1 `Connection: close`, an HTTP/2 GOAWAY, a keep-alive limit) is replaced at
