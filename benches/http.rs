@@ -24,7 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_persistent::PersistentLayer;
-use tower_persistent::hyper::HttpConnector;
+use tower_persistent::transport::HttpConnector;
 
 const GROUP: &str = "http_get";
 

@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Empty};
 use tokio::time::{Instant, sleep_until, timeout};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_persistent::discovery::{Catalog, Publication};
-use tower_persistent::hyper::{HttpConnection, HttpConnector};
+use tower_persistent::transport::{HttpConnection, HttpConnector};
 use tower_persistent::{Event, PersistentLayer};
 use web::HttpServer;
 

@@ -161,7 +161,29 @@ impl<A: Clone> Service<()> for RoundRobin<A> {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// The future of a lookup that does I/O ([`Dns`], [`Catalog`]): the address, or why there is
+/// none.
+pub struct Resolving(Pin<Box<dyn Future<Output = Result<SocketAddr, LookupError>> + Send>>);
+
+impl Resolving {
+    fn new(lookup: impl Future<Output = Result<SocketAddr, LookupError>> + Send + 'static) -> Self {
+        Resolving(Box::pin(lookup))
+    }
+}
+
+impl Future for Resolving {
+    type Output = Result<SocketAddr, LookupError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for Resolving {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolving").finish_non_exhaustive()
+    }
+}
 
 /// A `host:port` resolved again at every call, rotating among the results.
 ///
@@ -186,7 +208,7 @@ impl Dns {
 impl Service<()> for Dns {
     type Response = SocketAddr;
     type Error = LookupError;
-    type Future = BoxFuture<Result<SocketAddr, LookupError>>;
+    type Future = Resolving;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), LookupError>> {
         Poll::Ready(Ok(()))
@@ -195,7 +217,7 @@ impl Service<()> for Dns {
     fn call(&mut self, (): ()) -> Self::Future {
         let host_port = self.host_port.clone();
         let rotation = self.rotation.clone();
-        Box::pin(async move {
+        Resolving::new(async move {
             let mut addresses: Vec<SocketAddr> = tokio::net::lookup_host(&*host_port)
                 .await
                 .map_err(|e| LookupError::new(format!("cannot resolve {host_port}"), Some(e)))?
@@ -275,7 +297,7 @@ impl Catalog {
 impl Service<()> for Catalog {
     type Response = SocketAddr;
     type Error = LookupError;
-    type Future = BoxFuture<Result<SocketAddr, LookupError>>;
+    type Future = Resolving;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), LookupError>> {
         Poll::Ready(Ok(()))
@@ -284,7 +306,7 @@ impl Service<()> for Catalog {
     fn call(&mut self, (): ()) -> Self::Future {
         let dir = self.dir.clone();
         let rotation = self.rotation.clone();
-        Box::pin(async move {
+        Resolving::new(async move {
             let replicas = Catalog::replicas(&dir).await.map_err(|e| {
                 LookupError::new(
                     format!("cannot read the catalog {}", dir.display()),

@@ -1,17 +1,8 @@
-//! The background task that runs the connection loop.
+//! The driver: the background task that runs the connection loop described in the
+//! [crate docs](crate#the-connection-loop), and closes.
 //!
-//! One round:
-//! 1. emit `AttemptingToConnect`;
-//! 2. attempt: start the retry timer, look up the address (emit `ObtainedAddress` if it is new
-//!    in this round), connect;
-//! 3. on failure emit `FailedToConnect` (if the error is new in this round), wait for the
-//!    attempt's timer and attempt again;
-//! 4. on success make the connection current and emit `Connected`;
-//! 5. watch it until it dies (its `close_finished` resolves, or a handle saw its `poll_ready`
-//!    fail, in which case it is closed here), stop it being current, emit `Disconnected`;
-//! 6. wait for the timer of the successful attempt, and begin the next round.
-//!
-//! Closing (the stop token) interrupts every wait of the loop, but never an event handler.
+//! Closing (the stop signal) interrupts every wait of the loop; an event handler running then
+//! is given until the close deadline.
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -26,19 +17,21 @@ use tracing::Instrument;
 use crate::Closable;
 use crate::backoff::Backoff;
 use crate::error::{BoxError, ConnectError, panic_message};
-use crate::event::Event;
-use crate::layer::{OnEvent, PersistentLayer};
+use crate::event::{Event, OnEvent};
+use crate::layer::Config;
 use crate::service::Persistent;
 use crate::shared::{Shared, deadline_after};
+use crate::signal::Signal;
 use crate::state::State;
 
-/// Spawns the driver of a new persistent connection and returns its first handle.
-pub(crate) fn spawn<G, M, A, C>(
-    server_name: Arc<str>,
+/// A new persistent connection: its first handle, and the driver's future (which nothing has
+/// polled yet).
+pub(crate) fn new<G, M, A, C>(
+    config: Config,
     get_address: G,
     connect: M,
-    config: &PersistentLayer<G, A, C>,
-) -> Persistent<A, C>
+    on_event: Option<OnEvent<A, C>>,
+) -> (Persistent<A, C>, impl Future<Output = ()> + Send + 'static)
 where
     G: Service<(), Response = A> + Send + 'static,
     G::Error: Into<BoxError>,
@@ -49,37 +42,26 @@ where
     A: Clone + PartialEq + fmt::Debug + Send + Sync + 'static,
     C: Clone + Closable + Send + Sync + 'static,
 {
-    let shared = Arc::new(Shared::new(
-        server_name.clone(),
-        config.event_capacity,
-        config.fail_fast,
-        config.close_timeout,
-    ));
+    let shared = Arc::new(Shared::new(&config));
     let handle = Persistent::from_shared(shared.clone());
+    let span = tracing::info_span!("persistent_connection", server = %config.server_name);
     let driver = Driver {
-        // Part of the task's future from the start: however the task ends, even dropped with
-        // its runtime before its first poll, the handles learn that it is gone.
+        // Part of the future from the start: however it ends, even dropped before its first
+        // poll (with its runtime, say), the handles learn that it is gone.
         _finish: FinishOnDrop(shared.clone()),
-        shared: shared.clone(),
         get_address,
         connect,
-        backoff: Backoff::new(config.policy.clone()),
+        backoff: Backoff::new(config.policy),
         backoff_reset_after: config.backoff_reset_after,
         connect_timeout: config.connect_timeout,
         close_timeout: config.close_timeout,
-        events: Emitter {
-            shared,
-            on_event: config.on_event.clone(),
-        },
+        events: Emitter { shared, on_event },
     };
-    let span = tracing::info_span!("persistent_connection", server = %server_name);
-    tokio::spawn(driver.run().instrument(span));
-    handle
+    (handle, driver.run().instrument(span))
 }
 
 struct Driver<G, M, A, C> {
     _finish: FinishOnDrop<A, C>,
-    shared: Arc<Shared<A, C>>,
     get_address: G,
     connect: M,
     backoff: Backoff,
@@ -108,15 +90,57 @@ impl<A, C> Drop for FinishOnDrop<A, C> {
 enum Death {
     /// Its `close_finished` resolved.
     Closed,
-    /// A handle saw its `poll_ready` fail.
-    FailedReady,
+    /// A handle saw it fail (its `poll_ready`, or a panic of its `is_closed`).
+    Reported,
     /// Its `close_finished` panicked.
     Panicked,
+}
+
+/// How a guarded call of a user's service ended.
+enum Guarded<T> {
+    Done(T),
+    Failed(BoxError),
+    Panicked(Box<dyn std::any::Any + Send>),
+    TimedOut,
+    /// Closing began: the call's future was dropped.
+    Stopped,
+}
+
+/// Calls `service` with `request` (its `poll_ready` first), catching panics, giving up at
+/// `deadline`, and dropping the call as soon as `stop` is set.
+async fn guarded<S, R>(service: &mut S, request: R, deadline: Instant, stop: &Signal) -> Guarded<S::Response>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    let call = AssertUnwindSafe(async move {
+        std::future::poll_fn(|cx| service.poll_ready(cx))
+            .await
+            .map_err(Into::into)?;
+        service.call(request).await.map_err(Into::into)
+    })
+    .catch_unwind();
+    tokio::select! {
+        biased;
+        _ = stop.wait() => Guarded::Stopped,
+        outcome = timeout_at(deadline, call) => match outcome {
+            Ok(Ok(Ok(response))) => Guarded::Done(response),
+            Ok(Ok(Err(error))) => Guarded::Failed(error),
+            Ok(Err(payload)) => Guarded::Panicked(payload),
+            Err(_) => Guarded::TimedOut,
+        },
+    }
 }
 
 tokio::task_local! {
     /// While an `on_event` handler is polled: the persistent connection it belongs to.
     static HANDLER_OF: usize;
+}
+
+/// Whether the current task is polling an `on_event` handler of the persistent connection
+/// `shared` (its `Shared`'s address).
+pub(crate) fn in_handler_of(shared: usize) -> bool {
+    HANDLER_OF.try_with(|of| *of == shared).unwrap_or(false)
 }
 
 /// Closes `conn` and waits for it until `deadline` at most; then gives up (the connection is
@@ -144,12 +168,6 @@ async fn close_connection<C: Closable>(
     }
 }
 
-/// Whether the current task is polling an `on_event` handler of the persistent connection
-/// `shared` (its `Shared`'s address).
-pub(crate) fn in_handler_of(shared: usize) -> bool {
-    HANDLER_OF.try_with(|of| *of == shared).unwrap_or(false)
-}
-
 impl<G, M, A, C> Driver<G, M, A, C>
 where
     G: Service<(), Response = A> + Send + 'static,
@@ -161,6 +179,10 @@ where
     A: Clone + PartialEq + fmt::Debug + Send + Sync + 'static,
     C: Clone + Closable + Send + Sync + 'static,
 {
+    fn shared(&self) -> &Arc<Shared<A, C>> {
+        &self.events.shared
+    }
+
     async fn run(mut self) {
         if let Some(conn) = self.connection_loop().await {
             // Closing began while `conn` was current.
@@ -169,8 +191,8 @@ where
             drop(conn);
             self.events.emit(Event::Disconnected).await;
         }
-        self.shared.finish();
-        tracing::debug!(server = %self.shared.server_name, "closed");
+        self.shared().finish();
+        tracing::debug!(server = %self.shared().server_name, "closed");
     }
 
     /// Closes `conn`, giving it until `deadline`.
@@ -180,7 +202,7 @@ where
         deadline: Instant,
     ) -> impl Future<Output = ()> + Send + 'c {
         close_connection(
-            self.shared.server_name.clone(),
+            self.shared().server_name.clone(),
             conn,
             deadline,
             self.close_timeout,
@@ -189,19 +211,21 @@ where
 
     /// When closing must be finished.
     fn closing_deadline(&self) -> Instant {
-        self.shared
+        self.shared()
+            .slot
             .close_deadline()
             .unwrap_or_else(|| deadline_after(Instant::now(), self.close_timeout))
     }
 
     /// Runs rounds until closing begins; returns the connection that was current then, if any.
     async fn connection_loop(&mut self) -> Option<C> {
-        let stop = self.shared.stop.clone();
+        let shared = self.shared().clone();
+        let stop = &shared.commands.stop;
         loop {
             if stop.is_set() {
                 return None;
             }
-            self.shared.begin_round();
+            shared.slot.begin_round();
             self.events.emit(Event::AttemptingToConnect).await;
             let mut last_address: Option<A> = None;
             let mut last_error: Option<ConnectError> = None;
@@ -211,50 +235,47 @@ where
                     return None;
                 }
                 attempt = attempt.saturating_add(1);
-                self.shared.set_state(State::Connecting {
+                shared.slot.set_state(State::Connecting {
                     attempt,
                     next_attempt_at: None,
                     last_error: last_error.clone(),
                 });
                 let start = Instant::now();
-                let delay = self.backoff.next_delay(&self.shared.server_name);
+                let delay = self.backoff.next_delay(&shared.server_name);
                 let deadline = deadline_after(start, delay);
                 // The attempt's own deadline: never before the next attempt could start.
                 let limit = self.connect_timeout.max(delay);
-                let outcome = match self.attempt(&mut last_address, start, limit).await {
-                    Some(outcome) => outcome,
-                    None => return None,
-                };
-                match outcome {
+                let error = match self.attempt(&mut last_address, start, limit).await? {
                     Ok(conn) => break (conn, deadline),
-                    Err(error) => {
-                        self.shared.attempt_failed(&error);
-                        self.shared.set_state(State::Connecting {
-                            attempt,
-                            next_attempt_at: Some(deadline),
-                            last_error: Some(error.clone()),
-                        });
-                        // Errors compare by their text, sources included.
-                        let repeated = last_error.as_ref() == Some(&error);
-                        last_error = Some(error.clone());
-                        if !repeated {
-                            self.events.emit(Event::FailedToConnect(error)).await;
-                        }
-                        if !self.wait_until(deadline).await {
-                            return None;
-                        }
-                    }
+                    Err(error) => error,
+                };
+                shared.slot.attempt_failed(
+                    &error,
+                    shared.fail_fast,
+                    State::Connecting {
+                        attempt,
+                        next_attempt_at: Some(deadline),
+                        last_error: Some(error.clone()),
+                    },
+                );
+                // Errors compare by their text, sources included.
+                let repeated = last_error.as_ref() == Some(&error);
+                last_error = Some(error.clone());
+                if !repeated {
+                    self.events.emit(Event::FailedToConnect(error)).await;
+                }
+                if !self.wait_until(deadline).await {
+                    return None;
                 }
             };
 
-            let Some(generation) = self.shared.set_current(&conn) else {
+            let Some(generation) = shared.slot.set_current(&conn) else {
                 // Closing began as the connection was made: it never becomes current.
                 let deadline = self.closing_deadline();
                 self.close_until(&conn, deadline).await;
                 return None;
             };
             let connected_at = Instant::now();
-            self.shared.set_state(State::Connected);
             self.events.emit(Event::Connected(conn.clone())).await;
 
             let death = loop {
@@ -266,31 +287,37 @@ where
                         Ok(()) => Death::Closed,
                         Err(payload) => {
                             tracing::error!(
-                                server = %self.shared.server_name,
+                                server = %shared.server_name,
                                 panic = %panic_message(&*payload),
                                 "the connection's close_finished panicked; it counts as dead",
                             );
                             Death::Panicked
                         }
                     },
-                    _ = self.shared.dead.notified() => {
-                        if !self.shared.is_current(generation) {
-                            break Death::FailedReady;
+                    _ = shared.commands.dead.notified() => {
+                        if !shared.slot.is_current(generation) {
+                            break Death::Reported;
                         }
                         // A report about an earlier connection: keep watching.
                     }
                 }
             };
-            self.shared.clear_current(generation);
+            shared.slot.clear_current(
+                generation,
+                State::Connecting {
+                    attempt: 0,
+                    next_attempt_at: None,
+                    last_error: None,
+                },
+            );
             if !matches!(death, Death::Closed) {
                 // Ours to close; a dead connection holds up the next one for the close timeout
                 // at most.
                 let deadline = deadline_after(Instant::now(), self.close_timeout);
                 self.close_until(&conn, deadline).await;
             }
-            // A connection that served requests and that the peer closed in good order (an
-            // HTTP/1.1 `Connection: close`, an HTTP/2 GOAWAY, a keep-alive limit) is replaced at
-            // once, as gRPC resets its backoff after a successful connection.
+            // A connection that served requests and that the peer closed in good order is
+            // replaced at once, as gRPC resets its backoff after a successful connection.
             let graceful = !matches!(death, Death::Panicked)
                 && catch_unwind(AssertUnwindSafe(|| conn.closed_gracefully())).unwrap_or(false);
             if graceful || connected_at.elapsed() >= self.backoff_reset_after {
@@ -298,7 +325,7 @@ where
                 self.backoff.reset();
             }
             let next_round_at = if graceful { Instant::now() } else { deadline };
-            self.shared.set_state(State::Connecting {
+            shared.slot.set_state(State::Connecting {
                 attempt: 0,
                 next_attempt_at: Some(next_round_at.max(Instant::now())),
                 last_error: None,
@@ -306,12 +333,12 @@ where
             drop(conn);
             self.events.emit(Event::Disconnected).await;
 
-            if self
-                .shared
+            if shared
+                .commands
                 .close_when_current_closed
                 .load(std::sync::atomic::Ordering::SeqCst)
             {
-                self.shared.begin_close();
+                shared.begin_close();
                 return None;
             }
             if !self.wait_until(next_round_at).await {
@@ -323,12 +350,12 @@ where
     /// Waits until `deadline`, or less if `reconnect_now` is called (which also resets the
     /// policy). False if closing began.
     async fn wait_until(&mut self, deadline: Instant) -> bool {
-        let stop = self.shared.stop.clone();
+        let shared = self.shared().clone();
         tokio::select! {
             biased;
-            _ = stop.wait() => false,
+            _ = shared.commands.stop.wait() => false,
             _ = sleep_until(deadline) => true,
-            _ = self.shared.reconnect.notified() => {
+            _ = shared.commands.reconnect.notified() => {
                 self.backoff.reset();
                 true
             }
@@ -346,28 +373,25 @@ where
         start: Instant,
         limit: Duration,
     ) -> Option<Result<C, ConnectError>> {
-        let stop = self.shared.stop.clone();
-        let give_up = deadline_after(start, limit);
-        let mut spent = Duration::ZERO;
-        let get_address = &mut self.get_address;
-        let lookup = AssertUnwindSafe(async move {
-            std::future::poll_fn(|cx| get_address.poll_ready(cx))
-                .await
-                .map_err(Into::into)?;
-            get_address.call(()).await.map_err(Into::into)
-        })
-        .catch_unwind();
-        let address = tokio::select! {
-            biased;
-            _ = stop.wait() => return None,
-            result = timeout_at(give_up, lookup) => match result {
-                Ok(Ok(Ok(address))) => address,
-                Ok(Ok(Err(error))) => return Some(Err(ConnectError::address(error))),
-                Ok(Err(payload)) => return Some(Err(ConnectError::address_panicked(payload))),
-                Err(_) => return Some(Err(ConnectError::timed_out(limit))),
-            },
+        let shared = self.shared().clone();
+        let stop = &shared.commands.stop;
+        let address = match guarded(
+            &mut self.get_address,
+            (),
+            deadline_after(start, limit),
+            stop,
+        )
+        .await
+        {
+            Guarded::Done(address) => address,
+            Guarded::Failed(error) => return Some(Err(ConnectError::address(error))),
+            Guarded::Panicked(payload) => {
+                return Some(Err(ConnectError::address_panicked(payload)));
+            }
+            Guarded::TimedOut => return Some(Err(ConnectError::timed_out(limit))),
+            Guarded::Stopped => return None,
         };
-        spent += start.elapsed();
+        let spent = start.elapsed();
 
         if last_address.as_ref() != Some(&address) {
             *last_address = Some(address.clone());
@@ -379,26 +403,16 @@ where
             }
         }
         // The time the handler took does not count against the attempt.
-        let give_up = deadline_after(Instant::now(), limit.saturating_sub(spent));
-
-        let connect = &mut self.connect;
-        let connecting = AssertUnwindSafe(async move {
-            std::future::poll_fn(|cx| connect.poll_ready(cx))
-                .await
-                .map_err(Into::into)?;
-            connect.call(address).await.map_err(Into::into)
-        })
-        .catch_unwind();
-        tokio::select! {
-            biased;
-            _ = stop.wait() => None,
-            result = timeout_at(give_up, connecting) => Some(match result {
-                Ok(Ok(Ok(conn))) => Ok(conn),
-                Ok(Ok(Err(error))) => Err(ConnectError::connect(error)),
-                Ok(Err(payload)) => Err(ConnectError::connect_panicked(payload)),
-                Err(_) => Err(ConnectError::timed_out(limit)),
-            }),
-        }
+        let deadline = deadline_after(Instant::now(), limit.saturating_sub(spent));
+        Some(
+            match guarded(&mut self.connect, address, deadline, stop).await {
+                Guarded::Done(conn) => Ok(conn),
+                Guarded::Failed(error) => Err(ConnectError::connect(error)),
+                Guarded::Panicked(payload) => Err(ConnectError::connect_panicked(payload)),
+                Guarded::TimedOut => Err(ConnectError::timed_out(limit)),
+                Guarded::Stopped => return None,
+            },
+        )
     }
 }
 
@@ -431,13 +445,13 @@ where
         let handler = AssertUnwindSafe(async move { on_event(event).await }).catch_unwind();
         let handler = HANDLER_OF.scope(Arc::as_ptr(&self.shared) as *const () as usize, handler);
         tokio::pin!(handler);
-        let stop = &self.shared.stop;
+        let stop = &self.shared.commands.stop;
         let handled = tokio::select! {
             biased;
             handled = &mut handler => Some(handled),
             // Once closing began, the handler has until the close deadline.
             _ = stop.wait() => {
-                let deadline = self.shared.close_deadline().unwrap_or_else(Instant::now);
+                let deadline = self.shared.slot.close_deadline().unwrap_or_else(Instant::now);
                 timeout_at(deadline, &mut handler).await.ok()
             }
         };

@@ -3,6 +3,11 @@
 //! All errors are opaque structs with a lowercase [`Display`](fmt::Display) and no trailing
 //! period; the underlying cause, when there is one, is returned by
 //! [`source`](std::error::Error::source) and is not repeated in the message.
+//!
+//! One vocabulary for closing: **closed** is the persistent connection closed ([`Closed`], and a
+//! [`ConnectError`] that [`is_closed`](ConnectError::is_closed) when there is no attempt to
+//! report because of it); **connection closed** is one connection closed
+//! ([`ConnectionClosed`]), after which the persistent connection makes another.
 
 use std::any::Any;
 use std::error::Error as StdError;
@@ -34,6 +39,48 @@ impl fmt::Display for Closed {
 
 impl StdError for Closed {}
 
+/// The skeleton of the errors that have a kind and maybe a cause: the kind makes the message,
+/// the cause is the source (shared, so that the error is cheap to clone).
+#[derive(Clone)]
+pub(crate) struct KindError<K> {
+    pub(crate) kind: K,
+    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl<K> KindError<K> {
+    pub(crate) fn new(kind: K, source: Option<BoxError>) -> Self {
+        KindError {
+            kind,
+            source: source.map(Arc::from),
+        }
+    }
+
+    pub(crate) fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+
+    /// Debug output as `name { kind, source }`.
+    pub(crate) fn debug(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result
+    where
+        K: fmt::Debug,
+    {
+        let mut d = f.debug_struct(name);
+        d.field("kind", &self.kind);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl<K: fmt::Display> fmt::Display for KindError<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.kind.fmt(f)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Address,
@@ -55,17 +102,11 @@ enum Kind {
 /// address lookup or of the connector, or the panic message) is its
 /// [`source`](std::error::Error::source).
 #[derive(Clone)]
-pub struct ConnectError {
-    kind: Kind,
-    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
-}
+pub struct ConnectError(KindError<Kind>);
 
 impl ConnectError {
     fn new(kind: Kind, source: Option<BoxError>) -> Self {
-        ConnectError {
-            kind,
-            source: source.map(Arc::from),
-        }
+        ConnectError(KindError::new(kind, source))
     }
 
     pub(crate) fn address(source: BoxError) -> Self {
@@ -94,28 +135,28 @@ impl ConnectError {
 
     /// The address lookup (`get_address`) failed or panicked.
     pub fn is_address(&self) -> bool {
-        matches!(self.kind, Kind::Address | Kind::AddressPanicked)
+        matches!(self.0.kind, Kind::Address | Kind::AddressPanicked)
     }
 
     /// The connector failed or panicked.
     pub fn is_connect(&self) -> bool {
-        matches!(self.kind, Kind::Connect | Kind::ConnectPanicked)
+        matches!(self.0.kind, Kind::Connect | Kind::ConnectPanicked)
     }
 
     /// The address lookup or the connector panicked; the panic message is the source.
     pub fn is_panic(&self) -> bool {
-        matches!(self.kind, Kind::AddressPanicked | Kind::ConnectPanicked)
+        matches!(self.0.kind, Kind::AddressPanicked | Kind::ConnectPanicked)
     }
 
     /// The attempt ran out of time (see
     /// [`connect_timeout`](crate::PersistentLayer::connect_timeout)).
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, Kind::TimedOut(_))
+        matches!(self.0.kind, Kind::TimedOut(_))
     }
 
     /// The persistent connection was closed, so there is no attempt to report.
     pub fn is_closed(&self) -> bool {
-        self.kind == Kind::Closed
+        self.0.kind == Kind::Closed
     }
 
     /// The message followed by every source's message, joined by `": "`.
@@ -136,12 +177,7 @@ impl ConnectError {
 
 impl fmt::Debug for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("ConnectError");
-        d.field("kind", &self.kind);
-        if let Some(source) = &self.source {
-            d.field("source", source);
-        }
-        d.finish()
+        self.0.debug("ConnectError", f)
     }
 }
 
@@ -149,13 +185,19 @@ impl fmt::Debug for ConnectError {
 /// [`text`](ConnectError::text).
 impl PartialEq for ConnectError {
     fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && self.text() == other.text()
+        self.0.kind == other.0.kind && self.text() == other.text()
     }
 }
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.kind {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match *self {
             Kind::Address => "address lookup failed",
             Kind::AddressPanicked => "address lookup panicked",
             Kind::Connect => "connect failed",
@@ -170,9 +212,7 @@ impl fmt::Display for ConnectError {
 
 impl StdError for ConnectError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn StdError + 'static))
+        self.0.source()
     }
 }
 

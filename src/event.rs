@@ -6,11 +6,16 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
+use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::error::ConnectError;
+
+/// The `on_event` callback: its future is awaited before the loop moves on.
+pub(crate) type OnEvent<A, C> =
+    std::sync::Arc<dyn Fn(Event<A, C>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// One step of the connection loop.
 ///

@@ -2,21 +2,17 @@
 
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::Closable;
 use crate::backoff::{DEFAULT_BACKOFF_RESET_AFTER, RetryPolicy, check_jitter};
 use crate::error::BoxError;
-use crate::event::Event;
+use crate::event::{Event, OnEvent};
 use crate::service::Persistent;
-
-pub(crate) type OnEvent<A, C> = Arc<dyn Fn(Event<A, C>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The default number of events a slow [`events`](Persistent::events) subscriber may fall behind
 /// before it is told that it lagged (by an [`Event::Lagged`]).
@@ -65,16 +61,22 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// # }
 /// ```
 pub struct PersistentLayer<G, A, C> {
-    server_name: Arc<str>,
+    config: Config,
     get_address: G,
+    on_event: Option<OnEvent<A, C>>,
+}
+
+/// The settings of a persistent connection, apart from its services and its event handler:
+/// what the driver and the handles are given.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) server_name: Arc<str>,
     pub(crate) policy: RetryPolicy,
     pub(crate) backoff_reset_after: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) fail_fast: bool,
-    pub(crate) on_event: Option<OnEvent<A, C>>,
     pub(crate) event_capacity: usize,
-    _marker: PhantomData<fn() -> (A, C)>,
 }
 
 impl<G, A, C> PersistentLayer<G, A, C> {
@@ -88,16 +90,17 @@ impl<G, A, C> PersistentLayer<G, A, C> {
         G: Service<(), Response = A>,
     {
         PersistentLayer {
-            server_name: Arc::from(server_name.into()),
+            config: Config {
+                server_name: Arc::from(server_name.into()),
+                policy: RetryPolicy::default(),
+                backoff_reset_after: DEFAULT_BACKOFF_RESET_AFTER,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                close_timeout: DEFAULT_CLOSE_TIMEOUT,
+                fail_fast: false,
+                event_capacity: DEFAULT_EVENT_CAPACITY,
+            },
             get_address,
-            policy: RetryPolicy::default(),
-            backoff_reset_after: DEFAULT_BACKOFF_RESET_AFTER,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            close_timeout: DEFAULT_CLOSE_TIMEOUT,
-            fail_fast: false,
             on_event: None,
-            event_capacity: DEFAULT_EVENT_CAPACITY,
-            _marker: PhantomData,
         }
     }
 
@@ -111,7 +114,7 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     where
         F: Fn() -> Duration + Send + Sync + 'static,
     {
-        self.policy.set_delay_fn(Arc::new(retry_delay));
+        self.config.policy.set_delay_fn(Arc::new(retry_delay));
         self
     }
 
@@ -127,12 +130,12 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     pub fn jitter(mut self, jitter: f64) -> Self {
         if let Err(invalid) = check_jitter(jitter) {
             if jitter.is_nan() {
-                tracing::warn!(server = %self.server_name, "{invalid}; the jitter is left as it was");
+                tracing::warn!(server = %self.config.server_name, "{invalid}; the jitter is left as it was");
                 return self;
             }
-            tracing::warn!(server = %self.server_name, "{invalid}; held to [0, 1]");
+            tracing::warn!(server = %self.config.server_name, "{invalid}; held to [0, 1]");
         }
-        self.policy.set_jitter(jitter.clamp(0.0, 1.0));
+        self.config.policy.set_jitter(jitter.clamp(0.0, 1.0));
         self
     }
 
@@ -141,7 +144,7 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// Default: a constant 10 s, ±30 %. See the [`backoff`](crate::backoff) module for the
     /// others (exponential as gRPC's, full jitter, decorrelated jitter, your own function).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.policy = policy;
+        self.config.policy = policy;
         self
     }
 
@@ -152,7 +155,7 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// Default: [`DEFAULT_BACKOFF_RESET_AFTER`](crate::backoff::DEFAULT_BACKOFF_RESET_AFTER)
     /// (10 s). `Duration::ZERO` resets after every connection.
     pub fn backoff_reset_after(mut self, after: Duration) -> Self {
-        self.backoff_reset_after = after;
+        self.config.backoff_reset_after = after;
         self
     }
 
@@ -165,7 +168,7 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (20 s, gRPC's minimum connect timeout). Every value
     /// is accepted: a deadline too far to be represented is no deadline (`Duration::MAX`).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.config.connect_timeout = timeout;
         self
     }
 
@@ -184,7 +187,7 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// Default: [`DEFAULT_CLOSE_TIMEOUT`] (10 s). `Duration::ZERO` gives each close and handler
     /// one poll; `Duration::MAX` waits as long as they take.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
+        self.config.close_timeout = timeout;
         self
     }
 
@@ -199,7 +202,7 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// elsewhere. Before the first failure of a round (the first attempt in flight) handles
     /// still wait.
     pub fn fail_fast(mut self, fail_fast: bool) -> Self {
-        self.fail_fast = fail_fast;
+        self.config.fail_fast = fail_fast;
         self
     }
 
@@ -232,29 +235,22 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     ///
     /// Default: [`DEFAULT_EVENT_CAPACITY`] (256). Kept within `[1, 65536]`.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.event_capacity = capacity;
+        self.config.event_capacity = capacity;
         self
     }
 
     /// The server name given to [`new`](Self::new).
     pub fn server_name(&self) -> &str {
-        &self.server_name
+        &self.config.server_name
     }
 }
 
 impl<G: Clone, A, C> Clone for PersistentLayer<G, A, C> {
     fn clone(&self) -> Self {
         PersistentLayer {
-            server_name: self.server_name.clone(),
+            config: self.config.clone(),
             get_address: self.get_address.clone(),
-            policy: self.policy.clone(),
-            backoff_reset_after: self.backoff_reset_after,
-            connect_timeout: self.connect_timeout,
-            close_timeout: self.close_timeout,
-            fail_fast: self.fail_fast,
             on_event: self.on_event.clone(),
-            event_capacity: self.event_capacity,
-            _marker: PhantomData,
         }
     }
 }
@@ -262,15 +258,64 @@ impl<G: Clone, A, C> Clone for PersistentLayer<G, A, C> {
 impl<G, A, C> fmt::Debug for PersistentLayer<G, A, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PersistentLayer")
-            .field("server_name", &self.server_name)
-            .field("policy", &self.policy)
-            .field("backoff_reset_after", &self.backoff_reset_after)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("close_timeout", &self.close_timeout)
-            .field("fail_fast", &self.fail_fast)
+            .field("config", &self.config)
             .field("on_event", &self.on_event.is_some())
-            .field("event_capacity", &self.event_capacity)
             .finish_non_exhaustive()
+    }
+}
+
+impl<G, A, C> PersistentLayer<G, A, C>
+where
+    G: Service<(), Response = A> + Clone + Send + 'static,
+    G::Error: Into<BoxError>,
+    G::Future: Send,
+    A: Clone + PartialEq + fmt::Debug + Send + Sync + 'static,
+    C: Clone + Closable + Send + Sync + 'static,
+{
+    /// A persistent connection over the connector `connect`, without spawning its driver: the
+    /// first handle, and the future that runs the connection loop, for your own executor (as
+    /// tower's `Buffer::pair`). [`layer`](Layer::layer) spawns that future with
+    /// [`tokio::spawn`].
+    ///
+    /// The driver needs a tokio runtime for its timers (the future panics if polled outside
+    /// one). Until the future is polled nothing happens: no attempt, no event. Dropping it
+    /// (unpolled, or mid-way) ends the persistent connection: every handle sees it closed at
+    /// once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower::service_fn;
+    /// use tower_persistent::{ClosableService, PersistentLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let get_address = service_fn(|()| async { Ok::<_, std::io::Error>(7000_u16) });
+    /// let connect = service_fn(|port: u16| async move {
+    ///     let conn = service_fn(move |(): ()| async move { Ok::<_, std::io::Error>(port) });
+    ///     Ok::<_, std::io::Error>(ClosableService::new(conn))
+    /// });
+    /// let (handle, driver) = PersistentLayer::new("pair", get_address).pair(connect);
+    /// let driver = tokio::spawn(driver);
+    /// handle.connected().await.unwrap();
+    /// handle.close().await;
+    /// driver.await.unwrap(); // The loop ends once closing finished.
+    /// # }
+    /// ```
+    pub fn pair<M>(
+        &self,
+        connect: M,
+    ) -> (Persistent<A, C>, impl Future<Output = ()> + Send + 'static + use<G, A, C, M>)
+    where
+        M: Service<A, Response = C> + Send + 'static,
+        M::Error: Into<BoxError>,
+        M::Future: Send,
+    {
+        crate::driver::new(
+            self.config.clone(),
+            self.get_address.clone(),
+            connect,
+            self.on_event.clone(),
+        )
     }
 }
 
@@ -293,11 +338,8 @@ where
     type Service = Persistent<A, C>;
 
     fn layer(&self, connect: M) -> Persistent<A, C> {
-        crate::driver::spawn(
-            self.server_name.clone(),
-            self.get_address.clone(),
-            connect,
-            self,
-        )
+        let (handle, driver) = self.pair(connect);
+        tokio::spawn(driver);
+        handle
     }
 }

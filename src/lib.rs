@@ -88,8 +88,8 @@
 //!   [`PersistentLayer::connect_timeout`], [`PersistentLayer::fail_fast`].
 //! - [`Persistent::state`], [`Persistent::state_changed`], [`Persistent::reconnect_now`].
 //! - [`discovery`]: fixed, round-robin, DNS and service-catalog address lookups.
-//! - `hyper` (feature `hyper`, on by default): an HTTP/1.1 and HTTP/2 connector, which also
-//!   carries tonic's generated clients.
+//! - [`transport`] (feature `hyper`, on by default): an HTTP/1.1 and HTTP/2 connector over
+//!   hyper, which also carries tonic's generated clients.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -102,11 +102,12 @@ pub mod error;
 mod event;
 pub mod future;
 #[cfg(feature = "hyper")]
-pub mod hyper;
+pub mod transport;
 mod layer;
 mod service;
 mod shared;
 mod signal;
+mod slot;
 mod state;
 
 pub use backoff::{
@@ -120,6 +121,18 @@ pub use layer::{
 };
 pub use service::Persistent;
 pub use state::State;
+
+/// The former name of [`transport`], kept so that code written against it still compiles.
+#[cfg(feature = "hyper")]
+#[doc(hidden)]
+pub mod hyper {
+    pub use crate::transport::*;
+
+    /// Renamed [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::transport::DEFAULT_HANDSHAKE_TIMEOUT).
+    #[deprecated(note = "renamed `transport::DEFAULT_HANDSHAKE_TIMEOUT`")]
+    pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration =
+        crate::transport::DEFAULT_HANDSHAKE_TIMEOUT;
+}
 
 // The README's examples are compiled and run as doc tests.
 #[cfg(doctest)]

@@ -12,7 +12,8 @@ use crate::Closable;
 use crate::error::{BoxError, Closed, ConnectError, Unavailable};
 use crate::event::Events;
 use crate::future::ResponseFuture;
-use crate::shared::{Live, Lookup, Shared};
+use crate::shared::Shared;
+use crate::slot::{Live, Lookup};
 use crate::state::State;
 
 /// The message of the panic of [`Persistent::call`] without readiness.
@@ -87,32 +88,19 @@ where
     ///
     /// Dropping the future has no effect on the connection.
     pub fn connected(&self) -> impl Future<Output = Result<C, Closed>> + Send + use<A, C> {
-        let mut status = self.shared.status.subscribe();
         let shared = self.shared.clone();
         async move {
-            loop {
-                let live = {
-                    let s = status.borrow_and_update();
-                    if s.closed {
-                        return Err(Closed::new());
-                    }
-                    s.live()
-                };
-                match live {
-                    Live::Yes(conn) => return Ok(conn),
-                    Live::No => {}
-                    Live::Panicked(generation) => shared.report_panicked(generation),
-                }
-                if status.changed().await.is_err() {
-                    return Err(Closed::new());
-                }
-            }
+            shared
+                .slot
+                .live_connection(|generation| shared.report_panicked(generation))
+                .await
+                .ok_or(Closed::new())
         }
     }
 
     /// The connection in use, if any.
     pub fn current_connection(&self) -> Option<C> {
-        self.shared.status.borrow().current.clone()
+        self.shared.slot.current()
     }
 
     /// A live connection at once if there is one; otherwise the outcome of the next connection
@@ -130,39 +118,26 @@ where
         &self,
     ) -> impl Future<Output = Result<C, ConnectError>> + Send + use<A, C> {
         // Looked at the call: outcomes from now on count.
-        let mut status = self.shared.status.subscribe();
-        let now = {
-            let s = status.borrow_and_update();
-            if s.closed {
-                Err(Err(ConnectError::closed()))
-            } else {
-                match s.live() {
-                    Live::Yes(conn) => Err(Ok(conn)),
-                    Live::No => Ok((s.outcomes, None)),
-                    Live::Panicked(generation) => Ok((s.outcomes, Some(generation))),
-                }
+        let now = match self.shared.slot.live() {
+            None => Err(Err(ConnectError::closed())),
+            Some((Live::Yes(conn), _)) => Err(Ok(conn)),
+            Some((Live::No, seen)) => Ok(seen),
+            Some((Live::Panicked(generation), seen)) => {
+                self.shared.report_panicked(generation);
+                Ok(seen)
             }
         };
-        if let Ok((_, Some(generation))) = now {
-            self.shared.report_panicked(generation);
-        }
+        let shared = self.shared.clone();
         async move {
             let seen = match now {
-                Ok((outcomes, _)) => outcomes,
+                Ok(seen) => seen,
                 Err(answer) => return answer,
             };
-            loop {
-                if status.changed().await.is_err() {
-                    return Err(ConnectError::closed());
-                }
-                let s = status.borrow_and_update();
-                if s.closed {
-                    return Err(ConnectError::closed());
-                }
-                if let Some(outcome) = s.outcome_after(seen) {
-                    return outcome;
-                }
-            }
+            shared
+                .slot
+                .outcome_after(seen)
+                .await
+                .unwrap_or_else(|| Err(ConnectError::closed()))
         }
     }
 
@@ -199,11 +174,8 @@ where
 
     /// Resolves once the first [`close`](Self::close) finishes. Starts nothing itself.
     pub fn close_finished(&self) -> impl Future<Output = ()> + Send + use<A, C> {
-        let mut status = self.shared.status.subscribe();
-        async move {
-            // An error means the state is gone, which only happens after closing finished.
-            let _ = status.wait_for(|s| s.finished).await;
-        }
+        let shared = self.shared.clone();
+        async move { shared.slot.finished().await }
     }
 
     /// Stops reconnecting once the current connection dies; closes at once if there is none.
@@ -213,9 +185,10 @@ where
     /// closes.
     pub fn close_when_current_connection_is_closed(&self) {
         self.shared
+            .commands
             .close_when_current_closed
             .store(true, Ordering::SeqCst);
-        if self.shared.status.borrow().current.is_none() {
+        if self.shared.slot.current().is_none() {
             self.shared.begin_close();
         }
     }
@@ -223,7 +196,7 @@ where
     /// Where the connection loop is: connecting (with the attempt number, the time of the next
     /// attempt and the last error), connected, or closed.
     pub fn state(&self) -> State {
-        self.shared.state.borrow().clone()
+        self.shared.slot.state()
     }
 
     /// Resolves with the state at its next change after the call.
@@ -232,22 +205,16 @@ where
     ///
     /// Dropping the future has no effect on the connection.
     pub fn state_changed(&self) -> impl Future<Output = State> + Send + use<A, C> {
-        let mut state = self.shared.state.subscribe();
-        async move {
-            // The sender lives as long as the shared state, which this future does not keep:
-            // an error means everything is gone, which is the closed state.
-            match state.changed().await {
-                Ok(()) => state.borrow_and_update().clone(),
-                Err(_) => State::Closed,
-            }
-        }
+        let seen = self.shared.slot.state_version();
+        let shared = self.shared.clone();
+        async move { shared.slot.state_after(seen).await }
     }
 
     /// Cuts the current wait for the next attempt short, and starts the retry policy again from
     /// its first delay (as gRPC's `ResetConnectBackoff`). Does nothing while an attempt is under
     /// way, while connected, or once closed.
     pub fn reconnect_now(&self) {
-        self.shared.reconnect.notify_waiters();
+        self.shared.commands.reconnect.notify_waiters();
     }
 
     /// The name given to [`PersistentLayer::new`](crate::PersistentLayer::new).
@@ -274,7 +241,7 @@ where
                 return;
             }
         }
-        if self.shared.watch_generation(self.id, generation, waker) {
+        if self.shared.slot.watch_generation(self.id, generation, waker) {
             self.registered = Some((generation, waker.clone()));
         } else {
             // Replaced or closed meanwhile: poll again to see the new state.
@@ -342,7 +309,7 @@ impl<A, C: Clone> Persistent<A, C> {
         self.ready = false;
         self.failing = None;
         self.conn = None;
-        match self.shared.lookup(self.id, cx.waker()) {
+        match self.shared.slot.lookup(self.id, cx.waker()) {
             Lookup::Current(generation, mut conn) => {
                 let poll = conn.poll_ready(cx);
                 self.conn = Some((generation, conn));
@@ -375,7 +342,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // The happy path: ready on the connection that is still current.
         if let Some((generation, conn)) = &mut self.conn {
-            if *generation == self.shared.generation.load(Ordering::Acquire) {
+            if *generation == self.shared.slot.generation() {
                 let poll = conn.poll_ready(cx);
                 if let Poll::Ready(Ok(())) = poll {
                     self.ready = true;
@@ -396,7 +363,7 @@ where
         }
         let (generation, conn) = self.conn.as_mut().expect(NOT_READY);
         // Closing bumps the generation: only then is the closed flag read.
-        if *generation != self.shared.generation.load(Ordering::Acquire) && self.shared.is_closed()
+        if *generation != self.shared.slot.generation() && self.shared.is_closed()
         {
             return ResponseFuture::failed(Closed::new().into());
         }

@@ -1,4 +1,5 @@
-//! A one-shot signal: set once, checked with one atomic load, awaited by any number of tasks.
+//! Waiting for a condition behind a `Notify`, and a one-shot signal built on it: set once,
+//! checked with one atomic load, awaited by any number of tasks.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,15 +35,24 @@ impl Signal {
     /// Resolves once the signal is set; borrows nothing.
     pub(crate) fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
         let this = self.clone();
-        async move {
-            let notified = this.0.notify.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so that a `set` in between is not missed.
-            notified.as_mut().enable();
-            if !this.is_set() {
-                notified.await;
-            }
+        async move { wait_until(&this.0.notify, || this.is_set().then_some(())).await }
+    }
+}
+
+/// Resolves with what `check` finds, checking again each time `notify` wakes its waiters.
+///
+/// The waiter is registered before each check, so that a change made (and notified with
+/// `notify_waiters`) between the check and the wait is not missed. A dropped waiter leaves
+/// nothing behind.
+pub(crate) async fn wait_until<T>(notify: &Notify, mut check: impl FnMut() -> Option<T>) -> T {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(found) = check() {
+            return found;
         }
+        notified.await;
     }
 }
 

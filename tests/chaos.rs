@@ -39,7 +39,7 @@ use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_persistent::discovery::{Catalog, Publication};
-use tower_persistent::hyper::{HttpConnection, HttpConnector};
+use tower_persistent::transport::{HttpConnection, HttpConnector};
 use tower_persistent::{BoxError, Event, Persistent, PersistentLayer};
 
 /// The chaos seed; `CHAOS_SEED` (decimal or `0x` hex) overrides it.

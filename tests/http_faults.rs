@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_persistent::hyper::{HttpConnection, HttpConnector};
+use tower_persistent::transport::{HttpConnection, HttpConnector};
 use tower_persistent::{Event, Persistent, PersistentLayer};
 
 /// Every wait of these tests is bounded by this.

@@ -15,7 +15,7 @@ use support::web::{HttpServer, SilentServer, get, text};
 use tokio::time::{Instant, timeout};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_persistent::discovery::Catalog;
-use tower_persistent::hyper::{HttpConnection, HttpConnector};
+use tower_persistent::transport::{HttpConnection, HttpConnector};
 use tower_persistent::{Closable, Event, Persistent, PersistentLayer};
 
 /// Every wait of these tests is bounded by this.

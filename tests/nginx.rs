@@ -21,7 +21,7 @@ use support::web::{get, text};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
-use tower_persistent::hyper::{HttpConnection, HttpConnector};
+use tower_persistent::transport::{HttpConnection, HttpConnector};
 use tower_persistent::{Closable, Event, Persistent, PersistentLayer};
 
 const LIMIT: Duration = Duration::from_secs(20);

@@ -16,7 +16,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus as Status;
 use tonic_health::pb::health_client::HealthClient;
 use tower::{ServiceBuilder, service_fn};
-use tower_persistent::hyper::{HttpConnection, HttpConnector};
+use tower_persistent::transport::{HttpConnection, HttpConnector};
 use tower_persistent::{Closable, Event, Persistent, PersistentLayer};
 
 const LIMIT: Duration = Duration::from_secs(20);

@@ -1,0 +1,99 @@
+//! What a request on an [`HttpConnection`](super::HttpConnection) gives back: the response
+//! future and the response body, which count the request as in flight until the body ends.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use hyper::body::{Body, Incoming};
+use pin_project_lite::pin_project;
+
+use super::shared::InFlight;
+use crate::error::BoxError;
+
+/// The response future of [`HttpConnection`].
+pub struct ResponseFuture {
+    response: Pin<Box<dyn Future<Output = hyper::Result<http::Response<Incoming>>> + Send>>,
+    in_flight: Option<InFlight>,
+}
+
+impl ResponseFuture {
+    pub(super) fn new(
+        response: Pin<Box<dyn Future<Output = hyper::Result<http::Response<Incoming>>> + Send>>,
+        in_flight: InFlight,
+    ) -> Self {
+        ResponseFuture {
+            response,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<http::Response<ResponseBody>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = ready!(self.response.as_mut().poll(cx));
+        let in_flight = self.in_flight.take();
+        Poll::Ready(match response {
+            Ok(response) => {
+                if let Some(in_flight) = &in_flight {
+                    in_flight.connection().mark_served();
+                }
+                Ok(response.map(|body| ResponseBody {
+                    inner: body,
+                    in_flight,
+                }))
+            }
+            Err(error) => Err(error.into()),
+        })
+    }
+}
+
+pin_project! {
+    /// The body of a response of [`HttpConnection`]: hyper's body, counted as in flight until it
+    /// ends or is dropped (a graceful close waits for it).
+    pub struct ResponseBody {
+        #[pin]
+        inner: Incoming,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody").finish_non_exhaustive()
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            // The end, or an error: the request is no longer in flight.
+            this.in_flight.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

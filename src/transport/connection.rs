@@ -1,0 +1,324 @@
+//! [`HttpConnection`]: the cloneable, closable handle on one HTTP connection, and the task that
+//! drives hyper's side of it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use hyper::body::{Body, Incoming};
+use hyper::client::conn::{http1, http2};
+use tokio::sync::Semaphore;
+use tokio_util::sync::PollSemaphore;
+use tower_service::Service;
+
+use super::body::{ResponseBody, ResponseFuture};
+use super::shared::{ConnShared, InFlight, Version};
+use crate::Closable;
+use crate::error::{BoxError, ConnectionClosed};
+use crate::signal::Signal;
+
+/// An HTTP/1.1 or HTTP/2 connection made by [`HttpConnector`]: a cloneable
+/// `Service<http::Request<B>>` and [`Closable`].
+///
+/// Clones share the connection; readiness is per clone. See the [module docs](self).
+pub struct HttpConnection<B> {
+    shared: Arc<ConnShared>,
+    sender: Sender<B>,
+}
+
+impl<B> Clone for HttpConnection<B> {
+    fn clone(&self) -> Self {
+        HttpConnection {
+            shared: self.shared.clone(),
+            sender: self.sender.clone(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for HttpConnection<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpConnection")
+            .field("peer", &self.shared.peer)
+            .field("version", &self.shared.version)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl<B> HttpConnection<B> {
+    /// The address this connection is connected to.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    /// Whether this is an HTTP/2 connection.
+    pub fn is_http2(&self) -> bool {
+        self.shared.version == Version::Http2
+    }
+
+    /// Requests sent on this connection whose responses are not finished yet.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Acquire)
+    }
+}
+
+impl<B> Closable for HttpConnection<B> {
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        self.shared.closing.set();
+        self.shared.finished.wait()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.closing.is_set() || self.shared.finished.is_set()
+    }
+
+    fn close_finished(&self) -> impl Future<Output = ()> + Send {
+        self.shared.finished.wait()
+    }
+
+    /// True when the connection served at least one response and hyper's connection then
+    /// ended without error before any close of ours: the server closed it in good order
+    /// (`Connection: close`, GOAWAY, a keep-alive limit, an idle timeout).
+    fn closed_gracefully(&self) -> bool {
+        self.shared.served.load(Ordering::Acquire)
+            && self.shared.ended_by_peer.load(Ordering::Acquire)
+    }
+}
+
+impl<B> Service<http::Request<B>> for HttpConnection<B>
+where
+    B: Body + Send + 'static,
+{
+    type Response = http::Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.is_closed() {
+            return Poll::Ready(Err(ConnectionClosed::new().into()));
+        }
+        match &mut self.sender {
+            Sender::Http1 {
+                send,
+                permits,
+                permit,
+            } => {
+                if permit.is_none() {
+                    match ready!(permits.poll_acquire(cx)) {
+                        Some(p) => *permit = Some(p),
+                        None => return Poll::Ready(Err(ConnectionClosed::new().into())),
+                    }
+                }
+                let polled = send
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .poll_ready(cx);
+                if let Poll::Ready(Err(_)) = polled {
+                    // The connection is gone: give the turn back.
+                    *permit = None;
+                }
+                polled.map_err(Into::into)
+            }
+            Sender::Http2(send) => send.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> ResponseFuture {
+        let peer = self.shared.peer;
+        let in_flight = InFlight::new(&self.shared);
+        let response: Pin<
+            Box<dyn Future<Output = hyper::Result<http::Response<Incoming>>> + Send>,
+        > = match &mut self.sender {
+            Sender::Http1 { send, permit, .. } => {
+                let turn = permit
+                    .take()
+                    .expect("HttpConnection::call was called before poll_ready returned Ready");
+                if !request.headers().contains_key(http::header::HOST) {
+                    let host = request
+                        .uri()
+                        .authority()
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| peer.to_string());
+                    if let Ok(value) = http::HeaderValue::from_str(&host) {
+                        request.headers_mut().insert(http::header::HOST, value);
+                    }
+                }
+                Box::pin(send_http1(send.clone(), turn, request))
+            }
+            Sender::Http2(send) => {
+                if request.uri().scheme().is_none() || request.uri().authority().is_none() {
+                    let mut parts = request.uri().clone().into_parts();
+                    parts.scheme.get_or_insert(http::uri::Scheme::HTTP);
+                    if parts.authority.is_none() {
+                        parts.authority = http::uri::Authority::try_from(peer.to_string()).ok();
+                    }
+                    if parts.path_and_query.is_none() {
+                        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+                    }
+                    if let Ok(uri) = http::Uri::from_parts(parts) {
+                        *request.uri_mut() = uri;
+                    }
+                }
+                Box::pin(send.send_request(request))
+            }
+        };
+        ResponseFuture::new(response, in_flight)
+    }
+}
+
+/// How many times a request that hyper handed back unsent is offered again (each time after
+/// the connection said it was ready again).
+const HTTP1_RESENDS: usize = 8;
+
+/// Sends `request` on an HTTP/1.1 connection, holding this clone's turn until the response head
+/// arrives: the next clone cannot take the turn while hyper has yet to take this request from
+/// its queue (hyper withdraws its ready flag when it does). If hyper hands the request back
+/// unsent all the same (it was not ready), waits until it is and sends again; so a request that
+/// `poll_ready` admitted never fails for a readiness race.
+async fn send_http1<B: Body + 'static>(
+    send: Arc<Mutex<http1::SendRequest<B>>>,
+    turn: tokio::sync::OwnedSemaphorePermit,
+    mut request: http::Request<B>,
+) -> hyper::Result<http::Response<Incoming>> {
+    let _turn = turn;
+    let lock = || send.lock().unwrap_or_else(|e| e.into_inner());
+    let mut resends = 0;
+    loop {
+        let sent = lock().try_send_request(request);
+        let mut error = match sent.await {
+            Ok(response) => return Ok(response),
+            Err(error) => error,
+        };
+        match error.take_message() {
+            Some(unsent) if resends < HTTP1_RESENDS => {
+                resends += 1;
+                request = unsent;
+                // Ready again, or closed: then the request fails with the connection's error.
+                std::future::poll_fn(|cx| lock().poll_ready(cx)).await?;
+            }
+            _ => return Err(error.into_error()),
+        }
+    }
+}
+
+pub(super) enum Sender<B> {
+    Http1 {
+        send: Arc<Mutex<http1::SendRequest<B>>>,
+        permits: PollSemaphore,
+        /// This clone's turn to send, taken in `poll_ready`, given back in `call`.
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
+    Http2(http2::SendRequest<B>),
+}
+
+impl<B> Sender<B> {
+    pub(super) fn http1(send: http1::SendRequest<B>) -> Self {
+        Sender::Http1 {
+            send: Arc::new(Mutex::new(send)),
+            permits: PollSemaphore::new(Arc::new(Semaphore::new(1))),
+            permit: None,
+        }
+    }
+
+    fn semaphore(&self) -> Option<Arc<Semaphore>> {
+        match self {
+            Sender::Http1 { permits, .. } => Some(permits.clone_inner()),
+            Sender::Http2(_) => None,
+        }
+    }
+}
+
+impl<B> Clone for Sender<B> {
+    fn clone(&self) -> Self {
+        match self {
+            Sender::Http1 { send, permits, .. } => Sender::Http1 {
+                send: send.clone(),
+                permits: permits.clone(),
+                permit: None,
+            },
+            Sender::Http2(send) => Sender::Http2(send.clone()),
+        }
+    }
+}
+
+pub(super) type ConnDriver = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+impl<B> HttpConnection<B> {
+    /// Spawns the task that drives hyper's connection `conn` on the current runtime, and
+    /// returns the handle on it and the task (to abort while the connect is not finished).
+    pub(super) fn start(
+        shared: Arc<ConnShared>,
+        sender: Sender<B>,
+        conn: ConnDriver,
+        close_timeout: Duration,
+    ) -> (Self, tokio::task::AbortHandle) {
+        let task = tokio::spawn(drive(
+            conn,
+            shared.clone(),
+            close_timeout,
+            sender.semaphore(),
+        ));
+        (HttpConnection { shared, sender }, task.abort_handle())
+    }
+}
+
+/// Drives hyper's connection until it ends, or until a graceful close finishes.
+async fn drive(
+    mut conn: ConnDriver,
+    shared: Arc<ConnShared>,
+    close_timeout: Duration,
+    permits: Option<Arc<Semaphore>>,
+) {
+    let _finished = SetOnDrop(shared.finished.clone());
+    // However it ends, clones waiting for the HTTP/1.1 permit learn that it is over.
+    let _permits = CloseOnDrop(permits.clone());
+    let ended = tokio::select! {
+        result = &mut conn => Some(result),
+        _ = shared.closing.wait() => None,
+    };
+    match ended {
+        Some(Ok(())) => {
+            // The peer ended it in good order (EOF between responses, Connection: close,
+            // GOAWAY), before any close of ours.
+            shared.ended_by_peer.store(true, Ordering::Release);
+            tracing::debug!(peer = %shared.peer, "http connection ended");
+        }
+        Some(Err(error)) => tracing::debug!(peer = %shared.peer, %error, "http connection failed"),
+        None => {
+            // Graceful close: no new requests (poll_ready fails from now on); let those in
+            // flight finish, within the close timeout.
+            if let Some(permits) = &permits {
+                permits.close();
+            }
+            let drained = tokio::time::timeout(close_timeout, shared.wait_idle());
+            tokio::select! {
+                _ = &mut conn => {}
+                _ = drained => {}
+            }
+            tracing::debug!(peer = %shared.peer, "http connection closed");
+        }
+    }
+    // Dropping `conn` closes the socket.
+}
+
+struct CloseOnDrop(Option<Arc<Semaphore>>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(permits) = &self.0 {
+            permits.close();
+        }
+    }
+}
+
+struct SetOnDrop(Signal);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}

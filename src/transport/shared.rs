@@ -1,0 +1,86 @@
+//! The state one HTTP connection shares between its clones and its task: the bottom of the
+//! transport, depending on nothing else in it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+
+use crate::signal::{Signal, wait_until};
+
+/// The HTTP version a connector speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Version {
+    Http1,
+    Http2,
+}
+
+pub(super) struct ConnShared {
+    pub(super) peer: SocketAddr,
+    pub(super) version: Version,
+    /// Set by `close`: no new requests.
+    pub(super) closing: Signal,
+    /// Set when hyper's connection task has ended and the socket is closed.
+    pub(super) finished: Signal,
+    /// Requests sent whose response (body included) is not finished.
+    pub(super) in_flight: AtomicUsize,
+    pub(super) idle: Notify,
+    /// The server answered on this connection: for HTTP/2 a response head arrived, for
+    /// HTTP/1.1 any byte (which hyper may take in before the caller sees the response).
+    pub(super) served: AtomicBool,
+    /// hyper's connection ended without error before any close of ours.
+    pub(super) ended_by_peer: AtomicBool,
+}
+
+impl ConnShared {
+    pub(super) fn new(peer: SocketAddr, version: Version) -> Self {
+        ConnShared {
+            peer,
+            version,
+            closing: Signal::default(),
+            finished: Signal::default(),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            served: AtomicBool::new(false),
+            ended_by_peer: AtomicBool::new(false),
+        }
+    }
+
+    /// Resolves once no request is in flight.
+    pub(super) async fn wait_idle(&self) {
+        wait_until(&self.idle, || {
+            (self.in_flight.load(Ordering::Acquire) == 0).then_some(())
+        })
+        .await
+    }
+
+    /// The server answered on this connection.
+    pub(super) fn mark_served(&self) {
+        self.served.store(true, Ordering::Release);
+    }
+}
+
+/// One request in flight; released when the response body ends or is dropped.
+pub(super) struct InFlight(Arc<ConnShared>);
+
+impl InFlight {
+    pub(super) fn new(shared: &Arc<ConnShared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(shared.clone())
+    }
+}
+
+impl InFlight {
+    pub(super) fn connection(&self) -> &ConnShared {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
