@@ -108,7 +108,12 @@ enum Guarded<T> {
 
 /// Calls `service` with `request` (its `poll_ready` first), catching panics, giving up at
 /// `deadline`, and dropping the call as soon as `stop` is set.
-async fn guarded<S, R>(service: &mut S, request: R, deadline: Instant, stop: &Signal) -> Guarded<S::Response>
+async fn guarded<S, R>(
+    service: &mut S,
+    request: R,
+    deadline: Instant,
+    stop: &Signal,
+) -> Guarded<S::Response>
 where
     S: Service<R>,
     S::Error: Into<BoxError>,
@@ -269,7 +274,7 @@ where
                 }
             };
 
-            let Some(generation) = shared.slot.set_current(&conn) else {
+            let Some(generation) = shared.slot.set_current(&conn, deadline) else {
                 // Closing began as the connection was made: it never becomes current.
                 let deadline = self.closing_deadline();
                 self.close_until(&conn, deadline).await;
@@ -302,34 +307,45 @@ where
                     }
                 }
             };
-            shared.slot.clear_current(
-                generation,
-                State::Connecting {
-                    attempt: 0,
-                    next_attempt_at: None,
-                    last_error: None,
-                },
-            );
-            if !matches!(death, Death::Closed) {
-                // Ours to close; a dead connection holds up the next one for the close timeout
-                // at most.
-                let deadline = deadline_after(Instant::now(), self.close_timeout);
-                self.close_until(&conn, deadline).await;
-            }
             // A connection that served requests and that the peer closed in good order is
             // replaced at once, as gRPC resets its backoff after a successful connection.
-            let graceful = !matches!(death, Death::Panicked)
-                && catch_unwind(AssertUnwindSafe(|| conn.closed_gracefully())).unwrap_or(false);
-            if graceful || connected_at.elapsed() >= self.backoff_reset_after {
+            let graceful =
+                || catch_unwind(AssertUnwindSafe(|| conn.closed_gracefully())).unwrap_or(false);
+            let replace_at_once = match death {
+                Death::Closed => {
+                    // Gone by itself: nothing to close; one step for the slot and the state.
+                    let graceful = graceful();
+                    shared
+                        .slot
+                        .clear_current(generation, graceful.then(Instant::now));
+                    graceful
+                }
+                Death::Reported | Death::Panicked => {
+                    shared.slot.clear_current(generation, None);
+                    // Ours to close; a dead connection holds up the next one for the close
+                    // timeout at most.
+                    let deadline = deadline_after(Instant::now(), self.close_timeout);
+                    self.close_until(&conn, deadline).await;
+                    let graceful = matches!(death, Death::Reported) && graceful();
+                    if graceful {
+                        shared.slot.set_state(State::Connecting {
+                            attempt: 0,
+                            next_attempt_at: Some(Instant::now()),
+                            last_error: None,
+                        });
+                    }
+                    graceful
+                }
+            };
+            if replace_at_once || connected_at.elapsed() >= self.backoff_reset_after {
                 // A stable connection: the policy starts again from its first delay.
                 self.backoff.reset();
             }
-            let next_round_at = if graceful { Instant::now() } else { deadline };
-            shared.slot.set_state(State::Connecting {
-                attempt: 0,
-                next_attempt_at: Some(next_round_at.max(Instant::now())),
-                last_error: None,
-            });
+            let next_round_at = if replace_at_once {
+                Instant::now()
+            } else {
+                deadline
+            };
             drop(conn);
             self.events.emit(Event::Disconnected).await;
 

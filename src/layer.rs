@@ -304,7 +304,10 @@ where
     pub fn pair<M>(
         &self,
         connect: M,
-    ) -> (Persistent<A, C>, impl Future<Output = ()> + Send + 'static + use<G, A, C, M>)
+    ) -> (
+        Persistent<A, C>,
+        impl Future<Output = ()> + Send + 'static + use<G, A, C, M>,
+    )
     where
         M: Service<A, Response = C> + Send + 'static,
         M::Error: Into<BoxError>,

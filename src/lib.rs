@@ -101,14 +101,14 @@ mod driver;
 pub mod error;
 mod event;
 pub mod future;
-#[cfg(feature = "hyper")]
-pub mod transport;
 mod layer;
 mod service;
 mod shared;
 mod signal;
 mod slot;
 mod state;
+#[cfg(feature = "hyper")]
+pub mod transport;
 
 pub use backoff::{
     DEFAULT_JITTER, DEFAULT_RETRY_DELAY, Exponential, MAX_RETRY_DELAY, MIN_RETRY_DELAY, RetryPolicy,

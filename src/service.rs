@@ -241,7 +241,11 @@ where
                 return;
             }
         }
-        if self.shared.slot.watch_generation(self.id, generation, waker) {
+        if self
+            .shared
+            .slot
+            .watch_generation(self.id, generation, waker)
+        {
             self.registered = Some((generation, waker.clone()));
         } else {
             // Replaced or closed meanwhile: poll again to see the new state.
@@ -363,8 +367,7 @@ where
         }
         let (generation, conn) = self.conn.as_mut().expect(NOT_READY);
         // Closing bumps the generation: only then is the closed flag read.
-        if *generation != self.shared.slot.generation() && self.shared.is_closed()
-        {
+        if *generation != self.shared.slot.generation() && self.shared.is_closed() {
             return ResponseFuture::failed(Closed::new().into());
         }
         ResponseFuture::new(conn.call(request))

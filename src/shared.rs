@@ -6,8 +6,8 @@
 //! - the event [`Hub`] that `events()` streams subscribe to (`event.rs`);
 //! - the count of handles, the last of which begins closing when dropped.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -101,12 +101,7 @@ impl<A, C> Shared<A, C> {
     /// Called by a handle whose `poll_ready` on the connection of `generation` failed: the
     /// connection stops being current at once, and the driver is told.
     pub(crate) fn report_dead(&self, generation: u64) {
-        let state = crate::state::State::Connecting {
-            attempt: 0,
-            next_attempt_at: None,
-            last_error: None,
-        };
-        if self.slot.clear_current(generation, state) {
+        if self.slot.clear_current(generation, None) {
             self.commands.dead.notify_one();
         }
     }

@@ -57,6 +57,9 @@ struct Inner<C> {
     state: State,
     /// Bumped whenever `state` changes.
     state_version: u64,
+    /// When the next round may begin if the current connection dies: the end of the delay of
+    /// the attempt that made it.
+    next_round_at: Option<Instant>,
     /// How many attempts have finished.
     outcomes: u64,
     /// The outcomes of the last few attempts, attempt `n` at `n % RECENT_OUTCOMES`; an
@@ -120,6 +123,7 @@ impl<C> Slot<C> {
                     last_error: None,
                 },
                 state_version: 0,
+                next_round_at: None,
                 outcomes: 0,
                 recent: Default::default(),
                 failing: None,
@@ -200,9 +204,10 @@ impl<C> Slot<C> {
         });
     }
 
-    /// Stops the connection of `generation` from being current, publishing `state`. False if
-    /// it already was not.
-    pub(crate) fn clear_current(&self, generation: u64, state: State) -> bool {
+    /// Stops the connection of `generation` from being current, and publishes that the loop
+    /// waits for the next round, which begins at `next_round_at` or else at the time given
+    /// with the connection. False if it already was not current.
+    pub(crate) fn clear_current(&self, generation: u64, next_round_at: Option<Instant>) -> bool {
         self.change(|inner, effects| {
             if inner.generation != generation || inner.current.is_none() {
                 return false;
@@ -210,7 +215,17 @@ impl<C> Slot<C> {
             inner.current = None;
             inner.forget_connections();
             inner.bump(&self.generation, effects);
-            inner.set_state(state, effects);
+            let next = next_round_at
+                .or(inner.next_round_at)
+                .map(|at| at.max(Instant::now()));
+            inner.set_state(
+                State::Connecting {
+                    attempt: 0,
+                    next_attempt_at: next,
+                    last_error: None,
+                },
+                effects,
+            );
             true
         })
     }
@@ -304,12 +319,13 @@ impl<C: Clone> Slot<C> {
     }
 
     /// Makes `conn` current and publishes `Connected`, unless closing began. Returns its
-    /// generation.
-    pub(crate) fn set_current(&self, conn: &C) -> Option<u64> {
+    /// generation. Should it die, the next round begins at `next_round_at`.
+    pub(crate) fn set_current(&self, conn: &C, next_round_at: Instant) -> Option<u64> {
         self.change(|inner, effects| {
             if inner.closed {
                 return None;
             }
+            inner.next_round_at = Some(next_round_at);
             inner.current = Some(conn.clone());
             inner.failing = None;
             inner.record_outcome(Ok(conn.clone()));
@@ -487,24 +503,19 @@ mod tests {
         let slot = Slot::new();
         assert!(slot.current().is_none());
         assert!(matches!(slot.state(), State::Connecting { .. }));
-        let generation = slot.set_current(&Conn(1)).unwrap();
+        let generation = slot.set_current(&Conn(1), Instant::now()).unwrap();
         assert_eq!(slot.generation(), generation);
         assert_eq!(slot.current(), Some(Conn(1)));
         assert!(slot.state().is_connected());
         assert!(slot.is_current(generation));
 
-        let connecting = State::Connecting {
-            attempt: 0,
-            next_attempt_at: None,
-            last_error: None,
-        };
-        assert!(slot.clear_current(generation, connecting.clone()));
+        assert!(slot.clear_current(generation, None));
         assert!(slot.current().is_none());
         assert!(!slot.state().is_connected());
         assert!(!slot.is_current(generation));
         assert_eq!(slot.generation(), generation + 1);
         // Clearing the same generation again changes nothing.
-        assert!(!slot.clear_current(generation, connecting));
+        assert!(!slot.clear_current(generation, None));
         assert_eq!(slot.generation(), generation + 1);
     }
 
@@ -513,14 +524,14 @@ mod tests {
     #[test]
     fn closing_is_final() {
         let slot = Slot::new();
-        slot.set_current(&Conn(1)).unwrap();
+        slot.set_current(&Conn(1), Instant::now()).unwrap();
         let at = Instant::now();
         assert!(slot.begin_close(|| at));
         assert!(!slot.begin_close(|| panic!("asked once")));
         assert_eq!(slot.close_deadline(), Some(at));
         assert!(slot.current().is_none());
         assert!(slot.state().is_closed());
-        assert!(slot.set_current(&Conn(2)).is_none());
+        assert!(slot.set_current(&Conn(2), Instant::now()).is_none());
         assert!(slot.current().is_none());
         let (_, waker) = counting();
         assert!(matches!(slot.lookup(0, &waker), Lookup::Closed));
@@ -539,14 +550,18 @@ mod tests {
         };
         // Registering again replaces, it does not add.
         slot.lookup(7, &waker);
-        slot.set_current(&Conn(1));
+        slot.set_current(&Conn(1), Instant::now());
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         slot.set_state(State::Connected);
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "a state alone wakes no handle");
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "a state alone wakes no handle"
+        );
         assert!(!slot.watch_generation(7, generation, &waker));
         assert!(slot.watch_generation(7, generation + 1, &waker));
         slot.remove_waker(7);
-        slot.clear_current(generation + 1, State::Closed);
+        slot.clear_current(generation + 1, None);
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "removed");
     }
 
@@ -578,7 +593,7 @@ mod tests {
         };
         let (_, seen) = slot.live().unwrap();
         slot.attempt_failed(&error("a"), false, connecting.clone());
-        let generation = slot.set_current(&Conn(1)).unwrap();
+        let generation = slot.set_current(&Conn(1), Instant::now()).unwrap();
         let inner = slot.lock();
         assert_eq!(
             inner.outcome_after(seen).unwrap().unwrap_err().text(),
@@ -587,8 +602,11 @@ mod tests {
         assert_eq!(inner.outcome_after(seen + 1).unwrap().unwrap(), Conn(1));
         assert!(inner.outcome_after(seen + 2).is_none());
         drop(inner);
-        slot.clear_current(generation, connecting.clone());
-        assert!(slot.lock().outcome_after(seen + 1).is_none(), "dead: skipped");
+        slot.clear_current(generation, None);
+        assert!(
+            slot.lock().outcome_after(seen + 1).is_none(),
+            "dead: skipped"
+        );
         for text in ["b", "c", "d", "e", "f"] {
             slot.attempt_failed(&error(text), false, connecting.clone());
         }
@@ -617,7 +635,7 @@ mod tests {
             async move { slot.outcome_after(0).await }
         });
         tokio::task::yield_now().await;
-        slot.set_current(&Conn(3));
+        slot.set_current(&Conn(3), Instant::now());
         assert!(state.await.unwrap().is_connected());
         assert_eq!(outcome.await.unwrap().unwrap().unwrap(), Conn(3));
         assert!(!finished.is_finished());

@@ -22,7 +22,6 @@ use super::io::{Greeting, Preface, Watched};
 use super::shared::{ConnShared, Version};
 use crate::error::{BoxError, KindError};
 
-
 /// Dials TCP and makes an HTTP/1.1 or HTTP/2 [`HttpConnection`]; a connector for
 /// [`PersistentLayer`](crate::PersistentLayer).
 ///
@@ -298,7 +297,9 @@ impl Drop for AbortOnDrop {
 }
 
 /// The future of [`HttpConnector`]'s `call`: a connection being made.
-pub struct Connecting<B>(Pin<Box<dyn Future<Output = Result<HttpConnection<B>, HttpConnectError>> + Send>>);
+pub struct Connecting<B>(
+    Pin<Box<dyn Future<Output = Result<HttpConnection<B>, HttpConnectError>> + Send>>,
+);
 
 impl<B> Future for Connecting<B> {
     type Output = Result<HttpConnection<B>, HttpConnectError>;

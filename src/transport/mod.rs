@@ -79,6 +79,7 @@
 //! drop(response);
 //! client.close().await;
 //! # }
+//! ```
 //!
 //! # Layout
 //!
