@@ -113,7 +113,8 @@ impl Default for Exponential {
 /// A retry policy: the delay of each connection attempt. See the [module docs](self).
 #[derive(Clone)]
 pub struct RetryPolicy {
-    kind: Kind,
+    /// Shared: a policy is cloned into every persistent connection made with it.
+    kind: Arc<Kind>,
 }
 
 #[derive(Clone)]
@@ -129,17 +130,17 @@ impl Default for RetryPolicy {
     /// A constant 10 s, ±30 %.
     fn default() -> Self {
         RetryPolicy {
-            kind: Kind::Constant {
+            kind: Arc::new(Kind::Constant {
                 delay: Arc::new(|| DEFAULT_RETRY_DELAY),
                 jitter: DEFAULT_JITTER,
-            },
+            }),
         }
     }
 }
 
 impl fmt::Debug for RetryPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
+        match &*self.kind {
             Kind::Constant { jitter, .. } => f
                 .debug_struct("Constant")
                 .field("jitter", jitter)
@@ -216,10 +217,10 @@ impl RetryPolicy {
     {
         check_jitter(jitter)?;
         Ok(RetryPolicy {
-            kind: Kind::Constant {
+            kind: Arc::new(Kind::Constant {
                 delay: Arc::new(delay),
                 jitter,
-            },
+            }),
         })
     }
 
@@ -239,7 +240,7 @@ impl RetryPolicy {
         }
         check_base("initial", params.initial, params.max)?;
         Ok(RetryPolicy {
-            kind: Kind::Exponential(params),
+            kind: Arc::new(Kind::Exponential(params)),
         })
     }
 
@@ -252,7 +253,7 @@ impl RetryPolicy {
     pub fn full_jitter(base: Duration, max: Duration) -> Result<Self, InvalidPolicy> {
         check_base("base", base, max)?;
         Ok(RetryPolicy {
-            kind: Kind::FullJitter { base, max },
+            kind: Arc::new(Kind::FullJitter { base, max }),
         })
     }
 
@@ -265,7 +266,7 @@ impl RetryPolicy {
     pub fn decorrelated_jitter(base: Duration, max: Duration) -> Result<Self, InvalidPolicy> {
         check_base("base", base, max)?;
         Ok(RetryPolicy {
-            kind: Kind::Decorrelated { base, max },
+            kind: Arc::new(Kind::Decorrelated { base, max }),
         })
     }
 
@@ -276,22 +277,22 @@ impl RetryPolicy {
         F: Fn(u32) -> Duration + Send + Sync + 'static,
     {
         RetryPolicy {
-            kind: Kind::Custom(Arc::new(delay)),
+            kind: Arc::new(Kind::Custom(Arc::new(delay))),
         }
     }
 
     /// Makes this a constant policy asking `delay`, keeping the jitter of a constant policy.
     pub(crate) fn set_delay_fn(&mut self, delay: DelayFn) {
-        let jitter = match &self.kind {
+        let jitter = match &*self.kind {
             Kind::Constant { jitter, .. } => *jitter,
             _ => DEFAULT_JITTER,
         };
-        self.kind = Kind::Constant { delay, jitter };
+        self.kind = Arc::new(Kind::Constant { delay, jitter });
     }
 
     /// Sets the jitter of a constant or exponential policy; the others have their own.
     pub(crate) fn set_jitter(&mut self, new: f64) {
-        match &mut self.kind {
+        match Arc::make_mut(&mut self.kind) {
             Kind::Constant { jitter, .. } => *jitter = new,
             Kind::Exponential(e) => e.jitter = new,
             _ => {}
@@ -332,7 +333,7 @@ impl Backoff {
     pub(crate) fn next_delay(&mut self, server: &str) -> Duration {
         let n = self.attempt;
         self.attempt = self.attempt.saturating_add(1);
-        let delay = match &self.policy.kind {
+        let delay = match &*self.policy.kind {
             Kind::Constant { delay, jitter } => {
                 let base = call_or_default(server, || delay());
                 jittered(base, MAX_RETRY_DELAY, *jitter)

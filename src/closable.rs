@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use crate::error::{BoxError, ConnectionClosed};
-use crate::future::ResponseFuture;
+use crate::future::BoxErrorFuture;
 use crate::signal::Signal;
 
 /// A connection that can be closed, and that tells when it is.
@@ -111,6 +111,30 @@ impl<S> Closable for ClosableService<S> {
     }
 }
 
+/// `poll_ready` off the happy path: closed, or the inner service not ready (pending, or failed,
+/// which closes the connection).
+#[inline(never)]
+fn poll_ready_cold<S, R>(
+    inner: &mut S,
+    closed: &Signal,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), BoxError>>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    if closed.is_set() {
+        return Poll::Ready(Err(ConnectionClosed::new().into()));
+    }
+    match inner.poll_ready(cx) {
+        Poll::Ready(Err(error)) => {
+            closed.set();
+            Poll::Ready(Err(error.into()))
+        }
+        other => other.map_err(Into::into),
+    }
+}
+
 impl<S, R> Service<R> for ClosableService<S>
 where
     S: Service<R>,
@@ -118,24 +142,21 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = BoxErrorFuture<S::Future>;
 
-    #[inline]
+    #[inline(always)]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.closed.is_set() {
-            return Poll::Ready(Err(ConnectionClosed::new().into()));
-        }
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(Err(e)) => {
-                self.closed.set();
-                Poll::Ready(Err(e.into()))
+        if !self.closed.is_set() {
+            if let Poll::Ready(Ok(())) = self.inner.poll_ready(cx) {
+                return Poll::Ready(Ok(()));
             }
-            other => other.map_err(Into::into),
         }
+        // Out of line: the inner service is polled again there (which is allowed).
+        poll_ready_cold(&mut self.inner, &self.closed, cx)
     }
 
     #[inline]
     fn call(&mut self, request: R) -> Self::Future {
-        ResponseFuture::new(self.inner.call(request))
+        BoxErrorFuture::new(self.inner.call(request))
     }
 }

@@ -21,7 +21,7 @@ use crate::event::{Event, OnEvent};
 use crate::layer::Config;
 use crate::service::Persistent;
 use crate::shared::{Shared, deadline_after};
-use crate::signal::Signal;
+use crate::signal::Flag;
 use crate::state::State;
 
 /// A new persistent connection: its first handle, and the driver's future (which nothing has
@@ -112,7 +112,7 @@ async fn guarded<S, R>(
     service: &mut S,
     request: R,
     deadline: Instant,
-    stop: &Signal,
+    stop: &Flag,
 ) -> Guarded<S::Response>
 where
     S: Service<R>,
@@ -192,7 +192,7 @@ where
         if let Some(conn) = self.connection_loop().await {
             // Closing began while `conn` was current.
             let deadline = self.closing_deadline();
-            self.close_until(&conn, deadline).await;
+            Box::pin(self.close_until(&conn, deadline)).await;
             drop(conn);
             self.events.emit(Event::Disconnected).await;
         }
@@ -250,7 +250,7 @@ where
                 let deadline = deadline_after(start, delay);
                 // The attempt's own deadline: never before the next attempt could start.
                 let limit = self.connect_timeout.max(delay);
-                let error = match self.attempt(&mut last_address, start, limit).await? {
+                let error = match Box::pin(self.attempt(&mut last_address, start, limit)).await? {
                     Ok(conn) => break (conn, deadline),
                     Err(error) => error,
                 };
@@ -269,7 +269,7 @@ where
                 if !repeated {
                     self.events.emit(Event::FailedToConnect(error)).await;
                 }
-                if !self.wait_until(deadline).await {
+                if !Box::pin(self.wait_until(deadline)).await {
                     return None;
                 }
             };
@@ -277,7 +277,7 @@ where
             let Some(generation) = shared.slot.set_current(&conn, deadline) else {
                 // Closing began as the connection was made: it never becomes current.
                 let deadline = self.closing_deadline();
-                self.close_until(&conn, deadline).await;
+                Box::pin(self.close_until(&conn, deadline)).await;
                 return None;
             };
             let connected_at = Instant::now();
@@ -325,7 +325,7 @@ where
                     // Ours to close; a dead connection holds up the next one for the close
                     // timeout at most.
                     let deadline = deadline_after(Instant::now(), self.close_timeout);
-                    self.close_until(&conn, deadline).await;
+                    Box::pin(self.close_until(&conn, deadline)).await;
                     let graceful = matches!(death, Death::Reported) && graceful();
                     if graceful {
                         shared.slot.set_state(State::Connecting {
@@ -357,7 +357,7 @@ where
                 shared.begin_close();
                 return None;
             }
-            if !self.wait_until(next_round_at).await {
+            if !Box::pin(self.wait_until(next_round_at)).await {
                 return None;
             }
         }
@@ -437,10 +437,19 @@ where
     A: Clone + fmt::Debug + Send + Sync + 'static,
     C: Clone + Send + Sync + 'static,
 {
-    /// Logs `event`, publishes it to the streams, and awaits the handler.
+    /// Logs `event`, publishes it to the streams, and awaits the handler (in a future of its
+    /// own, so that the driver's future stays small where there is none).
     async fn emit(&self, event: Event<A, C>) {
+        self.publish(&event);
+        if let Some(on_event) = &self.on_event {
+            Box::pin(self.handle(on_event, event)).await;
+        }
+    }
+
+    /// Logs `event` and publishes it to the streams.
+    fn publish(&self, event: &Event<A, C>) {
         let server = &*self.shared.server_name;
-        match &event {
+        match event {
             Event::AttemptingToConnect => tracing::info!(server, "attempting to connect"),
             Event::ObtainedAddress(address) => {
                 tracing::info!(server, ?address, "obtained address")
@@ -452,10 +461,13 @@ where
             Event::Disconnected => tracing::info!(server, "disconnected"),
             Event::Lagged(_) => {}
         }
-        self.shared.hub.publish(&event);
-        let Some(on_event) = &self.on_event else {
-            return;
-        };
+        self.shared.hub.publish(event);
+    }
+
+    /// Awaits `on_event`'s handling of `event`: a panic is logged, and once closing began the
+    /// handler has until the close deadline.
+    async fn handle(&self, on_event: &OnEvent<A, C>, event: Event<A, C>) {
+        let server = &*self.shared.server_name;
         let name = event.name();
         // The call and the future both inside: a panic of either is caught.
         let handler = AssertUnwindSafe(async move { on_event(event).await }).catch_unwind();

@@ -102,11 +102,11 @@ enum Kind {
 /// address lookup or of the connector, or the panic message) is its
 /// [`source`](std::error::Error::source).
 #[derive(Clone)]
-pub struct ConnectError(KindError<Kind>);
+pub struct ConnectError(Arc<KindError<Kind>>);
 
 impl ConnectError {
     fn new(kind: Kind, source: Option<BoxError>) -> Self {
-        ConnectError(KindError::new(kind, source))
+        ConnectError(Arc::new(KindError::new(kind, source)))
     }
 
     pub(crate) fn address(source: BoxError) -> Self {

@@ -98,8 +98,13 @@ pub(crate) struct Hub<A, C> {
 
 struct HubState<A, C> {
     last: Option<Event<A, C>>,
-    /// `None` once the persistent connection finished closing: streams then end.
+    /// The channel to the streams: made by the first `events()` call (its buffer holds
+    /// `capacity` events), dropped when the last stream is gone, so that a persistent
+    /// connection nobody watches holds no buffer.
     sender: Option<broadcast::Sender<Event<A, C>>>,
+    capacity: u32,
+    /// The persistent connection finished closing: streams end.
+    finished: bool,
 }
 
 impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
@@ -107,7 +112,9 @@ impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
         Hub {
             state: Mutex::new(HubState {
                 last: None,
-                sender: Some(broadcast::Sender::new(capacity.clamp(1, MAX_CAPACITY))),
+                sender: None,
+                capacity: capacity.clamp(1, MAX_CAPACITY) as u32,
+                finished: false,
             }),
         }
     }
@@ -116,17 +123,26 @@ impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
         let mut state = self.lock();
         state.last = Some(event.clone());
         if let Some(sender) = &state.sender {
-            // Having no subscriber is not an error.
-            let _ = sender.send(event.clone());
+            if sender.receiver_count() == 0 {
+                // Every stream is gone: so is the buffer, until the next `events()`.
+                state.sender = None;
+            } else {
+                let _ = sender.send(event.clone());
+            }
         }
     }
 
     pub(crate) fn subscribe(&self) -> Events<A, C> {
-        let state = self.lock();
-        let receiver = match &state.sender {
-            Some(sender) => sender.subscribe(),
-            // Finished: a receiver whose channel is already closed ends the stream at once.
-            None => broadcast::channel(1).1,
+        let mut state = self.lock();
+        let receiver = if state.finished {
+            // A receiver whose channel is already closed ends the stream at once.
+            broadcast::channel(1).1
+        } else {
+            let capacity = state.capacity as usize;
+            state
+                .sender
+                .get_or_insert_with(|| broadcast::Sender::new(capacity))
+                .subscribe()
         };
         Events {
             first: state.last.clone(),
@@ -142,12 +158,14 @@ impl<A, C> Hub<A, C> {
 
     /// Ends every stream once it has delivered what was already sent.
     pub(crate) fn finish(&self) {
-        self.lock().sender = None;
+        let mut state = self.lock();
+        state.finished = true;
+        state.sender = None;
     }
 }
 
-/// The largest event buffer a subscriber may be given (tokio's broadcast limit is `usize::MAX / 2`,
-/// and each slot is allocated up front).
+/// The largest event buffer the streams may be given (tokio's broadcast limit is
+/// `usize::MAX / 2`, and each slot is allocated when the first stream subscribes).
 const MAX_CAPACITY: usize = 1 << 16;
 
 /// The stream returned by [`Persistent::events`](crate::Persistent::events).

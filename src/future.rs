@@ -10,9 +10,44 @@ use pin_project_lite::pin_project;
 use crate::error::BoxError;
 
 pin_project! {
-    /// The response future of [`Persistent`](crate::Persistent) and of
-    /// [`ClosableService`](crate::ClosableService): the connection's own future, with its error
-    /// turned into a [`BoxError`]; or, when failing fast, the error at once.
+    /// The response future of [`ClosableService`](crate::ClosableService): the inner service's
+    /// own future, with its error turned into a [`BoxError`], and nothing else.
+    pub struct BoxErrorFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> BoxErrorFuture<F> {
+    #[inline]
+    pub(crate) fn new(inner: F) -> Self {
+        BoxErrorFuture { inner }
+    }
+}
+
+impl<F, T, E> Future for BoxErrorFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map(|r| r.map_err(Into::into))
+    }
+}
+
+impl<F> fmt::Debug for BoxErrorFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxErrorFuture").finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// The response future of [`Persistent`](crate::Persistent): the connection's own future,
+    /// with its error turned into a [`BoxError`]; or, when failing fast or closed, the error at
+    /// once.
     pub struct ResponseFuture<F> {
         #[pin]
         state: ResponseState<F>,

@@ -52,12 +52,24 @@ pub struct Persistent<A, C> {
     id: u64,
     /// The connection this handle uses, and its generation.
     conn: Option<(u64, C)>,
-    /// `poll_ready` of `conn` returned `Ready(Ok(()))` and no call was made since.
-    ready: bool,
+    /// What the last `Ready(Ok(()))` of `poll_ready` reserved, until `call`.
+    readiness: Readiness,
     /// The waker registered with the shared state, and for which generation.
     registered: Option<(u64, Waker)>,
-    /// Failing fast: `poll_ready` answered `Ready` without a connection; `call` fails with this.
+    /// While failing fast: the last attempt's error, which `call` fails with. Only read off the
+    /// happy path.
     failing: Option<ConnectError>,
+}
+
+/// What `poll_ready` reserved for `call`: one byte, so that the ready path reads and writes no
+/// more than that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Readiness {
+    NotReady,
+    /// `conn` is ready.
+    Connection,
+    /// Failing fast: `call` fails with `failing`.
+    Failing,
 }
 
 impl<A, C> Persistent<A, C>
@@ -71,7 +83,7 @@ where
             shared,
             id,
             conn: None,
-            ready: false,
+            readiness: Readiness::NotReady,
             registered: None,
             failing: None,
         }
@@ -255,17 +267,43 @@ where
 }
 
 impl<A, C: Clone> Persistent<A, C> {
-    /// The response of a call while failing fast (or closed since `poll_ready`).
+    /// A call off the happy path: failing fast, closed since `poll_ready`, or no readiness at
+    /// all (a panic).
     #[cold]
-    fn fail_fast<F>(&self, error: ConnectError) -> ResponseFuture<F> {
-        if self.shared.is_closed() {
-            return ResponseFuture::failed(Closed::new().into());
+    #[track_caller]
+    fn call_without_connection<F>(&mut self) -> ResponseFuture<F> {
+        let readiness = std::mem::replace(&mut self.readiness, Readiness::NotReady);
+        let failing = self.failing.take();
+        match (readiness, failing) {
+            (Readiness::NotReady, _) | (_, None) => panic!("{NOT_READY}"),
+            _ if self.shared.is_closed() => ResponseFuture::failed(Closed::new().into()),
+            (_, Some(error)) => ResponseFuture::failed(Unavailable::new(error).into()),
         }
-        ResponseFuture::failed(Unavailable::new(error).into())
+    }
+
+    /// A call on a connection ready before closing began: refused.
+    #[cold]
+    fn call_after_close<F>() -> ResponseFuture<F> {
+        ResponseFuture::failed(Closed::new().into())
+    }
+
+    /// `poll_ready` off the happy path: no connection, not the current one, or not ready.
+    #[cold]
+    fn poll_ready_cold<R>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    where
+        C: Service<R>,
+        C::Error: Into<BoxError>,
+    {
+        match &mut self.conn {
+            Some((generation, conn)) if *generation == self.shared.slot.generation() => {
+                let poll = conn.poll_ready(cx);
+                self.not_ready::<R>(poll, cx)
+            }
+            _ => self.poll_ready_slow::<R>(cx),
+        }
     }
 
     /// Handles the answer `poll` of the connection's `poll_ready`, off the happy path.
-    #[cold]
     fn not_ready<R>(
         &mut self,
         poll: Poll<Result<(), C::Error>>,
@@ -275,13 +313,13 @@ impl<A, C: Clone> Persistent<A, C> {
         C: Service<R>,
         C::Error: Into<BoxError>,
     {
-        self.ready = false;
+        self.readiness = Readiness::NotReady;
         let Some((generation, _)) = self.conn else {
             return self.poll_ready_slow::<R>(cx);
         };
         match poll {
             Poll::Ready(Ok(())) => {
-                self.ready = true;
+                self.readiness = Readiness::Connection;
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
@@ -310,7 +348,7 @@ impl<A, C: Clone> Persistent<A, C> {
         C: Service<R>,
         C::Error: Into<BoxError>,
     {
-        self.ready = false;
+        self.readiness = Readiness::NotReady;
         self.failing = None;
         self.conn = None;
         match self.shared.slot.lookup(self.id, cx.waker()) {
@@ -322,7 +360,7 @@ impl<A, C: Clone> Persistent<A, C> {
             Lookup::Closed => Poll::Ready(Err(Closed::new().into())),
             Lookup::Failing(error) => {
                 self.failing = Some(error);
-                self.ready = true;
+                self.readiness = Readiness::Failing;
                 Poll::Ready(Ok(()))
             }
             Lookup::Registered(generation) => {
@@ -342,33 +380,34 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<C::Future>;
 
-    #[inline]
+    #[inline(always)]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // The happy path: ready on the connection that is still current.
         if let Some((generation, conn)) = &mut self.conn {
             if *generation == self.shared.slot.generation() {
-                let poll = conn.poll_ready(cx);
-                if let Poll::Ready(Ok(())) = poll {
-                    self.ready = true;
+                if let Poll::Ready(Ok(())) = conn.poll_ready(cx) {
+                    self.readiness = Readiness::Connection;
                     return Poll::Ready(Ok(()));
                 }
-                return self.not_ready::<R>(poll, cx);
             }
         }
-        self.poll_ready_slow::<R>(cx)
+        // Everything else, out of line: the connection is polled again there if it was not
+        // ready (polling again is allowed, and keeps this path short).
+        self.poll_ready_cold::<R>(cx)
     }
 
-    #[inline]
+    #[inline(always)]
     fn call(&mut self, request: R) -> Self::Future {
-        assert!(self.ready, "{NOT_READY}");
-        self.ready = false;
-        if let Some(error) = self.failing.take() {
-            return self.fail_fast(error);
+        if self.readiness != Readiness::Connection {
+            return self.call_without_connection();
         }
-        let (generation, conn) = self.conn.as_mut().expect(NOT_READY);
+        self.readiness = Readiness::NotReady;
+        let Some((generation, conn)) = &mut self.conn else {
+            unreachable!("ready on a connection");
+        };
         // Closing bumps the generation: only then is the closed flag read.
         if *generation != self.shared.slot.generation() && self.shared.is_closed() {
-            return ResponseFuture::failed(Closed::new().into());
+            return Self::call_after_close();
         }
         ResponseFuture::new(conn.call(request))
     }
@@ -382,7 +421,7 @@ impl<A, C: Clone> Clone for Persistent<A, C> {
             shared: self.shared.clone(),
             id,
             conn: None,
-            ready: false,
+            readiness: Readiness::NotReady,
             registered: None,
             failing: None,
         }
@@ -401,7 +440,7 @@ impl<A, C> fmt::Debug for Persistent<A, C> {
         f.debug_struct("Persistent")
             .field("server_name", &self.shared.server_name)
             .field("closed", &self.shared.is_closed())
-            .field("ready", &self.ready)
+            .field("ready", &(self.readiness != Readiness::NotReady))
             .finish_non_exhaustive()
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::event::Hub;
 use crate::layer::Config;
-use crate::signal::Signal;
+use crate::signal::Flag;
 use crate::slot::Slot;
 
 pub(crate) struct Shared<A, C> {
@@ -32,7 +32,7 @@ pub(crate) struct Shared<A, C> {
 #[derive(Default)]
 pub(crate) struct Commands {
     /// Set when closing begins: stops the driver's waiting.
-    pub(crate) stop: Signal,
+    pub(crate) stop: Flag,
     /// A handle saw the current connection fail (its `poll_ready`, or its `is_closed`
     /// panicked).
     pub(crate) dead: Notify,

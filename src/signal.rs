@@ -7,35 +7,53 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
 
-/// Cloneable; all clones share one state.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Signal(Arc<Inner>);
-
+/// A one-shot flag, embedded where it is shared.
 #[derive(Debug, Default)]
-struct Inner {
+pub(crate) struct Flag {
     set: AtomicBool,
     notify: Notify,
 }
 
-impl Signal {
-    /// Sets the signal and wakes every waiter. Returns true for the call that set it.
+impl Flag {
+    /// Sets the flag and wakes every waiter. Returns true for the call that set it.
     pub(crate) fn set(&self) -> bool {
-        let first = !self.0.set.swap(true, Ordering::AcqRel);
+        let first = !self.set.swap(true, Ordering::AcqRel);
         if first {
-            self.0.notify.notify_waiters();
+            self.notify.notify_waiters();
         }
         first
     }
 
     #[inline]
     pub(crate) fn is_set(&self) -> bool {
-        self.0.set.load(Ordering::Acquire)
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the flag is set.
+    pub(crate) async fn wait(&self) {
+        wait_until(&self.notify, || self.is_set().then_some(())).await
+    }
+}
+
+/// A [`Flag`] of its own: cloneable, all clones share one flag.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Signal(Arc<Flag>);
+
+impl Signal {
+    /// Sets the signal and wakes every waiter. Returns true for the call that set it.
+    pub(crate) fn set(&self) -> bool {
+        self.0.set()
+    }
+
+    #[inline]
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.is_set()
     }
 
     /// Resolves once the signal is set; borrows nothing.
     pub(crate) fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
-        let this = self.clone();
-        async move { wait_until(&this.0.notify, || this.is_set().then_some(())).await }
+        let this = self.0.clone();
+        async move { this.wait().await }
     }
 }
 

@@ -1,0 +1,129 @@
+//! The services the overhead benches compare: a trivial inner service, alone and under each
+//! wrapper, built the same way for every bench.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use tokio_util::sync::CancellationToken;
+use tower::reconnect::Reconnect;
+use tower::{Layer, Service, service_fn};
+use tower_persistent::{Closable, ClosableService, Persistent, PersistentLayer};
+
+/// The trivial inner service: answers `n + 1` at once.
+#[derive(Clone, Copy)]
+pub struct Inner;
+
+impl Service<u64> for Inner {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, n: u64) -> Self::Future {
+        ready(Ok(n + 1))
+    }
+}
+
+/// `Inner` as a connection with a hand-written `Closable` impl.
+#[derive(Clone)]
+pub struct Direct {
+    inner: Inner,
+    closed: CancellationToken,
+}
+
+impl Service<u64> for Direct {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, n: u64) -> Self::Future {
+        self.inner.call(n)
+    }
+}
+
+impl Closable for Direct {
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        self.closed.cancel();
+        ready(())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    fn close_finished(&self) -> impl Future<Output = ()> + Send {
+        self.closed.clone().cancelled_owned()
+    }
+}
+
+/// A connected `Persistent` over `Inner` as a hand-written `Closable` connection. Needs a
+/// runtime (entered) to spawn its driver; `connect` awaits the connection.
+pub fn persistent() -> Persistent<(), Direct> {
+    PersistentLayer::new("bench", service_fn(|()| ready(Ok::<_, Infallible>(())))).layer(
+        service_fn(|()| {
+            ready(Ok::<_, Infallible>(Direct {
+                inner: Inner,
+                closed: CancellationToken::new(),
+            }))
+        }),
+    )
+}
+
+/// A connected `Persistent` over `ClosableService<Inner>`.
+pub fn persistent_closable() -> Persistent<(), ClosableService<Inner>> {
+    PersistentLayer::new("bench", service_fn(|()| ready(Ok::<_, Infallible>(())))).layer(
+        service_fn(|()| ready(Ok::<_, Infallible>(ClosableService::new(Inner)))),
+    )
+}
+
+/// tower's `Reconnect` over `Inner`.
+pub type Reconnecting =
+    Reconnect<tower::util::ServiceFn<fn(()) -> Ready<Result<Inner, Infallible>>>, ()>;
+
+pub fn reconnect() -> Reconnecting {
+    fn make(_: ()) -> Ready<Result<Inner, Infallible>> {
+        ready(Ok(Inner))
+    }
+    Reconnect::new(
+        service_fn(make as fn(()) -> Ready<Result<Inner, Infallible>>),
+        (),
+    )
+}
+
+/// One `poll_ready` + `call` + poll of the response, without a runtime (the services answer at
+/// once). Panics if any of them is not ready.
+#[inline(always)]
+pub fn tight_round<S>(svc: &mut S, cx: &mut Context<'_>, n: u64) -> u64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    match svc.poll_ready(cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("not ready"),
+    }
+    let response = pin!(svc.call(n));
+    match response.poll(cx) {
+        Poll::Ready(Ok(m)) => m,
+        _ => panic!("not answered at once"),
+    }
+}
+
+/// A context with a waker that does nothing.
+pub fn noop_context() -> Context<'static> {
+    Context::from_waker(Waker::noop())
+}
