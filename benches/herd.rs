@@ -182,7 +182,7 @@ fn main() {
         );
     }
 
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/herd.svg");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/herd.svg");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     plot(&outcomes, &path).expect("the plot");
     println!("\nplot: {}", path.display());

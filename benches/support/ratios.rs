@@ -5,11 +5,15 @@ use std::path::PathBuf;
 
 /// The mean, in nanoseconds, criterion estimated for `run` of `group` in this run.
 pub fn mean(group: &str, run: &str) -> Option<f64> {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
+    // Criterion writes under the target directory, which holds this binary in
+    // `<target>/<profile>/deps/`.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("criterion")
-        .join(group);
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.parent()?.to_path_buf())
+        })?;
+    let dir = target.join("criterion").join(group);
     let json = std::fs::read_to_string(dir.join(run).join("new/estimates.json")).ok()?;
     let after = &json[json.find("\"mean\"")?..];
     let after = &after[after.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
