@@ -1,87 +1,35 @@
 //! The cost of a request through a connected `Persistent` handle, against the bare inner
-//! service, tower's `Reconnect` and tower's `Buffer` over the same service, in one run.
+//! service, tower's `Reconnect` and (in the async loop) tower's `Buffer` over the same service,
+//! in one run. Two loops:
 //!
-//! Each iteration is `ready().await` then `call(..).await` on a service that answers at once.
-//! After the measurements, the ratios to the bare service are printed (from criterion's own
-//! estimates), so that the figures of one run compare like with like.
+//! - `tight`: `poll_ready`, `call` and one poll of the response, with a no-op waker and no
+//!   runtime, as a caller that drives the service by hand;
+//! - `async`: `ready().await` then `call(..).await` on a current-thread tokio runtime.
+//!
+//! The service answers at once. After the measurements, each run's mean is printed with its
+//! difference to the bare service and its ratio to `Reconnect`, from criterion's own estimates,
+//! so that the figures of one run compare like with like. Instruction counts, which a shared
+//! machine does not blur, are in `benches/instructions.rs`.
 //!
 //! ```text
-//! cargo bench --bench overhead
+//! cargo bench -p tower-persistent-benches --bench overhead
 //! ```
 
 #[path = "support/ratios.rs"]
 mod ratios;
+#[path = "support/services.rs"]
+mod services;
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::task::{Context, Poll};
 
 use criterion::{BenchmarkId, Criterion};
+use services::*;
 use tokio::runtime::Runtime;
-use tokio_util::sync::CancellationToken;
 use tower::buffer::Buffer;
-use tower::reconnect::Reconnect;
-use tower::{Layer, Service, ServiceExt, service_fn};
-use tower_persistent::{Closable, ClosableService, PersistentLayer};
+use tower::{Service, ServiceExt};
 
-/// The trivial inner service: answers `n + 1` at once.
-#[derive(Clone, Copy)]
-struct Inner;
-
-impl Service<u64> for Inner {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = Ready<Result<u64, Infallible>>;
-
-    #[inline]
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    #[inline]
-    fn call(&mut self, n: u64) -> Self::Future {
-        ready(Ok(n + 1))
-    }
-}
-
-/// `Inner` as a connection with a hand-written `Closable` impl.
-#[derive(Clone)]
-struct Direct {
-    inner: Inner,
-    closed: CancellationToken,
-}
-
-impl Service<u64> for Direct {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = Ready<Result<u64, Infallible>>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    #[inline]
-    fn call(&mut self, n: u64) -> Self::Future {
-        self.inner.call(n)
-    }
-}
-
-impl Closable for Direct {
-    fn close(&self) -> impl Future<Output = ()> + Send {
-        self.closed.cancel();
-        ready(())
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
-    }
-
-    fn close_finished(&self) -> impl Future<Output = ()> + Send {
-        self.closed.clone().cancelled_owned()
-    }
-}
+const TIGHT: &str = "tight";
+const ASYNC: &str = "async";
 
 async fn one_request<S>(svc: &mut S, n: u64) -> u64
 where
@@ -91,56 +39,29 @@ where
     svc.ready().await.unwrap().call(n).await.unwrap()
 }
 
-const GROUP: &str = "ready_and_call";
-const BASELINE: &str = "bare";
-const RUNS: [&str; 5] = [
-    BASELINE,
-    "persistent",
-    "persistent_closable_service",
-    "reconnect",
-    "buffer",
-];
-
-fn bench(c: &mut Criterion, rt: &Runtime) {
-    let _guard = rt.enter();
-    let get_address = service_fn(|()| ready(Ok::<_, Infallible>(())));
-
-    let bare = Inner;
-    let persistent = PersistentLayer::new("bench", get_address).layer(service_fn(|()| {
-        ready(Ok::<_, Infallible>(Direct {
-            inner: Inner,
-            closed: CancellationToken::new(),
-        }))
-    }));
-    let persistent_closable = PersistentLayer::new("bench", get_address).layer(service_fn(|()| {
-        ready(Ok::<_, Infallible>(ClosableService::new(Inner)))
-    }));
-    let mut reconnect = Reconnect::new(service_fn(|()| ready(Ok::<_, Infallible>(Inner))), ());
-    let mut buffer = Buffer::new(Inner, 1024);
-    rt.block_on(async {
-        persistent.connected().await.unwrap();
-        persistent_closable.connected().await.unwrap();
-        // Reconnect connects on its first poll_ready.
-        one_request(&mut reconnect, 0).await;
-        one_request(&mut buffer, 0).await;
+/// Measures `iters` requests of `svc` per sample in the tight loop.
+fn tight<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut svc: S,
+) where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    group.bench_function(BenchmarkId::from_parameter(name), |b| {
+        b.iter_custom(|iters| {
+            let mut cx = noop_context();
+            let start = std::time::Instant::now();
+            for n in 0..iters {
+                black_box(tight_round(&mut svc, &mut cx, black_box(n)));
+            }
+            start.elapsed()
+        })
     });
-
-    let mut group = c.benchmark_group(GROUP);
-    measure(&mut group, rt, BASELINE, bare);
-    measure(&mut group, rt, "persistent", persistent);
-    measure(
-        &mut group,
-        rt,
-        "persistent_closable_service",
-        persistent_closable,
-    );
-    measure(&mut group, rt, "reconnect", reconnect);
-    measure(&mut group, rt, "buffer", buffer);
-    group.finish();
 }
 
-/// Measures `iters` sequential requests on `svc` per sample.
-fn measure<S>(
+/// Measures `iters` sequential requests of `svc` per sample in the async loop.
+fn async_loop<S>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     rt: &Runtime,
     name: &str,
@@ -173,14 +94,56 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let _guard = rt.enter();
     let mut c = Criterion::default().configure_from_args();
-    bench(&mut c, &rt);
-    c.final_summary();
-    print_ratios();
-}
 
-/// Prints each run's mean time and its ratio to the bare service, from criterion's estimates.
-fn print_ratios() {
-    let rows: Vec<(&str, &str)> = RUNS.iter().map(|run| (*run, BASELINE)).collect();
-    ratios::print(GROUP, &rows, "ns", 1.0);
+    // Each service connected (and its slow path taken) before it is measured.
+    let warm = |svc: &mut dyn FnMut()| svc();
+    let mut p = persistent();
+    let mut pc = persistent_closable();
+    let mut r = reconnect();
+    let mut buffer = Buffer::new(Inner, 1024);
+    warm(&mut || {
+        rt.block_on(async {
+            one_request(&mut p, 0).await;
+            one_request(&mut pc, 0).await;
+            one_request(&mut r, 0).await;
+            one_request(&mut buffer, 0).await;
+        })
+    });
+
+    let mut group = c.benchmark_group(TIGHT);
+    tight(&mut group, "bare", Inner);
+    tight(&mut group, "persistent", p.clone());
+    tight(&mut group, "persistent_closable_service", pc.clone());
+    tight(&mut group, "reconnect", r);
+    group.finish();
+    // Fresh handles: readiness is per handle.
+    let mut r = reconnect();
+    rt.block_on(one_request(&mut r, 0));
+
+    let mut group = c.benchmark_group(ASYNC);
+    async_loop(&mut group, &rt, "bare", Inner);
+    async_loop(&mut group, &rt, "persistent", p);
+    async_loop(&mut group, &rt, "persistent_closable_service", pc);
+    async_loop(&mut group, &rt, "reconnect", r);
+    async_loop(&mut group, &rt, "buffer", buffer);
+    group.finish();
+    c.final_summary();
+
+    for group in [TIGHT, ASYNC] {
+        println!("\n{group} loop:");
+        ratios::print_against(
+            group,
+            &[
+                "bare",
+                "persistent",
+                "persistent_closable_service",
+                "reconnect",
+                "buffer",
+            ],
+            "bare",
+            "reconnect",
+        );
+    }
 }

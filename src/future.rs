@@ -58,7 +58,9 @@ pin_project! {
     #[project = ResponseStateProj]
     enum ResponseState<F> {
         Called { #[pin] future: F },
-        Failed { error: Option<BoxError> },
+        // Boxed once more: a thin pointer, so that the future is no larger than `F` where `F`
+        // leaves a niche (moving a larger one costs a store-forwarding stall per request).
+        Failed { error: Option<Box<BoxError>> },
     }
 }
 
@@ -72,7 +74,9 @@ impl<F> ResponseFuture<F> {
 
     pub(crate) fn failed(error: BoxError) -> Self {
         ResponseFuture {
-            state: ResponseState::Failed { error: Some(error) },
+            state: ResponseState::Failed {
+                error: Some(Box::new(error)),
+            },
         }
     }
 }
@@ -88,7 +92,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             ResponseStateProj::Called { future } => future.poll(cx).map(|r| r.map_err(Into::into)),
-            ResponseStateProj::Failed { error } => Poll::Ready(Err(error
+            ResponseStateProj::Failed { error } => Poll::Ready(Err(*error
                 .take()
                 .expect("ResponseFuture polled after completion"))),
         }

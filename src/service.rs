@@ -271,20 +271,20 @@ impl<A, C: Clone> Persistent<A, C> {
     /// all (a panic).
     #[cold]
     #[track_caller]
-    fn call_without_connection<F>(&mut self) -> ResponseFuture<F> {
+    fn call_without_connection(&mut self) -> BoxError {
         let readiness = std::mem::replace(&mut self.readiness, Readiness::NotReady);
         let failing = self.failing.take();
         match (readiness, failing) {
             (Readiness::NotReady, _) | (_, None) => panic!("{NOT_READY}"),
-            _ if self.shared.is_closed() => ResponseFuture::failed(Closed::new().into()),
-            (_, Some(error)) => ResponseFuture::failed(Unavailable::new(error).into()),
+            _ if self.shared.is_closed() => Closed::new().into(),
+            (_, Some(error)) => Unavailable::new(error).into(),
         }
     }
 
-    /// A call on a connection ready before closing began: refused.
+    /// The error of a call on a connection ready before closing began.
     #[cold]
-    fn call_after_close<F>() -> ResponseFuture<F> {
-        ResponseFuture::failed(Closed::new().into())
+    fn call_after_close() -> BoxError {
+        Closed::new().into()
     }
 
     /// `poll_ready` off the happy path: no connection, not the current one, or not ready.
@@ -398,18 +398,25 @@ where
 
     #[inline(always)]
     fn call(&mut self, request: R) -> Self::Future {
-        if self.readiness != Readiness::Connection {
-            return self.call_without_connection();
-        }
-        self.readiness = Readiness::NotReady;
-        let Some((generation, conn)) = &mut self.conn else {
-            unreachable!("ready on a connection");
+        // The cold paths give an error, not a future, so that the future is made in one place
+        // (two makers would meet through a temporary copy, which costs a store-forwarding stall
+        // per request).
+        let error = if self.readiness == Readiness::Connection {
+            self.readiness = Readiness::NotReady;
+            match &mut self.conn {
+                // Closing bumps the generation: only then is the closed flag read.
+                Some((generation, _))
+                    if *generation != self.shared.slot.generation() && self.shared.is_closed() =>
+                {
+                    Self::call_after_close()
+                }
+                Some((_, conn)) => return ResponseFuture::new(conn.call(request)),
+                None => unreachable!("ready on a connection"),
+            }
+        } else {
+            self.call_without_connection()
         };
-        // Closing bumps the generation: only then is the closed flag read.
-        if *generation != self.shared.slot.generation() && self.shared.is_closed() {
-            return Self::call_after_close();
-        }
-        ResponseFuture::new(conn.call(request))
+        ResponseFuture::failed(error)
     }
 }
 

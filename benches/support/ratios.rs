@@ -21,6 +21,7 @@ pub fn mean(group: &str, run: &str) -> Option<f64> {
     after[..end].trim().parse().ok()
 }
 
+#[allow(dead_code)]
 /// Prints a table of `(run, baseline)` pairs: the run's mean (in `unit`s of `scale` ns) and its
 /// ratio to the baseline's mean.
 pub fn print(group: &str, rows: &[(&str, &str)], unit: &str, scale: f64) {
@@ -33,6 +34,29 @@ pub fn print(group: &str, rows: &[(&str, &str)], unit: &str, scale: f64) {
     for (run, base) in rows {
         if let (Some(m), Some(b)) = (mean(group, run), mean(group, base)) {
             println!("{run:<34} {:>12.2} {:>8.3}", m / scale, m / b);
+        }
+    }
+}
+
+/// Prints each of `runs` (those measured in this run) with its mean in ns, its difference to
+/// `base` in ns, and its ratio to `other`.
+#[allow(dead_code)]
+pub fn print_against(group: &str, runs: &[&str], base: &str, other: &str) {
+    println!(
+        "{:<32} {:>10} {:>12} {:>12}",
+        "run",
+        "mean (ns)",
+        format!("- {base}"),
+        format!("/ {other}")
+    );
+    let (b, o) = (mean(group, base), mean(group, other));
+    for run in runs {
+        if let Some(m) = mean(group, run) {
+            println!(
+                "{run:<32} {m:>10.2} {:>12} {:>12}",
+                b.map_or("-".into(), |b| format!("{:+.2}", m - b)),
+                o.map_or("-".into(), |o| format!("{:.3}", m / o)),
+            );
         }
     }
 }
