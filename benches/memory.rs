@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tower::reconnect::Reconnect;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, ServiceExt, service_fn};
 use tower_persistent::{ClosableService, PersistentLayer};
 
 /// Counts the bytes allocated and not yet freed.

@@ -26,7 +26,7 @@ use criterion::{BenchmarkId, Criterion};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, ServiceExt, service_fn};
 use tower_persistent::{ClosableService, PersistentLayer};
 
 const GROUP: &str = "wake";

@@ -269,7 +269,7 @@ where
                 if !repeated {
                     self.events.emit(Event::FailedToConnect(error)).await;
                 }
-                if !Box::pin(self.wait_until(deadline)).await {
+                if !self.wait_until(deadline).await {
                     return None;
                 }
             };
@@ -357,15 +357,24 @@ where
                 shared.begin_close();
                 return None;
             }
-            if !Box::pin(self.wait_until(next_round_at)).await {
+            if !self.wait_until(next_round_at).await {
                 return None;
             }
         }
     }
 
     /// Waits until `deadline`, or less if `reconnect_now` is called (which also resets the
-    /// policy). False if closing began.
+    /// policy). False if closing began. A deadline already passed is not waited for at all (a
+    /// timer would only fire at its next tick, 1 ms later); the timer's wait runs in a future
+    /// of its own, so that the driver's future stays small.
     async fn wait_until(&mut self, deadline: Instant) -> bool {
+        if deadline <= Instant::now() {
+            return !self.shared().commands.stop.is_set();
+        }
+        Box::pin(self.wait_for_timer(deadline)).await
+    }
+
+    async fn wait_for_timer(&mut self, deadline: Instant) -> bool {
         let shared = self.shared().clone();
         tokio::select! {
             biased;
