@@ -41,8 +41,10 @@ pub(crate) const NOT_READY: &str =
 ///   current meanwhile. Errors of a request in flight when its connection dies are returned to
 ///   its caller; nothing is retried here (that is `tower::retry`'s job).
 /// - Readiness belongs to one handle: a clone starts unready.
-/// - A handle that is ready on the current connection costs one atomic load over the
-///   connection's own `poll_ready`: no lock, no allocation.
+/// - A handle that is ready on the current connection costs a load of the connection's
+///   generation in `poll_ready` and another in `call` (so that a call after
+///   [`close`](Self::close) is refused), and a one-byte readiness flag, over the connection's
+///   own `poll_ready` and `call`: no lock, no allocation.
 ///
 /// # Panics
 ///

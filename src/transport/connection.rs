@@ -69,6 +69,7 @@ impl<B> HttpConnection<B> {
 impl<B> Closable for HttpConnection<B> {
     fn close(&self) -> impl Future<Output = ()> + Send {
         self.shared.closing.set();
+        self.shared.task.wake();
         self.shared.finished.wait()
     }
 
@@ -276,10 +277,19 @@ async fn drive(
     let _finished = SetOnDrop(shared.finished.clone());
     // However it ends, clones waiting for the HTTP/1.1 permit learn that it is over.
     let _permits = CloseOnDrop(permits.clone());
-    let ended = tokio::select! {
-        result = &mut conn => Some(result),
-        _ = shared.closing.wait() => None,
-    };
+    // hyper's connection first, and the close of ours checked only when it has nothing to do:
+    // `close` wakes this task through `task` (cheaper, per wake-up, than a `Notify` waiter).
+    let ended = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        shared.task.register(cx.waker());
+        if shared.closing.is_set() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
     match ended {
         Some(Ok(())) => {
             // The peer ended it in good order (EOF between responses, Connection: close,

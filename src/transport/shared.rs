@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::signal::{Signal, wait_until};
@@ -21,6 +22,8 @@ pub(super) struct ConnShared {
     pub(super) version: Version,
     /// Set by `close`: no new requests.
     pub(super) closing: Signal,
+    /// The connection's task, woken by `close`.
+    pub(super) task: AtomicWaker,
     /// Set when hyper's connection task has ended and the socket is closed.
     pub(super) finished: Signal,
     /// Requests sent whose response (body included) is not finished.
@@ -39,6 +42,7 @@ impl ConnShared {
             peer,
             version,
             closing: Signal::default(),
+            task: AtomicWaker::new(),
             finished: Signal::default(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
