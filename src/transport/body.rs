@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use super::shared::InFlight;
 use crate::error::BoxError;
 
-/// The response future of [`HttpConnection`].
+/// The response future of [`HttpConnection`](super::HttpConnection).
 pub struct ResponseFuture {
     response: Pin<Box<dyn Future<Output = hyper::Result<http::Response<Incoming>>> + Send>>,
     in_flight: Option<InFlight>,

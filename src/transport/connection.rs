@@ -21,10 +21,10 @@ use crate::Closable;
 use crate::error::{BoxError, ConnectionClosed};
 use crate::signal::Signal;
 
-/// An HTTP/1.1 or HTTP/2 connection made by [`HttpConnector`]: a cloneable
+/// An HTTP/1.1 or HTTP/2 connection made by [`HttpConnector`](super::HttpConnector): a cloneable
 /// `Service<http::Request<B>>` and [`Closable`].
 ///
-/// Clones share the connection; readiness is per clone. See the [module docs](self).
+/// Clones share the connection; readiness is per clone. See the [module docs](super).
 pub struct HttpConnection<B> {
     shared: Arc<ConnShared>,
     sender: Sender<B>,

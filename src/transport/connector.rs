@@ -99,7 +99,7 @@ impl<B> HttpConnector<B> {
         self
     }
 
-    /// How long a graceful [`close`](Closable::close) waits for requests in flight before it
+    /// How long a graceful [`close`](crate::Closable::close) waits for requests in flight before it
     /// closes the socket anyway. Default: [`DEFAULT_CLOSE_TIMEOUT`] (5 s), within the persistent
     /// connection's own [`close_timeout`](crate::PersistentLayer::close_timeout) (10 s), which
     /// bounds the whole close. Every value is accepted: zero closes at once, `Duration::MAX`

@@ -2,7 +2,7 @@
 //! default).
 //!
 //! [`HttpConnector`] is a connector for [`PersistentLayer`](crate::PersistentLayer): a tower
-//! `Service` from a [`SocketAddr`] to an [`HttpConnection`]. Each connection dials TCP (with
+//! `Service` from a [`SocketAddr`](std::net::SocketAddr) to an [`HttpConnection`]. Each connection dials TCP (with
 //! `TCP_NODELAY`), performs the HTTP handshake, and spawns hyper's connection task on the current
 //! tokio runtime.
 //!
@@ -14,14 +14,14 @@
 //!   HTTP/1.1 has no server greeting: there the timeout covers the TCP connect, and a server
 //!   that hangs later is a matter for a request timeout (`tower::timeout`).
 //! - **Closed when**: hyper's connection task ends for any reason (the peer closed the socket,
-//!   sent GOAWAY, an I/O or protocol error, or our [`close`](Closable::close)).
-//!   [`close_finished`](Closable::close_finished) resolves then, so the persistent connection
+//!   sent GOAWAY, an I/O or protocol error, or our [`close`](crate::Closable::close)).
+//!   [`close_finished`](crate::Closable::close_finished) resolves then, so the persistent connection
 //!   notices and reconnects, even while idle.
-//! - **Closed gracefully** ([`closed_gracefully`](Closable::closed_gracefully)): the server
+//! - **Closed gracefully** ([`closed_gracefully`](crate::Closable::closed_gracefully)): the server
 //!   answered on the connection and then ended it in good order (`Connection: close`, GOAWAY, a
 //!   keep-alive limit, an idle timeout), before any close of ours. The persistent connection
 //!   replaces such a connection at once, instead of waiting out the retry delay.
-//! - **Graceful close**: [`close`](Closable::close) stops new requests at once (`poll_ready`
+//! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`
 //!   fails), lets the requests in flight finish, bodies included, for up to the
 //!   [`close_timeout`](HttpConnector::close_timeout) (default 5 s), then closes the socket.
 //!
