@@ -69,13 +69,11 @@ async fn main() {
         .retry_delay(|| Duration::from_millis(300))
         .on_event(
             move |event: Event<SocketAddr, HttpConnection<Empty<Bytes>>>| async move {
-                let what = match event {
-                    Event::AttemptingToConnect => "attempting to connect".to_owned(),
+                // Events display as the logs say them; the connection's peer is added.
+                let what = match &event {
                     Event::ObtainedAddress(address) => format!("catalog answered {address}"),
-                    Event::FailedToConnect(error) => format!("failed to connect: {}", error.text()),
                     Event::Connected(conn) => format!("connected to {}", conn.peer_addr()),
-                    Event::Disconnected => "disconnected".to_owned(),
-                    other => format!("{other:?}"),
+                    other => other.to_string(),
                 };
                 println!("{} EVENT {what}", stamp());
             },

@@ -42,13 +42,10 @@ async fn main() -> io::Result<()> {
     let layer = PersistentLayer::new("echo", get_address)
         .retry_delay(|| Duration::from_millis(300))
         .on_event(move |event: Event<SocketAddr, LineConn>| async move {
-            let what = match event {
-                Event::AttemptingToConnect => "attempting to connect".to_owned(),
-                Event::ObtainedAddress(address) => format!("obtained address {address}"),
-                Event::FailedToConnect(error) => format!("failed to connect: {}", error.text()),
+            // Events display as the logs say them; the connection's peer is added.
+            let what = match &event {
                 Event::Connected(conn) => format!("connected to {}", conn.peer),
-                Event::Disconnected => "disconnected".to_owned(),
-                other => format!("{other:?}"),
+                other => other.to_string(),
             };
             println!("{} EVENT {what}", stamp(start));
         });

@@ -10,6 +10,7 @@
 //! | [`RoundRobin`] | the next address of a list, in turn |
 //! | [`Dns`] | `host:port` resolved again at every call, rotating among the results |
 //! | [`Catalog`] | the next replica published in a directory, in turn |
+//! | [`Watch`] | the address last pushed through a `tokio::sync::watch` channel |
 //!
 //! The persistent connection calls its lookup once per connection attempt, that is after a
 //! failed attempt or after a connection died. The rotating lookups therefore move on to another
@@ -226,6 +227,67 @@ impl Service<()> for Dns {
             addresses.dedup();
             rotation.pick(&addresses, || format!("{host_port} resolved to no address"))
         })
+    }
+}
+
+/// The address last pushed through a [`tokio::sync::watch`] channel: for addresses that come from
+/// elsewhere in the program (a configuration reloader, a membership protocol, an admin
+/// endpoint), with no `Arc<Mutex<_>>` and no `service_fn`.
+///
+/// Every call answers the value in the channel at that moment; `None` (nothing published, or
+/// withdrawn) is an error, so the attempt fails and is retried after the delay. A new address
+/// takes effect at the next attempt; a live connection is left alone.
+///
+/// # Examples
+///
+/// ```
+/// use tower::ServiceExt;
+/// use tower_persistent::discovery::Watch;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (publish, lookup) = Watch::channel(None);
+/// assert!(lookup.clone().oneshot(()).await.is_err(), "nothing published yet");
+/// publish.send_replace(Some("10.0.0.7:8080".to_owned()));
+/// assert_eq!(lookup.clone().oneshot(()).await.unwrap(), "10.0.0.7:8080");
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Watch<A> {
+    receiver: tokio::sync::watch::Receiver<Option<A>>,
+}
+
+impl<A> Watch<A> {
+    /// A lookup of the values sent on `receiver`'s channel.
+    pub fn new(receiver: tokio::sync::watch::Receiver<Option<A>>) -> Self {
+        Watch { receiver }
+    }
+
+    /// A new channel holding `initial`: its sender, to publish addresses, and the lookup.
+    pub fn channel(initial: Option<A>) -> (tokio::sync::watch::Sender<Option<A>>, Self) {
+        let (sender, receiver) = tokio::sync::watch::channel(initial);
+        (sender, Watch { receiver })
+    }
+}
+
+impl<A: Clone> Service<()> for Watch<A> {
+    type Response = A;
+    type Error = LookupError;
+    type Future = Ready<Result<A, LookupError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), LookupError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        let current = self.receiver.borrow().clone();
+        ready(current.ok_or_else(|| {
+            let message = if self.receiver.has_changed().is_err() {
+                "no address published, and the publisher is gone"
+            } else {
+                "no address published"
+            };
+            LookupError::new(message, None)
+        }))
     }
 }
 

@@ -90,6 +90,33 @@ impl<A: fmt::Debug, C> fmt::Debug for Event<A, C> {
     }
 }
 
+/// One line for people, as the logs say it: `attempting to connect`, `obtained address 10.0.0.7:80`
+/// (the address's `Debug`), `failed to connect: connect failed: tcp connect failed: Connection
+/// refused (os error 111)` (the error with its sources, as [`ConnectError::text`]),
+/// `connected`, `disconnected`, `missed 3 events`.
+///
+/// # Examples
+///
+/// ```
+/// use tower_persistent::Event;
+///
+/// let event: Event<&str, ()> = Event::ObtainedAddress("10.0.0.7:80");
+/// assert_eq!(event.to_string(), "obtained address \"10.0.0.7:80\"");
+/// assert_eq!(Event::<&str, ()>::Disconnected.to_string(), "disconnected");
+/// ```
+impl<A: fmt::Debug, C> fmt::Display for Event<A, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::AttemptingToConnect => f.write_str("attempting to connect"),
+            Event::ObtainedAddress(a) => write!(f, "obtained address {a:?}"),
+            Event::FailedToConnect(e) => write!(f, "failed to connect: {}", e.text()),
+            Event::Connected(_) => f.write_str("connected"),
+            Event::Disconnected => f.write_str("disconnected"),
+            Event::Lagged(missed) => write!(f, "missed {missed} events"),
+        }
+    }
+}
+
 /// The fan-out of events to stream subscribers: the most recent event and a broadcast channel,
 /// updated under one lock so that a new subscriber sees each event exactly once.
 pub(crate) struct Hub<A, C> {

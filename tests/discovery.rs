@@ -165,3 +165,52 @@ async fn persistent_connection_moves_past_a_stale_catalog_entry() {
     client.close().await;
     live.stop().await;
 }
+
+// Addresses pushed through a watch channel: the first connects; a new one is taken at the next
+// attempt (the live connection is left alone); withdrawn, attempts fail with a clear error.
+#[tokio::test(start_paused = true)]
+async fn watch_follows_the_addresses_pushed() {
+    use support::{Connect, Recorder, Script, Step, ms, timeline, until};
+    use tokio::time::Instant;
+    use tower::Layer;
+    use tower_persistent::discovery::Watch;
+
+    let start = Instant::now();
+    let recorder = Recorder::new(start);
+    let (publish, lookup) = Watch::channel(Some("a"));
+    let connect = Connect::new(Script::new(start, [], Step::Ok("")));
+    let p = PersistentLayer::new("watch", lookup)
+        .retry_delay(|| Duration::from_secs(1))
+        .jitter(0.0)
+        .on_event(recorder.handler())
+        .layer(connect.clone());
+    assert_eq!(p.connected().await.unwrap().get_ref().address, "a");
+
+    until(start, 5000).await;
+    publish.send_replace(Some("b"));
+    until(start, 6000).await;
+    assert_eq!(p.current_connection().unwrap().get_ref().address, "a");
+    publish.send_replace(None);
+    tower_persistent::Closable::close(&connect.conn(1)).await;
+    until(start, 7500).await;
+    publish.send_replace(Some("b"));
+    assert_eq!(p.connected().await.unwrap().get_ref().address, "b");
+    assert_eq!(ms(start), 8000);
+    assert_eq!(
+        recorder.log(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (0, "Connected(1)"),
+            (6000, "Disconnected"),
+            (6000, "AttemptingToConnect"),
+            (
+                6000,
+                "FailedToConnect(address lookup failed: no address published)"
+            ),
+            (8000, "ObtainedAddress(\"b\")"),
+            (8000, "Connected(2)"),
+        ])
+    );
+    p.close().await;
+}
