@@ -198,9 +198,11 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// TRANSIENT_FAILURE) and until a connection is made, `poll_ready` answers `Ready(Ok(()))`
     /// and `call` fails at once with [`Unavailable`](crate::Unavailable), whose source is the
     /// last attempt's error. `poll_ready` never fails for this (an `Err` from it stays terminal,
-    /// for closing only), so routers and balancers keep the service and can send the request
-    /// elsewhere. Before the first failure of a round (the first attempt in flight) handles
-    /// still wait.
+    /// for closing only), so routers and balancers keep the service. A balancer that only asks
+    /// for readiness sees a failing replica as ready and may send requests to it; one that
+    /// weighs replicas by [`Load`](tower::load::Load) (tower's `p2c`) does not, because a handle
+    /// without a connection weighs more than any connected one (see [`load`](crate::load)).
+    /// Before the first failure of a round (the first attempt in flight) handles still wait.
     pub fn fail_fast(mut self, fail_fast: bool) -> Self {
         self.config.fail_fast = fail_fast;
         self

@@ -102,6 +102,7 @@ pub mod error;
 mod event;
 pub mod future;
 mod layer;
+pub mod load;
 mod service;
 mod shared;
 mod signal;

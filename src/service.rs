@@ -269,6 +269,20 @@ where
 }
 
 impl<A, C: Clone> Persistent<A, C> {
+    /// The load of the current connection: this handle's own copy if it is still current (one
+    /// atomic load), else the slot's; `None` without one.
+    pub(crate) fn current_for_load(&self) -> Option<C::Metric>
+    where
+        C: tower::load::Load,
+    {
+        if let Some((generation, conn)) = &self.conn {
+            if *generation == self.shared.slot.generation() {
+                return Some(conn.load());
+            }
+        }
+        self.shared.slot.current().map(|conn| conn.load())
+    }
+
     /// A call off the happy path: failing fast, closed since `poll_ready`, or no readiness at
     /// all (a panic).
     #[cold]

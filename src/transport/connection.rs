@@ -66,6 +66,15 @@ impl<B> HttpConnection<B> {
     }
 }
 
+/// Requests in flight on the connection (a response counts until its body ends or is dropped).
+impl<B> tower::load::Load for HttpConnection<B> {
+    type Metric = usize;
+
+    fn load(&self) -> usize {
+        self.in_flight()
+    }
+}
+
 impl<B> Closable for HttpConnection<B> {
     fn close(&self) -> impl Future<Output = ()> + Send {
         self.shared.closing.set();
