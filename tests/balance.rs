@@ -49,9 +49,7 @@ async fn p2c_sends_nothing_to_a_replica_that_fails_fast() {
             assert_eq!(p.load(), ConnectionLoad::Connected(0));
         }
     }
-    let mut balance = Balance::new(ServiceList::new(
-        replicas.iter().cloned().collect::<Vec<_>>(),
-    ));
+    let mut balance = Balance::new(ServiceList::new(replicas.to_vec()));
     for n in 0..240u32 {
         let (_, answered) = balance.ready().await.unwrap().call(n).await.unwrap();
         assert_eq!(answered, n);
