@@ -12,6 +12,8 @@
 //! cargo run --example failover
 //! ```
 
+#[path = "../tests/support/temp.rs"]
+mod temp;
 #[path = "../tests/support/web.rs"]
 mod web;
 
@@ -48,7 +50,7 @@ async fn start_replica(catalog: &std::path::Path, name: &'static str) -> Replica
 async fn main() {
     let start = Instant::now();
     let stamp = move || format!("[{:6.3}s]", start.elapsed().as_secs_f64());
-    let catalog = tempfile::tempdir().expect("a temporary directory");
+    let catalog = temp::TempDir::new("failover").expect("a temporary directory");
 
     println!("A persistent connection keeps one connection to a service whose address it looks up");
     println!("before every attempt (here: in a catalog of replicas). When the connection dies it");

@@ -13,6 +13,9 @@
 //! aims at it depends on timing.
 #![cfg(feature = "hyper")]
 
+#[path = "support/temp.rs"]
+mod temp;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -381,7 +384,7 @@ enum Replica {
 /// The replicas, their catalog, and what the chaos did to them.
 struct Cluster {
     ctx: String,
-    dir: tempfile::TempDir,
+    dir: temp::TempDir,
     sent: Sent,
     replicas: Vec<Replica>,
     /// Incarnations started so far (the next server's generation).
@@ -407,7 +410,7 @@ impl Cluster {
     async fn new(ctx: &str) -> Cluster {
         let mut cluster = Cluster {
             ctx: ctx.to_owned(),
-            dir: tempfile::tempdir().unwrap(),
+            dir: temp::TempDir::new("chaos").unwrap(),
             sent: Sent::default(),
             replicas: (0..REPLICAS).map(|_| Replica::Down).collect(),
             generation: 0,

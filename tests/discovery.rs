@@ -70,7 +70,7 @@ async fn dns_resolves_and_rotates() {
 // not addresses are passed over; withdrawn and dropped entries are gone, abandoned ones stay.
 #[tokio::test]
 async fn catalog_publishes_rotates_and_withdraws() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::temp::TempDir::new("catalog").unwrap();
     let catalog = Catalog::new(dir.path());
     let error = catalog.clone().oneshot(()).await.unwrap_err();
     assert!(
@@ -121,7 +121,7 @@ async fn catalog_publishes_rotates_and_withdraws() {
 // a live replica.
 #[tokio::test]
 async fn persistent_connection_moves_past_a_stale_catalog_entry() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::temp::TempDir::new("catalog").unwrap();
     let stale = closed_port().await;
     Catalog::publish(dir.path(), "a-stale", stale)
         .await

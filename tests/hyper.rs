@@ -127,7 +127,7 @@ async fn idle_connection_closed_by_the_server_is_replaced_before_the_next_reques
 
 /// Runs the moving-server scenario over `connector`, with replicas published in a catalog.
 async fn server_moves(connector: HttpConnector<Empty<Bytes>>, graceful: bool) {
-    let catalog = tempfile::tempdir().unwrap();
+    let catalog = support::temp::TempDir::new("catalog").unwrap();
     let first = HttpServer::start("first").await.unwrap();
     let entry = Catalog::publish(catalog.path(), "first", first.address)
         .await

@@ -340,3 +340,6 @@ pub mod web;
 
 #[path = "faulty.rs"]
 pub mod faulty;
+
+#[path = "temp.rs"]
+pub mod temp;

@@ -1,6 +1,7 @@
 //! Tracing output of the connection loop (alone in its binary: tracing's callsite cache is
 //! process-wide).
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::sync::{Arc, Mutex};

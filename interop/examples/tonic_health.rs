@@ -6,7 +6,7 @@
 //! GOAWAY). The client follows by itself. Ends after about three seconds.
 //!
 //! ```text
-//! cargo run --example tonic_health
+//! cargo run -p tower-persistent-interop --example tonic_health
 //! ```
 
 #[path = "../tests/support/grpc.rs"]

@@ -1,7 +1,5 @@
 //! A tonic-generated gRPC client (the health service of `tonic-health`) over a persistent
 //! HTTP/2 connection: requests keep succeeding across a server restart on another address.
-#![cfg(feature = "hyper")]
-
 #[path = "support/grpc.rs"]
 mod grpc;
 

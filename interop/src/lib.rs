@@ -1,0 +1,1 @@
+//! Nothing here: the package holds tests and examples (see `tests/` and `examples/`).
