@@ -291,3 +291,28 @@ impl StdError for Unavailable {
         Some(&self.0)
     }
 }
+
+/// A handle waited in `poll_ready` longer than the
+/// [`ready_timeout`](crate::PersistentLayer::ready_timeout) without a ready connection; its
+/// `call` fails at once with this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadyTimeout(std::time::Duration);
+
+impl ReadyTimeout {
+    pub(crate) fn new(after: std::time::Duration) -> Self {
+        ReadyTimeout(after)
+    }
+
+    /// How long the handle waited.
+    pub fn waited(&self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl fmt::Display for ReadyTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "no connection was ready within {:?}", self.0)
+    }
+}
+
+impl StdError for ReadyTimeout {}

@@ -76,6 +76,7 @@ pub(crate) struct Config {
     pub(crate) connect_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) fail_fast: bool,
+    pub(crate) ready_timeout: Option<Duration>,
     pub(crate) event_capacity: usize,
 }
 
@@ -97,6 +98,7 @@ impl<G, A, C> PersistentLayer<G, A, C> {
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 close_timeout: DEFAULT_CLOSE_TIMEOUT,
                 fail_fast: false,
+                ready_timeout: None,
                 event_capacity: DEFAULT_EVENT_CAPACITY,
             },
             get_address,
@@ -205,6 +207,22 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// Before the first failure of a round (the first attempt in flight) handles still wait.
     pub fn fail_fast(mut self, fail_fast: bool) -> Self {
         self.config.fail_fast = fail_fast;
+        self
+    }
+
+    /// How long a handle may wait in `poll_ready` for a ready connection: once it has waited
+    /// that long, `poll_ready` answers `Ready(Ok(()))` and `call` fails at once with
+    /// [`ReadyTimeout`](crate::ReadyTimeout), which says so.
+    ///
+    /// Default: none (wait-for-ready: `poll_ready` waits as long as it takes). A timeout layer
+    /// (`tower::timeout`) above the handle bounds `call` only, not the wait for readiness, so a
+    /// request could otherwise wait for a connection far beyond it; this bounds that wait. The
+    /// wait counts from the first `Pending` of this handle's `poll_ready` until it is ready (a
+    /// wait for the connection's own readiness, such as an HTTP/1.1 connection busy with
+    /// another request, counts too). Every value is accepted: zero fails a call that would
+    /// wait at all, `Duration::MAX` never fires.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.config.ready_timeout = Some(timeout);
         self
     }
 

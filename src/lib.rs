@@ -115,7 +115,7 @@ pub use backoff::{
     DEFAULT_JITTER, DEFAULT_RETRY_DELAY, Exponential, MAX_RETRY_DELAY, MIN_RETRY_DELAY, RetryPolicy,
 };
 pub use closable::{Closable, ClosableService};
-pub use error::{BoxError, Closed, ConnectError, ConnectionClosed, Unavailable};
+pub use error::{BoxError, Closed, ConnectError, ConnectionClosed, ReadyTimeout, Unavailable};
 pub use event::{Event, Events};
 pub use layer::{
     DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENT_CAPACITY, PersistentLayer,

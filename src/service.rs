@@ -2,14 +2,17 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
+use tokio::time::Sleep;
+
 use tower_service::Service;
 
 use crate::Closable;
-use crate::error::{BoxError, Closed, ConnectError, Unavailable};
+use crate::error::{BoxError, Closed, ConnectError, ReadyTimeout, Unavailable};
 use crate::event::Events;
 use crate::future::ResponseFuture;
 use crate::shared::Shared;
@@ -61,6 +64,8 @@ pub struct Persistent<A, C> {
     /// While failing fast: the last attempt's error, which `call` fails with. Only read off the
     /// happy path.
     failing: Option<ConnectError>,
+    /// With a ready timeout, while waiting in `poll_ready`: when the wait ends.
+    ready_timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// What `poll_ready` reserved for `call`: one byte, so that the ready path reads and writes no
@@ -72,6 +77,10 @@ enum Readiness {
     Connection,
     /// Failing fast: `call` fails with `failing`.
     Failing,
+    /// The last `poll_ready` was `Pending`: a wait is under way (its timer, if any, goes on).
+    Waiting,
+    /// Waited longer than the ready timeout: `call` fails with [`ReadyTimeout`].
+    TimedOut,
 }
 
 impl<A, C> Persistent<A, C>
@@ -88,6 +97,7 @@ where
             readiness: Readiness::NotReady,
             registered: None,
             failing: None,
+            ready_timer: None,
         }
     }
 
@@ -291,9 +301,13 @@ impl<A, C: Clone> Persistent<A, C> {
         let readiness = std::mem::replace(&mut self.readiness, Readiness::NotReady);
         let failing = self.failing.take();
         match (readiness, failing) {
-            (Readiness::NotReady, _) | (_, None) => panic!("{NOT_READY}"),
+            (Readiness::TimedOut, _) if !self.shared.is_closed() => {
+                ReadyTimeout::new(self.shared.ready_timeout.unwrap_or_default()).into()
+            }
+            (Readiness::NotReady | Readiness::Waiting, _) => panic!("{NOT_READY}"),
             _ if self.shared.is_closed() => Closed::new().into(),
             (_, Some(error)) => Unavailable::new(error).into(),
+            (_, None) => panic!("{NOT_READY}"),
         }
     }
 
@@ -310,6 +324,10 @@ impl<A, C: Clone> Persistent<A, C> {
         C: Service<R>,
         C::Error: Into<BoxError>,
     {
+        if self.readiness != Readiness::Waiting {
+            // A new wait may begin: the timer of an earlier one is gone.
+            self.ready_timer = None;
+        }
         match &mut self.conn {
             Some((generation, conn)) if *generation == self.shared.slot.generation() => {
                 let poll = conn.poll_ready(cx);
@@ -341,7 +359,7 @@ impl<A, C: Clone> Persistent<A, C> {
             Poll::Pending => {
                 // Also wake up if the connection is replaced or closing begins.
                 self.watch_generation(generation, cx.waker());
-                Poll::Pending
+                self.pending(cx)
             }
             Poll::Ready(Err(error)) => {
                 let error: BoxError = error.into();
@@ -381,9 +399,27 @@ impl<A, C: Clone> Persistent<A, C> {
             }
             Lookup::Registered(generation) => {
                 self.registered = Some((generation, cx.waker().clone()));
-                Poll::Pending
+                self.pending(cx)
             }
         }
+    }
+
+    /// `poll_ready` has nothing ready: `Pending`, unless the wait has lasted the ready timeout,
+    /// in which case the handle is ready and its `call` fails with [`ReadyTimeout`].
+    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.readiness = Readiness::Waiting;
+        let Some(timeout) = self.shared.ready_timeout else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .ready_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.ready_timer = None;
+            self.readiness = Readiness::TimedOut;
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
     }
 }
 
@@ -447,6 +483,7 @@ impl<A, C: Clone> Clone for Persistent<A, C> {
             readiness: Readiness::NotReady,
             registered: None,
             failing: None,
+            ready_timer: None,
         }
     }
 }

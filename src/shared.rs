@@ -21,6 +21,7 @@ use crate::slot::Slot;
 pub(crate) struct Shared<A, C> {
     pub(crate) server_name: Arc<str>,
     pub(crate) fail_fast: bool,
+    pub(crate) ready_timeout: Option<Duration>,
     close_timeout: Duration,
     pub(crate) slot: Slot<C>,
     pub(crate) commands: Commands,
@@ -58,6 +59,7 @@ where
         Shared {
             server_name: config.server_name.clone(),
             fail_fast: config.fail_fast,
+            ready_timeout: config.ready_timeout,
             close_timeout: config.close_timeout,
             slot: Slot::new(),
             commands: Commands::default(),

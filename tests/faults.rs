@@ -441,6 +441,7 @@ async fn every_setting_accepts_every_value() {
             .connect_timeout(timeout)
             .close_timeout(timeout)
             .backoff_reset_after(timeout)
+            .ready_timeout(timeout)
             .event_capacity(usize::MAX)
             .layer(FaultyConnect::default());
         assert_eq!(p.connected().await.unwrap().id, 1);

@@ -1,0 +1,72 @@
+//! The ready timeout: a handle that waits too long for a ready connection fails its call at once.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+use tower_persistent::{Closable, PersistentLayer, ReadyTimeout};
+
+// With no connection to be had, a request waits exactly the ready timeout, then fails with
+// ReadyTimeout; without one, it would wait for ever (a timeout layer above bounds `call` only).
+#[tokio::test(start_paused = true)]
+async fn a_request_without_a_connection_fails_after_the_ready_timeout() {
+    let start = Instant::now();
+    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Err("down"))))
+        .retry_delay(|| Duration::from_secs(1))
+        .ready_timeout(Duration::from_secs(2))
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let error = p.clone().oneshot(1u32).await.unwrap_err();
+    assert_eq!(ms(start), 2000);
+    assert!(error.is::<ReadyTimeout>(), "{error}");
+    assert_eq!(error.to_string(), "no connection was ready within 2s");
+    p.close().await;
+}
+
+// Each wait has its own timer: a handle that waited 1.5 s for its first connection, then waits
+// again later, gets the whole timeout again; a connection in time answers.
+#[tokio::test(start_paused = true)]
+async fn every_wait_gets_the_whole_timeout() {
+    let start = Instant::now();
+    let connect = Connect::new(Script::new(start, [], Step::Ok("")));
+    let p = PersistentLayer::new(
+        "test",
+        Lookup(Script::new(
+            start,
+            [Step::After(
+                Duration::from_millis(1500),
+                Box::new(Step::Ok("a")),
+            )],
+            Step::Err("down"),
+        )),
+    )
+    .retry_delay(|| Duration::from_secs(10))
+    .jitter(0.0)
+    .ready_timeout(Duration::from_secs(2))
+    .layer(connect.clone());
+    let mut handle = p.clone();
+    assert_eq!(
+        ServiceExt::<u32>::ready(&mut handle)
+            .await
+            .unwrap()
+            .call(7)
+            .await
+            .unwrap(),
+        (1, 7)
+    );
+    assert_eq!(ms(start), 1500);
+
+    until(start, 5000).await;
+    connect.conn(1).close().await;
+    let error = ServiceExt::<u32>::ready(&mut handle)
+        .await
+        .unwrap()
+        .call(8)
+        .await
+        .unwrap_err();
+    assert!(error.is::<ReadyTimeout>(), "{error}");
+    assert_eq!(ms(start), 7000, "two seconds from the start of this wait");
+    p.close().await;
+}
