@@ -101,6 +101,8 @@ mod driver;
 pub mod error;
 mod event;
 pub mod future;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 mod layer;
 pub mod load;
 mod service;

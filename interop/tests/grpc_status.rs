@@ -1,0 +1,162 @@
+//! gRPC status codes through `grpc::GrpcChannel`: the errors of the persistent connection reach
+//! a tonic-generated client with the code a gRPC client gives for the same situation, and a
+//! balanced, buffered client is spawnable.
+
+#[path = "support/grpc.rs"]
+mod grpc;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use grpc::HealthServer;
+use tokio::io::AsyncWriteExt;
+use tokio::time::timeout;
+use tonic::Code;
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tower::Layer;
+use tower::buffer::Buffer;
+use tower_persistent::discovery::Fixed;
+use tower_persistent::grpc::{Balanced, GrpcChannel};
+use tower_persistent::transport::{HttpConnection, HttpConnector};
+use tower_persistent::{Persistent, PersistentLayer};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+type Channel = GrpcChannel<SocketAddr, HttpConnection<tonic::body::Body>>;
+
+fn persistent(
+    address: SocketAddr,
+    configure: impl FnOnce(
+        PersistentLayer<Fixed<SocketAddr>, SocketAddr, HttpConnection<tonic::body::Body>>,
+    ) -> PersistentLayer<
+        Fixed<SocketAddr>,
+        SocketAddr,
+        HttpConnection<tonic::body::Body>,
+    >,
+) -> Persistent<SocketAddr, HttpConnection<tonic::body::Body>> {
+    configure(
+        PersistentLayer::new("health", Fixed::new(address)).retry_delay(|| Duration::from_secs(5)),
+    )
+    .layer(HttpConnector::http2())
+}
+
+async fn check(client: &mut HealthClient<Channel>) -> Result<(), tonic::Status> {
+    let request = HealthCheckRequest {
+        service: "orders".into(),
+    };
+    timeout(LIMIT, client.check(request))
+        .await
+        .expect("the check hung")
+        .map(drop)
+}
+
+/// A port with nobody listening.
+async fn nobody() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+// No connection while failing fast, and a closed handle: UNAVAILABLE, as a gRPC client says.
+#[tokio::test]
+async fn no_connection_and_closed_are_unavailable() {
+    let p = persistent(nobody().await, |layer| layer.fail_fast(true));
+    let mut client = HealthClient::new(GrpcChannel::new(p.clone()));
+    let status = check(&mut client).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "persistent connection is unavailable");
+
+    p.close().await;
+    let status = check(&mut client).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "persistent connection is closed");
+}
+
+// Waiting longer than the ready timeout for a connection: DEADLINE_EXCEEDED.
+#[tokio::test]
+async fn the_ready_timeout_is_deadline_exceeded() {
+    let p = persistent(nobody().await, |layer| {
+        layer.ready_timeout(Duration::from_millis(200))
+    });
+    let mut client = HealthClient::new(GrpcChannel::new(p.clone()));
+    let status = check(&mut client).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(status.message(), "no connection was ready within 200ms");
+    p.close().await;
+}
+
+// The connection lost mid-request (the server answers the HTTP/2 preface, takes the request,
+// and drops the connection): UNAVAILABLE.
+#[tokio::test]
+async fn a_connection_lost_mid_request_is_unavailable() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        // An empty SETTINGS frame, then the ACK of the client's.
+        socket
+            .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        socket
+            .write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        // Let the request arrive, then drop the connection without answering.
+        let mut buffer = [0u8; 4096];
+        let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buffer).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(socket);
+    });
+    let p = persistent(address, |layer| layer);
+    let mut client = HealthClient::new(GrpcChannel::new(p.clone()));
+    let status = check(&mut client).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    server.await.unwrap();
+    p.close().await;
+}
+
+// A client over a buffer over the p2c balancer over one GrpcChannel per replica is spawnable,
+// and its checks succeed while one replica of three is down.
+#[tokio::test]
+async fn a_balanced_buffered_client_is_spawnable() {
+    let up = [
+        HealthServer::start(ServingStatus::Serving).await,
+        HealthServer::start(ServingStatus::Serving).await,
+    ];
+    let replicas: Vec<Channel> = vec![
+        GrpcChannel::new(persistent(up[0].address, |layer| layer.fail_fast(true))),
+        GrpcChannel::new(persistent(nobody().await, |layer| layer.fail_fast(true))),
+        GrpcChannel::new(persistent(up[1].address, |layer| layer.fail_fast(true))),
+    ];
+    for replica in [&replicas[0], &replicas[2]] {
+        timeout(LIMIT, replica.get_ref().connected())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // The replica that is down has failed its first attempt: it fails fast.
+    let _ = timeout(
+        LIMIT,
+        replicas[1].get_ref().connected_or_failed_to_connect(),
+    )
+    .await;
+    let client = HealthClient::new(Buffer::new(Balanced::new(replicas.clone()), 64));
+    let checks = tokio::spawn(async move {
+        let mut client = client;
+        for _ in 0..50 {
+            let request = HealthCheckRequest {
+                service: "orders".into(),
+            };
+            client.check(request).await.unwrap();
+        }
+    });
+    timeout(LIMIT, checks).await.unwrap().unwrap();
+    for replica in &replicas {
+        replica.get_ref().close().await;
+    }
+    for server in up {
+        server.stop().await;
+    }
+}

@@ -1,0 +1,341 @@
+//! A persistent connection for tonic's generated clients (feature `tonic`).
+//!
+//! [`GrpcChannel`] wraps a [`Persistent`] handle. Requests go through unchanged; the errors made
+//! on the way (no connection while failing fast, the persistent connection closed, the
+//! connection lost mid-request, no ready connection within the
+//! [`ready_timeout`](crate::PersistentLayer::ready_timeout)) reach the client as the gRPC status
+//! a gRPC client gives for the same situation:
+//!
+//! | error | status |
+//! |---|---|
+//! | [`ReadyTimeout`] | `DEADLINE_EXCEEDED` |
+//! | a `tonic::Status` already in the error's chain | that status |
+//! | everything else the transport fails with ([`Closed`](crate::Closed), [`Unavailable`](crate::Unavailable), [`ConnectionClosed`](crate::ConnectionClosed), a connection reset or lost mid-request) | `UNAVAILABLE` |
+//!
+//! so that a retry policy on `UNAVAILABLE` fires. Its error type, [`Error`], is a concrete, opaque
+//! type (as tonic's `Channel` has).
+//!
+//! [`Balanced`] is tower's p2c balancer over one `GrpcChannel` per replica, with the same
+//! concrete error: `HealthClient<Buffer<Balanced<..>>>` can be moved into `tokio::spawn`, where
+//! `HealthClient<Buffer<Balance<..>>>` cannot (the balancer's boxed error trips a
+//! "`From` is not general enough" in the compiler's check that the task is `Send`).
+//!
+//! # Examples
+//!
+//! A generated client takes the channel as it takes tonic's: `HealthClient::new(channel)`. Here,
+//! with no server behind the address and fail-fast on, a request fails at once with
+//! `UNAVAILABLE`:
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use tower::{Layer, ServiceExt};
+//! use tower_persistent::PersistentLayer;
+//! use tower_persistent::discovery::Fixed;
+//! use tower_persistent::grpc::GrpcChannel;
+//! use tower_persistent::transport::HttpConnector;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let nobody: SocketAddr = "127.0.0.1:1".parse().unwrap();
+//! let persistent = PersistentLayer::new("health", Fixed::new(nobody))
+//!     .fail_fast(true)
+//!     .layer(HttpConnector::<tonic::body::Body>::http2());
+//! let channel = GrpcChannel::new(persistent.clone());
+//! let request = http::Request::post("/grpc.health.v1.Health/Check")
+//!     .body(tonic::body::Body::empty())
+//!     .unwrap();
+//! let error = channel.oneshot(request).await.unwrap_err();
+//! assert_eq!(error.code(), tonic::Code::Unavailable);
+//! assert_eq!(error.to_string(), "persistent connection is unavailable");
+//! persistent.close().await;
+//! # }
+//! ```
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+use tonic::{Code, Status};
+use tower_service::Service;
+
+use crate::error::{BoxError, ReadyTimeout};
+use crate::service::Persistent;
+
+/// A [`Persistent`] handle whose errors carry their gRPC status; see the [module docs](self).
+///
+/// Cheap to clone, as the handle; readiness is per clone. Implements `tower::load::Load` when
+/// the handle does.
+pub struct GrpcChannel<A, C> {
+    inner: Persistent<A, C>,
+    /// `poll_ready` of the handle failed (it is closed): the next call fails with this, as
+    /// tonic turns an error of `poll_ready` into `UNKNOWN`, whatever it says.
+    failed: Option<Error>,
+}
+
+impl<A, C> GrpcChannel<A, C> {
+    /// Wraps `persistent`.
+    pub fn new(persistent: Persistent<A, C>) -> Self {
+        GrpcChannel {
+            inner: persistent,
+            failed: None,
+        }
+    }
+
+    /// The persistent connection underneath.
+    pub fn get_ref(&self) -> &Persistent<A, C> {
+        &self.inner
+    }
+}
+
+impl<A, C: Clone> Clone for GrpcChannel<A, C> {
+    fn clone(&self) -> Self {
+        GrpcChannel {
+            inner: self.inner.clone(),
+            failed: None,
+        }
+    }
+}
+
+impl<A, C> fmt::Debug for GrpcChannel<A, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("GrpcChannel").field(&self.inner).finish()
+    }
+}
+
+impl<A, C, R> Service<R> for GrpcChannel<A, C>
+where
+    Persistent<A, C>: Service<R, Error = BoxError>,
+{
+    type Response = <Persistent<A, C> as Service<R>>::Response;
+    type Error = Error;
+    type Future = ResponseFuture<<Persistent<A, C> as Service<R>>::Future>;
+
+    /// Ready when the handle is; once the handle's `poll_ready` fails (it is closed), ready
+    /// too, and the call fails: tonic reports an error of `poll_ready` as `UNKNOWN`, and of a
+    /// call with its status.
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Err(error)) => {
+                self.failed = Some(Error::new(error));
+                Poll::Ready(Ok(()))
+            }
+            other => other.map_err(Error::new),
+        }
+    }
+
+    #[inline]
+    fn call(&mut self, request: R) -> Self::Future {
+        if let Some(error) = self.failed.take() {
+            return ResponseFuture::failed(error);
+        }
+        ResponseFuture::new(self.inner.call(request))
+    }
+}
+
+impl<A, C> tower::load::Load for GrpcChannel<A, C>
+where
+    Persistent<A, C>: tower::load::Load,
+{
+    type Metric = <Persistent<A, C> as tower::load::Load>::Metric;
+
+    fn load(&self) -> Self::Metric {
+        self.inner.load()
+    }
+}
+
+/// tower's p2c balancer over one [`GrpcChannel`] per replica, with a concrete error; see the
+/// [module docs](self).
+///
+/// A replica with no connection, or failing fast, weighs more than any connected one, so that
+/// requests go to the replicas that are up (with fail-fast on, a replica that is down answers at
+/// once instead of holding up the balancer). The balancer sits behind a boxed service, so that
+/// none of its types (its boxed errors among them) reaches a task that holds it: one allocation
+/// per request, next to which a buffer in front costs a channel and a task switch.
+pub struct Balanced<B> {
+    inner: tower::util::BoxService<GrpcRequest, http::Response<B>, Error>,
+}
+
+type GrpcRequest = http::Request<tonic::body::Body>;
+
+impl<B> Balanced<B> {
+    /// A balancer over `replicas`.
+    pub fn new<A, C>(replicas: impl IntoIterator<Item = GrpcChannel<A, C>>) -> Self
+    where
+        GrpcChannel<A, C>: Service<GrpcRequest, Response = http::Response<B>, Error = Error>
+            + tower::load::Load
+            + Send
+            + 'static,
+        <GrpcChannel<A, C> as Service<GrpcRequest>>::Future: Send + 'static,
+        <GrpcChannel<A, C> as tower::load::Load>::Metric: fmt::Debug,
+        B: 'static,
+    {
+        let list = tower::discover::ServiceList::new(replicas.into_iter().collect::<Vec<_>>());
+        let balance = tower::balance::p2c::Balance::new(list);
+        Balanced {
+            inner: tower::util::BoxService::new(tower::util::MapErr::new(balance, Error::new)),
+        }
+    }
+}
+
+impl<B> fmt::Debug for Balanced<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balanced").finish_non_exhaustive()
+    }
+}
+
+impl<B> Service<GrpcRequest> for Balanced<B> {
+    type Response = http::Response<B>;
+    type Error = Error;
+    type Future = BalancedFuture<B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: GrpcRequest) -> Self::Future {
+        BalancedFuture(self.inner.call(request))
+    }
+}
+
+/// The response future of [`Balanced`]: a named type, so that no trait object shows in the
+/// types of a task that awaits it.
+pub struct BalancedFuture<B>(
+    Pin<Box<dyn Future<Output = Result<http::Response<B>, Error>> + Send>>,
+);
+
+impl<B> Future for BalancedFuture<B> {
+    type Output = Result<http::Response<B>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl<B> fmt::Debug for BalancedFuture<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalancedFuture").finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// The response future of [`GrpcChannel`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called { #[pin] inner: F },
+        Failed { error: Option<Error> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn new(inner: F) -> Self {
+        ResponseFuture {
+            state: State::Called { inner },
+        }
+    }
+
+    fn failed(error: Error) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, T> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, BoxError>>,
+{
+    type Output = Result<T, Error>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Called { inner } => inner.poll(cx).map(|r| r.map_err(Error::new)),
+            StateProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+        }
+    }
+}
+
+/// An error of a [`GrpcChannel`]: the persistent connection's error, with the gRPC status it
+/// amounts to as its source (where tonic looks for it).
+///
+/// Its message is the error's; [`status`](Self::status) tells the code.
+pub struct Error {
+    status: Status,
+}
+
+impl Error {
+    fn new(error: BoxError) -> Self {
+        let code = code_of(&*error);
+        let mut status = Status::new(code, error.to_string());
+        status.set_source(Arc::from(error));
+        Error { status }
+    }
+
+    /// The gRPC status this error amounts to.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// The code of that status.
+    pub fn code(&self) -> Code {
+        self.status.code()
+    }
+}
+
+/// The gRPC code of a transport error: see the module docs.
+fn code_of(error: &(dyn StdError + 'static)) -> Code {
+    let mut source = Some(error);
+    while let Some(err) = source {
+        if let Some(ours) = err.downcast_ref::<Error>() {
+            return ours.code();
+        }
+        if err.is::<ReadyTimeout>() {
+            return Code::DeadlineExceeded;
+        }
+        if let Some(status) = err.downcast_ref::<Status>() {
+            return status.code();
+        }
+        source = err.source();
+    }
+    Code::Unavailable
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("code", &self.status.code())
+            .field("message", &self.status.message())
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.status.message())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.status)
+    }
+}
