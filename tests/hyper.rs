@@ -436,3 +436,50 @@ async fn http1_churn_never_hangs_a_request() {
     assert!(server.accepted() >= served);
     client.close().await;
 }
+
+// The connector dials names and URIs as well as socket addresses: a `host:port` string is
+// resolved at connect time, its addresses tried in turn ("localhost" may name ::1 first, where
+// nothing listens), and the name is the requests' Host; a name that does not resolve is a
+// FailedToConnect that says so.
+#[tokio::test]
+async fn names_and_uris_are_addresses() {
+    use tower::Layer;
+    use tower_persistent::discovery::Fixed;
+
+    let server = HttpServer::start("s").await.unwrap();
+    let port = server.address.port();
+    let by_name = PersistentLayer::new("web", Fixed::new(format!("localhost:{port}")))
+        .layer(HttpConnector::<Empty<Bytes>>::http1());
+    let response = timeout(LIMIT, by_name.clone().oneshot(get("/host")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, format!("s host localhost:{port}"));
+    by_name.close().await;
+
+    let uri: http::Uri = format!("http://127.0.0.1:{port}/ignored").parse().unwrap();
+    let by_uri =
+        PersistentLayer::new("web", Fixed::new(uri)).layer(HttpConnector::<Empty<Bytes>>::http2());
+    let response = timeout(LIMIT, by_uri.clone().oneshot(get("/x")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "s /x");
+    by_uri.close().await;
+
+    let nowhere = PersistentLayer::new("web", Fixed::new("no-such-host.invalid:80"))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(HttpConnector::<Empty<Bytes>>::http1());
+    let error = timeout(LIMIT, nowhere.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        error
+            .text()
+            .starts_with("connect failed: cannot resolve the address: "),
+        "{}",
+        error.text()
+    );
+    nowhere.close().await;
+}

@@ -138,7 +138,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> ResponseFuture {
-        let peer = self.shared.peer;
+        let authority = &self.shared.authority;
         let in_flight = InFlight::new(&self.shared);
         let response: Pin<
             Box<dyn Future<Output = hyper::Result<http::Response<Incoming>>> + Send>,
@@ -152,7 +152,7 @@ where
                         .uri()
                         .authority()
                         .map(|a| a.to_string())
-                        .unwrap_or_else(|| peer.to_string());
+                        .unwrap_or_else(|| authority.clone());
                     if let Ok(value) = http::HeaderValue::from_str(&host) {
                         request.headers_mut().insert(http::header::HOST, value);
                     }
@@ -164,7 +164,7 @@ where
                     let mut parts = request.uri().clone().into_parts();
                     parts.scheme.get_or_insert(http::uri::Scheme::HTTP);
                     if parts.authority.is_none() {
-                        parts.authority = http::uri::Authority::try_from(peer.to_string()).ok();
+                        parts.authority = http::uri::Authority::try_from(authority.as_str()).ok();
                     }
                     if parts.path_and_query.is_none() {
                         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));

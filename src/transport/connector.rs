@@ -129,6 +129,7 @@ pub struct HttpConnectError(KindError<ConnectErrorKind>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ConnectErrorKind {
+    Resolve,
     Tcp,
     Handshake,
     ClosedDuringHandshake,
@@ -162,6 +163,7 @@ impl fmt::Display for HttpConnectError {
 impl fmt::Display for ConnectErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
+            ConnectErrorKind::Resolve => f.write_str("cannot resolve the address"),
             ConnectErrorKind::Tcp => f.write_str("tcp connect failed"),
             ConnectErrorKind::Handshake => f.write_str("http handshake failed"),
             ConnectErrorKind::ClosedDuringHandshake => {
@@ -184,8 +186,96 @@ impl StdError for HttpConnectError {
     }
 }
 
-impl<B> Service<SocketAddr> for HttpConnector<B>
+/// What an [`HttpConnector`] dials: a [`SocketAddr`]; a `host:port` name (`String` or
+/// `&'static str`, such as `"replica-3.orders.internal:8080"`), resolved at connect time, each of
+/// its addresses tried in turn; or an [`http::Uri`] (`http://host:port`, port 80 by default).
+///
+/// A name is also what requests name as their authority (the HTTP/1.1 `Host` header, the
+/// HTTP/2 `:authority`) when they do not name one themselves. Sealed: implemented here only.
+pub trait Address: sealed::Sealed + Send + 'static {
+    /// The addresses to try in turn and the authority, resolved.
+    #[doc(hidden)]
+    fn resolve(self) -> impl Future<Output = Result<Resolved, HttpConnectError>> + Send;
+}
+
+/// An [`Address`] resolved: the socket addresses to try, in turn, and the authority.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Resolved {
+    addresses: Vec<SocketAddr>,
+    authority: Option<String>,
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for std::net::SocketAddr {}
+    impl Sealed for String {}
+    impl Sealed for &'static str {}
+    impl Sealed for http::Uri {}
+}
+
+impl Address for SocketAddr {
+    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
+        Ok(Resolved {
+            addresses: vec![self],
+            authority: None,
+        })
+    }
+}
+
+impl Address for String {
+    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
+        resolve_name(self).await
+    }
+}
+
+impl Address for &'static str {
+    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
+        resolve_name(self.to_owned()).await
+    }
+}
+
+impl Address for http::Uri {
+    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
+        let unsupported =
+            |why: String| HttpConnectError::new(ConnectErrorKind::Resolve, Some(why.into()));
+        match self.scheme_str() {
+            None | Some("http") => {}
+            Some(other) => {
+                return Err(unsupported(format!(
+                    "scheme {other} is not supported: {self}"
+                )));
+            }
+        }
+        let Some(authority) = self.authority() else {
+            return Err(unsupported(format!("no host in {self}")));
+        };
+        let port = authority.port_u16().unwrap_or(80);
+        resolve_name(format!("{}:{port}", authority.host())).await
+    }
+}
+
+/// Resolves `host_port`, keeping the resolver's order (its preference) to try them in.
+async fn resolve_name(host_port: String) -> Result<Resolved, HttpConnectError> {
+    let resolve = |e: io::Error| HttpConnectError::new(ConnectErrorKind::Resolve, Some(e.into()));
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host(&host_port)
+        .await
+        .map_err(resolve)?
+        .collect();
+    if addresses.is_empty() {
+        return Err(resolve(io::Error::other(format!(
+            "{host_port} resolved to no address"
+        ))));
+    }
+    Ok(Resolved {
+        addresses,
+        authority: Some(host_port),
+    })
+}
+
+impl<B, A> Service<A> for HttpConnector<B>
 where
+    A: Address,
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
@@ -198,11 +288,15 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, address: SocketAddr) -> Self::Future {
+    fn call(&mut self, address: A) -> Self::Future {
         let config = self.clone();
         Connecting(Box::pin(async move {
             let deadline = config.connect_timeout;
-            match tokio::time::timeout(deadline, config.connect(address)).await {
+            let connecting = async move {
+                let resolved = address.resolve().await?;
+                config.connect(resolved).await
+            };
+            match tokio::time::timeout(deadline, connecting).await {
                 Ok(result) => result,
                 Err(_) => Err(HttpConnectError::new(
                     ConnectErrorKind::TimedOut(deadline),
@@ -219,13 +313,29 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    async fn connect(self, address: SocketAddr) -> Result<HttpConnection<B>, HttpConnectError> {
+    async fn connect(self, resolved: Resolved) -> Result<HttpConnection<B>, HttpConnectError> {
         let tcp = |e: io::Error| HttpConnectError::new(ConnectErrorKind::Tcp, Some(e.into()));
-        let stream = TcpStream::connect(address).await.map_err(tcp)?;
+        // Each address in turn; the last one's error if none answers.
+        let mut last = None;
+        let mut connected = None;
+        for address in &resolved.addresses {
+            match TcpStream::connect(address).await {
+                Ok(stream) => {
+                    connected = Some((stream, *address));
+                    break;
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        let Some((stream, address)) = connected else {
+            return Err(tcp(
+                last.unwrap_or_else(|| io::Error::other("no address to dial"))
+            ));
+        };
         stream.set_nodelay(true).map_err(tcp)?;
         let handshake =
             |e: hyper::Error| HttpConnectError::new(ConnectErrorKind::Handshake, Some(e.into()));
-        let shared = Arc::new(ConnShared::new(address, self.version));
+        let shared = Arc::new(ConnShared::new(address, resolved.authority, self.version));
         let greeted = Arc::new(Greeting::default());
         let io = TokioIo::new(Watched {
             inner: stream,

@@ -2,7 +2,8 @@
 //! default).
 //!
 //! [`HttpConnector`] is a connector for [`PersistentLayer`](crate::PersistentLayer): a tower
-//! `Service` from a [`SocketAddr`](std::net::SocketAddr) to an [`HttpConnection`]. Each connection dials TCP (with
+//! `Service` from an [`Address`] (a [`SocketAddr`](std::net::SocketAddr), a `host:port` string
+//! resolved at connect time, or an `http::Uri`) to an [`HttpConnection`]. Each connection dials TCP (with
 //! `TCP_NODELAY`), performs the HTTP handshake, and spawns hyper's connection task on the current
 //! tokio runtime.
 //!
@@ -41,8 +42,10 @@
 //!
 //! # Requests
 //!
-//! HTTP/2 requests whose URI has no scheme or authority get `http` and the peer address; HTTP/1.1
-//! requests without a `Host` header get one from the URI's authority, or else the peer address.
+//! HTTP/2 requests whose URI has no scheme or authority get `http` and the connection's authority;
+//! HTTP/1.1 requests without a `Host` header get one from the URI's authority, or else the
+//! connection's authority: the name it was asked for (`host:port`, see [`Address`]), or else the
+//! peer address.
 //! Responses carry a [`ResponseBody`], which counts as in flight until it is read to its end or
 //! dropped.
 //!
@@ -97,6 +100,6 @@ mod shared;
 pub use body::{ResponseBody, ResponseFuture};
 pub use connection::HttpConnection;
 pub use connector::{
-    Connecting, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HttpConnectError, HttpConnector,
-    MAX_KEEP_ALIVE, MIN_KEEP_ALIVE,
+    Address, Connecting, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HttpConnectError,
+    HttpConnector, MAX_KEEP_ALIVE, MIN_KEEP_ALIVE,
 };

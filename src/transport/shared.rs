@@ -19,6 +19,9 @@ pub(super) enum Version {
 
 pub(super) struct ConnShared {
     pub(super) peer: SocketAddr,
+    /// The `host:port` the connection was asked for, when it was a name: what requests name as
+    /// their authority (`Host`), else the peer address.
+    pub(super) authority: String,
     pub(super) version: Version,
     /// Set by `close`: no new requests.
     pub(super) closing: Signal,
@@ -37,9 +40,10 @@ pub(super) struct ConnShared {
 }
 
 impl ConnShared {
-    pub(super) fn new(peer: SocketAddr, version: Version) -> Self {
+    pub(super) fn new(peer: SocketAddr, authority: Option<String>, version: Version) -> Self {
         ConnShared {
             peer,
+            authority: authority.unwrap_or_else(|| peer.to_string()),
             version,
             closing: Signal::default(),
             task: AtomicWaker::new(),

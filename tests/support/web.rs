@@ -2,7 +2,8 @@
 //! integration tests and the failover example.
 //!
 //! A server answers `"<name> <path>"`. The path `/slow` answers after 300 ms, `/hang` never;
-//! paths starting with `/big` add a newline and 256 KiB of padding.
+//! paths starting with `/big` add a newline and 256 KiB of padding; `/host` answers
+//! `"<name> host <Host header>"`.
 #![allow(dead_code, unreachable_pub)]
 
 use std::convert::Infallible;
@@ -134,6 +135,12 @@ async fn serve(
             stats.max_concurrent.fetch_max(now, Ordering::SeqCst);
             stats.requests.fetch_add(1, Ordering::SeqCst);
             let path = request.uri().path().to_owned();
+            let host = request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
             // Read the request body whole.
             let _ = request.into_body().collect().await;
             match path.as_str() {
@@ -143,6 +150,9 @@ async fn serve(
             }
             stats.concurrent.fetch_sub(1, Ordering::SeqCst);
             let mut body = format!("{name} {path}");
+            if path == "/host" {
+                body = format!("{name} host {host}");
+            }
             if path.starts_with("/big") {
                 // Padding after a newline: 256 KiB read by the client in many chunks.
                 body.push('\n');
