@@ -16,6 +16,7 @@ use tokio_util::sync::PollSemaphore;
 use tower_service::Service;
 
 use super::body::{ResponseBody, ResponseFuture};
+use super::dial::Peer;
 use super::shared::{ConnShared, InFlight, Version};
 use crate::Closable;
 use crate::error::{BoxError, ConnectionClosed};
@@ -50,9 +51,25 @@ impl<B> fmt::Debug for HttpConnection<B> {
 }
 
 impl<B> HttpConnection<B> {
-    /// The address this connection is connected to.
+    /// Who this connection reaches: a TCP address, a Unix domain socket's path, or a stream of
+    /// yours ([`Peer::Stream`]).
+    pub fn peer(&self) -> &Peer {
+        &self.shared.peer
+    }
+
+    /// The TCP address this connection is connected to; for a connection that is not TCP (a
+    /// Unix domain socket, a stream of yours), the unspecified address `0.0.0.0:0`: see
+    /// [`peer`](Self::peer).
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shared.peer
+        match self.shared.peer {
+            Peer::Tcp(address) => address,
+            _ => SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    }
+
+    /// Whether this connection speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.shared.secure
     }
 
     /// Whether this is an HTTP/2 connection.
@@ -162,7 +179,11 @@ where
             Sender::Http2(send) => {
                 if request.uri().scheme().is_none() || request.uri().authority().is_none() {
                     let mut parts = request.uri().clone().into_parts();
-                    parts.scheme.get_or_insert(http::uri::Scheme::HTTP);
+                    parts.scheme.get_or_insert(if self.shared.secure {
+                        http::uri::Scheme::HTTPS
+                    } else {
+                        http::uri::Scheme::HTTP
+                    });
                     if parts.authority.is_none() {
                         parts.authority = http::uri::Authority::try_from(authority.as_str()).ok();
                     }

@@ -1,11 +1,9 @@
-//! [`HttpConnector`]: dials TCP, performs the HTTP handshake and makes an
-//! [`HttpConnection`](super::HttpConnection).
+//! [`HttpConnector`]: opens a byte stream (its own [`Dialer`] or [`Over`] a service of yours),
+//! shakes hands (TLS when asked, then HTTP) and makes an [`HttpConnection`](super::HttpConnection).
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::io;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,40 +12,56 @@ use std::time::Duration;
 use hyper::body::Body;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::connection::{ConnDriver, HttpConnection, Sender};
+use super::dial::{Dial, Dialed, Dialer, Over, Peer};
 use super::io::{Greeting, Preface, Watched};
 use super::shared::{ConnShared, Version};
 use crate::error::{BoxError, KindError};
 
-/// Dials TCP and makes an HTTP/1.1 or HTTP/2 [`HttpConnection`]; a connector for
-/// [`PersistentLayer`](crate::PersistentLayer).
+/// Opens a byte stream and makes an HTTP/1.1 or HTTP/2 [`HttpConnection`] over it; a
+/// connector for [`PersistentLayer`](crate::PersistentLayer).
 ///
-/// `B` is the request body type.
-pub struct HttpConnector<B> {
+/// `B` is the request body type; `D` where the stream comes from: the crate's own [`Dialer`]
+/// (TCP and Unix domain sockets, from an [`Address`](super::Address)) unless
+/// [`over`](Self::over) names a service of yours.
+pub struct HttpConnector<B, D = Dialer> {
     version: Version,
     connect_timeout: Duration,
     close_timeout: Duration,
     keep_alive: Option<(Duration, Duration)>,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<super::tls::Tls>>,
+    dialer: D,
     _body: PhantomData<fn(B)>,
 }
 
-impl<B> Clone for HttpConnector<B> {
+impl<B, D: Clone> Clone for HttpConnector<B, D> {
     fn clone(&self) -> Self {
-        HttpConnector { ..*self }
+        HttpConnector {
+            version: self.version,
+            connect_timeout: self.connect_timeout,
+            close_timeout: self.close_timeout,
+            keep_alive: self.keep_alive,
+            #[cfg(feature = "tls")]
+            tls: self.tls.clone(),
+            dialer: self.dialer.clone(),
+            _body: PhantomData,
+        }
     }
 }
 
-impl<B> fmt::Debug for HttpConnector<B> {
+impl<B, D: fmt::Debug> fmt::Debug for HttpConnector<B, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpConnector")
-            .field("version", &self.version)
+        let mut d = f.debug_struct("HttpConnector");
+        d.field("version", &self.version)
             .field("connect_timeout", &self.connect_timeout)
             .field("close_timeout", &self.close_timeout)
-            .field("keep_alive", &self.keep_alive)
-            .finish()
+            .field("keep_alive", &self.keep_alive);
+        #[cfg(feature = "tls")]
+        d.field("tls", &self.tls);
+        d.field("dialer", &self.dialer).finish()
     }
 }
 
@@ -75,6 +89,9 @@ impl<B> HttpConnector<B> {
             connect_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             keep_alive: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            dialer: Dialer,
             _body: PhantomData,
         }
     }
@@ -84,13 +101,52 @@ impl<B> HttpConnector<B> {
         Self::new(Version::Http1)
     }
 
-    /// A connector for HTTP/2 with prior knowledge (cleartext `h2c`), as gRPC uses.
+    /// A connector for HTTP/2 with prior knowledge (cleartext `h2c`, as gRPC uses), or, with
+    /// [`tls`](Self::tls), HTTP/2 over TLS (ALPN `h2`).
     pub fn http2() -> Self {
         Self::new(Version::Http2)
     }
+}
 
-    /// The deadline for the TCP connect and the handshake (for HTTP/2, until the server's
-    /// SETTINGS frame arrives). Default: [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s), within the layer's
+impl<B, D> HttpConnector<B, D> {
+    /// Speaks HTTP over the streams that `service` makes, instead of dialing them itself: any
+    /// tower `Service<A>` whose response is an `AsyncRead + AsyncWrite` stream (a proxy
+    /// tunnel, an in-memory duplex, a socket set up your way). The persistent connection's
+    /// addresses are then that service's requests, of whatever type it takes. See [`Over`].
+    ///
+    /// The settings stay as they are, TLS included: TLS runs over the stream.
+    ///
+    /// hyper-util's `HttpConnector` yields hyper's I/O types rather than tokio's: use it as
+    /// `over(connector.map_response(TokioIo::into_inner))` (see the README's recipe).
+    pub fn over<S>(self, service: S) -> HttpConnector<B, Over<S>> {
+        HttpConnector {
+            version: self.version,
+            connect_timeout: self.connect_timeout,
+            close_timeout: self.close_timeout,
+            keep_alive: self.keep_alive,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+            dialer: Over(service),
+            _body: PhantomData,
+        }
+    }
+
+    /// Speaks TLS over each stream before HTTP (feature `tls`): rustls with the `ring`
+    /// provider, the server's certificate checked against the roots and the name that `tls`
+    /// gives (see [`TlsConfig`](super::TlsConfig)), ALPN offering only this connector's
+    /// version (`http/1.1` or `h2`; a server that speaks neither by ALPN fails the handshake,
+    /// one that does not use ALPN is spoken to in the connector's version). The TLS
+    /// handshake counts within the [`connect_timeout`](Self::connect_timeout), and its failure
+    /// (an unknown issuer, a certificate for another name, a server that is not speaking TLS)
+    /// is an [`HttpConnectError`] whose text says why.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: super::TlsConfig) -> Self {
+        self.tls = Some(Arc::new(tls.for_version(self.version)));
+        self
+    }
+
+    /// The deadline for the address lookup, the connect, the TLS handshake and the HTTP
+    /// handshake (for HTTP/2, until the server's SETTINGS frame arrives). Default: [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s), within the layer's
     /// [`connect_timeout`](crate::PersistentLayer::connect_timeout). Every value is
     /// accepted: zero fails every connect that does not finish at once, `Duration::MAX` is no
     /// deadline.
@@ -128,9 +184,15 @@ impl<B> HttpConnector<B> {
 pub struct HttpConnectError(KindError<ConnectErrorKind>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ConnectErrorKind {
+pub(super) enum ConnectErrorKind {
     Resolve,
     Tcp,
+    Unix,
+    Stream,
+    #[cfg(feature = "tls")]
+    Tls,
+    #[cfg(feature = "tls")]
+    NoServerName,
     Handshake,
     ClosedDuringHandshake,
     NotSettings(u8),
@@ -138,7 +200,7 @@ enum ConnectErrorKind {
 }
 
 impl HttpConnectError {
-    fn new(kind: ConnectErrorKind, source: Option<BoxError>) -> Self {
+    pub(super) fn new(kind: ConnectErrorKind, source: Option<BoxError>) -> Self {
         HttpConnectError(KindError::new(kind, source))
     }
 
@@ -165,6 +227,14 @@ impl fmt::Display for ConnectErrorKind {
         match *self {
             ConnectErrorKind::Resolve => f.write_str("cannot resolve the address"),
             ConnectErrorKind::Tcp => f.write_str("tcp connect failed"),
+            ConnectErrorKind::Unix => f.write_str("unix socket connect failed"),
+            ConnectErrorKind::Stream => f.write_str("could not open the stream"),
+            #[cfg(feature = "tls")]
+            ConnectErrorKind::Tls => f.write_str("tls handshake failed"),
+            #[cfg(feature = "tls")]
+            ConnectErrorKind::NoServerName => f.write_str(
+                "no server name to check the certificate against (give one with TlsConfig::server_name)",
+            ),
             ConnectErrorKind::Handshake => f.write_str("http handshake failed"),
             ConnectErrorKind::ClosedDuringHandshake => {
                 f.write_str("server closed the connection during the http/2 handshake")
@@ -186,96 +256,10 @@ impl StdError for HttpConnectError {
     }
 }
 
-/// What an [`HttpConnector`] dials: a [`SocketAddr`]; a `host:port` name (`String` or
-/// `&'static str`, such as `"replica-3.orders.internal:8080"`), resolved at connect time, each of
-/// its addresses tried in turn; or an [`http::Uri`] (`http://host:port`, port 80 by default).
-///
-/// A name is also what requests name as their authority (the HTTP/1.1 `Host` header, the
-/// HTTP/2 `:authority`) when they do not name one themselves. Sealed: implemented here only.
-pub trait Address: sealed::Sealed + Send + 'static {
-    /// The addresses to try in turn and the authority, resolved.
-    #[doc(hidden)]
-    fn resolve(self) -> impl Future<Output = Result<Resolved, HttpConnectError>> + Send;
-}
-
-/// An [`Address`] resolved: the socket addresses to try, in turn, and the authority.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct Resolved {
-    addresses: Vec<SocketAddr>,
-    authority: Option<String>,
-}
-
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for std::net::SocketAddr {}
-    impl Sealed for String {}
-    impl Sealed for &'static str {}
-    impl Sealed for http::Uri {}
-}
-
-impl Address for SocketAddr {
-    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
-        Ok(Resolved {
-            addresses: vec![self],
-            authority: None,
-        })
-    }
-}
-
-impl Address for String {
-    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
-        resolve_name(self).await
-    }
-}
-
-impl Address for &'static str {
-    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
-        resolve_name(self.to_owned()).await
-    }
-}
-
-impl Address for http::Uri {
-    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
-        let unsupported =
-            |why: String| HttpConnectError::new(ConnectErrorKind::Resolve, Some(why.into()));
-        match self.scheme_str() {
-            None | Some("http") => {}
-            Some(other) => {
-                return Err(unsupported(format!(
-                    "scheme {other} is not supported: {self}"
-                )));
-            }
-        }
-        let Some(authority) = self.authority() else {
-            return Err(unsupported(format!("no host in {self}")));
-        };
-        let port = authority.port_u16().unwrap_or(80);
-        resolve_name(format!("{}:{port}", authority.host())).await
-    }
-}
-
-/// Resolves `host_port`, keeping the resolver's order (its preference) to try them in.
-async fn resolve_name(host_port: String) -> Result<Resolved, HttpConnectError> {
-    let resolve = |e: io::Error| HttpConnectError::new(ConnectErrorKind::Resolve, Some(e.into()));
-    let addresses: Vec<SocketAddr> = tokio::net::lookup_host(&host_port)
-        .await
-        .map_err(resolve)?
-        .collect();
-    if addresses.is_empty() {
-        return Err(resolve(io::Error::other(format!(
-            "{host_port} resolved to no address"
-        ))));
-    }
-    Ok(Resolved {
-        addresses,
-        authority: Some(host_port),
-    })
-}
-
-impl<B, A> Service<A> for HttpConnector<B>
+impl<B, D, A> Service<A> for HttpConnector<B, D>
 where
-    A: Address,
+    D: Dial<A>,
+    A: Send + 'static,
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
@@ -293,8 +277,8 @@ where
         Connecting(Box::pin(async move {
             let deadline = config.connect_timeout;
             let connecting = async move {
-                let resolved = address.resolve().await?;
-                config.connect(resolved).await
+                let dialed = config.dialer.clone().dial(address).await?;
+                config.connect(dialed).await
             };
             match tokio::time::timeout(deadline, connecting).await {
                 Ok(result) => result,
@@ -307,38 +291,36 @@ where
     }
 }
 
-impl<B> HttpConnector<B>
+impl<B, D> HttpConnector<B, D>
 where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    async fn connect(self, resolved: Resolved) -> Result<HttpConnection<B>, HttpConnectError> {
-        let tcp = |e: io::Error| HttpConnectError::new(ConnectErrorKind::Tcp, Some(e.into()));
-        // Each address in turn; the last one's error if none answers.
-        let mut last = None;
-        let mut connected = None;
-        for address in &resolved.addresses {
-            match TcpStream::connect(address).await {
-                Ok(stream) => {
-                    connected = Some((stream, *address));
-                    break;
-                }
-                Err(error) => last = Some(error),
+    async fn connect(self, dialed: Dialed) -> Result<HttpConnection<B>, HttpConnectError> {
+        #[cfg(feature = "tls")]
+        let (dialed, server_name, secure) = match &self.tls {
+            Some(tls) => {
+                let (dialed, name) = tls.handshake(dialed).await?;
+                (dialed, Some(name), true)
             }
-        }
-        let Some((stream, address)) = connected else {
-            return Err(tcp(
-                last.unwrap_or_else(|| io::Error::other("no address to dial"))
-            ));
+            None => (dialed, None, false),
         };
-        stream.set_nodelay(true).map_err(tcp)?;
+        #[cfg(not(feature = "tls"))]
+        let (server_name, secure): (Option<String>, bool) = (None, false);
+        let Dialed { io, peer, name } = dialed;
+        // What requests name as their authority when they name none: the name asked for, else
+        // the TLS server name, else the TCP peer, else `localhost`.
+        let authority = name.or(server_name).unwrap_or_else(|| match &peer {
+            Peer::Tcp(address) => address.to_string(),
+            _ => "localhost".to_owned(),
+        });
         let handshake =
             |e: hyper::Error| HttpConnectError::new(ConnectErrorKind::Handshake, Some(e.into()));
-        let shared = Arc::new(ConnShared::new(address, resolved.authority, self.version));
+        let shared = Arc::new(ConnShared::new(peer, authority, self.version, secure));
         let greeted = Arc::new(Greeting::default());
         let io = TokioIo::new(Watched {
-            inner: stream,
+            inner: io,
             preface: (self.version == Version::Http2).then(|| Preface::new(greeted.clone())),
             // An HTTP/1.1 server sends nothing but responses: its first byte means it served.
             // (HTTP/2 servers send frames of their own; there a response head counts.)

@@ -1,4 +1,4 @@
-//! The TCP stream as hyper reads it, watched: the server's HTTP/2 preface until it is whole, and
+//! The stream as hyper reads it, watched: the server's HTTP/2 preface until it is whole, and
 //! the first byte of an HTTP/1.1 server.
 
 use std::io;
@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
+use super::dial::BoxIo;
 use super::shared::ConnShared;
 use crate::signal::Signal;
 
@@ -84,11 +84,10 @@ impl Preface {
 }
 
 pin_project! {
-    /// The TCP stream, watching the server's HTTP/2 preface until it is whole, or the first
+    /// The stream (TCP, Unix, TLS or yours), watching the server's HTTP/2 preface until it is whole, or the first
     /// byte of an HTTP/1.1 server.
     pub(super) struct Watched {
-        #[pin]
-        pub(super) inner: TcpStream,
+        pub(super) inner: BoxIo,
         pub(super) preface: Option<Preface>,
         pub(super) first_byte: Option<Arc<ConnShared>>,
     }
@@ -102,7 +101,7 @@ impl AsyncRead for Watched {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
-        let polled = this.inner.poll_read(cx, buf);
+        let polled = this.inner.as_mut().poll_read(cx, buf);
         let read = &buf.filled()[before..];
         if let Some(preface) = this.preface {
             if preface.feed(read) {
@@ -124,15 +123,15 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        self.project().inner.as_mut().poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        self.project().inner.as_mut().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        self.project().inner.as_mut().poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -140,7 +139,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        self.project().inner.as_mut().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -94,12 +94,18 @@
 mod body;
 mod connection;
 mod connector;
+mod dial;
 mod io;
 mod shared;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use body::{ResponseBody, ResponseFuture};
 pub use connection::HttpConnection;
 pub use connector::{
-    Address, Connecting, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HttpConnectError,
-    HttpConnector, MAX_KEEP_ALIVE, MIN_KEEP_ALIVE,
+    Connecting, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HttpConnectError, HttpConnector,
+    MAX_KEEP_ALIVE, MIN_KEEP_ALIVE,
 };
+pub use dial::{Address, Dial, Dialer, Over, Peer};
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsConfigError};

@@ -1,13 +1,13 @@
 //! The state one HTTP connection shares between its clones and its task: the bottom of the
 //! transport, depending on nothing else in it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
+use super::dial::Peer;
 use crate::signal::{Signal, wait_until};
 
 /// The HTTP version a connector speaks.
@@ -18,11 +18,12 @@ pub(super) enum Version {
 }
 
 pub(super) struct ConnShared {
-    pub(super) peer: SocketAddr,
-    /// The `host:port` the connection was asked for, when it was a name: what requests name as
-    /// their authority (`Host`), else the peer address.
+    pub(super) peer: Peer,
+    /// What requests that name none are sent with as their authority (`Host`, `:authority`).
     pub(super) authority: String,
     pub(super) version: Version,
+    /// Over TLS: requests without a scheme are `https`.
+    pub(super) secure: bool,
     /// Set by `close`: no new requests.
     pub(super) closing: Signal,
     /// The connection's task, woken by `close`.
@@ -40,11 +41,12 @@ pub(super) struct ConnShared {
 }
 
 impl ConnShared {
-    pub(super) fn new(peer: SocketAddr, authority: Option<String>, version: Version) -> Self {
+    pub(super) fn new(peer: Peer, authority: String, version: Version, secure: bool) -> Self {
         ConnShared {
             peer,
-            authority: authority.unwrap_or_else(|| peer.to_string()),
+            authority,
             version,
+            secure,
             closing: Signal::default(),
             task: AtomicWaker::new(),
             finished: Signal::default(),

@@ -121,13 +121,31 @@ impl HttpServer {
     }
 }
 
-async fn serve(
+/// Serves one connection (TCP, Unix, in-memory or TLS) as a server named `name` does.
+pub async fn serve_one<S>(name: &'static str, socket: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let stats = Arc::new(Stats::default());
+    serve(
+        name,
+        socket,
+        stats,
+        Options::default(),
+        CancellationToken::new(),
+    )
+    .await
+}
+
+async fn serve<S>(
     name: &'static str,
-    socket: tokio::net::TcpStream,
+    socket: S,
     stats: Arc<Stats>,
     options: Options,
     graceful: CancellationToken,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let stats = stats.clone();
         async move {

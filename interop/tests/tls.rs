@@ -1,0 +1,423 @@
+//! TLS over real sockets on 127.0.0.1, with certificates made at test time (rcgen): HTTP/1.1 and
+//! HTTP/2 with ALPN, the server's certificate checked against the name of the address, the IP
+//! dialed or a name of the configuration; a tonic health check over TLS; a wrong name, an
+//! unknown issuer, a server that speaks another protocol and one that stops mid-handshake, each
+//! a `FailedToConnect` that says why.
+
+#[path = "../../tests/support/web.rs"]
+mod web;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tower::{Layer, ServiceExt};
+use tower_persistent::PersistentLayer;
+use tower_persistent::discovery::Fixed;
+use tower_persistent::grpc::GrpcChannel;
+use tower_persistent::transport::{HttpConnector, TlsConfig};
+use web::{get, serve_one, text};
+
+/// Every wait of these tests is bounded by this.
+const LIMIT: Duration = Duration::from_secs(20);
+
+type Body = Empty<Bytes>;
+
+/// A certificate authority of the test's own and a server certificate it issued for `names`.
+struct Pki {
+    roots: RootCertStore,
+    chain: Vec<CertificateDer<'static>>,
+    key: Vec<u8>,
+}
+
+impl Pki {
+    fn new(names: &[&str]) -> Pki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Each authority a name of its own: one with another's name would be found as the
+        // issuer, and its signature fail.
+        static AUTHORITIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = AUTHORITIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ca_params.distinguished_name.push(
+            DnType::CommonName,
+            format!("tower-persistent test authority {n}"),
+        );
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let leaf = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        Pki {
+            roots,
+            chain: vec![leaf.der().clone()],
+            key: key.serialize_der(),
+        }
+    }
+
+    /// What a client that trusts this authority uses.
+    fn client(&self) -> TlsConfig {
+        TlsConfig::with_roots(self.roots.clone())
+    }
+
+    /// A server configuration offering `alpn`.
+    fn acceptor(&self, alpn: &[&[u8]]) -> TlsAcceptor {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            self.chain.clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone())),
+        )
+        .unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+/// An HTTP server over TLS on 127.0.0.1 (HTTP/1.1 and HTTP/2, chosen by ALPN), answering
+/// `"t <path>"`; it records the protocol each handshake agreed on, and serves until dropped.
+struct TlsServer {
+    address: SocketAddr,
+    agreed: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsServer {
+    async fn start(acceptor: TlsAcceptor) -> TlsServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let agreed = Arc::new(Mutex::new(Vec::new()));
+        let record = agreed.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let record = record.clone();
+                connections.spawn(async move {
+                    // A failed handshake ends this connection only.
+                    if let Ok(stream) = acceptor.accept(socket).await {
+                        let alpn = stream.get_ref().1.alpn_protocol().unwrap_or(b"none");
+                        record
+                            .lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(alpn).into_owned());
+                        serve_one("t", stream).await;
+                    }
+                });
+            }
+        });
+        TlsServer {
+            address,
+            agreed,
+            task,
+        }
+    }
+
+    fn agreed(&self) -> Vec<String> {
+        self.agreed.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn http1_and_http2_over_tls_checked_against_the_address() {
+    let pki = Pki::new(&["localhost", "127.0.0.1"]);
+    let server = TlsServer::start(pki.acceptor(&[b"h2", b"http/1.1"])).await;
+    let port = server.address.port();
+
+    // A name: the certificate is checked against its host, `localhost`.
+    for connector in [HttpConnector::<Body>::http1(), HttpConnector::http2()] {
+        let client = PersistentLayer::new("web", Fixed::new(format!("localhost:{port}")))
+            .layer(connector.tls(pki.client()));
+        let response = timeout(LIMIT, client.clone().oneshot(get("/x")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, "t /x");
+        assert!(client.current_connection().unwrap().is_tls());
+        client.close().await;
+    }
+    // A socket address: checked against the IP dialed.
+    let client = PersistentLayer::new("web", Fixed::new(server.address))
+        .layer(HttpConnector::<Body>::http2().tls(pki.client()));
+    let response = timeout(LIMIT, client.clone().oneshot(get("/y")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "t /y");
+    client.close().await;
+    // ALPN offered one version each time, and the server agreed to it.
+    assert_eq!(server.agreed(), ["http/1.1", "h2", "h2"]);
+}
+
+#[tokio::test]
+async fn a_name_from_the_configuration_and_a_wrong_name() {
+    let pki = Pki::new(&["replica-3.orders.internal"]);
+    let server = TlsServer::start(pki.acceptor(&[b"h2"])).await;
+
+    // The address is an IP; the configuration names the server.
+    let named = pki
+        .client()
+        .server_name("replica-3.orders.internal")
+        .unwrap();
+    let client = PersistentLayer::new("web", Fixed::new(server.address))
+        .layer(HttpConnector::<Body>::http2().tls(named));
+    let response = timeout(LIMIT, client.clone().oneshot(get("/x")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "t /x");
+    client.close().await;
+
+    // Checked against the IP dialed, the certificate does not match.
+    let client = PersistentLayer::new("web", Fixed::new(server.address))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(HttpConnector::<Body>::http2().tls(pki.client()));
+    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.text(),
+        "connect failed: tls handshake failed: with 127.0.0.1: invalid peer certificate: \
+         certificate not valid for name \"127.0.0.1\"; certificate is only valid for \
+         DnsName(\"replica-3.orders.internal\")"
+    );
+    client.close().await;
+
+    // A name that cannot be a server name is refused when configured.
+    let refused = pki.client().server_name("not a name").unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .starts_with("invalid tls server name \"not a name\""),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_issuer_and_the_platform_roots() {
+    let pki = Pki::new(&["localhost"]);
+    let server = TlsServer::start(pki.acceptor(&[b"http/1.1"])).await;
+    let port = server.address.port();
+    let stranger = Pki::new(&["localhost"]);
+    // The platform's roots do not know the test's authority either.
+    let platform = TlsConfig::platform_roots().expect("this machine has root certificates");
+    for roots in [stranger.client(), platform] {
+        let client = PersistentLayer::new("web", Fixed::new(format!("localhost:{port}")))
+            .retry_delay(|| Duration::from_secs(60))
+            .layer(HttpConnector::<Body>::http1().tls(roots));
+        let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            error.text(),
+            "connect failed: tls handshake failed: with localhost: invalid peer certificate: \
+             UnknownIssuer"
+        );
+        client.close().await;
+    }
+    assert!(server.agreed().is_empty());
+}
+
+#[tokio::test]
+async fn a_server_that_speaks_another_protocol_or_plain_http() {
+    let pki = Pki::new(&["127.0.0.1"]);
+    // HTTP/1.1 only, for a client that speaks HTTP/2 only.
+    let server = TlsServer::start(pki.acceptor(&[b"http/1.1"])).await;
+    let client = PersistentLayer::new("web", Fixed::new(server.address))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(HttpConnector::<Body>::http2().tls(pki.client()));
+    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.text(),
+        "connect failed: tls handshake failed: with 127.0.0.1: received fatal alert: \
+         NoApplicationProtocol"
+    );
+    client.close().await;
+
+    // A server that answers in cleartext.
+    let plain = web::HttpServer::start("p").await.unwrap();
+    let client = PersistentLayer::new("web", Fixed::new(plain.address))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(HttpConnector::<Body>::http1().tls(pki.client()));
+    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        error
+            .text()
+            .starts_with("connect failed: tls handshake failed: with 127.0.0.1: "),
+        "{}",
+        error.text()
+    );
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_server_that_stops_mid_handshake_is_timed_out() {
+    let pki = Pki::new(&["127.0.0.1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    // Reads the ClientHello, then says nothing, holding the socket.
+    let (hello_tx, hello_rx) = tokio::sync::oneshot::channel::<usize>();
+    let server = tokio::spawn(async move {
+        let (mut socket, _): (TcpStream, _) = listener.accept().await.unwrap();
+        let mut hello = [0u8; 4096];
+        let n = socket.read(&mut hello).await.unwrap();
+        let _ = hello_tx.send(n);
+        std::future::pending::<()>().await;
+    });
+    let client = PersistentLayer::new("web", Fixed::new(address))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(
+            HttpConnector::<Body>::http1()
+                .connect_timeout(Duration::from_millis(300))
+                .tls(pki.client()),
+        );
+    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.text(),
+        "connect failed: connect timed out after 300ms"
+    );
+    // The handshake had begun: the server had the ClientHello (a TLS handshake record).
+    assert!(hello_rx.await.unwrap() > 5);
+    client.close().await;
+    server.abort();
+}
+
+/// A TLS stream, as tonic's server takes its connections.
+struct Tls(TlsStream<TcpStream>);
+
+impl tonic::transport::server::Connected for Tls {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl AsyncRead for Tls {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tls {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_tonic_health_check_over_tls() {
+    let pki = Pki::new(&["health.orders.internal"]);
+    let acceptor = pki.acceptor(&[b"h2"]);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("orders", ServingStatus::Serving)
+        .await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let incoming = async_stream(listener, acceptor);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(incoming),
+    );
+
+    let persistent = PersistentLayer::new("health", Fixed::new(address)).layer(
+        HttpConnector::<tonic::body::Body>::http2()
+            .tls(pki.client().server_name("health.orders.internal").unwrap()),
+    );
+    let mut client = HealthClient::new(GrpcChannel::new(persistent.clone()));
+    for _ in 0..3 {
+        let response = timeout(
+            LIMIT,
+            client.check(HealthCheckRequest {
+                service: "orders".into(),
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(response.into_inner().status, ServingStatus::Serving as i32);
+    }
+    let connection = persistent.current_connection().unwrap();
+    assert!(connection.is_tls() && connection.is_http2());
+    persistent.close().await;
+    server.abort();
+}
+
+/// The TLS connections of `listener`, as a stream for tonic's server; a failed handshake is
+/// skipped.
+fn async_stream(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) -> impl futures_util::Stream<Item = std::io::Result<Tls>> {
+    futures_util::stream::unfold((listener, acceptor), |(listener, acceptor)| async move {
+        loop {
+            let (socket, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => return Some((Err(error), (listener, acceptor))),
+            };
+            if let Ok(stream) = acceptor.accept(socket).await {
+                return Some((Ok(Tls(stream)), (listener, acceptor)));
+            }
+        }
+    })
+}

@@ -1,0 +1,327 @@
+//! Where an [`HttpConnector`](super::HttpConnector) gets its byte stream: its own dialer
+//! ([`Dialer`]: TCP and Unix domain sockets, from an [`Address`]) or a tower `Service` of yours
+//! ([`Over`]).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+use super::connector::{ConnectErrorKind, HttpConnectError};
+use crate::error::BoxError;
+
+/// A byte stream the HTTP handshake can run over.
+pub(super) trait Io: AsyncRead + AsyncWrite + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + 'static> Io for T {}
+
+/// A stream of any kind, boxed: one reads or writes costs a virtual call, small beside the
+/// system call under it, and hyper's connection is compiled once for all kinds of stream.
+pub(super) type BoxIo = Pin<Box<dyn Io>>;
+
+/// Who a connection reaches: what [`HttpConnection::peer`](super::HttpConnection::peer) says.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Peer {
+    /// A TCP peer, at this address.
+    Tcp(SocketAddr),
+    /// A Unix domain socket, at this path.
+    Unix(PathBuf),
+    /// A stream from a service of yours ([`Over`]): the crate cannot tell where it leads.
+    Stream,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(address) => address.fmt(f),
+            Peer::Unix(path) => write!(f, "unix:{}", path.display()),
+            Peer::Stream => f.write_str("stream"),
+        }
+    }
+}
+
+/// A stream dialed, and who it reaches.
+#[doc(hidden)]
+pub struct Dialed {
+    pub(super) io: BoxIo,
+    pub(super) peer: Peer,
+    /// The `host:port` the connection was asked for, when it was a name.
+    pub(super) name: Option<String>,
+}
+
+impl fmt::Debug for Dialed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dialed")
+            .field("peer", &self.peer)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an [`HttpConnector`](super::HttpConnector) opens a byte stream to an address of type
+/// `A`: its own [`Dialer`], or [`Over`] a service of yours. Sealed: implemented here only.
+pub trait Dial<A>: sealed::SealedDial + Clone + Send + 'static {
+    /// Opens the stream.
+    #[doc(hidden)]
+    fn dial(self, address: A) -> impl Future<Output = Result<Dialed, HttpConnectError>> + Send;
+}
+
+/// The crate's own dialer, [`HttpConnector`](super::HttpConnector)'s default: TCP (with
+/// `TCP_NODELAY`) to an [`Address`] that is a socket address, a name or a URI, and Unix domain
+/// sockets to one that is a path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dialer;
+
+/// Your own byte stream: a tower `Service` from an address of yours to any
+/// `AsyncRead + AsyncWrite` stream (a proxy tunnel, an in-memory duplex, a socket set up your
+/// way), for [`HttpConnector::over`](super::HttpConnector::over).
+///
+/// The service is cloned for each connection, waited on until ready, then called once; its
+/// error fails the attempt (an [`HttpConnectError`] whose source it is), within the
+/// connector's connect timeout. The crate does not know where such a stream leads: the
+/// connection's [`peer`](super::HttpConnection::peer) is [`Peer::Stream`], requests that name no
+/// authority are sent with `localhost` (or the TLS server name, when there is one), and TLS
+/// needs its [`server_name`](super::TlsConfig::server_name) set.
+#[derive(Debug, Clone)]
+pub struct Over<S>(pub(super) S);
+
+mod sealed {
+    pub trait SealedDial {}
+    impl SealedDial for super::Dialer {}
+    impl<S> SealedDial for super::Over<S> {}
+
+    pub trait Sealed {}
+    impl Sealed for std::net::SocketAddr {}
+    impl Sealed for String {}
+    impl Sealed for &'static str {}
+    impl Sealed for http::Uri {}
+    impl Sealed for std::path::PathBuf {}
+    impl Sealed for &'static std::path::Path {}
+}
+
+impl<A: Address> Dial<A> for Dialer {
+    async fn dial(self, address: A) -> Result<Dialed, HttpConnectError> {
+        match address.resolve().await? {
+            Resolved::Tcp { addresses, name } => {
+                let (stream, address) = dial_tcp(&addresses).await?;
+                Ok(Dialed {
+                    io: Box::pin(stream),
+                    peer: Peer::Tcp(address),
+                    name,
+                })
+            }
+            Resolved::Unix(path) => dial_unix(path).await,
+        }
+    }
+}
+
+/// Each address in turn; the last one's error if none answers.
+async fn dial_tcp(addresses: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), HttpConnectError> {
+    let tcp = |e: io::Error| HttpConnectError::new(ConnectErrorKind::Tcp, Some(e.into()));
+    let mut last = None;
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                stream.set_nodelay(true).map_err(tcp)?;
+                return Ok((stream, *address));
+            }
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(tcp(
+        last.unwrap_or_else(|| io::Error::other("no address to dial"))
+    ))
+}
+
+#[cfg(unix)]
+async fn dial_unix(path: PathBuf) -> Result<Dialed, HttpConnectError> {
+    match tokio::net::UnixStream::connect(&path).await {
+        Ok(stream) => Ok(Dialed {
+            io: Box::pin(stream),
+            peer: Peer::Unix(path),
+            name: None,
+        }),
+        Err(error) => Err(HttpConnectError::new(
+            ConnectErrorKind::Unix,
+            Some(io::Error::new(error.kind(), format!("{}: {error}", path.display())).into()),
+        )),
+    }
+}
+
+#[cfg(not(unix))]
+async fn dial_unix(path: PathBuf) -> Result<Dialed, HttpConnectError> {
+    Err(HttpConnectError::new(
+        ConnectErrorKind::Unix,
+        Some(
+            format!(
+                "{}: unix domain sockets are not supported here",
+                path.display()
+            )
+            .into(),
+        ),
+    ))
+}
+
+impl<S, A> Dial<A> for Over<S>
+where
+    S: Service<A> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: AsyncRead + AsyncWrite + Send + 'static,
+    S::Error: Into<BoxError>,
+    A: Send + 'static,
+{
+    async fn dial(self, address: A) -> Result<Dialed, HttpConnectError> {
+        let failed = |e: S::Error| HttpConnectError::new(ConnectErrorKind::Stream, Some(e.into()));
+        let mut service = self.0;
+        std::future::poll_fn(|cx| service.poll_ready(cx))
+            .await
+            .map_err(failed)?;
+        let stream = service.call(address).await.map_err(failed)?;
+        Ok(Dialed {
+            io: Box::pin(stream),
+            peer: Peer::Stream,
+            name: None,
+        })
+    }
+}
+
+/// What the crate's own [`Dialer`] dials:
+///
+/// - a [`SocketAddr`];
+/// - a `host:port` name (`String` or `&'static str`, such as
+///   `"replica-3.orders.internal:8080"`), resolved at connect time, each of its addresses tried
+///   in turn;
+/// - an [`http::Uri`] (`http://host:port`, port 80 by default; `https://host`, port 443 by
+///   default, which does not by itself turn TLS on: see [`HttpConnector::tls`](super::HttpConnector::tls));
+/// - the path of a Unix domain socket: a [`PathBuf`], a `&'static Path`, or a string that
+///   starts with `unix:` (`"unix:/run/orders.sock"`), so that discovery can publish one as text.
+///
+/// A name is also what requests name as their authority (the HTTP/1.1 `Host` header, the
+/// HTTP/2 `:authority`) when they do not name one themselves, and what a TLS server's
+/// certificate is checked against, unless the connector names a server itself. Sealed:
+/// implemented here only.
+pub trait Address: sealed::Sealed + Send + 'static {
+    /// The addresses to try in turn and the name, resolved.
+    #[doc(hidden)]
+    fn resolve(self) -> impl Future<Output = Result<Resolved, HttpConnectError>> + Send;
+}
+
+/// An [`Address`] resolved.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Resolved {
+    /// The socket addresses to try, in turn, and the name they were looked up by.
+    Tcp {
+        addresses: Vec<SocketAddr>,
+        name: Option<String>,
+    },
+    Unix(PathBuf),
+}
+
+impl Address for SocketAddr {
+    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
+        Ok(Resolved::Tcp {
+            addresses: vec![self],
+            name: None,
+        })
+    }
+}
+
+impl Address for String {
+    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
+        match self.strip_prefix("unix:") {
+            Some(path) => Ok(Resolved::Unix(PathBuf::from(path))),
+            None => resolve_name(self).await,
+        }
+    }
+}
+
+impl Address for &'static str {
+    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
+        self.to_owned().resolve().await
+    }
+}
+
+impl Address for PathBuf {
+    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
+        Ok(Resolved::Unix(self))
+    }
+}
+
+impl Address for &'static Path {
+    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
+        Ok(Resolved::Unix(self.to_path_buf()))
+    }
+}
+
+impl Address for http::Uri {
+    async fn resolve(self) -> Result<Resolved, HttpConnectError> {
+        let unsupported =
+            |why: String| HttpConnectError::new(ConnectErrorKind::Resolve, Some(why.into()));
+        let default_port = match self.scheme_str() {
+            None | Some("http") => 80,
+            Some("https") => 443,
+            Some(other) => {
+                return Err(unsupported(format!(
+                    "scheme {other} is not supported: {self}"
+                )));
+            }
+        };
+        let Some(authority) = self.authority() else {
+            return Err(unsupported(format!("no host in {self}")));
+        };
+        let port = authority.port_u16().unwrap_or(default_port);
+        resolve_name(format!("{}:{port}", authority.host())).await
+    }
+}
+
+/// Resolves `host_port`, keeping the resolver's order (its preference) to try them in.
+async fn resolve_name(host_port: String) -> Result<Resolved, HttpConnectError> {
+    let resolve = |e: io::Error| HttpConnectError::new(ConnectErrorKind::Resolve, Some(e.into()));
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host(&host_port)
+        .await
+        .map_err(|e| resolve(io::Error::new(e.kind(), format!("{host_port}: {e}"))))?
+        .collect();
+    if addresses.is_empty() {
+        return Err(resolve(io::Error::other(format!(
+            "{host_port} resolved to no address"
+        ))));
+    }
+    Ok(Resolved::Tcp {
+        addresses,
+        name: Some(host_port),
+    })
+}
+
+/// The host of a `host:port` name (an IPv6 host without its brackets).
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+pub(super) fn host_of(name: &str) -> &str {
+    let host = match name.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => name,
+    };
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn host_of_a_name() {
+        assert_eq!(
+            host_of("replica-3.orders.internal:8443"),
+            "replica-3.orders.internal"
+        );
+        assert_eq!(host_of("[::1]:8443"), "::1");
+        assert_eq!(host_of("localhost"), "localhost");
+    }
+}

@@ -1,0 +1,209 @@
+//! The HTTP connector over other streams than TCP: Unix domain sockets (by path and by a
+//! `unix:` name), and the streams of a service of the user's (an in-memory duplex, hyper-util's
+//! own connector), including a service that fails and a stream that never answers.
+#![cfg(all(feature = "hyper", unix))]
+
+mod support;
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use support::temp::TempDir;
+use support::web::{HttpServer, get, serve_one, text};
+use tokio::io::DuplexStream;
+use tokio::net::UnixListener;
+use tokio::time::{Instant, timeout};
+use tower::{Layer, ServiceExt, service_fn};
+use tower_persistent::PersistentLayer;
+use tower_persistent::discovery::Fixed;
+use tower_persistent::transport::{HttpConnector, Peer};
+
+/// Every wait of these tests is bounded by this.
+const LIMIT: Duration = Duration::from_secs(20);
+
+type Body = Empty<Bytes>;
+
+/// A server named `name` on a Unix domain socket at `path`, serving until dropped.
+fn unix_server(name: &'static str, path: &std::path::Path) -> tokio::task::JoinHandle<()> {
+    let listener = UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            connections.spawn(serve_one(name, socket));
+        }
+    })
+}
+
+#[tokio::test]
+async fn unix_domain_sockets_by_path_and_by_name() {
+    let dir = TempDir::new("unix").unwrap();
+    let path = dir.path().join("web.sock");
+    let server = unix_server("u", &path);
+
+    // A path: HTTP/1.1, whose requests name `localhost` as their host.
+    let by_path =
+        PersistentLayer::new("web", Fixed::new(path.clone())).layer(HttpConnector::<Body>::http1());
+    let response = timeout(LIMIT, by_path.clone().oneshot(get("/host")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "u host localhost");
+    let connection = by_path.current_connection().unwrap();
+    assert_eq!(connection.peer(), &Peer::Unix(path.clone()));
+    assert_eq!(
+        connection.peer().to_string(),
+        format!("unix:{}", path.display())
+    );
+    assert!(!connection.is_tls());
+    by_path.close().await;
+
+    // A name, as discovery would publish it as text: HTTP/2.
+    let name = format!("unix:{}", path.display());
+    let by_name =
+        PersistentLayer::new("web", Fixed::new(name)).layer(HttpConnector::<Body>::http2());
+    let response = timeout(LIMIT, by_name.clone().oneshot(get("/x")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "u /x");
+    assert!(by_name.current_connection().unwrap().is_http2());
+    by_name.close().await;
+
+    // A socket that is not there: the attempt fails and says which path.
+    let missing = dir.path().join("missing.sock");
+    let nowhere = PersistentLayer::new("web", Fixed::new(missing.clone()))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(HttpConnector::<Body>::http1());
+    let error = timeout(LIMIT, nowhere.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.text(),
+        format!(
+            "connect failed: unix socket connect failed: {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    nowhere.close().await;
+    server.abort();
+}
+
+/// A service of the user's that makes in-memory streams, each served by a test server named
+/// after the address it was called with; it counts its calls.
+#[derive(Clone, Default)]
+struct Memory {
+    calls: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl tower::Service<&'static str> for Memory {
+    type Response = DuplexStream;
+    type Error = io::Error;
+    type Future = std::future::Ready<io::Result<DuplexStream>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: &'static str) -> Self::Future {
+        self.calls.lock().unwrap().push(name);
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve_one(name, server));
+        std::future::ready(Ok(client))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_a_service_of_in_memory_streams() {
+    let memory = Memory::default();
+    for connector in [
+        HttpConnector::<Body>::http1().over(memory.clone()),
+        HttpConnector::<Body>::http2().over(memory.clone()),
+    ] {
+        let client = PersistentLayer::new("mem", Fixed::new("memory")).layer(connector);
+        let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, "memory /a");
+        let response = timeout(LIMIT, client.clone().oneshot(get("/host")))
+            .await
+            .unwrap()
+            .unwrap();
+        let host = text(response).await;
+        let connection = client.current_connection().unwrap();
+        assert_eq!(connection.peer(), &Peer::Stream);
+        assert_eq!(connection.peer_addr().port(), 0);
+        if connection.is_http2() {
+            // HTTP/2 sends the authority as `:authority`, not as a `Host` header.
+            assert_eq!(host, "memory host ");
+        } else {
+            assert_eq!(host, "memory host localhost");
+        }
+        client.close().await;
+    }
+    // One stream per connection, asked for with the discovered address.
+    assert_eq!(*memory.calls.lock().unwrap(), ["memory", "memory"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_service_or_a_silent_stream_fails_the_attempt() {
+    // The service's error is the attempt's, in its text.
+    let refusing =
+        service_fn(|_: ()| async { Err::<DuplexStream, _>(io::Error::other("tunnel refused")) });
+    let client = PersistentLayer::new("mem", Fixed::new(()))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(HttpConnector::<Body>::http1().over(refusing));
+    let error = client.connected_or_failed_to_connect().await.unwrap_err();
+    assert_eq!(
+        error.text(),
+        "connect failed: could not open the stream: tunnel refused"
+    );
+    client.close().await;
+
+    // An HTTP/2 stream whose far end never speaks: cut off at the connect timeout.
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let silent = {
+        let held = held.clone();
+        service_fn(move |_: ()| {
+            let (client, server) = tokio::io::duplex(1024);
+            held.lock().unwrap().push(server);
+            async { Ok::<_, io::Error>(client) }
+        })
+    };
+    let start = Instant::now();
+    let client = PersistentLayer::new("mem", Fixed::new(()))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(
+            HttpConnector::<Body>::http2()
+                .connect_timeout(Duration::from_secs(3))
+                .over(silent),
+        );
+    let error = client.connected_or_failed_to_connect().await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(error.text(), "connect failed: connect timed out after 3s");
+    assert_eq!(held.lock().unwrap().len(), 1);
+    client.close().await;
+}
+
+#[tokio::test]
+async fn over_hyper_utils_connector() {
+    let server = HttpServer::start("s").await.unwrap();
+    let uri: http::Uri = format!("http://{}", server.address).parse().unwrap();
+    // hyper-util's connector yields hyper's I/O wrapper; its inner stream is tokio's.
+    let dialer =
+        hyper_util::client::legacy::connect::HttpConnector::new().map_response(TokioIo::into_inner);
+    let client = PersistentLayer::new("web", Fixed::new(uri))
+        .layer(HttpConnector::<Body>::http2().over(dialer));
+    let response = timeout(LIMIT, client.clone().oneshot(get("/x")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "s /x");
+    assert_eq!(server.accepted(), 1);
+    client.close().await;
+}
