@@ -87,7 +87,7 @@ pub struct Dialer;
 /// connector's connect timeout. The crate does not know where such a stream leads: the
 /// connection's [`peer`](super::HttpConnection::peer) is [`Peer::Stream`], requests that name no
 /// authority are sent with `localhost` (or the TLS server name, when there is one), and TLS
-/// needs its [`server_name`](super::TlsConfig::server_name) set.
+/// needs its server name set (`TlsConfig::server_name`).
 #[derive(Debug, Clone)]
 pub struct Over<S>(pub(super) S);
 

@@ -1,13 +1,25 @@
-//! Transports: HTTP/1.1 and HTTP/2 connections over TCP with hyper 1.x (feature `hyper`, on by
-//! default).
+//! Transports: HTTP/1.1 and HTTP/2 connections with hyper 1.x (feature `hyper`, on by default),
+//! over TCP, Unix domain sockets or a stream of yours, with TLS (feature `tls`) or without.
 //!
 //! [`HttpConnector`] is a connector for [`PersistentLayer`](crate::PersistentLayer): a tower
-//! `Service` from an [`Address`] (a [`SocketAddr`](std::net::SocketAddr), a `host:port` string
-//! resolved at connect time, or an `http::Uri`) to an [`HttpConnection`]. Each connection dials TCP (with
-//! `TCP_NODELAY`), performs the HTTP handshake, and spawns hyper's connection task on the current
-//! tokio runtime.
+//! `Service` from an address to an [`HttpConnection`]. Each connection opens a byte stream,
+//! speaks TLS over it if asked, performs the HTTP handshake, and spawns hyper's connection task
+//! on the current tokio runtime. The stream comes from:
 //!
-//! - **Connect timeout** (default 10 s): one deadline for the TCP connect and the handshake. For
+//! - the crate's own [`Dialer`], for an [`Address`]: a [`SocketAddr`](std::net::SocketAddr), a
+//!   `host:port` string resolved at connect time, an `http::Uri` (TCP, with `TCP_NODELAY`), or
+//!   the path of a Unix domain socket (a `PathBuf`, or a string `unix:/run/orders.sock`);
+//! - or a tower `Service` of yours, [`HttpConnector::over`]: any address type, any
+//!   `AsyncRead + AsyncWrite` stream (a proxy tunnel, an in-memory duplex, hyper-util's
+//!   connector).
+//!
+//! **TLS** ([`HttpConnector::tls`], feature `tls`): rustls with the `ring` provider, ALPN for the
+//! connector's version, the server's certificate checked against the roots and name of a
+//! `TlsConfig` (the name set there, else the host of the address's name, else the
+//! IP dialed).
+//!
+//! - **Connect timeout** (default 10 s): one deadline for the lookup, the connect, the TLS
+//!   handshake and the HTTP handshake. For
 //!   HTTP/2 the handshake includes the server's connection preface, a whole SETTINGS frame: a
 //!   server that accepts and never speaks, or sends a byte or a frame header and goes silent, is
 //!   cut off and the attempt fails with an error that [`is_timeout`](HttpConnectError::is_timeout);
@@ -42,10 +54,11 @@
 //!
 //! # Requests
 //!
-//! HTTP/2 requests whose URI has no scheme or authority get `http` and the connection's authority;
-//! HTTP/1.1 requests without a `Host` header get one from the URI's authority, or else the
-//! connection's authority: the name it was asked for (`host:port`, see [`Address`]), or else the
-//! peer address.
+//! HTTP/2 requests whose URI has no scheme or authority get `http` (`https` over TLS) and the
+//! connection's authority; HTTP/1.1 requests without a `Host` header get one from the URI's
+//! authority, or else the connection's authority: the name it was asked for (`host:port`, see
+//! [`Address`]), or else the TLS server name, or else the TCP peer address, or else `localhost`
+//! (a Unix socket, a stream of yours).
 //! Responses carry a [`ResponseBody`], which counts as in flight until it is read to its end or
 //! dropped.
 //!
@@ -84,11 +97,60 @@
 //! # }
 //! ```
 //!
+//! Over a Unix domain socket, and over an in-memory stream of a service of yours:
+//!
+//! ```
+//! # #[cfg(unix)]
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use bytes::Bytes;
+//! use http_body_util::Empty;
+//! use tower::{Layer, ServiceExt, service_fn};
+//! use tower_persistent::PersistentLayer;
+//! use tower_persistent::discovery::Fixed;
+//! use tower_persistent::transport::{HttpConnector, Peer};
+//!
+//! # fn serve(io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static) {
+//! #     let service = hyper::service::service_fn(|_| async {
+//! #         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(Bytes::from("hi"))))
+//! #     });
+//! #     tokio::spawn(hyper::server::conn::http1::Builder::new()
+//! #         .serve_connection(hyper_util::rt::TokioIo::new(io), service));
+//! # }
+//! # let dir = std::env::temp_dir().join(format!("tower-persistent-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("web.sock");
+//! # let _ = std::fs::remove_file(&path);
+//! # let listener = tokio::net::UnixListener::bind(&path).unwrap();
+//! # tokio::spawn(async move { while let Ok((s, _)) = listener.accept().await { serve(s) } });
+//! let client = PersistentLayer::new("web", Fixed::new(path.clone()))
+//!     .layer(HttpConnector::<Empty<Bytes>>::http1());
+//! let request = http::Request::get("/").body(Empty::new()).unwrap();
+//! assert_eq!(client.clone().oneshot(request).await.unwrap().status(), 200);
+//! assert_eq!(client.current_connection().unwrap().peer(), &Peer::Unix(path));
+//! client.close().await;
+//!
+//! // Your own streams: here each connection is an in-memory duplex, its far end served.
+//! let streams = service_fn(|()| async {
+//!     let (near, far) = tokio::io::duplex(64 * 1024);
+//!     serve(far);
+//!     Ok::<_, std::io::Error>(near)
+//! });
+//! let client = PersistentLayer::new("memory", Fixed::new(()))
+//!     .layer(HttpConnector::<Empty<Bytes>>::http1().over(streams));
+//! let request = http::Request::get("/").body(Empty::new()).unwrap();
+//! assert_eq!(client.clone().oneshot(request).await.unwrap().status(), 200);
+//! client.close().await;
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # }
+//! # #[cfg(not(unix))] fn main() {}
+//! ```
+//!
 //! # Layout
 //!
-//! [`HttpConnector`] (`connector.rs`) dials and shakes hands, and hands over an
+//! [`HttpConnector`] (`connector.rs`) gets a stream from a [`Dial`] (`dial.rs`: [`Address`],
+//! [`Dialer`], [`Over`]), shakes hands (TLS in `tls.rs`, then HTTP), and hands over an
 //! [`HttpConnection`] (`connection.rs`, with the task that drives hyper's side), whose responses
-//! are [`ResponseFuture`] and [`ResponseBody`] (`body.rs`); under them, the watched TCP stream
+//! are [`ResponseFuture`] and [`ResponseBody`] (`body.rs`); under them, the watched stream
 //! (`io.rs`) and the state a connection's clones and task share (`shared.rs`).
 
 mod body;
