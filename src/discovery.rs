@@ -11,6 +11,7 @@
 //! | [`Dns`] | `host:port` resolved again at every call, rotating among the results |
 //! | [`Catalog`] | the next replica published in a directory, in turn |
 //! | [`Watch`] | the address last pushed through a `tokio::sync::watch` channel |
+//! | [`Etcd`] (feature `etcd`) | the next replica published under a key prefix of an etcd cluster, in turn |
 //!
 //! The persistent connection calls its lookup once per connection attempt, that is after a
 //! failed attempt or after a connection died. The rotating lookups therefore move on to another
@@ -53,6 +54,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tower_service::Service;
+
+#[cfg(feature = "etcd")]
+mod etcd;
+#[cfg(feature = "etcd")]
+pub use etcd::{DEFAULT_ETCD_TIMEOUT, Etcd};
 
 /// Always the same address.
 #[derive(Debug, Clone)]
@@ -162,25 +168,25 @@ impl<A: Clone> Service<()> for RoundRobin<A> {
     }
 }
 
-/// The future of a lookup that does I/O ([`Dns`], [`Catalog`]): the address, or why there is
-/// none.
-pub struct Resolving(Pin<Box<dyn Future<Output = Result<SocketAddr, LookupError>> + Send>>);
+/// The future of a lookup that does I/O ([`Dns`], [`Catalog`], `Etcd`): the address, or why
+/// there is none.
+pub struct Resolving<A = SocketAddr>(Pin<Box<dyn Future<Output = Result<A, LookupError>> + Send>>);
 
-impl Resolving {
-    fn new(lookup: impl Future<Output = Result<SocketAddr, LookupError>> + Send + 'static) -> Self {
+impl<A> Resolving<A> {
+    fn new(lookup: impl Future<Output = Result<A, LookupError>> + Send + 'static) -> Self {
         Resolving(Box::pin(lookup))
     }
 }
 
-impl Future for Resolving {
-    type Output = Result<SocketAddr, LookupError>;
+impl<A> Future for Resolving<A> {
+    type Output = Result<A, LookupError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.0.as_mut().poll(cx)
     }
 }
 
-impl fmt::Debug for Resolving {
+impl<A> fmt::Debug for Resolving<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resolving").finish_non_exhaustive()
     }
@@ -332,7 +338,9 @@ impl Catalog {
         let temporary = dir.join(format!(".{name}.tmp"));
         tokio::fs::write(&temporary, address.to_string()).await?;
         tokio::fs::rename(&temporary, &path).await?;
-        Ok(Publication { path: Some(path) })
+        Ok(Publication {
+            entry: Some(Entry::File(path)),
+        })
     }
 
     async fn replicas(dir: &Path) -> io::Result<Vec<(String, SocketAddr)>> {
@@ -383,41 +391,70 @@ impl Service<()> for Catalog {
     }
 }
 
-/// A replica's entry in a [`Catalog`]; removed by [`withdraw`](Self::withdraw) or on drop.
+/// A replica's entry in a catalog: a file of a [`Catalog`], or a key of `Etcd` (feature
+/// `etcd`) held by a lease. Removed by [`withdraw`](Self::withdraw) or on drop; left behind by
+/// [`abandon`](Self::abandon), as by a replica that dies (an etcd key then expires with its
+/// lease).
 #[derive(Debug)]
 pub struct Publication {
-    path: Option<PathBuf>,
+    entry: Option<Entry>,
+}
+
+#[derive(Debug)]
+enum Entry {
+    File(PathBuf),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd::Registration>),
 }
 
 impl Publication {
-    /// The file of the entry.
+    /// Where the entry is: the file of a [`Catalog`] entry, or the key of an etcd entry (as a
+    /// path: `/services/orders/replica-3`).
     pub fn path(&self) -> &Path {
-        self.path.as_deref().expect("present until withdrawn")
-    }
-
-    /// Removes the entry.
-    ///
-    /// # Errors
-    ///
-    /// If the file cannot be removed (a file already gone is not an error).
-    pub async fn withdraw(mut self) -> io::Result<()> {
-        let path = self.path.take().expect("present until withdrawn");
-        match tokio::fs::remove_file(path).await {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        match self.entry.as_ref().expect("present until withdrawn") {
+            Entry::File(path) => path,
+            #[cfg(feature = "etcd")]
+            Entry::Etcd(registration) => Path::new(registration.key()),
         }
     }
 
-    /// Leaves the entry in place, as a replica that dies without a clean shutdown does.
+    /// Removes the entry: deletes the file, or revokes the etcd lease (which deletes the key).
+    ///
+    /// # Errors
+    ///
+    /// If the file cannot be removed (a file already gone is not an error), or etcd does not
+    /// answer within its timeout.
+    pub async fn withdraw(mut self) -> io::Result<()> {
+        match self.entry.take().expect("present until withdrawn") {
+            Entry::File(path) => match tokio::fs::remove_file(path).await {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+            #[cfg(feature = "etcd")]
+            Entry::Etcd(registration) => registration.withdraw().await,
+        }
+    }
+
+    /// Leaves the entry in place, as a replica that dies without a clean shutdown does: the file
+    /// stays; the etcd lease is no longer kept alive, and the key goes when it expires.
     pub fn abandon(mut self) {
-        self.path = None;
+        match self.entry.take() {
+            #[cfg(feature = "etcd")]
+            Some(Entry::Etcd(registration)) => registration.abandon(),
+            _ => {}
+        }
     }
 }
 
 impl Drop for Publication {
     fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            let _ = std::fs::remove_file(path);
+        match self.entry.take() {
+            Some(Entry::File(path)) => {
+                let _ = std::fs::remove_file(path);
+            }
+            #[cfg(feature = "etcd")]
+            Some(Entry::Etcd(registration)) => registration.drop_entry(),
+            None => {}
         }
     }
 }

@@ -138,7 +138,7 @@ pub mod hyper {
 }
 
 // The README's examples are compiled and run as doc tests, with every feature on (as the README's
-// test command has it: some of them use TLS and tonic).
-#[cfg(all(doctest, feature = "tls", feature = "tonic"))]
+// test command has it: some of them use TLS, tonic and etcd).
+#[cfg(all(doctest, feature = "tls", feature = "tonic", feature = "etcd"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

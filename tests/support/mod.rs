@@ -343,3 +343,6 @@ pub mod faulty;
 
 #[path = "temp.rs"]
 pub mod temp;
+
+#[path = "etcd.rs"]
+pub mod etcd;

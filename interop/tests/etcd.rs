@@ -1,0 +1,260 @@
+//! Discovery from a real 3-member etcd cluster on 127.0.0.1 (Debian's `etcd`, started and
+//! stopped by the test, data in a temporary directory): three HTTP replicas register with a
+//! lease; the client is answered; a replica dies abruptly, its lease expires and the client
+//! moves on; an etcd member dies and discovery goes on; every member stops, the current
+//! connection keeps serving and attempts report the lookup error; etcd comes back and the
+//! client recovers. The lookup errors without a server run on the paused clock.
+//!
+//! `.ci/run` installs etcd. Without it the cluster test fails in CI (`CI` set) and is reported
+//! as ignored elsewhere (`build.rs` tells).
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::Empty;
+use support::etcd::{Cluster, INSTALL, etcd_binary};
+use support::web::{HttpServer, get, text};
+use tokio::time::{Instant, timeout};
+use tower::{Layer, ServiceExt};
+use tower_persistent::discovery::{Etcd, Publication};
+use tower_persistent::transport::{HttpConnection, HttpConnector};
+use tower_persistent::{Closable, Event, Events, Persistent, PersistentLayer};
+
+/// Every wait of these tests is bounded by this.
+const LIMIT: Duration = Duration::from_secs(30);
+
+const PREFIX: &str = "/services/orders/";
+
+type Conn = HttpConnection<Empty<Bytes>>;
+type Client = Persistent<SocketAddr, Conn>;
+
+/// Asks `/` and returns the name of the replica that answered.
+async fn ask(client: &Client) -> Result<String, tower_persistent::BoxError> {
+    let response = timeout(LIMIT, client.clone().oneshot(get("/")))
+        .await
+        .expect("a request hung")?;
+    let answer = text(response).await;
+    Ok(answer.trim_end_matches(" /").to_owned())
+}
+
+/// Reads `events` until `wanted` picks one, within the limit.
+async fn until_event<T>(
+    events: &mut Events<SocketAddr, Conn>,
+    mut wanted: impl FnMut(&Event<SocketAddr, Conn>) -> Option<T>,
+) -> T {
+    timeout(LIMIT, async {
+        loop {
+            let event = events.next().await.expect("the event stream ended");
+            if let Some(found) = wanted(&event) {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("the awaited event did not come")
+}
+
+/// The keys under the prefix, read directly with etcd-client.
+async fn keys(endpoints: &[String]) -> Vec<String> {
+    let mut client = etcd_client::Client::connect(endpoints, None).await.unwrap();
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only();
+    let answer = timeout(LIMIT, client.get(PREFIX, Some(options)))
+        .await
+        .unwrap()
+        .unwrap();
+    answer
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(etcd),
+    ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
+)]
+async fn replicas_in_etcd_under_failures() {
+    let binary = etcd_binary().expect(INSTALL);
+    let mut cluster = Cluster::start(&binary, 3).await.unwrap();
+    let endpoints = cluster.endpoints();
+    let discovery = Etcd::connect(&endpoints, PREFIX)
+        .await
+        .unwrap()
+        .timeout(Duration::from_millis(500))
+        .addresses::<SocketAddr>();
+
+    // Three replicas register, each under a lease of 2 s.
+    let mut replicas = Vec::new();
+    let mut publications: Vec<Option<Publication>> = Vec::new();
+    for name in ["r0", "r1", "r2"] {
+        let server = HttpServer::start(name).await.unwrap();
+        let publication = discovery
+            .publish(name, server.address, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            publication.path().to_str().unwrap(),
+            format!("{PREFIX}{name}")
+        );
+        replicas.push(Some(server));
+        publications.push(Some(publication));
+    }
+    assert_eq!(
+        keys(&endpoints).await,
+        [
+            "/services/orders/r0",
+            "/services/orders/r1",
+            "/services/orders/r2"
+        ]
+    );
+
+    let client: Client = PersistentLayer::new("orders", discovery.clone())
+        .retry_delay(|| Duration::from_millis(100))
+        .layer(HttpConnector::http1());
+    let mut events = client.events();
+    let first = ask(&client).await.unwrap();
+    let index = |name: &str| name[1..].parse::<usize>().unwrap();
+
+    // A replica dies abruptly: its server is gone, its lease is no longer kept alive.
+    let dead = index(&first);
+    let dead_address = replicas[dead].as_ref().unwrap().address;
+    replicas[dead].take().unwrap().kill().await;
+    publications[dead].take().unwrap().abandon();
+    let moved_to = until_event(&mut events, |event| match event {
+        Event::Connected(c) if c.peer_addr() != dead_address => Some(c.peer_addr()),
+        _ => None,
+    })
+    .await;
+    let second = ask(&client).await.unwrap();
+    assert_ne!(second, first);
+    assert_eq!(replicas[index(&second)].as_ref().unwrap().address, moved_to);
+    // Its key goes when the lease expires (2 s, and etcd's own granularity).
+    let dead_key = format!("{PREFIX}{first}");
+    let started = Instant::now();
+    while keys(&endpoints).await.contains(&dead_key) {
+        assert!(
+            started.elapsed() < LIMIT,
+            "the lease of {dead_key} never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(keys(&endpoints).await.len(), 2);
+
+    // An etcd member dies: lookups go on through the others.
+    cluster.kill(0).await;
+    for i in 0..10 {
+        let t = std::time::Instant::now();
+        let address = timeout(LIMIT, discovery.clone().oneshot(()))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("lookup {i} after {:?}: {e:?}", t.elapsed()));
+        assert_ne!(address, dead_address);
+    }
+    // And a new connection finds its replica through them.
+    client.current_connection().unwrap().close().await;
+    until_event(&mut events, |event| {
+        matches!(event, Event::Connected(_)).then_some(())
+    })
+    .await;
+    ask(&client).await.unwrap();
+
+    // Every member stops: the current connection keeps serving...
+    cluster.kill_all().await;
+    for _ in 0..3 {
+        ask(&client).await.unwrap();
+    }
+    // ...and the attempts of a new round report the lookup error.
+    client.current_connection().unwrap().close().await;
+    let failure = until_event(&mut events, |event| match event {
+        Event::FailedToConnect(error) => Some(error.text()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        failure.starts_with(&format!(
+            "address lookup failed: etcd did not answer a lookup of {PREFIX} within 500ms"
+        )),
+        "{failure}"
+    );
+
+    // etcd comes back (the data of each member kept): the client recovers.
+    for i in 0..3 {
+        cluster.restart(i).unwrap();
+    }
+    for i in 0..3 {
+        cluster.wait_healthy(i).await.unwrap();
+    }
+    until_event(&mut events, |event| {
+        matches!(event, Event::Connected(_)).then_some(())
+    })
+    .await;
+    let after = ask(&client).await.unwrap();
+    assert_ne!(after, first);
+
+    // Clean shutdown: each remaining replica withdraws, and its key goes at once.
+    for publication in publications.iter_mut().filter_map(Option::take) {
+        timeout(LIMIT, publication.withdraw())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(keys(&endpoints).await.is_empty());
+    client.close().await;
+}
+
+// No etcd answers: a lookup fails with the timeout's text, at the timeout (paused clock).
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_etcd_fails_the_lookup_at_its_timeout() {
+    let nobody = support::line::closed_port().await;
+    let discovery = Etcd::connect(&[nobody.to_string()], PREFIX)
+        .await
+        .unwrap()
+        .timeout(Duration::from_secs(3));
+    let start = Instant::now();
+    let error = discovery.oneshot(()).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(
+        error.to_string(),
+        "etcd did not answer a lookup of /services/orders/ within 3s"
+    );
+    // Its source is the last of the errors tried again: nobody listens.
+    let last = std::error::Error::source(&error)
+        .expect("the last error")
+        .to_string();
+    assert!(last.contains("tcp connect error"), "{last}");
+
+    // Through a persistent connection, a failed attempt whose text says so.
+    let discovery = Etcd::connect(&[nobody.to_string()], PREFIX)
+        .await
+        .unwrap()
+        .timeout(Duration::from_secs(3));
+    let client = PersistentLayer::new("orders", discovery)
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(HttpConnector::<Empty<Bytes>>::http1());
+    let error = client.connected_or_failed_to_connect().await.unwrap_err();
+    assert!(
+        error.text().starts_with(
+            "address lookup failed: etcd did not answer a lookup of /services/orders/ within 3s: "
+        ),
+        "{}",
+        error.text()
+    );
+    client.close().await;
+}
+
+// An endpoint that is not an address is refused when the lookup is made.
+#[tokio::test]
+async fn an_invalid_endpoint_is_refused() {
+    let error = Etcd::connect(&["http://[bad"], PREFIX).await.unwrap_err();
+    assert!(
+        error.to_string().starts_with("cannot make an etcd client"),
+        "{error}"
+    );
+}

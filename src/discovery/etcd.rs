@@ -1,0 +1,465 @@
+//! Discovery from, and registration in, an etcd cluster (feature `etcd`).
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions, PutOptions};
+use tower_service::Service;
+
+use super::{Entry, LookupError, Publication, Resolving, Rotation};
+
+/// The default deadline of one lookup (and of each etcd request of a registration).
+pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The shortest lease etcd grants, in whole seconds; shorter TTLs are held to it.
+const MIN_TTL_SECS: i64 = 1;
+
+/// The replicas of a service published under a key prefix of an etcd cluster: each replica
+/// publishes its address as the value of one key (`/services/orders/replica-3` →
+/// `10.0.0.7:8080`), held by a lease it keeps alive ([`publish`](Self::publish)).
+///
+/// Every call reads the prefix again (a serializable range request: any member the client
+/// reaches answers from its own copy, without waiting for a leader, so that lookups go on
+/// while the cluster elects one; the copy may lag the leader by the time it takes to apply a
+/// change) and answers the next replica in turn, as [`RoundRobin`](super::RoundRobin) does,
+/// keys taken in order. Values that do not parse as an `A` are passed over. A lookup that gets
+/// no answer within its [`timeout`](Self::timeout) (every member down or unreachable), or
+/// finds no replica, fails with a [`LookupError`] that says which; the persistent connection
+/// reports it as a failed attempt and tries again after its delay. A live connection is never
+/// touched by discovery: lookups are made only to connect.
+///
+/// `A` is the address type (`String` by default; `SocketAddr`, `http::Uri`, anything
+/// [`FromStr`]: see [`addresses`](Self::addresses)).
+///
+/// The client is etcd-client's: several endpoints are balanced, a member that is down is passed
+/// over. Clones share the client and the rotation.
+pub struct Etcd<A = String> {
+    client: Client,
+    prefix: Arc<str>,
+    timeout: Duration,
+    rotation: Rotation,
+    _address: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for Etcd<A> {
+    fn clone(&self) -> Self {
+        Etcd {
+            client: self.client.clone(),
+            prefix: self.prefix.clone(),
+            timeout: self.timeout,
+            rotation: self.rotation.clone(),
+            _address: PhantomData,
+        }
+    }
+}
+
+impl<A> fmt::Debug for Etcd<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Etcd")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Etcd<String> {
+    /// A lookup of the replicas under `prefix` (such as `/services/orders/`) of the cluster
+    /// whose members answer at `endpoints` (`"127.0.0.1:2379"`, `"http://10.0.0.1:2379"`).
+    ///
+    /// Connects lazily: this fails only for an endpoint that is not a valid address, never
+    /// because etcd is down.
+    pub async fn connect<E: AsRef<str>>(
+        endpoints: &[E],
+        prefix: impl Into<String>,
+    ) -> Result<Self, LookupError> {
+        let client = Client::connect(endpoints, None).await.map_err(|e| {
+            LookupError::new("cannot make an etcd client", Some(io::Error::other(e)))
+        })?;
+        Ok(Self::with_client(client, prefix))
+    }
+
+    /// A lookup over a client of yours (TLS, authentication, options of yours).
+    pub fn with_client(client: Client, prefix: impl Into<String>) -> Self {
+        Etcd {
+            client,
+            prefix: Arc::from(prefix.into()),
+            timeout: DEFAULT_ETCD_TIMEOUT,
+            rotation: Rotation::default(),
+            _address: PhantomData,
+        }
+    }
+}
+
+impl<A> Etcd<A> {
+    /// The deadline of one lookup, and of each etcd request of a registration. Default:
+    /// [`DEFAULT_ETCD_TIMEOUT`] (2 s). Every value is accepted: `Duration::MAX` is no
+    /// deadline (the persistent connection's `connect_timeout` still bounds a lookup).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Answers the published values parsed as `B` (values that do not parse are passed over).
+    pub fn addresses<B>(self) -> Etcd<B> {
+        Etcd {
+            client: self.client,
+            prefix: self.prefix,
+            timeout: self.timeout,
+            rotation: self.rotation,
+            _address: PhantomData,
+        }
+    }
+
+    /// The key prefix read.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The etcd client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Publishes `address` as the replica `name`: the key `prefix + name`, attached to a lease
+    /// of `ttl` (whole seconds, at least one; etcd may raise it to its own minimum) that a
+    /// background task keeps alive, every third of the TTL. Should the lease be lost all the
+    /// same (etcd unreachable for longer than the TTL), the task publishes again under a new
+    /// one as soon as etcd answers.
+    ///
+    /// [`withdraw`](Publication::withdraw) (or dropping the [`Publication`] inside a tokio
+    /// runtime) revokes the lease, which removes the key at once; a replica that dies without
+    /// it ([`abandon`](Publication::abandon) does that on purpose) disappears when its lease
+    /// expires.
+    ///
+    /// # Errors
+    ///
+    /// If etcd does not grant the lease or store the key within the timeout.
+    pub async fn publish(
+        &self,
+        name: &str,
+        address: impl fmt::Display,
+        ttl: Duration,
+    ) -> io::Result<Publication> {
+        let key = format!("{}{name}", self.prefix);
+        let value = address.to_string();
+        let ttl_secs = i64::try_from(ttl.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(MIN_TTL_SECS);
+        let mut client = self.client.clone();
+        let lease = register(&mut client, &key, &value, ttl_secs, self.timeout).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let keeper = tokio::spawn(keep_alive(
+            client.clone(),
+            key.clone(),
+            value,
+            ttl_secs,
+            self.timeout,
+            lease.clone(),
+            stopped,
+        ));
+        Ok(Publication {
+            entry: Some(Entry::Etcd(Box::new(Registration {
+                key,
+                client,
+                timeout: self.timeout,
+                lease,
+                stop: Some(stop),
+                keeper,
+            }))),
+        })
+    }
+}
+
+/// Runs the request `make` makes within `timeout`, again after a transient error (a member
+/// down, an election; 20 ms apart, doubling up to 200 ms); its error, or the timeout with the
+/// last error, as an `io::Error` that says what was asked.
+async fn within<T, F, Fut>(
+    timeout: Duration,
+    what: impl FnOnce() -> String,
+    mut make: F,
+) -> io::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut pause = Duration::from_millis(20);
+    let mut last = None;
+    let tries = async {
+        loop {
+            match make().await {
+                Ok(answer) => return Ok(answer),
+                Err(error) if transient(&error) => {
+                    last = Some(error);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, tries).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(io::Error::other(format!("etcd {}: {error}", what()))),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            match last {
+                Some(error) => format!(
+                    "etcd did not answer {} within {timeout:?} (last error: {error})",
+                    what()
+                ),
+                None => format!("etcd did not answer {} within {timeout:?}", what()),
+            },
+        )),
+    }
+}
+
+/// Whether `error` may pass with another try: the member asked is down or unreachable, or the
+/// cluster is electing a leader (`etcdserver: leader changed`, `no leader`).
+fn transient(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// One lookup of `prefix`: a serializable range request (any member answers from its own copy,
+/// with no need of a leader), tried again after a transient error (a member down, an election)
+/// or when one try gets no answer within a third of `timeout`, until `timeout`; tries 20 ms
+/// apart, doubling up to 200 ms.
+async fn lookup(
+    kv: &mut etcd_client::KvClient,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<etcd_client::GetResponse, LookupError> {
+    let deadline = crate::shared::deadline_after(tokio::time::Instant::now(), timeout);
+    let per_try = (timeout / 3).max(Duration::from_millis(50));
+    let mut pause = Duration::from_millis(20);
+    let mut last: Option<io::Error> = None;
+    let tries = async {
+        loop {
+            let options = GetOptions::new().with_prefix().with_serializable();
+            let error = match tokio::time::timeout(per_try, kv.get(prefix, Some(options))).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(error)) if transient(&error) => io::Error::other(error),
+                Ok(Err(error)) => return Err(error),
+                Err(_) => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("a try got no answer within {per_try:?}"),
+                ),
+            };
+            tracing::debug!(%prefix, %error, "etcd lookup failed; trying again");
+            last = Some(error);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    };
+    match tokio::time::timeout_at(deadline, tries).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(LookupError::new(
+            format!("etcd lookup of {prefix} failed"),
+            Some(io::Error::other(error)),
+        )),
+        Err(_) => Err(LookupError::new(
+            format!("etcd did not answer a lookup of {prefix} within {timeout:?}"),
+            last,
+        )),
+    }
+}
+
+/// The lease a registration holds now (replaced when the task publishes again).
+type LeaseId = Arc<std::sync::atomic::AtomicI64>;
+
+/// Grants a lease and stores `key` = `value` under it.
+async fn register(
+    client: &mut Client,
+    key: &str,
+    value: &str,
+    ttl_secs: i64,
+    timeout: Duration,
+) -> io::Result<LeaseId> {
+    let granted = within(
+        timeout,
+        || format!("lease grant for {key}"),
+        || {
+            let mut client = client.clone();
+            async move { client.lease_grant(ttl_secs, None).await }
+        },
+    )
+    .await?;
+    within(
+        timeout,
+        || format!("put of {key}"),
+        || {
+            let mut client = client.clone();
+            let options = PutOptions::new().with_lease(granted.id());
+            let (key, value) = (key.to_owned(), value.to_owned());
+            async move { client.put(key, value, Some(options)).await }
+        },
+    )
+    .await?;
+    Ok(Arc::new(std::sync::atomic::AtomicI64::new(granted.id())))
+}
+
+/// Keeps the lease alive every third of its TTL until stopped; publishes again under a new
+/// lease if it was lost.
+async fn keep_alive(
+    mut client: Client,
+    key: String,
+    value: String,
+    ttl_secs: i64,
+    timeout: Duration,
+    lease: LeaseId,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    use std::sync::atomic::Ordering;
+    let period = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(1)) / 3;
+    let mut ticks = tokio::time::interval(period.max(Duration::from_millis(100)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = ticks.tick() => {}
+        }
+        if lost {
+            match register(&mut client, &key, &value, ttl_secs, timeout).await {
+                Ok(new) => {
+                    lease.store(new.load(Ordering::Acquire), Ordering::Release);
+                    lost = false;
+                    tracing::info!(%key, "etcd registration published again under a new lease");
+                }
+                Err(error) => tracing::debug!(%key, %error, "etcd registration not yet restored"),
+            }
+            continue;
+        }
+        let id = lease.load(Ordering::Acquire);
+        let renewed = within(
+            timeout,
+            || format!("keep-alive of {key}"),
+            || {
+                let mut client = client.clone();
+                async move {
+                    let (mut keeper, mut answers) = client.lease_keep_alive(id).await?;
+                    keeper.keep_alive().await?;
+                    answers.message().await
+                }
+            },
+        )
+        .await;
+        match renewed {
+            // A TTL of zero: the lease is gone (expired while etcd could not be reached).
+            Ok(Some(answer)) if answer.ttl() <= 0 => {
+                tracing::warn!(%key, "etcd lease expired; publishing again");
+                lost = true;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%key, %error, "etcd keep-alive failed"),
+        }
+    }
+}
+
+/// A replica's entry in etcd: its key, its lease and the task that keeps the lease alive.
+pub(super) struct Registration {
+    key: String,
+    client: Client,
+    timeout: Duration,
+    lease: LeaseId,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registration {
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Stops keeping the lease alive.
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.keeper.abort();
+    }
+
+    /// Revokes the lease: the key goes at once.
+    pub(super) async fn withdraw(mut self) -> io::Result<()> {
+        self.stop();
+        let id = self.lease.load(std::sync::atomic::Ordering::Acquire);
+        let key = std::mem::take(&mut self.key);
+        let client = self.client.clone();
+        within(
+            self.timeout,
+            || format!("lease revoke for {key}"),
+            || {
+                let mut client = client.clone();
+                async move { client.lease_revoke(id).await }
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Leaves the key to expire with its lease, as a replica that dies does.
+    pub(super) fn abandon(mut self) {
+        self.stop();
+    }
+
+    /// Dropped without a withdrawal: stops the keep-alive and, inside a tokio runtime, revokes
+    /// the lease in the background (else the key expires with it).
+    pub(super) fn drop_entry(mut self) {
+        self.stop();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = self.withdraw().await;
+            });
+        }
+    }
+}
+
+impl<A> Service<()> for Etcd<A>
+where
+    A: FromStr + Clone + Send + 'static,
+{
+    type Response = A;
+    type Error = LookupError;
+    type Future = Resolving<A>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), LookupError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        let mut kv = self.client.kv_client();
+        let prefix = self.prefix.clone();
+        let timeout = self.timeout;
+        let rotation = self.rotation.clone();
+        Resolving::new(async move {
+            let answer = lookup(&mut kv, &prefix, timeout).await?;
+            let addresses: Vec<A> = answer
+                .kvs()
+                .iter()
+                .filter_map(|kv| kv.value_str().ok()?.trim().parse().ok())
+                .collect();
+            rotation.pick(&addresses, || {
+                format!("no replica published under {prefix} in etcd")
+            })
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! A local etcd cluster for the tests, the example and the bench: members started as child
+//! processes of Debian's `etcd` on 127.0.0.1, each with its data in a temporary directory,
+//! killed when the cluster is dropped.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+use super::temp::TempDir;
+
+/// How to get etcd, for messages.
+pub const INSTALL: &str =
+    "etcd is not installed: apt-get install etcd-server (Debian's package; .ci/run installs it)";
+
+/// The etcd binary, if installed.
+pub fn etcd_binary() -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/bin".into(), "/usr/local/bin".into()])
+        .map(|dir: PathBuf| dir.join("etcd"))
+        .find(|path| path.is_file())
+}
+
+/// A free port of 127.0.0.1 (free when asked).
+async fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+/// A cluster of etcd members on 127.0.0.1.
+pub struct Cluster {
+    binary: PathBuf,
+    dir: TempDir,
+    members: Vec<Member>,
+    initial: String,
+}
+
+impl Cluster {
+    /// Starts `size` members and waits (at most 30 s) until each reports itself healthy.
+    pub async fn start(binary: &Path, size: usize) -> io::Result<Cluster> {
+        let dir = TempDir::new("etcd")?;
+        let mut members = Vec::new();
+        for i in 0..size {
+            members.push(Member {
+                name: format!("m{i}"),
+                client: free_port().await,
+                peer: free_port().await,
+                child: None,
+            });
+        }
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            binary: binary.to_owned(),
+            dir,
+            members,
+            initial,
+        };
+        for i in 0..size {
+            cluster.spawn(i)?;
+        }
+        for i in 0..size {
+            cluster.wait_healthy(i).await?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> io::Result<()> {
+        let member = &self.members[i];
+        let data = self.dir.path().join(&member.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", member.name)))?;
+        let client = format!("http://127.0.0.1:{}", member.client);
+        let peer = format!("http://127.0.0.1:{}", member.peer);
+        let child = Command::new(&self.binary)
+            .arg("--name")
+            .arg(&member.name)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.initial])
+            .args(["--initial-cluster-token", "tower-persistent"])
+            .args(["--initial-cluster-state", "new"])
+            // Quick elections, so that losing a member costs little time.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()?;
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    /// The client endpoints of the members, `127.0.0.1:port`.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client))
+            .collect()
+    }
+
+    /// Waits (at most 30 s) until member `i` answers `/health` with `"health":"true"`.
+    pub async fn wait_healthy(&self, i: usize) -> io::Result<()> {
+        let port = self.members[i].client;
+        for _ in 0..300 {
+            if healthy(port).await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("{}.log", self.members[i].name)),
+        )
+        .unwrap_or_default();
+        Err(io::Error::other(format!(
+            "etcd member {} did not become healthy; its log ends with:\n{}",
+            self.members[i].name,
+            log.lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        )))
+    }
+
+    /// Kills member `i` at once (SIGKILL), as a machine that dies.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Kills every member.
+    pub async fn kill_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i).await;
+        }
+    }
+
+    /// Starts member `i` again on its data and ports.
+    pub fn restart(&mut self, i: usize) -> io::Result<()> {
+        self.spawn(i)
+    }
+}
+
+/// Whether the member at `port` says it is healthy.
+async fn healthy(port: u16) -> bool {
+    let ask = async {
+        let mut socket = TcpStream::connect(("127.0.0.1", port)).await?;
+        socket
+            .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).await?;
+        io::Result::Ok(answer.contains("\"health\":\"true\""))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), ask).await,
+        Ok(Ok(true))
+    )
+}
