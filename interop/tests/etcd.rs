@@ -206,6 +206,15 @@ async fn replicas_in_etcd_under_failures() {
             .unwrap();
     }
     assert!(keys(&endpoints).await.is_empty());
+    // Nothing published: a lookup says so.
+    let error = timeout(LIMIT, discovery.clone().oneshot(()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "no replica published under /services/orders/ in etcd"
+    );
     client.close().await;
 }
 
