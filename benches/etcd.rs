@@ -20,12 +20,10 @@
 mod ratios;
 #[path = "support/table.rs"]
 mod table;
-mod support {
-    #[path = "../../tests/support/etcd.rs"]
-    pub mod etcd;
-    #[path = "../../tests/support/temp.rs"]
-    pub mod temp;
-}
+#[path = "../tests/support/etcd.rs"]
+mod etcd;
+#[path = "../tests/support/temp.rs"]
+mod temp;
 
 use std::net::SocketAddr;
 use std::time::Duration;
