@@ -2,11 +2,13 @@
 //! same prefix, in one run, against a 1-member etcd on 127.0.0.1 (Debian's `etcd`, started by
 //! the bench, data in a temporary directory) holding three published replicas.
 //!
-//! - `direct` (the baseline): `KvClient::get(prefix, with_prefix)` on etcd-client's client, the
-//!   values left unparsed.
+//! - `direct` (the baseline): the same request made directly, `KvClient::get(prefix,
+//!   with_prefix().with_serializable())` on etcd-client's client, the values left unparsed.
+//! - `direct_linearizable` (for scale, not a baseline): the same without `with_serializable`,
+//!   the default of etcd-client: a read that goes through the leader.
 //! - `discovery`: `Etcd::call(())` (a clone of the lookup per call, as a persistent connection
-//!   makes one call per attempt): the same request, under a timeout, the values parsed as
-//!   `SocketAddr`, the next one picked in turn.
+//!   makes one call per attempt): the same serializable request, under a timeout, the values
+//!   parsed as `SocketAddr`, the next one picked in turn.
 //!
 //! The table at the end gives each mean per lookup and its ratio to `direct`. Without etcd the
 //! bench says how to install it and measures nothing.
@@ -15,13 +17,13 @@
 //! cargo bench -p tower-persistent-benches --bench etcd
 //! ```
 
+#[path = "../tests/support/etcd.rs"]
+mod etcd;
 #[allow(dead_code)]
 #[path = "support/ratios.rs"]
 mod ratios;
 #[path = "support/table.rs"]
 mod table;
-#[path = "../tests/support/etcd.rs"]
-mod etcd;
 #[path = "../tests/support/temp.rs"]
 mod temp;
 
@@ -69,16 +71,21 @@ fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     let mut group = criterion.benchmark_group(GROUP);
     let mut kv = discovery.client().kv_client();
-    group.bench_function("direct", |b| {
-        b.to_async(&runtime).iter(|| {
-            let mut kv = kv.clone();
-            async move {
-                let options = etcd_client::GetOptions::new().with_prefix();
-                let answer = kv.get(PREFIX, Some(options)).await.unwrap();
-                assert_eq!(answer.kvs().len(), 3);
-            }
-        })
-    });
+    for (name, serializable) in [("direct", true), ("direct_linearizable", false)] {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| {
+                let mut kv = kv.clone();
+                async move {
+                    let mut options = etcd_client::GetOptions::new().with_prefix();
+                    if serializable {
+                        options = options.with_serializable();
+                    }
+                    let answer = kv.get(PREFIX, Some(options)).await.unwrap();
+                    assert_eq!(answer.kvs().len(), 3);
+                }
+            })
+        });
+    }
     group.bench_function("discovery", |b| {
         b.to_async(&runtime).iter(|| {
             let lookup = discovery.clone();
@@ -95,11 +102,18 @@ fn main() {
     table::print(
         "etcd lookup: mean per lookup and ratio to a direct etcd-client get",
         GROUP,
-        &[Row {
-            run: "discovery",
-            baseline: "direct",
-            note: String::new(),
-        }],
+        &[
+            Row {
+                run: "discovery",
+                baseline: "direct",
+                note: String::new(),
+            },
+            Row {
+                run: "direct_linearizable",
+                baseline: "direct",
+                note: String::new(),
+            },
+        ],
         "µs",
         1e3,
         Ratio::Time,

@@ -91,8 +91,9 @@ impl<A: fmt::Debug, C> fmt::Debug for Event<A, C> {
 }
 
 /// One line for people, as the logs say it: `attempting to connect`, `obtained address 10.0.0.7:80`
-/// (the address's `Debug`), `failed to connect: connect failed: tcp connect failed: Connection
-/// refused (os error 111)` (the error with its sources, as [`ConnectError::text`]),
+/// (the address's `Debug`), `failed to connect: connect failed: tcp connect failed:
+/// 10.0.0.7:80: Connection refused (os error 111)` (the error with its sources, as
+/// [`ConnectError::text`]),
 /// `connected`, `disconnected`, `missed 3 events`.
 ///
 /// # Examples

@@ -90,6 +90,20 @@ async fn unix_domain_sockets_by_path_and_by_name() {
         )
     );
     nowhere.close().await;
+
+    // `unix:` and no path: refused before any connect.
+    let no_path = PersistentLayer::new("web", Fixed::new("unix:"))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(HttpConnector::<Body>::http1());
+    let error = timeout(LIMIT, no_path.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.text(),
+        "connect failed: cannot resolve the address: no path in \"unix:\""
+    );
+    no_path.close().await;
     server.abort();
 }
 

@@ -267,3 +267,79 @@ async fn an_invalid_endpoint_is_refused() {
         "{error}"
     );
 }
+
+// A registration whose lease is lost is published again under a new lease, and a withdrawal
+// waits for that to finish, then revokes the new lease: the key does not come back. Settings
+// at their limits (`Duration::MAX`) keep every request bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(etcd),
+    ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
+)]
+async fn a_lost_lease_is_renewed_and_a_withdrawal_is_final() {
+    let binary = etcd_binary().expect(INSTALL);
+    let cluster = Cluster::start(&binary, 1).await.unwrap();
+    let endpoints = cluster.endpoints();
+    let discovery = Etcd::connect(&endpoints, PREFIX)
+        .await
+        .unwrap()
+        .timeout(Duration::MAX);
+    let publication = timeout(
+        LIMIT,
+        discovery.publish("r9", "127.0.0.1:9009", Duration::from_secs(2)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let key = format!("{PREFIX}r9");
+    let mut etcd = etcd_client::Client::connect(&endpoints, None)
+        .await
+        .unwrap();
+    let lease_of = |answer: etcd_client::GetResponse| answer.kvs().first().map(|kv| kv.lease());
+    let first = lease_of(etcd.get(key.as_str(), None).await.unwrap()).expect("published");
+
+    // The lease is revoked behind the registration's back, as if it had expired.
+    etcd.lease_revoke(first).await.unwrap();
+    assert_eq!(lease_of(etcd.get(key.as_str(), None).await.unwrap()), None);
+    // The keep-alive notices and publishes again, under a new lease.
+    let started = Instant::now();
+    let second = loop {
+        if let Some(lease) = lease_of(etcd.get(key.as_str(), None).await.unwrap()) {
+            break lease;
+        }
+        assert!(started.elapsed() < LIMIT, "{key} was never published again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(second, first);
+    assert_eq!(
+        timeout(LIMIT, discovery.clone().oneshot(()))
+            .await
+            .unwrap()
+            .unwrap(),
+        "127.0.0.1:9009"
+    );
+
+    // Withdrawn: the key goes and stays gone, past the keep-alive's next turns.
+    timeout(LIMIT, publication.withdraw())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease_of(etcd.get(key.as_str(), None).await.unwrap()), None);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(lease_of(etcd.get(key.as_str(), None).await.unwrap()), None);
+
+    // A TTL of Duration::MAX is held to etcd's longest lease; withdrawn all the same.
+    let forever = timeout(
+        LIMIT,
+        discovery.publish("r10", "127.0.0.1:9010", Duration::MAX),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let lease = lease_of(etcd.get(format!("{PREFIX}r10"), None).await.unwrap()).unwrap();
+    let granted = etcd.lease_time_to_live(lease, None).await.unwrap();
+    assert_eq!(granted.granted_ttl(), 9_000_000_000);
+    timeout(LIMIT, forever.withdraw()).await.unwrap().unwrap();
+    assert!(keys(&endpoints).await.is_empty());
+    drop(cluster);
+}

@@ -16,8 +16,11 @@ use super::{Entry, LookupError, Publication, Resolving, Rotation};
 /// The default deadline of one lookup (and of each etcd request of a registration).
 pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The shortest lease etcd grants, in whole seconds; shorter TTLs are held to it.
+/// The shortest lease asked of etcd, in whole seconds; shorter TTLs are held to it.
 const MIN_TTL_SECS: i64 = 1;
+
+/// The longest lease etcd grants (its `MaxLeaseTTL`), in seconds; longer TTLs are held to it.
+const MAX_TTL_SECS: i64 = 9_000_000_000;
 
 /// The replicas of a service published under a key prefix of an etcd cluster: each replica
 /// publishes its address as the value of one key (`/services/orders/replica-3` →
@@ -27,7 +30,9 @@ const MIN_TTL_SECS: i64 = 1;
 /// reaches answers from its own copy, without waiting for a leader, so that lookups go on
 /// while the cluster elects one; the copy may lag the leader by the time it takes to apply a
 /// change) and answers the next replica in turn, as [`RoundRobin`](super::RoundRobin) does,
-/// keys taken in order. Values that do not parse as an `A` are passed over. A lookup that gets
+/// keys taken in order. Values that are empty, or do not parse as an `A`, are passed over
+/// (surrounding whitespace is trimmed; with the default `String`, every other value is an
+/// address). A lookup that gets
 /// no answer within its [`timeout`](Self::timeout) (every member down or unreachable), or
 /// finds no replica, fails with a [`LookupError`] that says which; the persistent connection
 /// reports it as a failed attempt and tries again after its delay. A live connection is never
@@ -131,14 +136,21 @@ impl<A> Etcd<A> {
     /// same (etcd unreachable for longer than the TTL), the task publishes again under a new
     /// one as soon as etcd answers.
     ///
-    /// [`withdraw`](Publication::withdraw) (or dropping the [`Publication`] inside a tokio
-    /// runtime) revokes the lease, which removes the key at once; a replica that dies without
-    /// it ([`abandon`](Publication::abandon) does that on purpose) disappears when its lease
-    /// expires.
+    /// [`withdraw`](Publication::withdraw) revokes the lease, which removes the key at once:
+    /// await it on clean shutdown. Dropping the [`Publication`] instead stops the keep-alive
+    /// and, inside a tokio runtime, revokes the lease from a spawned task, at best (a runtime
+    /// shutting down cancels that task; the key then goes when the lease expires). A replica
+    /// that dies without withdrawing ([`abandon`](Publication::abandon) does that on purpose)
+    /// disappears when its lease expires.
+    ///
+    /// Every request of the registration (grant, put, keep-alive, revoke) is bounded by the
+    /// lookup [`timeout`](Self::timeout), and by the TTL, and tried again within it after a
+    /// transient error. A keep-alive that fails is logged (WARN the first time, then DEBUG
+    /// until one succeeds).
     ///
     /// # Errors
     ///
-    /// If etcd does not grant the lease or store the key within the timeout.
+    /// If etcd does not grant the lease or store the key within that time.
     pub async fn publish(
         &self,
         name: &str,
@@ -149,16 +161,21 @@ impl<A> Etcd<A> {
         let value = address.to_string();
         let ttl_secs = i64::try_from(ttl.as_secs())
             .unwrap_or(i64::MAX)
-            .max(MIN_TTL_SECS);
+            .clamp(MIN_TTL_SECS, MAX_TTL_SECS);
+        // A registration request gets no longer than the TTL: one that takes longer is of no
+        // use, and a lookup timeout of `Duration::MAX` must not make a withdrawal wait for good.
+        let timeout = self
+            .timeout
+            .min(Duration::from_secs(ttl_secs.unsigned_abs()));
         let mut client = self.client.clone();
-        let lease = register(&mut client, &key, &value, ttl_secs, self.timeout).await?;
+        let lease = register(&mut client, &key, &value, ttl_secs, timeout).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let keeper = tokio::spawn(keep_alive(
             client.clone(),
             key.clone(),
             value,
             ttl_secs,
-            self.timeout,
+            timeout,
             lease.clone(),
             stopped,
         ));
@@ -166,7 +183,7 @@ impl<A> Etcd<A> {
             entry: Some(Entry::Etcd(Box::new(Registration {
                 key,
                 client,
-                timeout: self.timeout,
+                timeout,
                 lease,
                 stop: Some(stop),
                 keeper,
@@ -176,8 +193,9 @@ impl<A> Etcd<A> {
 }
 
 /// Runs the request `make` makes within `timeout`, again after a transient error (a member
-/// down, an election; 20 ms apart, doubling up to 200 ms); its error, or the timeout with the
-/// last error, as an `io::Error` that says what was asked.
+/// down, an election) or a try with no answer within a third of `timeout` (20 ms apart,
+/// doubling up to 200 ms); its error, or the timeout with the last error, as an `io::Error`
+/// that says what was asked.
 async fn within<T, F, Fut>(
     timeout: Duration,
     what: impl FnOnce() -> String,
@@ -187,19 +205,19 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
+    let per_try = (timeout / 3).max(Duration::from_millis(50));
     let mut pause = Duration::from_millis(20);
-    let mut last = None;
+    let mut last: Option<String> = None;
     let tries = async {
         loop {
-            match make().await {
-                Ok(answer) => return Ok(answer),
-                Err(error) if transient(&error) => {
-                    last = Some(error);
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(200));
-                }
-                Err(error) => return Err(error),
-            }
+            last = Some(match tokio::time::timeout(per_try, make()).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(error)) if transient(&error) => error.to_string(),
+                Ok(Err(error)) => return Err(error),
+                Err(_) => format!("a try got no answer within {per_try:?}"),
+            });
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     };
     match tokio::time::timeout(timeout, tries).await {
@@ -227,6 +245,16 @@ fn transient(error: &etcd_client::Error) -> bool {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
         ),
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether `error` says that the lease is gone: etcd-client reports a keep-alive answered with
+/// a TTL of zero as `lease not found`, and a revoke of a lease that expired is `NotFound`.
+fn lease_gone(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::LeaseKeepAliveError(message) => message.contains("not found"),
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::NotFound,
         _ => false,
     }
 }
@@ -325,6 +353,8 @@ async fn keep_alive(
     let mut ticks = tokio::time::interval(period.max(Duration::from_millis(100)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost = false;
+    // Whether the last keep-alive failed: the first failure is a WARN, the next ones DEBUG.
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = &mut stopped => return,
@@ -342,27 +372,45 @@ async fn keep_alive(
             continue;
         }
         let id = lease.load(Ordering::Acquire);
+        // Whether the lease is still there.
         let renewed = within(
             timeout,
             || format!("keep-alive of {key}"),
             || {
                 let mut client = client.clone();
                 async move {
-                    let (mut keeper, mut answers) = client.lease_keep_alive(id).await?;
-                    keeper.keep_alive().await?;
-                    answers.message().await
+                    let answer = async {
+                        let (mut keeper, mut answers) = client.lease_keep_alive(id).await?;
+                        keeper.keep_alive().await?;
+                        answers.message().await
+                    };
+                    match answer.await {
+                        // A TTL of zero: the lease is gone.
+                        Ok(Some(answer)) => Ok(answer.ttl() > 0),
+                        Ok(None) => Err(etcd_client::Error::LeaseKeepAliveError(
+                            "the keep-alive stream ended with no answer".to_owned(),
+                        )),
+                        Err(error) if lease_gone(&error) => Ok(false),
+                        Err(error) => Err(error),
+                    }
                 }
             },
         )
         .await;
         match renewed {
-            // A TTL of zero: the lease is gone (expired while etcd could not be reached).
-            Ok(Some(answer)) if answer.ttl() <= 0 => {
-                tracing::warn!(%key, "etcd lease expired; publishing again");
+            Ok(false) => {
+                tracing::warn!(%key, "etcd lease lost (expired or revoked); publishing again");
                 lost = true;
+                failing = false;
             }
-            Ok(_) => {}
-            Err(error) => tracing::debug!(%key, %error, "etcd keep-alive failed"),
+            Ok(true) => failing = false,
+            Err(error) => {
+                if std::mem::replace(&mut failing, true) {
+                    tracing::debug!(%key, %error, "etcd keep-alive failed again");
+                } else {
+                    tracing::warn!(%key, %error, "etcd keep-alive failed");
+                }
+            }
         }
     }
 }
@@ -398,9 +446,15 @@ impl Registration {
         self.keeper.abort();
     }
 
-    /// Revokes the lease: the key goes at once.
+    /// Revokes the lease: the key goes at once. A lease already gone (expired while etcd was
+    /// out of reach) is not an error.
     pub(super) async fn withdraw(mut self) -> io::Result<()> {
-        self.stop();
+        // The keep-alive task first finishes what it is doing (publishing under a new lease,
+        // say; each of its steps is bounded), so that the lease revoked is the last one.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.keeper).await;
         let id = self.lease.load(std::sync::atomic::Ordering::Acquire);
         let key = std::mem::take(&mut self.key);
         let client = self.client.clone();
@@ -409,11 +463,15 @@ impl Registration {
             || format!("lease revoke for {key}"),
             || {
                 let mut client = client.clone();
-                async move { client.lease_revoke(id).await }
+                async move {
+                    match client.lease_revoke(id).await {
+                        Err(error) if lease_gone(&error) => Ok(()),
+                        other => other.map(drop),
+                    }
+                }
             },
         )
         .await
-        .map(drop)
     }
 
     /// Leaves the key to expire with its lease, as a replica that dies does.
@@ -421,14 +479,15 @@ impl Registration {
         self.stop();
     }
 
-    /// Dropped without a withdrawal: stops the keep-alive and, inside a tokio runtime, revokes
-    /// the lease in the background (else the key expires with it).
+    /// Dropped without a withdrawal: inside a tokio runtime, withdraws from a spawned task, at
+    /// best; else stops the keep-alive, and the key expires with the lease.
     pub(super) fn drop_entry(mut self) {
-        self.stop();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _ = self.withdraw().await;
             });
+        } else {
+            self.stop();
         }
     }
 }
@@ -455,7 +514,13 @@ where
             let addresses: Vec<A> = answer
                 .kvs()
                 .iter()
-                .filter_map(|kv| kv.value_str().ok()?.trim().parse().ok())
+                .filter_map(|kv| {
+                    let value = kv.value_str().ok()?.trim();
+                    if value.is_empty() {
+                        return None;
+                    }
+                    value.parse().ok()
+                })
                 .collect();
             rotation.pick(&addresses, || {
                 format!("no replica published under {prefix} in etcd")

@@ -65,8 +65,8 @@ impl<B, D: fmt::Debug> fmt::Debug for HttpConnector<B, D> {
     }
 }
 
-/// The default deadline of one connection's TCP connect and HTTP handshake (for HTTP/2, up to
-/// the server's SETTINGS frame).
+/// The default deadline of one connection's lookup, connect, TLS handshake and HTTP handshake
+/// (for HTTP/2, up to the server's SETTINGS frame).
 ///
 /// It nests inside the persistent connection's attempt deadline,
 /// [`PersistentLayer::connect_timeout`](crate::PersistentLayer::connect_timeout) (20 s by
@@ -193,6 +193,8 @@ pub(super) enum ConnectErrorKind {
     Tls,
     #[cfg(feature = "tls")]
     NoServerName,
+    #[cfg(feature = "tls")]
+    InvalidServerName,
     Handshake,
     ClosedDuringHandshake,
     NotSettings(u8),
@@ -231,6 +233,10 @@ impl fmt::Display for ConnectErrorKind {
             ConnectErrorKind::Stream => f.write_str("could not open the stream"),
             #[cfg(feature = "tls")]
             ConnectErrorKind::Tls => f.write_str("tls handshake failed"),
+            #[cfg(feature = "tls")]
+            ConnectErrorKind::InvalidServerName => {
+                f.write_str("the address's host is not a valid tls server name")
+            }
             #[cfg(feature = "tls")]
             ConnectErrorKind::NoServerName => f.write_str(
                 "no server name to check the certificate against (give one with TlsConfig::server_name)",

@@ -124,14 +124,17 @@ impl<A: Address> Dial<A> for Dialer {
 /// Each address in turn; the last one's error if none answers.
 async fn dial_tcp(addresses: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), HttpConnectError> {
     let tcp = |e: io::Error| HttpConnectError::new(ConnectErrorKind::Tcp, Some(e.into()));
+    // The error says which address, keeping its kind.
+    let at =
+        |address: &SocketAddr, e: io::Error| io::Error::new(e.kind(), format!("{address}: {e}"));
     let mut last = None;
     for address in addresses {
         match TcpStream::connect(address).await {
             Ok(stream) => {
-                stream.set_nodelay(true).map_err(tcp)?;
+                stream.set_nodelay(true).map_err(|e| tcp(at(address, e)))?;
                 return Ok((stream, *address));
             }
-            Err(error) => last = Some(error),
+            Err(error) => last = Some(at(address, error)),
         }
     }
     Err(tcp(
@@ -236,6 +239,10 @@ impl Address for SocketAddr {
 impl Address for String {
     async fn resolve(self) -> Result<Resolved, HttpConnectError> {
         match self.strip_prefix("unix:") {
+            Some("") => Err(HttpConnectError::new(
+                ConnectErrorKind::Resolve,
+                Some(format!("no path in {self:?}").into()),
+            )),
             Some(path) => Ok(Resolved::Unix(PathBuf::from(path))),
             None => resolve_name(self).await,
         }

@@ -26,7 +26,8 @@ use super::shared::Version;
 /// use tower_persistent::transport::{HttpConnector, TlsConfig};
 ///
 /// // The platform's roots (the system's certificate store).
-/// let connector = HttpConnector::<String>::http2().tls(TlsConfig::platform_roots()?);
+/// let connector = HttpConnector::<http_body_util::Empty<bytes::Bytes>>::http2()
+///     .tls(TlsConfig::platform_roots()?);
 /// // Your own client configuration (roots, client certificates, ...), and one name for all.
 /// let mut roots = rustls::RootCertStore::empty();
 /// # let _ = &mut roots;
@@ -36,7 +37,7 @@ use super::shared::Version;
 /// .with_safe_default_protocol_versions()?
 /// .with_root_certificates(roots)
 /// .with_no_client_auth();
-/// let connector = HttpConnector::<String>::http1()
+/// let connector = HttpConnector::<http_body_util::Empty<bytes::Bytes>>::http1()
 ///     .tls(TlsConfig::from_client_config(config).server_name("orders.internal")?);
 /// # let _ = connector;
 /// # Ok(()) }
@@ -94,7 +95,8 @@ impl TlsConfig {
     }
 
     /// Checks every server's certificate against `name` (a DNS name or an IP address),
-    /// whatever the address; also sent as SNI. An invalid name is rejected here.
+    /// whatever the address; a DNS name is also sent as SNI (rustls sends none for an IP
+    /// address). An invalid name is rejected here.
     pub fn server_name(mut self, name: &str) -> Result<Self, TlsConfigError> {
         let parsed = ServerName::try_from(name.to_owned())
             .map_err(|e| TlsConfigError(format!("invalid tls server name {name:?}: {e}")))?;
@@ -161,8 +163,8 @@ impl Tls {
             (None, Some(name), _) => {
                 ServerName::try_from(host_of(name).to_owned()).map_err(|e| {
                     error(
-                        ConnectErrorKind::NoServerName,
-                        format!("{name} is not a valid tls server name: {e}"),
+                        ConnectErrorKind::InvalidServerName,
+                        format!("{}: {e}", host_of(name)),
                     )
                 })?
             }
