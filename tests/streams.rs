@@ -205,6 +205,44 @@ async fn a_failing_service_or_a_silent_stream_fails_the_attempt() {
 }
 
 #[tokio::test]
+async fn over_hyper_utils_connector_as_it_is() {
+    let server = HttpServer::start("s").await.unwrap();
+    let uri: http::Uri = format!("http://{}", server.address).parse().unwrap();
+    let dialer = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = PersistentLayer::new("web", Fixed::new(uri))
+        .layer(HttpConnector::<Body>::http1().over_hyper(dialer));
+    let response = timeout(LIMIT, client.clone().oneshot(get("/y")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "s /y");
+    assert_eq!(client.current_connection().unwrap().peer(), &Peer::Stream);
+    client.close().await;
+    // Nobody there: the connector's error is the attempt's.
+    let nobody: http::Uri = format!("http://{}", support::line::closed_port().await)
+        .parse()
+        .unwrap();
+    let client = PersistentLayer::new("web", Fixed::new(nobody))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(
+            HttpConnector::<Body>::http1()
+                .over_hyper(hyper_util::client::legacy::connect::HttpConnector::new()),
+        );
+    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        error
+            .text()
+            .starts_with("connect failed: could not open the stream: tcp connect error"),
+        "{}",
+        error.text()
+    );
+    client.close().await;
+}
+
+#[tokio::test]
 async fn over_hyper_utils_connector() {
     let server = HttpServer::start("s").await.unwrap();
     let uri: http::Uri = format!("http://{}", server.address).parse().unwrap();

@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower_service::Service;
 
 use super::connection::{ConnDriver, HttpConnection, Sender};
-use super::dial::{Dial, Dialed, Dialer, Over, Peer};
+use super::dial::{Dial, Dialed, Dialer, Over, OverHyper, Peer};
 use super::io::{Greeting, Preface, Watched};
 use super::shared::{ConnShared, Version};
 use crate::error::{BoxError, KindError};
@@ -116,9 +116,21 @@ impl<B, D> HttpConnector<B, D> {
     ///
     /// The settings stay as they are, TLS included: TLS runs over the stream.
     ///
-    /// hyper-util's `HttpConnector` yields hyper's I/O types rather than tokio's: use it as
-    /// `over(connector.map_response(TokioIo::into_inner))` (see the README's recipe).
+    /// A connector whose streams are hyper's I/O types rather than tokio's (hyper-util's
+    /// `HttpConnector`) goes through [`over_hyper`](Self::over_hyper).
     pub fn over<S>(self, service: S) -> HttpConnector<B, Over<S>> {
+        self.with_dialer(Over(service))
+    }
+
+    /// As [`over`](Self::over), for a connector whose streams implement hyper's
+    /// `rt::Read + rt::Write` (hyper-util's `client::legacy::connect::HttpConnector`, whose
+    /// addresses are `http::Uri`s): see [`OverHyper`](super::OverHyper).
+    pub fn over_hyper<S>(self, service: S) -> HttpConnector<B, OverHyper<S>> {
+        self.with_dialer(OverHyper(service))
+    }
+
+    /// The same settings, with streams from `dialer`.
+    fn with_dialer<E>(self, dialer: E) -> HttpConnector<B, E> {
         HttpConnector {
             version: self.version,
             connect_timeout: self.connect_timeout,
@@ -126,7 +138,7 @@ impl<B, D> HttpConnector<B, D> {
             keep_alive: self.keep_alive,
             #[cfg(feature = "tls")]
             tls: self.tls,
-            dialer: Over(service),
+            dialer,
             _body: PhantomData,
         }
     }

@@ -95,6 +95,7 @@ mod sealed {
     pub trait SealedDial {}
     impl SealedDial for super::Dialer {}
     impl<S> SealedDial for super::Over<S> {}
+    impl<S> SealedDial for super::OverHyper<S> {}
 
     pub trait Sealed {}
     impl Sealed for std::net::SocketAddr {}
@@ -180,14 +181,48 @@ where
     A: Send + 'static,
 {
     async fn dial(self, address: A) -> Result<Dialed, HttpConnectError> {
-        let failed = |e: S::Error| HttpConnectError::new(ConnectErrorKind::Stream, Some(e.into()));
-        let mut service = self.0;
-        std::future::poll_fn(|cx| service.poll_ready(cx))
-            .await
-            .map_err(failed)?;
-        let stream = service.call(address).await.map_err(failed)?;
+        let stream = open(self.0, address).await?;
         Ok(Dialed {
             io: Box::pin(stream),
+            peer: Peer::Stream,
+            name: None,
+        })
+    }
+}
+
+/// Waits until `service` is ready, and calls it with `address`: a stream of yours.
+async fn open<S, A>(mut service: S, address: A) -> Result<S::Response, HttpConnectError>
+where
+    S: Service<A>,
+    S::Error: Into<BoxError>,
+{
+    let failed = |e: S::Error| HttpConnectError::new(ConnectErrorKind::Stream, Some(e.into()));
+    std::future::poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .map_err(failed)?;
+    service.call(address).await.map_err(failed)
+}
+
+/// A connector of hyper's kind: a tower `Service` whose streams implement hyper's
+/// `rt::Read + rt::Write` rather than tokio's I/O traits, such as hyper-util's
+/// `client::legacy::connect::HttpConnector`, for
+/// [`HttpConnector::over_hyper`](super::HttpConnector::over_hyper). Each stream is adapted with
+/// hyper-util's `TokioIo`; otherwise as [`Over`].
+#[derive(Debug, Clone)]
+pub struct OverHyper<S>(pub(super) S);
+
+impl<S, A> Dial<A> for OverHyper<S>
+where
+    S: Service<A> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S::Error: Into<BoxError>,
+    A: Send + 'static,
+{
+    async fn dial(self, address: A) -> Result<Dialed, HttpConnectError> {
+        let stream = open(self.0, address).await?;
+        Ok(Dialed {
+            io: Box::pin(hyper_util::rt::TokioIo::new(stream)),
             peer: Peer::Stream,
             name: None,
         })

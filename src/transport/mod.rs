@@ -10,8 +10,9 @@
 //!   `host:port` string resolved at connect time, an `http::Uri` (TCP, with `TCP_NODELAY`), or
 //!   the path of a Unix domain socket (a `PathBuf`, or a string `unix:/run/orders.sock`);
 //! - or a tower `Service` of yours, [`HttpConnector::over`]: any address type, any
-//!   `AsyncRead + AsyncWrite` stream (a proxy tunnel, an in-memory duplex, hyper-util's
-//!   connector).
+//!   `AsyncRead + AsyncWrite` stream (a proxy tunnel, an in-memory duplex); or
+//!   [`HttpConnector::over_hyper`] for a connector of hyper's kind (hyper-util's
+//!   `HttpConnector`).
 //!
 //! **TLS** ([`HttpConnector::tls`], feature `tls`): rustls with the `ring` provider, ALPN for the
 //! connector's version, the server's certificate checked against the roots and name of a
@@ -168,6 +169,6 @@ pub use connector::{
     Connecting, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HttpConnectError, HttpConnector,
     MAX_KEEP_ALIVE, MIN_KEEP_ALIVE,
 };
-pub use dial::{Address, Dial, Dialer, Over, Peer};
+pub use dial::{Address, Dial, Dialer, Over, OverHyper, Peer};
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsConfigError};
