@@ -162,6 +162,18 @@ async fn over_a_service_of_in_memory_streams() {
     }
     // One stream per connection, asked for with the discovered address.
     assert_eq!(*memory.calls.lock().unwrap(), ["memory", "memory"]);
+
+    // The connector can name the authority such streams lead to.
+    let named = HttpConnector::<Body>::http1()
+        .authority("orders.internal:8080".parse().unwrap())
+        .over(memory.clone());
+    let client = PersistentLayer::new("mem", Fixed::new("memory")).layer(named);
+    let response = timeout(LIMIT, client.clone().oneshot(get("/host")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "memory host orders.internal:8080");
+    client.close().await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -222,6 +222,42 @@ async fn a_name_from_the_configuration_and_a_wrong_name() {
     );
 }
 
+// Over a stream of yours, the crate cannot tell the server's name: the connector's authority is
+// the name checked, and the requests' host.
+#[tokio::test]
+async fn over_a_stream_of_yours_the_authority_is_the_name() {
+    let pki = Pki::new(&["replica-3.orders.internal"]);
+    let server = TlsServer::start(pki.acceptor(&[b"http/1.1"])).await;
+    let tcp = tower::service_fn(|address: SocketAddr| TcpStream::connect(address));
+    let connector = HttpConnector::<Body>::http1()
+        .authority("replica-3.orders.internal".parse().unwrap())
+        .tls(pki.client())
+        .over(tcp);
+    let client = PersistentLayer::new("web", Fixed::new(server.address)).layer(connector);
+    let response = timeout(LIMIT, client.clone().oneshot(get("/host")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "t host replica-3.orders.internal");
+    client.close().await;
+
+    // Without it, there is no name to check the certificate against.
+    let tcp = tower::service_fn(|address: SocketAddr| TcpStream::connect(address));
+    let client = PersistentLayer::new("web", Fixed::new(server.address))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(HttpConnector::<Body>::http1().tls(pki.client()).over(tcp));
+    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.text(),
+        "connect failed: no server name to check the certificate against (give one with \
+         TlsConfig::server_name or HttpConnector::authority): the peer is stream"
+    );
+    client.close().await;
+}
+
 #[tokio::test]
 async fn an_unknown_issuer_and_the_platform_roots() {
     let pki = Pki::new(&["localhost"]);

@@ -31,6 +31,7 @@ pub struct HttpConnector<B, D = Dialer> {
     connect_timeout: Duration,
     close_timeout: Duration,
     keep_alive: Option<(Duration, Duration)>,
+    authority: Option<http::uri::Authority>,
     #[cfg(feature = "tls")]
     tls: Option<Arc<super::tls::Tls>>,
     dialer: D,
@@ -44,6 +45,7 @@ impl<B, D: Clone> Clone for HttpConnector<B, D> {
             connect_timeout: self.connect_timeout,
             close_timeout: self.close_timeout,
             keep_alive: self.keep_alive,
+            authority: self.authority.clone(),
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
             dialer: self.dialer.clone(),
@@ -58,7 +60,8 @@ impl<B, D: fmt::Debug> fmt::Debug for HttpConnector<B, D> {
         d.field("version", &self.version)
             .field("connect_timeout", &self.connect_timeout)
             .field("close_timeout", &self.close_timeout)
-            .field("keep_alive", &self.keep_alive);
+            .field("keep_alive", &self.keep_alive)
+            .field("authority", &self.authority);
         #[cfg(feature = "tls")]
         d.field("tls", &self.tls);
         d.field("dialer", &self.dialer).finish()
@@ -89,6 +92,7 @@ impl<B> HttpConnector<B> {
             connect_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             keep_alive: None,
+            authority: None,
             #[cfg(feature = "tls")]
             tls: None,
             dialer: Dialer,
@@ -122,6 +126,18 @@ impl<B, D> HttpConnector<B, D> {
         self.with_dialer(Over(service))
     }
 
+    /// The authority (`host` or `host:port`) that requests naming none are sent with (the
+    /// HTTP/1.1 `Host` header, the HTTP/2 `:authority`), whatever the address; and, over TLS
+    /// without a [`server_name`](super::TlsConfig::server_name) and with an address that is not
+    /// a name (a stream of yours, a Unix socket), the name the certificate is checked against.
+    /// For a stream of yours ([`over`](Self::over)), whose destination the crate cannot know.
+    /// Default: none (the address's name, else the TLS server name, else the TCP peer, else
+    /// `localhost`).
+    pub fn authority(mut self, authority: http::uri::Authority) -> Self {
+        self.authority = Some(authority);
+        self
+    }
+
     /// As [`over`](Self::over), for a connector whose streams implement hyper's
     /// `rt::Read + rt::Write` (hyper-util's `client::legacy::connect::HttpConnector`, whose
     /// addresses are `http::Uri`s): see [`OverHyper`](super::OverHyper).
@@ -136,6 +152,7 @@ impl<B, D> HttpConnector<B, D> {
             connect_timeout: self.connect_timeout,
             close_timeout: self.close_timeout,
             keep_alive: self.keep_alive,
+            authority: self.authority,
             #[cfg(feature = "tls")]
             tls: self.tls,
             dialer,
@@ -251,7 +268,7 @@ impl fmt::Display for ConnectErrorKind {
             }
             #[cfg(feature = "tls")]
             ConnectErrorKind::NoServerName => f.write_str(
-                "no server name to check the certificate against (give one with TlsConfig::server_name)",
+                "no server name to check the certificate against (give one with TlsConfig::server_name or HttpConnector::authority)",
             ),
             ConnectErrorKind::Handshake => f.write_str("http handshake failed"),
             ConnectErrorKind::ClosedDuringHandshake => {
@@ -315,7 +332,10 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    async fn connect(self, dialed: Dialed) -> Result<HttpConnection<B>, HttpConnectError> {
+    async fn connect(self, mut dialed: Dialed) -> Result<HttpConnection<B>, HttpConnectError> {
+        if dialed.name.is_none() {
+            dialed.name = self.authority.as_ref().map(|a| a.to_string());
+        }
         #[cfg(feature = "tls")]
         let (dialed, server_name, secure) = match &self.tls {
             Some(tls) => {
@@ -327,12 +347,16 @@ where
         #[cfg(not(feature = "tls"))]
         let (server_name, secure): (Option<String>, bool) = (None, false);
         let Dialed { io, peer, name } = dialed;
-        // What requests name as their authority when they name none: the name asked for, else
-        // the TLS server name, else the TCP peer, else `localhost`.
-        let authority = name.or(server_name).unwrap_or_else(|| match &peer {
-            Peer::Tcp(address) => address.to_string(),
-            _ => "localhost".to_owned(),
-        });
+        // What requests name as their authority when they name none: the configured one, else
+        // the name asked for, else the TLS server name, else the TCP peer, else `localhost`.
+        let configured = self.authority.as_ref().map(|a| a.to_string());
+        let authority = configured
+            .or(name)
+            .or(server_name)
+            .unwrap_or_else(|| match &peer {
+                Peer::Tcp(address) => address.to_string(),
+                _ => "localhost".to_owned(),
+            });
         let handshake =
             |e: hyper::Error| HttpConnectError::new(ConnectErrorKind::Handshake, Some(e.into()));
         let shared = Arc::new(ConnShared::new(peer, authority, self.version, secure));
