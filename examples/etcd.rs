@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 use http_body_util::Empty;
 use tokio::time::{Instant, sleep, timeout};
 use tower::{Layer, ServiceExt};
-use tower_persistent::discovery::Etcd;
+use tower_persistent::discovery::{Etcd, Publication};
 use tower_persistent::transport::{HttpConnection, HttpConnector};
 use tower_persistent::{Event, Persistent, PersistentLayer};
 use web::{HttpServer, get, text};
@@ -92,19 +92,21 @@ async fn main() {
             Err(_) => "timed out".to_owned(),
         }
     };
-    let serving = |client: &Client| client.current_connection().map(|c| c.peer_addr());
+    // Takes the replica the client is connected to out of `replicas`.
+    let take_serving = |replicas: &mut Vec<Option<(HttpServer, Publication)>>, client: &Client| {
+        let current = client.current_connection().map(|c| c.peer_addr())?;
+        let i = replicas
+            .iter()
+            .position(|r| r.as_ref().map(|(s, _)| s.address) == Some(current))?;
+        replicas[i].take()
+    };
 
     for step in 0..50 {
         let answer = ask(client.clone()).await;
         println!("{} request {step:2}: {answer}", stamp());
         match step {
             5 => {
-                let current = serving(&client);
-                if let Some(i) = replicas
-                    .iter()
-                    .position(|r| r.as_ref().map(|(s, _)| Some(s.address)) == Some(current))
-                {
-                    let (server, entry) = replicas[i].take().unwrap();
+                if let Some((server, entry)) = take_serving(&mut replicas, &client) {
                     println!(
                         "{} killing {} outright: its lease will expire",
                         stamp(),
@@ -119,12 +121,7 @@ async fn main() {
                 cluster.kill(0).await;
             }
             30 => {
-                let current = serving(&client);
-                if let Some(i) = replicas
-                    .iter()
-                    .position(|r| r.as_ref().map(|(s, _)| Some(s.address)) == Some(current))
-                {
-                    let (server, entry) = replicas[i].take().unwrap();
+                if let Some((server, entry)) = take_serving(&mut replicas, &client) {
                     println!(
                         "{} {} shuts down cleanly: withdrawn at once",
                         stamp(),

@@ -36,6 +36,27 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 type Body = Empty<Bytes>;
 
+/// The text of the first attempt's failure of a client of `address` through `connector`.
+async fn failure<A, M>(address: A, connector: M) -> String
+where
+    A: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
+    M: tower::Service<A, Response = tower_persistent::transport::HttpConnection<Body>>
+        + Send
+        + 'static,
+    M::Error: Into<tower_persistent::BoxError>,
+    M::Future: Send,
+{
+    let client = PersistentLayer::new("web", Fixed::new(address))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(connector);
+    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .expect("the attempt hung")
+        .expect_err("the attempt succeeded");
+    client.close().await;
+    error.text()
+}
+
 /// A certificate authority of the test's own and a server certificate it issued for `names`.
 struct Pki {
     roots: RootCertStore,
@@ -197,20 +218,17 @@ async fn a_name_from_the_configuration_and_a_wrong_name() {
     client.close().await;
 
     // Checked against the IP dialed, the certificate does not match.
-    let client = PersistentLayer::new("web", Fixed::new(server.address))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(HttpConnector::<Body>::http2().tls(pki.client()));
-    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let text = failure(
+        server.address,
+        HttpConnector::<Body>::http2().tls(pki.client()),
+    )
+    .await;
     assert_eq!(
-        error.text(),
+        text,
         "connect failed: tls handshake failed: with 127.0.0.1: invalid peer certificate: \
          certificate not valid for name \"127.0.0.1\"; certificate is only valid for \
          DnsName(\"replica-3.orders.internal\")"
     );
-    client.close().await;
 
     // A name that cannot be a server name is refused when configured.
     let refused = pki.client().server_name("not a name").unwrap_err();
@@ -243,19 +261,16 @@ async fn over_a_stream_of_yours_the_authority_is_the_name() {
 
     // Without it, there is no name to check the certificate against.
     let tcp = tower::service_fn(|address: SocketAddr| TcpStream::connect(address));
-    let client = PersistentLayer::new("web", Fixed::new(server.address))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(HttpConnector::<Body>::http1().tls(pki.client()).over(tcp));
-    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let text = failure(
+        server.address,
+        HttpConnector::<Body>::http1().tls(pki.client()).over(tcp),
+    )
+    .await;
     assert_eq!(
-        error.text(),
+        text,
         "connect failed: no server name to check the certificate against (give one with \
          TlsConfig::server_name or HttpConnector::authority): the peer is stream"
     );
-    client.close().await;
 }
 
 #[tokio::test]
@@ -267,19 +282,12 @@ async fn an_unknown_issuer_and_the_platform_roots() {
     // The platform's roots do not know the test's authority either.
     let platform = TlsConfig::platform_roots().expect("this machine has root certificates");
     for roots in [stranger.client(), platform] {
-        let client = PersistentLayer::new("web", Fixed::new(format!("localhost:{port}")))
-            .retry_delay(|| Duration::from_secs(60))
-            .layer(HttpConnector::<Body>::http1().tls(roots));
-        let error = timeout(LIMIT, client.connected_or_failed_to_connect())
-            .await
-            .unwrap()
-            .unwrap_err();
+        let connector = HttpConnector::<Body>::http1().tls(roots);
         assert_eq!(
-            error.text(),
+            failure(format!("localhost:{port}"), connector).await,
             "connect failed: tls handshake failed: with localhost: invalid peer certificate: \
              UnknownIssuer"
         );
-        client.close().await;
     }
     assert!(server.agreed().is_empty());
 }
@@ -289,37 +297,28 @@ async fn a_server_that_speaks_another_protocol_or_plain_http() {
     let pki = Pki::new(&["127.0.0.1"]);
     // HTTP/1.1 only, for a client that speaks HTTP/2 only.
     let server = TlsServer::start(pki.acceptor(&[b"http/1.1"])).await;
-    let client = PersistentLayer::new("web", Fixed::new(server.address))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(HttpConnector::<Body>::http2().tls(pki.client()));
-    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let text = failure(
+        server.address,
+        HttpConnector::<Body>::http2().tls(pki.client()),
+    )
+    .await;
     assert_eq!(
-        error.text(),
+        text,
         "connect failed: tls handshake failed: with 127.0.0.1: received fatal alert: \
          NoApplicationProtocol"
     );
-    client.close().await;
 
     // A server that answers in cleartext.
     let plain = web::HttpServer::start("p").await.unwrap();
-    let client = PersistentLayer::new("web", Fixed::new(plain.address))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(HttpConnector::<Body>::http1().tls(pki.client()));
-    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let text = failure(
+        plain.address,
+        HttpConnector::<Body>::http1().tls(pki.client()),
+    )
+    .await;
     assert!(
-        error
-            .text()
-            .starts_with("connect failed: tls handshake failed: with 127.0.0.1: "),
-        "{}",
-        error.text()
+        text.starts_with("connect failed: tls handshake failed: with 127.0.0.1: "),
+        "{text}"
     );
-    client.close().await;
 }
 
 #[tokio::test]
@@ -336,24 +335,15 @@ async fn a_server_that_stops_mid_handshake_is_timed_out() {
         let _ = hello_tx.send(n);
         std::future::pending::<()>().await;
     });
-    let client = PersistentLayer::new("web", Fixed::new(address))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(
-            HttpConnector::<Body>::http1()
-                .connect_timeout(Duration::from_millis(300))
-                .tls(pki.client()),
-        );
-    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let connector = HttpConnector::<Body>::http1()
+        .connect_timeout(Duration::from_millis(300))
+        .tls(pki.client());
     assert_eq!(
-        error.text(),
+        failure(address, connector).await,
         "connect failed: connect timed out after 300ms"
     );
     // The handshake had begun: the server had the ClientHello (a TLS handshake record).
     assert!(hello_rx.await.unwrap() > 5);
-    client.close().await;
     server.abort();
 }
 
