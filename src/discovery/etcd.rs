@@ -167,8 +167,8 @@ impl<A> Etcd<A> {
         let timeout = self
             .timeout
             .min(Duration::from_secs(ttl_secs.unsigned_abs()));
-        let mut client = self.client.clone();
-        let lease = register(&mut client, &key, &value, ttl_secs, timeout).await?;
+        let client = self.client.clone();
+        let lease = register(&client, &key, &value, ttl_secs, timeout).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let keeper = tokio::spawn(keep_alive(
             client.clone(),
@@ -192,15 +192,18 @@ impl<A> Etcd<A> {
     }
 }
 
-/// Runs the request `make` makes within `timeout`, again after a transient error (a member
-/// down, an election) or a try with no answer within a third of `timeout` (20 ms apart,
-/// doubling up to 200 ms); its error, or the timeout with the last error, as an `io::Error`
-/// that says what was asked.
-async fn within<T, F, Fut>(
-    timeout: Duration,
-    what: impl FnOnce() -> String,
-    mut make: F,
-) -> io::Result<T>
+/// How a request tried again and again ended without an answer.
+enum Failed {
+    /// An error that another try would not mend.
+    Error(etcd_client::Error),
+    /// No answer within the time, and the last transient error or silence, if any.
+    TimedOut(Option<String>),
+}
+
+/// Makes the request `make` makes until it is answered, fails for good, or `timeout` passes:
+/// again after a transient error (a member down, an election) or a try with no answer within
+/// a third of `timeout`, 20 ms apart, doubling up to 200 ms.
+async fn tried<T, F, Fut>(timeout: Duration, mut make: F) -> Result<T, Failed>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -210,30 +213,49 @@ where
     let mut last: Option<String> = None;
     let tries = async {
         loop {
-            last = Some(match tokio::time::timeout(per_try, make()).await {
+            let why = match tokio::time::timeout(per_try, make()).await {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(error)) if transient(&error) => error.to_string(),
                 Ok(Err(error)) => return Err(error),
                 Err(_) => format!("a try got no answer within {per_try:?}"),
-            });
+            };
+            tracing::debug!(%why, "etcd request failed; trying again");
+            last = Some(why);
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(200));
         }
     };
     match tokio::time::timeout(timeout, tries).await {
         Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(error)) => Err(io::Error::other(format!("etcd {}: {error}", what()))),
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            match last {
-                Some(error) => format!(
-                    "etcd did not answer {} within {timeout:?} (last error: {error})",
-                    what()
-                ),
-                None => format!("etcd did not answer {} within {timeout:?}", what()),
-            },
-        )),
+        Ok(Err(error)) => Err(Failed::Error(error)),
+        Err(_) => Err(Failed::TimedOut(last)),
     }
+}
+
+/// [`tried`], its failure as an `io::Error` that says what was asked.
+async fn within<T, F, Fut>(
+    timeout: Duration,
+    what: impl FnOnce() -> String,
+    make: F,
+) -> io::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    tried(timeout, make).await.map_err(|failed| match failed {
+        Failed::Error(error) => io::Error::other(format!("etcd {}: {error}", what())),
+        Failed::TimedOut(Some(last)) => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "etcd did not answer {} within {timeout:?} (last error: {last})",
+                what()
+            ),
+        ),
+        Failed::TimedOut(None) => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("etcd did not answer {} within {timeout:?}", what()),
+        ),
+    })
 }
 
 /// Whether `error` may pass with another try: the member asked is down or unreachable, or the
@@ -260,47 +282,30 @@ fn lease_gone(error: &etcd_client::Error) -> bool {
 }
 
 /// One lookup of `prefix`: a serializable range request (any member answers from its own copy,
-/// with no need of a leader), tried again after a transient error (a member down, an election)
-/// or when one try gets no answer within a third of `timeout`, until `timeout`; tries 20 ms
-/// apart, doubling up to 200 ms.
+/// with no need of a leader), [`tried`] until `timeout`.
 async fn lookup(
-    kv: &mut etcd_client::KvClient,
+    kv: &etcd_client::KvClient,
     prefix: &str,
     timeout: Duration,
 ) -> Result<etcd_client::GetResponse, LookupError> {
-    let deadline = crate::shared::deadline_after(tokio::time::Instant::now(), timeout);
-    let per_try = (timeout / 3).max(Duration::from_millis(50));
-    let mut pause = Duration::from_millis(20);
-    let mut last: Option<io::Error> = None;
-    let tries = async {
-        loop {
-            let options = GetOptions::new().with_prefix().with_serializable();
-            let error = match tokio::time::timeout(per_try, kv.get(prefix, Some(options))).await {
-                Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(error)) if transient(&error) => io::Error::other(error),
-                Ok(Err(error)) => return Err(error),
-                Err(_) => io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("a try got no answer within {per_try:?}"),
-                ),
-            };
-            tracing::debug!(%prefix, %error, "etcd lookup failed; trying again");
-            last = Some(error);
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
+    let request = || {
+        let mut kv = kv.clone();
+        let options = GetOptions::new().with_prefix().with_serializable();
+        let prefix = prefix.to_owned();
+        async move { kv.get(prefix, Some(options)).await }
     };
-    match tokio::time::timeout_at(deadline, tries).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(error)) => Err(LookupError::new(
-            format!("etcd lookup of {prefix} failed"),
-            Some(io::Error::other(error)),
-        )),
-        Err(_) => Err(LookupError::new(
-            format!("etcd did not answer a lookup of {prefix} within {timeout:?}"),
-            last,
-        )),
-    }
+    tried(timeout, request)
+        .await
+        .map_err(|failed| match failed {
+            Failed::Error(error) => LookupError::new(
+                format!("etcd lookup of {prefix} failed"),
+                Some(io::Error::other(error)),
+            ),
+            Failed::TimedOut(last) => LookupError::new(
+                format!("etcd did not answer a lookup of {prefix} within {timeout:?}"),
+                last.map(io::Error::other),
+            ),
+        })
 }
 
 /// The lease a registration holds now (replaced when the task publishes again).
@@ -308,7 +313,7 @@ type LeaseId = Arc<std::sync::atomic::AtomicI64>;
 
 /// Grants a lease and stores `key` = `value` under it.
 async fn register(
-    client: &mut Client,
+    client: &Client,
     key: &str,
     value: &str,
     ttl_secs: i64,
@@ -340,7 +345,7 @@ async fn register(
 /// Keeps the lease alive every third of its TTL until stopped; publishes again under a new
 /// lease if it was lost.
 async fn keep_alive(
-    mut client: Client,
+    client: Client,
     key: String,
     value: String,
     ttl_secs: i64,
@@ -361,7 +366,7 @@ async fn keep_alive(
             _ = ticks.tick() => {}
         }
         if lost {
-            match register(&mut client, &key, &value, ttl_secs, timeout).await {
+            match register(&client, &key, &value, ttl_secs, timeout).await {
                 Ok(new) => {
                     lease.store(new.load(Ordering::Acquire), Ordering::Release);
                     lost = false;
@@ -505,12 +510,12 @@ where
     }
 
     fn call(&mut self, (): ()) -> Self::Future {
-        let mut kv = self.client.kv_client();
+        let kv = self.client.kv_client();
         let prefix = self.prefix.clone();
         let timeout = self.timeout;
         let rotation = self.rotation.clone();
         Resolving::new(async move {
-            let answer = lookup(&mut kv, &prefix, timeout).await?;
+            let answer = lookup(&kv, &prefix, timeout).await?;
             let addresses: Vec<A> = answer
                 .kvs()
                 .iter()
