@@ -127,7 +127,12 @@ struct TlsServer {
 
 impl TlsServer {
     async fn start(acceptor: TlsAcceptor) -> TlsServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0", acceptor).await
+    }
+
+    /// Listening on `address` (`[::1]:0` for IPv6).
+    async fn start_on(address: &str, acceptor: TlsAcceptor) -> TlsServer {
+        let listener = TcpListener::bind(address).await.unwrap();
         let address = listener.local_addr().unwrap();
         let agreed = Arc::new(Mutex::new(Vec::new()));
         let record = agreed.clone();
@@ -196,6 +201,39 @@ async fn http1_and_http2_over_tls_checked_against_the_address() {
     client.close().await;
     // ALPN offered one version each time, and the server agreed to it.
     assert_eq!(server.agreed(), ["http/1.1", "h2", "h2"]);
+}
+
+// The requests' authority: the name with its port, the IP address dialed with its port (IPv6
+// in brackets), or the configured server name with the port dialed.
+#[tokio::test]
+async fn the_authority_of_requests_over_tls() {
+    let pki = Pki::new(&["localhost", "127.0.0.1", "::1", "orders.internal"]);
+    let v4 = TlsServer::start(pki.acceptor(&[b"http/1.1"])).await;
+    let v6 = TlsServer::start_on("[::1]:0", pki.acceptor(&[b"http/1.1"])).await;
+    let host = |address: SocketAddr, tls: TlsConfig| async move {
+        let client = PersistentLayer::new("web", Fixed::new(address))
+            .layer(HttpConnector::<Body>::http1().tls(tls));
+        let response = timeout(LIMIT, client.clone().oneshot(get("/host")))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = text(response).await;
+        client.close().await;
+        answer
+    };
+    assert_eq!(
+        host(v4.address, pki.client()).await,
+        format!("t host {}", v4.address)
+    );
+    assert_eq!(
+        host(v6.address, pki.client()).await,
+        format!("t host [::1]:{}", v6.address.port())
+    );
+    let named = pki.client().server_name("orders.internal").unwrap();
+    assert_eq!(
+        host(v6.address, named).await,
+        format!("t host orders.internal:{}", v6.address.port())
+    );
 }
 
 #[tokio::test]

@@ -350,9 +350,10 @@ where
         // What requests name as their authority when they name none: the configured one, else
         // the name asked for, else the TLS server name, else the TCP peer, else `localhost`.
         let configured = self.authority.as_ref().map(|a| a.to_string());
+        let tls_name = server_name.map(|name| tls_authority(name, &peer));
         let authority = configured
             .or(name)
-            .or(server_name)
+            .or(tls_name)
             .unwrap_or_else(|| match &peer {
                 Peer::Tcp(address) => address.to_string(),
                 _ => "localhost".to_owned(),
@@ -416,6 +417,22 @@ where
         }
         guard.0 = None;
         Ok(connection)
+    }
+}
+
+/// The authority that a TLS server name stands for: a DNS name with the port dialed, unless it
+/// is HTTPS's own (443); for an IP address, the address dialed (`[::1]:8443`), or the IP alone
+/// (an IPv6 one in brackets) when the stream is not TCP.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+fn tls_authority(name: String, peer: &Peer) -> String {
+    match (name.parse::<std::net::IpAddr>(), peer) {
+        (Ok(_), Peer::Tcp(address)) => address.to_string(),
+        (Ok(std::net::IpAddr::V6(ip)), _) => format!("[{ip}]"),
+        (Ok(_), _) => name,
+        (Err(_), Peer::Tcp(address)) if address.port() != 443 => {
+            format!("{name}:{}", address.port())
+        }
+        (Err(_), _) => name,
     }
 }
 
