@@ -127,8 +127,12 @@ impl Rotation {
         if items.is_empty() {
             return Err(LookupError::new(empty(), None));
         }
-        let turn = self.0.fetch_add(1, Ordering::Relaxed) % items.len();
-        Ok(items[turn].clone())
+        Ok(items[self.turn(items.len())].clone())
+    }
+
+    /// The index of the next of `len` items in turn; `len` is not zero.
+    fn turn(&self, len: usize) -> usize {
+        self.0.fetch_add(1, Ordering::Relaxed) % len
     }
 }
 

@@ -130,6 +130,13 @@ where
     /// A live connection at once if there is one; otherwise the outcome of the next connection
     /// attempt to finish after the call: its connection, or its error.
     ///
+    /// An attempt that finished before the call does not count: on a multi-threaded runtime
+    /// the first attempt may fail before a call made right after [`layer`](tower::Layer::layer)
+    /// is registered, and the call then waits for the next attempt, a retry delay later. To see
+    /// every outcome from the start, subscribe to [`events`](Self::events) before the first
+    /// attempt can finish (or build with [`PersistentLayer::pair`](crate::PersistentLayer::pair)
+    /// and spawn the driver after subscribing).
+    ///
     /// # Errors
     ///
     /// The [`ConnectError`] of that attempt, or one for which

@@ -258,13 +258,22 @@ async fn an_unreachable_etcd_fails_the_lookup_at_its_timeout() {
     client.close().await;
 }
 
-// An endpoint that is not an address is refused when the lookup is made.
+// An endpoint that is not an address, or whose port is out of range, is refused when the
+// lookup is made.
 #[tokio::test]
 async fn an_invalid_endpoint_is_refused() {
     let error = Etcd::connect(&["http://[bad"], PREFIX).await.unwrap_err();
     assert!(
         error.to_string().starts_with("cannot make an etcd client"),
         "{error}"
+    );
+    let error = Etcd::connect(&["127.0.0.1:99999"], PREFIX)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "cannot make an etcd client: invalid endpoint \"127.0.0.1:99999\": the port is not a \
+         number from 0 to 65535"
     );
 }
 
@@ -341,5 +350,46 @@ async fn a_lost_lease_is_renewed_and_a_withdrawal_is_final() {
     assert_eq!(granted.granted_ttl(), 9_000_000_000);
     timeout(LIMIT, forever.withdraw()).await.unwrap().unwrap();
     assert!(keys(&endpoints).await.is_empty());
+
+    // Someone puts values too large to read at once under the prefix (4 of 1.4 MB, more than
+    // a client takes in one answer): lookups read the keys, then the values one by one.
+    let big = "x".repeat(1_400_000);
+    for name in ["big-1", "big-2", "big-3", "big-4"] {
+        etcd.put(format!("{PREFIX}{name}"), big.as_str(), None)
+            .await
+            .unwrap();
+    }
+    let mut kv = etcd.kv_client();
+    let direct = kv
+        .get(PREFIX, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .unwrap_err();
+    assert!(
+        direct.to_string().contains("message length too large"),
+        "{direct}"
+    );
+    // (As `String`s, those values would be addresses: read them as socket addresses.)
+    let sockets = discovery.clone().addresses::<SocketAddr>();
+    let error = timeout(LIMIT, sockets.clone().oneshot(()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "no replica found under /services/orders/ in etcd: its values are too large to read at \
+         once, and none of the 4 read one by one holds an address"
+    );
+    let replica = timeout(
+        LIMIT,
+        discovery.publish("r11", "127.0.0.1:9011", Duration::from_secs(60)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    for _ in 0..5 {
+        let found = timeout(LIMIT, sockets.clone().oneshot(())).await.unwrap();
+        assert_eq!(found.unwrap(), "127.0.0.1:9011".parse().unwrap());
+    }
+    timeout(LIMIT, replica.withdraw()).await.unwrap().unwrap();
     drop(cluster);
 }

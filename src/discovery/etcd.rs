@@ -8,13 +8,40 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use etcd_client::{Client, GetOptions, PutOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
 use tower_service::Service;
 
 use super::{Entry, LookupError, Publication, Resolving, Rotation};
 
 /// The default deadline of one lookup (and of each etcd request of a registration).
 pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often each member's connection is PINGed, how long its answer may take, and how long a
+/// connection to a member may take to come up.
+const ENDPOINT_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// Refuses an endpoint whose port is not a port (etcd-client would dial port 80 instead).
+fn check_endpoint(endpoint: &str) -> Result<(), LookupError> {
+    let bare = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or(endpoint);
+    let invalid = |why: String| {
+        LookupError::new(
+            format!("cannot make an etcd client: invalid endpoint {endpoint:?}: {why}"),
+            None,
+        )
+    };
+    let authority: http::uri::Authority = bare.parse().map_err(|e| invalid(format!("{e}")))?;
+    if let Some((_, port)) = authority.as_str().rsplit_once(':') {
+        if !port.ends_with(']') && port.parse::<u16>().is_err() {
+            return Err(invalid(
+                "the port is not a number from 0 to 65535".to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// The shortest lease asked of etcd, in whole seconds; shorter TTLs are held to it.
 const MIN_TTL_SECS: i64 = 1;
@@ -76,15 +103,29 @@ impl Etcd<String> {
     /// A lookup of the replicas under `prefix` (such as `/services/orders/`) of the cluster
     /// whose members answer at `endpoints` (`"127.0.0.1:2379"`, `"http://10.0.0.1:2379"`).
     ///
-    /// Connects lazily: this fails only for an endpoint that is not a valid address, never
-    /// because etcd is down.
+    /// Connects lazily: this fails only for an endpoint that is not a valid address (a port
+    /// out of range included), never because etcd is down. Each member's connection is PINGed
+    /// every 2 s (HTTP/2 keep-alive) and dropped if the answer takes longer, so that a member
+    /// that is frozen rather than down is passed over; a connection to a member gets 2 s to
+    /// come up.
     pub async fn connect<E: AsRef<str>>(
         endpoints: &[E],
         prefix: impl Into<String>,
     ) -> Result<Self, LookupError> {
-        let client = Client::connect(endpoints, None).await.map_err(|e| {
-            LookupError::new("cannot make an etcd client", Some(io::Error::other(e)))
-        })?;
+        for endpoint in endpoints {
+            check_endpoint(endpoint.as_ref())?;
+        }
+        // HTTP/2 PINGs find a member that is frozen rather than down (its connection is then
+        // closed, and the balancer passes it over while a new one does not come up).
+        let options = ConnectOptions::new()
+            .with_keep_alive(ENDPOINT_KEEP_ALIVE, ENDPOINT_KEEP_ALIVE)
+            .with_keep_alive_while_idle(true)
+            .with_connect_timeout(ENDPOINT_KEEP_ALIVE);
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|e| {
+                LookupError::new("cannot make an etcd client", Some(io::Error::other(e)))
+            })?;
         Ok(Self::with_client(client, prefix))
     }
 
@@ -202,13 +243,14 @@ enum Failed {
 
 /// Makes the request `make` makes until it is answered, fails for good, or `timeout` passes:
 /// again after a transient error (a member down, an election) or a try with no answer within
-/// a third of `timeout`, 20 ms apart, doubling up to 200 ms.
+/// a quarter of `timeout` (at least 50 ms, at most 500 ms: a member that is frozen rather than
+/// down holds a try that long), 20 ms apart, doubling up to 200 ms.
 async fn tried<T, F, Fut>(timeout: Duration, mut make: F) -> Result<T, Failed>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
-    let per_try = (timeout / 3).max(Duration::from_millis(50));
+    let per_try = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
     let mut pause = Duration::from_millis(20);
     let mut last: Option<String> = None;
     let tries = async {
@@ -281,31 +323,38 @@ fn lease_gone(error: &etcd_client::Error) -> bool {
     }
 }
 
-/// One lookup of `prefix`: a serializable range request (any member answers from its own copy,
-/// with no need of a leader), [`tried`] until `timeout`.
+/// One read of `prefix` (its keys alone if `keys_only`): a serializable range request (any
+/// member answers from its own copy, with no need of a leader), [`tried`] until `timeout`.
 async fn lookup(
     kv: &etcd_client::KvClient,
     prefix: &str,
     timeout: Duration,
-) -> Result<etcd_client::GetResponse, LookupError> {
+    keys_only: bool,
+) -> Result<etcd_client::GetResponse, Failed> {
     let request = || {
         let mut kv = kv.clone();
-        let options = GetOptions::new().with_prefix().with_serializable();
+        let mut options = GetOptions::new().with_prefix().with_serializable();
+        if keys_only {
+            options = options.with_keys_only();
+        }
         let prefix = prefix.to_owned();
         async move { kv.get(prefix, Some(options)).await }
     };
-    tried(timeout, request)
-        .await
-        .map_err(|failed| match failed {
-            Failed::Error(error) => LookupError::new(
-                format!("etcd lookup of {prefix} failed"),
-                Some(io::Error::other(error)),
-            ),
-            Failed::TimedOut(last) => LookupError::new(
-                format!("etcd did not answer a lookup of {prefix} within {timeout:?}"),
-                last.map(io::Error::other),
-            ),
-        })
+    tried(timeout, request).await
+}
+
+/// A failed lookup of `prefix`, as the error that says so.
+fn lookup_error(failed: Failed, prefix: &str, timeout: Duration) -> LookupError {
+    match failed {
+        Failed::Error(error) => LookupError::new(
+            format!("etcd lookup of {prefix} failed"),
+            Some(io::Error::other(error)),
+        ),
+        Failed::TimedOut(last) => LookupError::new(
+            format!("etcd did not answer a lookup of {prefix} within {timeout:?}"),
+            last.map(io::Error::other),
+        ),
+    }
 }
 
 /// The lease a registration holds now (replaced when the task publishes again).
@@ -515,21 +564,86 @@ where
         let timeout = self.timeout;
         let rotation = self.rotation.clone();
         Resolving::new(async move {
-            let answer = lookup(&kv, &prefix, timeout).await?;
-            let addresses: Vec<A> = answer
-                .kvs()
-                .iter()
-                .filter_map(|kv| {
-                    let value = kv.value_str().ok()?.trim();
-                    if value.is_empty() {
-                        return None;
-                    }
-                    value.parse().ok()
-                })
-                .collect();
+            let answer = match lookup(&kv, &prefix, timeout, false).await {
+                Err(Failed::Error(error)) if too_large(&error) => {
+                    return one_by_one(&kv, &prefix, timeout, &rotation).await;
+                }
+                other => other.map_err(|failed| lookup_error(failed, &prefix, timeout))?,
+            };
+            let addresses: Vec<A> = answer.kvs().iter().filter_map(address).collect();
             rotation.pick(&addresses, || {
                 format!("no replica published under {prefix} in etcd")
             })
         })
     }
+}
+
+/// The address a key holds, if its value is one.
+fn address<A: FromStr>(kv: &etcd_client::KeyValue) -> Option<A> {
+    let value = kv.value_str().ok()?.trim();
+    if value.is_empty() {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// Whether `error` is an answer too large to take in (more than 4 MiB: values that are not
+/// addresses, put under the prefix by someone).
+fn too_large(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if status.code() == tonic::Code::OutOfRange)
+}
+
+/// How many keys a lookup reads one by one, at most, when the prefix's values are too large to
+/// read at once.
+const ONE_BY_ONE: usize = 8;
+
+/// The lookup when the prefix's values are too large to read at once: the keys alone, then the
+/// values of up to [`ONE_BY_ONE`] of them, one at a time from the next in turn, until one holds
+/// an address. Each request is bounded by `timeout`.
+async fn one_by_one<A: FromStr>(
+    kv: &etcd_client::KvClient,
+    prefix: &str,
+    timeout: Duration,
+    rotation: &Rotation,
+) -> Result<A, LookupError> {
+    let keys = lookup(kv, prefix, timeout, true)
+        .await
+        .map_err(|failed| lookup_error(failed, prefix, timeout))?;
+    let keys: Vec<Vec<u8>> = keys.kvs().iter().map(|kv| kv.key().to_vec()).collect();
+    if keys.is_empty() {
+        return Err(LookupError::new(
+            format!("no replica published under {prefix} in etcd"),
+            None,
+        ));
+    }
+    let first = rotation.turn(keys.len());
+    for key in keys
+        .iter()
+        .cycle()
+        .skip(first)
+        .take(keys.len().min(ONE_BY_ONE))
+    {
+        let request = || {
+            let mut kv = kv.clone();
+            let key = key.clone();
+            async move {
+                let options = GetOptions::new().with_serializable();
+                kv.get(key, Some(options)).await
+            }
+        };
+        if let Ok(answer) = tried(timeout, request).await {
+            if let Some(found) = answer.kvs().first().and_then(address) {
+                return Ok(found);
+            }
+        }
+    }
+    Err(LookupError::new(
+        format!(
+            "no replica found under {prefix} in etcd: its values are too large to read at once, \
+             and none of the {} read one by one holds an address",
+            keys.len().min(ONE_BY_ONE)
+        ),
+        None,
+    ))
 }
