@@ -391,8 +391,8 @@ async fn register(
     Ok(Arc::new(std::sync::atomic::AtomicI64::new(granted.id())))
 }
 
-/// Keeps the lease alive every third of its TTL until stopped; publishes again under a new
-/// lease if it was lost.
+/// Keeps the lease alive every third of its TTL until stopped, on one keep-alive stream kept
+/// from turn to turn; publishes again under a new lease if it was lost.
 async fn keep_alive(
     client: Client,
     key: String,
@@ -407,6 +407,13 @@ async fn keep_alive(
     let mut ticks = tokio::time::interval(period.max(Duration::from_millis(100)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost = false;
+    // The keep-alive stream kept from one turn to the next, and the lease it is for.
+    type Held = (
+        etcd_client::LeaseKeeper,
+        etcd_client::LeaseKeepAliveStream,
+        i64,
+    );
+    let held: Arc<std::sync::Mutex<Option<Held>>> = Arc::default();
     // Whether the last keep-alive failed: the first failure is a WARN, the next ones DEBUG.
     let mut failing = false;
     loop {
@@ -426,21 +433,34 @@ async fn keep_alive(
             continue;
         }
         let id = lease.load(Ordering::Acquire);
-        // Whether the lease is still there.
+        // Whether the lease is still there: asked on the keep-alive stream of the last turn,
+        // or a new one (the first time, after a failure or a cancelled try, or a new lease).
         let renewed = within(
             timeout,
             || format!("keep-alive of {key}"),
             || {
                 let mut client = client.clone();
+                let held = held.clone();
                 async move {
+                    let taken = held.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    let (mut keeper, mut answers) = match taken {
+                        Some((keeper, answers, of)) if of == id => (keeper, answers),
+                        _ => client.lease_keep_alive(id).await?,
+                    };
                     let answer = async {
-                        let (mut keeper, mut answers) = client.lease_keep_alive(id).await?;
                         keeper.keep_alive().await?;
                         answers.message().await
                     };
                     match answer.await {
                         // A TTL of zero: the lease is gone.
-                        Ok(Some(answer)) => Ok(answer.ttl() > 0),
+                        Ok(Some(answer)) => {
+                            let alive = answer.ttl() > 0;
+                            if alive {
+                                *held.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some((keeper, answers, id));
+                            }
+                            Ok(alive)
+                        }
                         Ok(None) => Err(etcd_client::Error::LeaseKeepAliveError(
                             "the keep-alive stream ended with no answer".to_owned(),
                         )),
