@@ -233,6 +233,18 @@ async fn an_unreachable_etcd_fails_the_lookup_at_its_timeout() {
         error.to_string(),
         "etcd did not answer a lookup of /services/orders/ within 3s"
     );
+    // A timeout of zero: the lookup fails at once, without a busy loop.
+    let at_once = Etcd::connect(&[nobody.to_string()], PREFIX)
+        .await
+        .unwrap()
+        .timeout(Duration::ZERO);
+    let zero = Instant::now();
+    let quick = at_once.oneshot(()).await.unwrap_err();
+    assert_eq!(zero.elapsed(), Duration::ZERO);
+    assert_eq!(
+        quick.to_string(),
+        "etcd did not answer a lookup of /services/orders/ within 0ns"
+    );
     // Its source is the last of the errors tried again: nobody listens.
     let last = std::error::Error::source(&error)
         .expect("the last error")
