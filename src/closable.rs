@@ -111,28 +111,12 @@ impl<S> Closable for ClosableService<S> {
     }
 }
 
-/// `poll_ready` off the happy path: closed, or the inner service not ready (pending, or failed,
-/// which closes the connection).
+/// The inner service's `poll_ready` failed: the connection is closed, and the error returned.
+#[cold]
 #[inline(never)]
-fn poll_ready_cold<S, R>(
-    inner: &mut S,
-    closed: &Signal,
-    cx: &mut Context<'_>,
-) -> Poll<Result<(), BoxError>>
-where
-    S: Service<R>,
-    S::Error: Into<BoxError>,
-{
-    if closed.is_set() {
-        return Poll::Ready(Err(ConnectionClosed::new().into()));
-    }
-    match inner.poll_ready(cx) {
-        Poll::Ready(Err(error)) => {
-            closed.set();
-            Poll::Ready(Err(error.into()))
-        }
-        other => other.map_err(Into::into),
-    }
+fn failed<E: Into<BoxError>>(closed: &Signal, error: E) -> BoxError {
+    closed.set();
+    error.into()
 }
 
 impl<S, R> Service<R> for ClosableService<S>
@@ -146,13 +130,17 @@ where
 
     #[inline(always)]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if !self.closed.is_set() {
-            if let Poll::Ready(Ok(())) = self.inner.poll_ready(cx) {
-                return Poll::Ready(Ok(()));
-            }
+        // Every outcome is made here, each of constants where it can be (the error of a closed
+        // connection is zero-sized: its box is a constant), so that a caller that inlines this
+        // can drop its own test of `Ready(Ok(()))` on the happy path.
+        if self.closed.is_set() {
+            return Poll::Ready(Err(Box::new(ConnectionClosed::new())));
         }
-        // Out of line: the inner service is polled again there (which is allowed).
-        poll_ready_cold(&mut self.inner, &self.closed, cx)
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(error)) => Poll::Ready(Err(failed(&self.closed, error))),
+        }
     }
 
     #[inline]

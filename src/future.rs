@@ -60,8 +60,28 @@ pin_project! {
         Called { #[pin] future: F },
         // Boxed once more: a thin pointer, so that the future is no larger than `F` where `F`
         // leaves a niche (moving a larger one costs a store-forwarding stall per request).
-        Failed { error: Option<Box<BoxError>> },
+        Failed { error: FailedError },
     }
+}
+
+/// The error of a failed call, until it is polled out. Its drop is a test and, if the error was
+/// never polled out, a call out of line: so the future's own drop is small enough to inline
+/// into the caller, instead of a call per request.
+struct FailedError(Option<Box<BoxError>>);
+
+impl Drop for FailedError {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(error) = self.0.take() {
+            drop_error(error);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_error(error: Box<BoxError>) {
+    drop(error);
 }
 
 impl<F> ResponseFuture<F> {
@@ -75,7 +95,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn failed(error: BoxError) -> Self {
         ResponseFuture {
             state: ResponseState::Failed {
-                error: Some(Box::new(error)),
+                error: FailedError(Some(Box::new(error))),
             },
         }
     }
@@ -93,6 +113,7 @@ where
         match self.project().state.project() {
             ResponseStateProj::Called { future } => future.poll(cx).map(|r| r.map_err(Into::into)),
             ResponseStateProj::Failed { error } => Poll::Ready(Err(*error
+                .0
                 .take()
                 .expect("ResponseFuture polled after completion"))),
         }
