@@ -92,7 +92,10 @@ enum Death {
     Closed,
     /// A handle saw it fail (its `poll_ready`, or a panic of its `is_closed`).
     Reported,
-    /// Its `close_finished` panicked.
+    /// A caller met it closed or closing (`is_closed`), though its `close_finished` has not
+    /// resolved: it may have begun closing by itself, and is given the close timeout.
+    Closing,
+    /// Its `close_finished` panicked, or its `is_closed` when the driver asked.
     Panicked,
 }
 
@@ -303,7 +306,19 @@ where
                         if !shared.slot.is_current(generation) {
                             break Death::Reported;
                         }
-                        // A report about an earlier connection: keep watching.
+                        match catch_unwind(AssertUnwindSafe(|| conn.is_closed())) {
+                            Ok(true) => break Death::Closing,
+                            Err(payload) => {
+                                tracing::error!(
+                                    server = %shared.server_name,
+                                    panic = %panic_message(&*payload),
+                                    "the connection's is_closed panicked; it counts as dead",
+                                );
+                                break Death::Panicked;
+                            }
+                            // A report about an earlier connection: keep watching.
+                            Ok(false) => {}
+                        }
                     }
                 }
             };
@@ -320,13 +335,19 @@ where
                         .clear_current(generation, graceful.then(Instant::now));
                     graceful
                 }
-                Death::Reported | Death::Panicked => {
+                Death::Reported | Death::Closing | Death::Panicked => {
+                    if matches!(death, Death::Closing) {
+                        tracing::debug!(
+                            server = %shared.server_name,
+                            "the connection is closing by itself; it has the close timeout to finish",
+                        );
+                    }
                     shared.slot.clear_current(generation, None);
                     // Ours to close; a dead connection holds up the next one for the close
                     // timeout at most.
                     let deadline = deadline_after(Instant::now(), self.close_timeout);
                     Box::pin(self.close_until(&conn, deadline)).await;
-                    let graceful = matches!(death, Death::Reported) && graceful();
+                    let graceful = matches!(death, Death::Reported | Death::Closing) && graceful();
                     if graceful {
                         shared.slot.set_state(State::Connecting {
                             attempt: 0,

@@ -140,7 +140,10 @@ where
         async move {
             shared
                 .slot
-                .live_connection(|generation| shared.report_panicked(generation))
+                .live_connection(
+                    |generation| shared.report_panicked(generation),
+                    |generation| shared.report_closing(generation),
+                )
                 .await
                 .ok_or(Closed::new())
         }
@@ -177,6 +180,10 @@ where
             None => Err(Err(ConnectError::closed())),
             Some((Live::Yes(conn), _)) => Err(Ok(conn)),
             Some((Live::No, seen)) => Ok(seen),
+            Some((Live::Closing(generation), seen)) => {
+                self.shared.report_closing(generation);
+                Ok(seen)
+            }
             Some((Live::Panicked(generation), seen)) => {
                 self.shared.report_panicked(generation);
                 Ok(seen)

@@ -108,6 +108,15 @@ impl<A, C> Shared<A, C> {
         }
     }
 
+    /// Called by a caller that met the current connection of `generation` closed or closing
+    /// (it may have begun closing by itself, and might never finish): the driver is told, and
+    /// gives it the close timeout to finish before the next round.
+    pub(crate) fn report_closing(&self, generation: u64) {
+        if self.slot.generation() == generation {
+            self.commands.dead.notify_one();
+        }
+    }
+
     /// Begins closing: from now on nothing is current, `poll_ready` fails and the driver stops.
     /// Idempotent.
     pub(crate) fn begin_close(&self) {

@@ -89,8 +89,12 @@ pub(crate) enum Lookup<C> {
 pub(crate) enum Live<C> {
     /// A current connection that is not closed.
     Yes(C),
-    /// None, or a closed one.
+    /// None.
     No,
+    /// The current connection of this generation is closed or closing (it may have begun
+    /// closing by itself): to be reported to the driver (once the lock is released), which
+    /// gives it the close timeout to finish.
+    Closing(u64),
     /// The current connection's `is_closed` panicked: to be reported dead (once the lock is
     /// released).
     Panicked(u64),
@@ -360,8 +364,14 @@ impl<C: Closable + Clone> Slot<C> {
     }
 
     /// Resolves with the first live connection, or `None` once closed. A current connection
-    /// whose `is_closed` panics is passed to `panicked` (outside the lock).
-    pub(crate) async fn live_connection(&self, mut panicked: impl FnMut(u64)) -> Option<C> {
+    /// whose `is_closed` panics is passed to `panicked`, and one that is closed to `closing`
+    /// (once, outside the lock).
+    pub(crate) async fn live_connection(
+        &self,
+        mut panicked: impl FnMut(u64),
+        mut closing: impl FnMut(u64),
+    ) -> Option<C> {
+        let mut reported = None;
         loop {
             let found = self
                 .wait(|inner| {
@@ -370,6 +380,7 @@ impl<C: Closable + Clone> Slot<C> {
                     }
                     match inner.live() {
                         Live::No => None,
+                        Live::Closing(generation) if reported == Some(generation) => None,
                         live => Some(Some(live)),
                     }
                 })
@@ -377,6 +388,10 @@ impl<C: Closable + Clone> Slot<C> {
             match found? {
                 Live::Yes(conn) => return Some(conn),
                 Live::Panicked(generation) => panicked(generation),
+                Live::Closing(generation) => {
+                    reported = Some(generation);
+                    closing(generation);
+                }
                 Live::No => unreachable!("waited for"),
             }
         }
@@ -446,7 +461,7 @@ impl<C: Closable + Clone> Inner<C> {
         };
         match catch_unwind(AssertUnwindSafe(|| conn.is_closed())) {
             Ok(false) => Live::Yes(conn.clone()),
-            Ok(true) => Live::No,
+            Ok(true) => Live::Closing(self.generation),
             Err(_) => Live::Panicked(self.generation),
         }
     }

@@ -260,6 +260,54 @@ async fn a_panicking_is_closed_is_the_connection_dying() {
     p.close().await;
 }
 
+// A connection that begins closing by itself and never finishes, met by connected(), is
+// reported to the driver, which gives it the close timeout: then Disconnected, a new round, and
+// connected() resolves with the next connection. connected_or_failed_to_connect() does the same.
+#[tokio::test(start_paused = true)]
+async fn a_connection_closing_by_itself_for_ever_is_given_the_close_timeout() {
+    let start = Instant::now();
+    let log = Log::new(start);
+    let hangs = Faults {
+        close_hangs: true,
+        ..Faults::default()
+    };
+    let connect = FaultyConnect::new([hangs, hangs]);
+    let p = layer(&log)
+        .close_timeout(Duration::from_secs(2))
+        .layer(connect.clone());
+    assert_eq!(p.connected().await.unwrap().id, 1);
+    until(start, 100).await;
+    connect.conn(1).begin_closing_by_itself();
+    let bound = Duration::from_secs(60);
+    let next = tokio::time::timeout(bound, p.connected()).await;
+    assert_eq!(next.expect("connected() hung").unwrap().id, 2);
+    assert_eq!(ms(start), 2100);
+
+    until(start, 2200).await;
+    connect.conn(2).begin_closing_by_itself();
+    let next = tokio::time::timeout(bound, p.connected_or_failed_to_connect()).await;
+    assert_eq!(
+        next.expect("connected_or_failed_to_connect() hung")
+            .unwrap()
+            .id,
+        3
+    );
+    assert_eq!(ms(start), 4200);
+    assert_eq!(
+        log.get(),
+        [
+            round(0, 1),
+            timeline(&[(2100, "Disconnected")]),
+            round(2100, 2),
+            timeline(&[(4200, "Disconnected")]),
+            round(4200, 3),
+        ]
+        .concat()
+    );
+    assert!(connect.conn(1).closing_began() && connect.conn(2).closing_began());
+    p.close().await;
+}
+
 // close() awaited inside an on_event handler resolves at once (closing begun); the rest of
 // closing follows when the handler returns.
 #[tokio::test(start_paused = true)]

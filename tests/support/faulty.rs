@@ -75,6 +75,12 @@ impl Faulty {
         self.state.closed.cancel();
     }
 
+    /// The connection begins closing by itself (`is_closed` is true from now on) and never
+    /// finishes by itself.
+    pub fn begin_closing_by_itself(&self) {
+        self.state.closing.cancel();
+    }
+
     /// Requests that reached this connection.
     pub fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
