@@ -22,7 +22,12 @@ use crate::signal::Signal;
 pub trait Closable {
     /// Starts closing; the future resolves once the connection's resources are released.
     fn close(&self) -> impl Future<Output = ()> + Send;
-    /// Whether the connection is closed or closing, whichever side began it.
+    /// Whether the connection is closed or closing, whichever side began it. Once true, it
+    /// stays true, for every clone.
+    ///
+    /// A connection that begins closing by itself is given the close timeout to finish from
+    /// the moment this is seen true: by `connected()`, by `connected_or_failed_to_connect()`,
+    /// or by a handle whose `poll_ready` on it is pending.
     fn is_closed(&self) -> bool;
     /// Resolves once the connection has finished closing, whoever closed it. Starts nothing.
     fn close_finished(&self) -> impl Future<Output = ()> + Send;

@@ -181,6 +181,9 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     ///   close stuck on a peer) is given up: dropped, with a WARN log. This holds when the
     ///   driver closes a dead connection (its `poll_ready` failed), so that a dead connection
     ///   never holds up the next one beyond it, and when the persistent connection closes.
+    /// - A connection that begins closing by itself and does not finish is given it too,
+    ///   counted from the moment a caller meets it closed (see
+    ///   [`Closable::is_closed`]); then the next round begins.
     /// - [`Persistent::close`] always resolves within it, counted from the first call: the
     ///   wait for the connection's close and for the `on_event` handlers still to run (the one
     ///   running when closing began, then [`Disconnected`](Event::Disconnected)'s) share it; a

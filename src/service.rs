@@ -394,6 +394,11 @@ impl<A, C: Clone> Persistent<A, C> {
             Poll::Pending => {
                 // Also wake up if the connection is replaced or closing begins.
                 self.watch_generation(generation, cx.waker());
+                // A connection that is not ready and has begun closing by itself is reported,
+                // so that its close is bounded by the close timeout.
+                if let Some((_, conn)) = &self.conn {
+                    self.shared.check_closing(generation, conn);
+                }
                 self.pending(cx)
             }
             Poll::Ready(Err(error)) => {

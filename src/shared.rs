@@ -6,6 +6,7 @@
 //! - the event [`Hub`] that `events()` streams subscribe to (`event.rs`);
 //! - the count of handles, the last of which begins closing when dropped.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,6 +28,9 @@ pub(crate) struct Shared<A, C> {
     pub(crate) commands: Commands,
     pub(crate) hub: Hub<A, C>,
     handles: Handles,
+    /// The connection's `Closable::is_closed`, for code whose bounds do not name `Closable`
+    /// (the handle's `Service` impl).
+    is_closed: fn(&C) -> bool,
 }
 
 /// What the handles ask of the driver.
@@ -53,7 +57,7 @@ struct Handles {
 impl<A, C> Shared<A, C>
 where
     A: Clone + Send + 'static,
-    C: Clone + Send + 'static,
+    C: Clone + crate::Closable + Send + 'static,
 {
     pub(crate) fn new(config: &Config) -> Self {
         Shared {
@@ -65,6 +69,7 @@ where
             commands: Commands::default(),
             hub: Hub::new(config.event_capacity),
             handles: Handles::default(),
+            is_closed: C::is_closed,
         }
     }
 }
@@ -105,6 +110,16 @@ impl<A, C> Shared<A, C> {
     pub(crate) fn report_dead(&self, generation: u64) {
         if self.slot.clear_current(generation, None) {
             self.commands.dead.notify_one();
+        }
+    }
+
+    /// Reports the connection of `generation`, which `conn` is, to the driver if it is closed or
+    /// closing (`report_closing`), or dead if its `is_closed` panics.
+    pub(crate) fn check_closing(&self, generation: u64, conn: &C) {
+        match catch_unwind(AssertUnwindSafe(|| (self.is_closed)(conn))) {
+            Ok(false) => {}
+            Ok(true) => self.report_closing(generation),
+            Err(_) => self.report_panicked(generation),
         }
     }
 

@@ -304,7 +304,53 @@ async fn a_connection_closing_by_itself_for_ever_is_given_the_close_timeout() {
         ]
         .concat()
     );
-    assert!(connect.conn(1).closing_began() && connect.conn(2).closing_began());
+    // The driver closed each of them once (their close hangs: given up after 2 s).
+    assert_eq!((connect.conn(1).closes(), connect.conn(2).closes()), (1, 1));
+    p.close().await;
+}
+
+// The same met by a handle waiting in poll_ready: its connection is not ready and begins closing
+// by itself; the handle reports it, and is ready on the next connection once the close timeout
+// has passed. Without a report nothing would bound the wait: the connection never says it is
+// dead, and its close_finished never resolves.
+#[tokio::test(start_paused = true)]
+async fn a_handle_waiting_on_a_connection_closing_by_itself_gets_the_next_one() {
+    let start = Instant::now();
+    let log = Log::new(start);
+    let connect = FaultyConnect::new([Faults {
+        close_hangs: true,
+        ready_pending: true,
+        ..Faults::default()
+    }]);
+    let mut p = layer(&log)
+        .close_timeout(Duration::from_secs(2))
+        .layer(connect.clone());
+    p.connected().await.unwrap();
+    let closing = connect.conn(1);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        closing.begin_closing_by_itself();
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(60), p.ready()).await;
+    let (id, _) = ready
+        .expect("poll_ready hung")
+        .unwrap()
+        .call(7)
+        .await
+        .unwrap();
+    assert_eq!(id, 2);
+    assert_eq!(ms(start), 2100);
+    assert_eq!(
+        log.get(),
+        [
+            round(0, 1),
+            timeline(&[(2100, "Disconnected")]),
+            round(2100, 2),
+        ]
+        .concat()
+    );
+    assert_eq!(connect.conn(1).calls(), 0);
+    assert_eq!(connect.conn(1).closes(), 1);
     p.close().await;
 }
 

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio_util::sync::CancellationToken;
 use tower::Service;
@@ -25,6 +25,8 @@ pub struct Faults {
     pub is_closed_panics: bool,
     /// `poll_ready` fails.
     pub ready_fails: bool,
+    /// `poll_ready` is pending (woken when the connection begins closing by itself).
+    pub ready_pending: bool,
     /// `closed_gracefully` answers true.
     pub graceful: bool,
 }
@@ -45,6 +47,10 @@ struct FaultyState {
     /// Cancelled when closing finished.
     closed: CancellationToken,
     calls: AtomicUsize,
+    /// Calls of `close`.
+    closes: AtomicUsize,
+    /// The waker of the last pending `poll_ready`.
+    waiting: Mutex<Option<Waker>>,
 }
 
 impl Faulty {
@@ -56,6 +62,8 @@ impl Faulty {
                 closing: CancellationToken::new(),
                 closed: CancellationToken::new(),
                 calls: AtomicUsize::new(0),
+                closes: AtomicUsize::new(0),
+                waiting: Mutex::new(None),
             }),
         }
     }
@@ -79,6 +87,14 @@ impl Faulty {
     /// finishes by itself.
     pub fn begin_closing_by_itself(&self) {
         self.state.closing.cancel();
+        if let Some(waker) = self.state.waiting.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+
+    /// How many times `close` was called.
+    pub fn closes(&self) -> usize {
+        self.state.closes.load(Ordering::SeqCst)
     }
 
     /// Requests that reached this connection.
@@ -95,6 +111,7 @@ impl Faulty {
 impl Closable for Faulty {
     fn close(&self) -> impl Future<Output = ()> + Send {
         let faults = self.faults();
+        self.state.closes.fetch_add(1, Ordering::SeqCst);
         if faults.close_panics {
             panic!("close of connection {} panicked", self.id);
         }
@@ -140,9 +157,12 @@ impl Service<u32> for Faulty {
     type Error = io::Error;
     type Future = std::future::Ready<io::Result<(usize, u32)>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.faults().ready_fails {
             Poll::Ready(Err(io::Error::other("broken connection")))
+        } else if self.faults().ready_pending {
+            *self.state.waiting.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
         } else {
             Poll::Ready(Ok(()))
         }
