@@ -31,11 +31,21 @@
 //! prints when each step happens after T0, for both clients: the persistent client's events,
 //! its failed requests and their errors, and how long `tokio::time::sleep_until(now)` takes.
 //!
+//! With `RECONNECT_INTERLEAVED=<rounds>`, one more pass after criterion's runs the three clients
+//! of each HTTP version in turn, `rounds` times, 200 iterations each per round (10 rounds take
+//! about 40 s), and prints each client's median and mean time per iteration over all its
+//! iterations, with their ratios to the ideal client's, and the CPU time the whole process
+//! (server included) spent per iteration: a check of criterion's figures, in which the runs
+//! follow one another and drift on a shared machine can favour one.
+//! `RECONNECT_ONLY=ideal,persistent,persistent_after_notice` keeps only the clients named there
+//! (for a profiler).
+//!
 //! The whole bench takes about 65 s (50 s more with `RECONNECT_PHASES=1`).
 //!
 //! ```text
 //! cargo bench -p tower-persistent-benches --bench reconnect
 //! RECONNECT_PHASES=1 cargo bench -p tower-persistent-benches --bench reconnect -- none
+//! RECONNECT_INTERLEAVED=10 cargo bench -p tower-persistent-benches --bench reconnect -- none
 //! ```
 
 #[path = "support/loopback.rs"]
@@ -432,6 +442,16 @@ fn main() {
     c.final_summary();
     print_table();
 
+    if let Some(rounds) = std::env::var("RECONNECT_INTERLEAVED")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&r| r > 0)
+    {
+        for version in [Version::Http1, Version::Http2] {
+            rt.block_on(rt.spawn(interleaved(version, rounds))).unwrap();
+        }
+    }
+
     if std::env::var_os("RECONNECT_PHASES").is_some_and(|v| v != "0") {
         for version in [Version::Http1, Version::Http2] {
             rt.block_on(rt.spawn(print_phases(version))).unwrap();
@@ -473,6 +493,119 @@ fn print_table() {
         1000.0,
         Ratio::Time,
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// RECONNECT_INTERLEAVED=<rounds>: the clients in turn.
+
+/// Iterations per client and round.
+const ROUND: usize = 200;
+
+/// Runs the three clients of `version` in turn, `rounds` times, `ROUND` iterations each per
+/// round, and prints for each client the median and mean of all its iterations' times, and
+/// their ratios to the ideal client's.
+async fn interleaved(version: Version, rounds: usize) {
+    let servers = [
+        Server::start(Protocols::Auto).await.unwrap(),
+        Server::start(Protocols::Auto).await.unwrap(),
+        Server::start(Protocols::Auto).await.unwrap(),
+    ];
+    let mut ideal = Ideal::connect(version, servers[0].address).await;
+    ideal.get(request(version, servers[0].address)).await;
+    let clients = [
+        persistent(version, servers[1].address, None),
+        persistent(version, servers[2].address, None),
+    ];
+    for (client, server) in clients.iter().zip(&servers[1..]) {
+        persistent_warm(client, version, server.address).await;
+    }
+    let sends = [SendAt::AtOnce, SendAt::AfterNotice];
+    // Per client, every iteration's time (µs).
+    let mut times: [Vec<f64>; 3] = Default::default();
+    // Per client, the CPU time of the process over its iterations (µs), idle waits included.
+    let mut cpu = [0.0; 3];
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let only = std::env::var("RECONNECT_ONLY").ok();
+    let runs = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|n| n == name))
+    };
+    for _ in 0..rounds {
+        let before = cpu_time();
+        for _ in 0..if runs("ideal") { ROUND } else { 0 } {
+            tokio::time::sleep(IDLE).await;
+            times[0].push(us(ideal_iteration(&mut ideal, &servers[0], version)
+                .await
+                .elapsed));
+        }
+        cpu[0] += us(cpu_time() - before);
+        for i in 0..2 {
+            let before = cpu_time();
+            let name = ["persistent", "persistent_after_notice"][i];
+            for _ in 0..if runs(name) { ROUND } else { 0 } {
+                tokio::time::sleep(IDLE).await;
+                let outcome =
+                    persistent_iteration(&clients[i], &servers[i + 1], version, sends[i], |_| {})
+                        .await;
+                times[i + 1].push(us(outcome.elapsed));
+            }
+            cpu[i + 1] += us(cpu_time() - before);
+        }
+    }
+    for client in &clients {
+        client.close().await;
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v.iter().sum::<f64>() / v.len() as f64)
+    };
+    println!(
+        "{} interleaved, {rounds} rounds of {ROUND} iterations per client:",
+        version.name()
+    );
+    if times[0].is_empty() {
+        times[0].push(f64::NAN);
+    }
+    let (ideal_median, ideal_mean) = stats(&mut times[0]);
+    for (i, name) in ["ideal", "persistent", "persistent_after_notice"]
+        .into_iter()
+        .enumerate()
+    {
+        if times[i].is_empty() {
+            continue;
+        }
+        let (median, mean) = stats(&mut times[i]);
+        let per = (rounds * ROUND) as f64;
+        println!(
+            "  {:<34} median {median:>7.1} µs ({:.3} × ideal), mean {mean:>7.1} µs ({:.3} × \
+             ideal), CPU {:>6.1} µs per iteration ({:+.1} µs)",
+            format!("{}_{name}", version.name()),
+            median / ideal_median,
+            mean / ideal_mean,
+            cpu[i] / per,
+            (cpu[i] - cpu[0]) / per,
+        );
+    }
+}
+
+/// The CPU time used so far by every thread of this process, the server's included (from
+/// `/proc/self/task/*/schedstat`, in nanoseconds).
+fn cpu_time() -> Duration {
+    let mut ns = 0;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(ns)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tower_service::Service;
 
 use crate::error::{BoxError, ConnectionClosed};
 use crate::future::BoxErrorFuture;
-use crate::signal::Signal;
+use crate::signal::{Flag, Signal};
 
 /// A connection that can be closed, and that tells when it is.
 ///
@@ -44,6 +45,98 @@ pub trait Closable {
     /// Default: `false`.
     fn closed_gracefully(&self) -> bool {
         false
+    }
+
+    /// Called once by the persistent connection when this connection becomes current, with
+    /// where the connection that replaces it will be announced: a connection may keep it to
+    /// hand that successor the requests it could not send
+    /// ([`HttpConnection`](crate::transport::HttpConnection) does, for a request that hyper hands
+    /// back unsent because the connection, which had served, died). See [`Successor`].
+    ///
+    /// Default: the successor is not needed.
+    fn set_successor(&self, successor: Successor<Self>)
+    where
+        Self: Sized,
+    {
+        let _ = successor;
+    }
+}
+
+/// Where the persistent connection announces the connection that replaces one that died: given
+/// to each connection by [`Closable::set_successor`]. Cloneable; every clone hears the same
+/// announcement.
+///
+/// The announcement is made once the first attempt of the round that follows the connection's
+/// death has ended: [`get`](Successor::get) then gives the connection that attempt made (it is
+/// current by then), or `None` if the attempt failed or closing began (or the persistent
+/// connection's driver is gone). So a wait lasts what the persistent connection takes to
+/// replace the connection anyway: the rest of the retry delay (nothing, after a graceful close
+/// of a connection that served), plus one attempt, bounded by the connect timeout.
+pub struct Successor<C>(Arc<Succession<C>>);
+
+struct Succession<C> {
+    announced: Flag,
+    next: Mutex<Option<C>>,
+}
+
+impl<C> Clone for Successor<C> {
+    fn clone(&self) -> Self {
+        Successor(self.0.clone())
+    }
+}
+
+impl<C> fmt::Debug for Successor<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Successor")
+            .field("announced", &self.is_announced())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Clone> Successor<C> {
+    /// Waits for the announcement: the connection that replaced this one, or `None` if the
+    /// attempt that followed its death failed, or if the persistent connection closed.
+    pub async fn get(&self) -> Option<C> {
+        self.0.announced.wait().await;
+        self.0
+            .next
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl<C> Successor<C> {
+    /// Whether the announcement was made ([`get`](Successor::get) resolves at once).
+    pub fn is_announced(&self) -> bool {
+        self.0.announced.is_set()
+    }
+}
+
+/// The driver's side of a [`Successor`]: announces the successor, or, dropped unused, that
+/// there is none.
+pub(crate) struct Announcer<C>(Arc<Succession<C>>);
+
+/// A successor to announce, and the announcer to announce it with.
+pub(crate) fn succession<C>() -> (Announcer<C>, Successor<C>) {
+    let succession = Arc::new(Succession {
+        announced: Flag::default(),
+        next: Mutex::new(None),
+    });
+    (Announcer(succession.clone()), Successor(succession))
+}
+
+impl<C: Clone> Announcer<C> {
+    /// Announces `next` as the successor.
+    pub(crate) fn announce(self, next: &C) {
+        *self.0.next.lock().unwrap_or_else(|e| e.into_inner()) = Some(next.clone());
+        // Dropping `self` sets the flag.
+    }
+}
+
+impl<C> Drop for Announcer<C> {
+    fn drop(&mut self) {
+        self.0.announced.set();
     }
 }
 

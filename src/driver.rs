@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::Closable;
 use crate::backoff::Backoff;
+use crate::closable::{Announcer, succession};
 use crate::error::{BoxError, ConnectError, panic_message};
 use crate::event::{Event, OnEvent};
 use crate::layer::Config;
@@ -229,6 +230,9 @@ where
     async fn connection_loop(&mut self) -> Option<C> {
         let shared = self.shared().clone();
         let stop = &shared.commands.stop;
+        // The last connection's successor, announced once the first attempt after its death
+        // has ended (none if it failed); dropped on every way out, which announces none.
+        let mut predecessor: Option<Announcer<C>> = None;
         loop {
             if stop.is_set() {
                 return None;
@@ -257,6 +261,8 @@ where
                     Ok(conn) => break (conn, deadline),
                     Err(error) => error,
                 };
+                // No successor for the last connection.
+                predecessor = None;
                 shared.slot.attempt_failed(
                     &error,
                     shared.fail_fast,
@@ -277,12 +283,23 @@ where
                 }
             };
 
+            let (announcer, successor) = succession();
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| conn.set_successor(successor))) {
+                tracing::error!(
+                    server = %shared.server_name,
+                    panic = %panic_message(&*payload),
+                    "the connection's set_successor panicked",
+                );
+            }
             let Some(generation) = shared.slot.set_current(&conn, deadline) else {
                 // Closing began as the connection was made: it never becomes current.
                 let deadline = self.closing_deadline();
                 Box::pin(self.close_until(&conn, deadline)).await;
                 return None;
             };
+            if let Some(predecessor) = predecessor.take() {
+                predecessor.announce(&conn);
+            }
             let connected_at = Instant::now();
             self.events.emit(Event::Connected(conn.clone())).await;
 
@@ -368,6 +385,7 @@ where
                 deadline
             };
             drop(conn);
+            predecessor = Some(announcer);
             self.events.emit(Event::Disconnected).await;
 
             if shared

@@ -116,7 +116,7 @@ pub mod transport;
 pub use backoff::{
     DEFAULT_JITTER, DEFAULT_RETRY_DELAY, Exponential, MAX_RETRY_DELAY, MIN_RETRY_DELAY, RetryPolicy,
 };
-pub use closable::{Closable, ClosableService};
+pub use closable::{Closable, ClosableService, Successor};
 pub use error::{BoxError, Closed, ConnectError, ConnectionClosed, ReadyTimeout, Unavailable};
 pub use event::{Event, Events};
 pub use layer::{

@@ -42,7 +42,9 @@ pub(crate) const NOT_READY: &str =
 ///   [`Unavailable`].
 /// - `call` sends on the connection that `poll_ready` reserved, even if another one became
 ///   current meanwhile. Errors of a request in flight when its connection dies are returned to
-///   its caller; nothing is retried here (that is `tower::retry`'s job).
+///   its caller; nothing is retried here (that is `tower::retry`'s job). A connection may send
+///   a request it could not send at all on its [`Successor`](crate::Successor) (the HTTP
+///   connection does, for a request hyper hands back unsent).
 /// - Readiness belongs to one handle: a clone starts unready.
 /// - A handle that is ready on the current connection costs a load of the connection's
 ///   generation in `poll_ready` and another in `call` (so that a call after

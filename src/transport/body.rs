@@ -13,19 +13,14 @@ use crate::error::BoxError;
 
 /// The response future of [`HttpConnection`](super::HttpConnection).
 pub struct ResponseFuture {
-    response: Pin<Box<dyn Future<Output = hyper::Result<http::Response<Incoming>>> + Send>>,
-    in_flight: Option<InFlight>,
+    inner: Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, BoxError>> + Send>>,
 }
 
 impl ResponseFuture {
     pub(super) fn new(
-        response: Pin<Box<dyn Future<Output = hyper::Result<http::Response<Incoming>>> + Send>>,
-        in_flight: InFlight,
+        inner: Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, BoxError>> + Send>>,
     ) -> Self {
-        ResponseFuture {
-            response,
-            in_flight: Some(in_flight),
-        }
+        ResponseFuture { inner }
     }
 }
 
@@ -39,21 +34,20 @@ impl Future for ResponseFuture {
     type Output = Result<http::Response<ResponseBody>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = ready!(self.response.as_mut().poll(cx));
-        let in_flight = self.in_flight.take();
-        Poll::Ready(match response {
-            Ok(response) => {
-                if let Some(in_flight) = &in_flight {
-                    in_flight.connection().mark_served();
-                }
-                Ok(response.map(|body| ResponseBody {
-                    inner: body,
-                    in_flight,
-                }))
-            }
-            Err(error) => Err(error.into()),
-        })
+        self.inner.as_mut().poll(cx)
     }
+}
+
+/// hyper's response, its body counted as in flight on the connection that served it.
+pub(super) fn respond(
+    response: http::Response<Incoming>,
+    in_flight: InFlight,
+) -> http::Response<ResponseBody> {
+    in_flight.connection().mark_served();
+    response.map(|body| ResponseBody {
+        inner: body,
+        in_flight: Some(in_flight),
+    })
 }
 
 pin_project! {

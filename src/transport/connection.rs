@@ -9,18 +9,18 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use hyper::client::conn::{http1, http2};
 use tokio::sync::Semaphore;
 use tokio_util::sync::PollSemaphore;
 use tower_service::Service;
 
-use super::body::{ResponseBody, ResponseFuture};
+use super::body::{ResponseBody, ResponseFuture, respond};
 use super::dial::Peer;
 use super::shared::{ConnShared, InFlight, Version};
-use crate::Closable;
 use crate::error::{BoxError, ConnectionClosed};
 use crate::signal::Signal;
+use crate::{Closable, Successor};
 
 /// An HTTP/1.1 or HTTP/2 connection made by [`HttpConnector`](super::HttpConnector): a cloneable
 /// `Service<http::Request<B>>` and [`Closable`].
@@ -45,7 +45,10 @@ impl<B> fmt::Debug for HttpConnection<B> {
         f.debug_struct("HttpConnection")
             .field("peer", &self.shared.peer)
             .field("version", &self.shared.version)
-            .field("closed", &self.is_closed())
+            .field(
+                "closed",
+                &(self.shared.closing.is_set() || self.shared.finished.is_set()),
+            )
             .finish()
     }
 }
@@ -92,7 +95,7 @@ impl<B> tower::load::Load for HttpConnection<B> {
     }
 }
 
-impl<B> Closable for HttpConnection<B> {
+impl<B: Send + 'static> Closable for HttpConnection<B> {
     fn close(&self) -> impl Future<Output = ()> + Send {
         self.shared.closing.set();
         self.shared.task.wake();
@@ -113,6 +116,16 @@ impl<B> Closable for HttpConnection<B> {
     fn closed_gracefully(&self) -> bool {
         self.shared.served.load(Ordering::Acquire)
             && self.shared.ended_by_peer.load(Ordering::Acquire)
+    }
+
+    /// Kept until the connection's task ends: a request that hyper hands back unsent because
+    /// the connection died after it had served is sent on the successor.
+    fn set_successor(&self, successor: Successor<Self>) {
+        *self
+            .shared
+            .successor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(successor));
     }
 }
 
@@ -157,9 +170,8 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> ResponseFuture {
         let authority = &self.shared.authority;
         let in_flight = InFlight::new(&self.shared);
-        let response: Pin<
-            Box<dyn Future<Output = hyper::Result<http::Response<Incoming>>> + Send>,
-        > = match &mut self.sender {
+        let successor = self.shared.successor::<Successor<Self>>();
+        match &mut self.sender {
             Sender::Http1 { send, permit, .. } => {
                 let turn = permit
                     .take()
@@ -174,7 +186,13 @@ where
                         request.headers_mut().insert(http::header::HOST, value);
                     }
                 }
-                Box::pin(send_http1(send.clone(), turn, request))
+                ResponseFuture::new(Box::pin(send_http1(
+                    send.clone(),
+                    turn,
+                    request,
+                    in_flight,
+                    successor,
+                )))
             }
             Sender::Http2(send) => {
                 if request.uri().scheme().is_none() || request.uri().authority().is_none() {
@@ -194,11 +212,53 @@ where
                         *request.uri_mut() = uri;
                     }
                 }
-                Box::pin(send.send_request(request))
+                let sent = send.try_send_request(request);
+                let closed = send.clone();
+                ResponseFuture::new(Box::pin(async move {
+                    match sent.await {
+                        Ok(response) => Ok(respond(response, in_flight)),
+                        Err(mut error) => match error.take_message() {
+                            // Handed back unsent, and the connection is gone.
+                            Some(request) if closed.is_closed() => {
+                                resend(request, error.into_error(), in_flight, successor).await
+                            }
+                            _ => Err(error.into_error().into()),
+                        },
+                    }
+                }))
             }
-        };
-        ResponseFuture::new(response, in_flight)
+        }
     }
+}
+
+/// A request that hyper handed back unsent because its connection is gone: sent on the
+/// connection's successor if the connection had served (it was reused, so the server may
+/// simply have closed it while idle; hyper-util's pooled client retries such a request too), and
+/// a persistent connection announces one. Otherwise, or if none comes, fails with `error`.
+async fn resend<B>(
+    request: http::Request<B>,
+    error: hyper::Error,
+    in_flight: InFlight,
+    successor: Option<Successor<HttpConnection<B>>>,
+) -> Result<http::Response<ResponseBody>, BoxError>
+where
+    B: Body + Send + 'static,
+{
+    let served = in_flight.connection().served.load(Ordering::Acquire);
+    // No longer in flight on the dead connection.
+    drop(in_flight);
+    let Some(successor) = successor.filter(|_| served) else {
+        return Err(error.into());
+    };
+    let Some(mut next) = successor.get().await else {
+        return Err(error.into());
+    };
+    tracing::debug!(
+        peer = %next.shared.peer,
+        "sending a request handed back unsent by a dead connection on its successor",
+    );
+    std::future::poll_fn(|cx| next.poll_ready(cx)).await?;
+    next.call(request).await
 }
 
 /// How many times a request that hyper handed back unsent is offered again (each time after
@@ -209,29 +269,37 @@ const HTTP1_RESENDS: usize = 8;
 /// arrives: the next clone cannot take the turn while hyper has yet to take this request from
 /// its queue (hyper withdraws its ready flag when it does). If hyper hands the request back
 /// unsent all the same (it was not ready), waits until it is and sends again; so a request that
-/// `poll_ready` admitted never fails for a readiness race.
-async fn send_http1<B: Body + 'static>(
+/// `poll_ready` admitted never fails for a readiness race. If the connection is gone, see
+/// [`resend`].
+async fn send_http1<B: Body + Send + 'static>(
     send: Arc<Mutex<http1::SendRequest<B>>>,
     turn: tokio::sync::OwnedSemaphorePermit,
     mut request: http::Request<B>,
-) -> hyper::Result<http::Response<Incoming>> {
-    let _turn = turn;
+    in_flight: InFlight,
+    successor: Option<Successor<HttpConnection<B>>>,
+) -> Result<http::Response<ResponseBody>, BoxError> {
     let lock = || send.lock().unwrap_or_else(|e| e.into_inner());
     let mut resends = 0;
     loop {
         let sent = lock().try_send_request(request);
         let mut error = match sent.await {
-            Ok(response) => return Ok(response),
+            Ok(response) => return Ok(respond(response, in_flight)),
             Err(error) => error,
         };
         match error.take_message() {
             Some(unsent) if resends < HTTP1_RESENDS => {
                 resends += 1;
                 request = unsent;
-                // Ready again, or closed: then the request fails with the connection's error.
-                std::future::poll_fn(|cx| lock().poll_ready(cx)).await?;
+                // Ready again, or closed: then the connection is gone.
+                if std::future::poll_fn(|cx| lock().poll_ready(cx))
+                    .await
+                    .is_err()
+                {
+                    drop(turn);
+                    return resend(request, error.into_error(), in_flight, successor).await;
+                }
             }
-            _ => return Err(error.into_error()),
+            _ => return Err(error.into_error().into()),
         }
     }
 }
@@ -342,7 +410,13 @@ async fn drive(
             tracing::debug!(peer = %shared.peer, "http connection closed");
         }
     }
-    // Dropping `conn` closes the socket.
+    // Dropping `conn` closes the socket. The successor is no longer needed here (requests
+    // handed back have taken it), and kept, would keep alive every connection that follows.
+    shared
+        .successor
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
 }
 
 struct CloseOnDrop(Option<Arc<Semaphore>>);

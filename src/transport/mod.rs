@@ -38,6 +38,19 @@
 //! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`
 //!   fails), lets the requests in flight finish, bodies included, for up to the
 //!   [`close_timeout`](HttpConnector::close_timeout) (default 5 s), then closes the socket.
+//! - **Requests handed back unsent**: a request that reached hyper just as the connection died
+//!   (a server closing an idle connection, the client not yet aware) is handed back by hyper
+//!   unsent: it never reached the server. If the connection had served (it was reused, as
+//!   hyper-util's pooled client says; such a request it sends again too) and belongs to a
+//!   persistent connection, the request waits for the connection that replaces it (its
+//!   [`Successor`](crate::Successor)) and is sent there, once; the caller sees no error. It waits
+//!   as long as a new request would: after a graceful close, one connect; else the rest of the
+//!   retry delay and one attempt. It fails with hyper's error (`operation was canceled:
+//!   connection closed`) if that attempt fails, if the persistent connection closes, if the
+//!   connection never served (a server that accepts and closes would otherwise hold every
+//!   request for a round), or if the connection is one of your own, outside any persistent
+//!   connection. A request that hyper had begun to send is never sent again: its error is
+//!   returned.
 //!
 //! # Sharing one HTTP/1.1 connection
 //!

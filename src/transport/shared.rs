@@ -1,8 +1,9 @@
 //! The state one HTTP connection shares between its clones and its task: the bottom of the
 //! transport, depending on nothing else in it.
 
-use std::sync::Arc;
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
@@ -38,6 +39,9 @@ pub(super) struct ConnShared {
     pub(super) served: AtomicBool,
     /// hyper's connection ended without error before any close of ours.
     pub(super) ended_by_peer: AtomicBool,
+    /// Where the persistent connection will announce this connection's successor (a
+    /// `Successor<HttpConnection<B>>`), from when it becomes current until its task ends.
+    pub(super) successor: Mutex<Option<Box<dyn Any + Send + Sync>>>,
 }
 
 impl ConnShared {
@@ -54,6 +58,7 @@ impl ConnShared {
             idle: Notify::new(),
             served: AtomicBool::new(false),
             ended_by_peer: AtomicBool::new(false),
+            successor: Mutex::new(None),
         }
     }
 
@@ -63,6 +68,17 @@ impl ConnShared {
             (self.in_flight.load(Ordering::Acquire) == 0).then_some(())
         })
         .await
+    }
+
+    /// Where this connection's successor will be announced, if it is kept (see
+    /// `Closable::set_successor`).
+    pub(super) fn successor<T: Clone + 'static>(&self) -> Option<T> {
+        self.successor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()?
+            .downcast_ref::<T>()
+            .cloned()
     }
 
     /// The server answered on this connection.
