@@ -194,6 +194,8 @@ struct Outcome {
     /// Requests that failed, and when the first did.
     failed: u64,
     first_failure: Option<Duration>,
+    /// When the old connection's `close_finished()` resolved (`AfterNotice` only).
+    noticed: Option<Duration>,
 }
 
 /// One iteration of the persistent client from T0: drops the server's connections, sends the
@@ -211,8 +213,10 @@ async fn persistent_iteration(
         (send == SendAt::AfterNotice).then(|| client.current_connection().expect("connected"));
     let start = Instant::now();
     let dropped = server.drop_all();
+    let mut noticed = None;
     if let Some(old) = old {
         old.close_finished().await;
+        noticed = Some(start.elapsed());
     }
     let mut failed = 0;
     let mut first_failure = None;
@@ -240,6 +244,7 @@ async fn persistent_iteration(
         head,
         failed,
         first_failure,
+        noticed,
     }
 }
 
@@ -710,6 +715,7 @@ async fn print_phases(version: Version) {
             }
             most_failed = most_failed.max(outcome.failed);
             means.add("first request failed (if it did)", outcome.first_failure);
+            means.add("old connection's close_finished()", outcome.noticed);
             for name in [
                 "disconnected",
                 "attempting_to_connect",
