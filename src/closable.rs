@@ -47,11 +47,11 @@ pub trait Closable {
         false
     }
 
-    /// Called once by the persistent connection when this connection becomes current, with
-    /// where the connection that replaces it will be announced: a connection may keep it to
-    /// hand that successor the requests it could not send
+    /// Called once by the persistent connection when it has made this connection, just before
+    /// it becomes current, with where the connection that replaces it will be announced: a
+    /// connection may keep it to hand that successor the requests it could not send
     /// ([`HttpConnection`](crate::transport::HttpConnection) does, for a request that hyper hands
-    /// back unsent because the connection, which had served, died). See [`Successor`].
+    /// back unsent because the connection ended). See [`Successor`].
     ///
     /// Default: the successor is not needed.
     fn set_successor(&self, successor: Successor<Self>)
@@ -66,12 +66,19 @@ pub trait Closable {
 /// to each connection by [`Closable::set_successor`]. Cloneable; every clone hears the same
 /// announcement.
 ///
-/// The announcement is made once the first attempt of the round that follows the connection's
-/// death has ended: [`get`](Successor::get) then gives the connection that attempt made (it is
-/// current by then), or `None` if the attempt failed or closing began (or the persistent
-/// connection's driver is gone). So a wait lasts what the persistent connection takes to
-/// replace the connection anyway: the rest of the retry delay (nothing, after a graceful close
-/// of a connection that served), plus one attempt, bounded by the connect timeout.
+/// When the connection dies and the persistent connection starts its next round at once (the
+/// connection outlived its attempt's retry delay, or the server closed it in good order after
+/// it served), the announcement is made once that round's first attempt has ended:
+/// [`get`](Successor::get) then gives the connection that attempt made (it is current by
+/// then), or `None` if the attempt failed. If the next round must first wait out the retry
+/// delay, `None` is announced at once, as it is when closing begins or the persistent
+/// connection's driver is gone. So a wait lasts one attempt at most, bounded by the connect
+/// timeout (and by the close timeout before it, when the persistent connection has to close
+/// the dead connection first).
+///
+/// Once announced, a `Successor` holds the connection it names: a connection that keeps its
+/// successor for good would keep every later connection alive with it, for as long as anyone
+/// holds the first. Keep it only while it is needed.
 pub struct Successor<C>(Arc<Succession<C>>);
 
 struct Succession<C> {
@@ -110,6 +117,24 @@ impl<C> Successor<C> {
     /// Whether the announcement was made ([`get`](Successor::get) resolves at once).
     pub fn is_announced(&self) -> bool {
         self.0.announced.is_set()
+    }
+
+    /// A reference that keeps nothing alive.
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
+    pub(crate) fn downgrade(&self) -> WeakSuccessor<C> {
+        WeakSuccessor(Arc::downgrade(&self.0))
+    }
+}
+
+/// A [`Successor`] that keeps nothing alive: it can be taken up only while the announcement is
+/// still to come, or while someone else holds the successor.
+#[cfg_attr(not(feature = "hyper"), allow(dead_code))]
+pub(crate) struct WeakSuccessor<C>(std::sync::Weak<Succession<C>>);
+
+#[cfg_attr(not(feature = "hyper"), allow(dead_code))]
+impl<C> WeakSuccessor<C> {
+    pub(crate) fn upgrade(&self) -> Option<Successor<C>> {
+        self.0.upgrade().map(Successor)
     }
 }
 

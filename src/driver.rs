@@ -230,8 +230,8 @@ where
     async fn connection_loop(&mut self) -> Option<C> {
         let shared = self.shared().clone();
         let stop = &shared.commands.stop;
-        // The last connection's successor, announced once the first attempt after its death
-        // has ended (none if it failed); dropped on every way out, which announces none.
+        // The last connection's successor, announced once the attempt that follows its death
+        // at once has ended (none if it failed); dropped on every way out, which announces none.
         let mut predecessor: Option<Announcer<C>> = None;
         loop {
             if stop.is_set() {
@@ -385,7 +385,10 @@ where
                 deadline
             };
             drop(conn);
-            predecessor = Some(announcer);
+            // Its successor is the connection of the attempt that starts now; none if the
+            // next round must first wait out the delay (a request waiting for the successor
+            // would wait that long).
+            predecessor = (next_round_at <= Instant::now()).then_some(announcer);
             self.events.emit(Event::Disconnected).await;
 
             if shared

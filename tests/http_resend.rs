@@ -1,13 +1,14 @@
-//! A request that hyper hands back unsent because its connection died, over real sockets on
-//! 127.0.0.1: sent on the successor when the connection had served, failed at once otherwise.
+//! A request that hyper hands back unsent because its connection ended, over real sockets on
+//! 127.0.0.1: sent on the successor when the persistent connection replaces the connection at
+//! once, failed at once otherwise.
 //!
 //! The client's TCP streams can be cut by the test: from then on they read the end of the
 //! stream at once, as a socket that has the server's FIN does once the runtime has seen it.
 //! The test cuts the stream, then queues a request on the connection, all without yielding (the
 //! runtime is single-threaded: nothing else runs meanwhile); hyper's connection task then reads
 //! the end first and hands the request back unsent. (With the FIN alone, whether hyper reads it
-//! before taking the request depends on when the runtime polls the socket.) The server runs on
-//! a thread of its own, and closes its side too.
+//! before taking the request depends on when the runtime polls the socket.) A stream can also
+//! be cut with an error, as a connection reset.
 #![cfg(feature = "hyper")]
 
 mod support;
@@ -17,7 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,7 +31,6 @@ use support::web::text;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_persistent::discovery::Fixed;
 use tower_persistent::transport::{HttpConnection, HttpConnector};
@@ -45,11 +45,14 @@ type Conn = HttpConnection<Empty<Bytes>>;
 #[derive(Default)]
 struct Cut {
     done: AtomicBool,
+    /// Reads fail with a reset instead of reading the end.
+    reset: AtomicBool,
     reader: AtomicWaker,
 }
 
 impl Cut {
-    fn cut(&self) {
+    fn cut(&self, reset: bool) {
+        self.reset.store(reset, Ordering::SeqCst);
         self.done.store(true, Ordering::SeqCst);
         self.reader.wake();
     }
@@ -69,6 +72,9 @@ impl AsyncRead for Cuttable {
     ) -> Poll<io::Result<()>> {
         self.cut.reader.register(cx.waker());
         if self.cut.done.load(Ordering::SeqCst) {
+            if self.cut.reset.load(Ordering::SeqCst) {
+                return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            }
             // The end of the stream.
             return Poll::Ready(Ok(()));
         }
@@ -98,7 +104,7 @@ impl AsyncWrite for Cuttable {
 }
 
 /// A connector of `version` (an `HttpConnector` of either version) whose TCP streams are
-/// [`Cuttable`]; cuts every stream made so far when `Cuts::cut_all` is called.
+/// [`Cuttable`]; `Cuts::cut_all` cuts every stream made so far.
 #[derive(Clone, Default)]
 struct Cuts(Arc<Mutex<Vec<Arc<Cut>>>>);
 
@@ -132,9 +138,10 @@ impl Cuts {
         }))
     }
 
-    fn cut_all(&self) {
+    /// The end of every stream made so far; with `reset`, a reset instead.
+    fn cut_all(&self, reset: bool) {
         for cut in self.0.lock().unwrap().iter() {
-            cut.cut();
+            cut.cut(reset);
         }
     }
 }
@@ -151,68 +158,42 @@ fn get(address: SocketAddr, path: &str) -> http::Request<Empty<Bytes>> {
         .unwrap()
 }
 
-/// An HTTP server (HTTP/1.1 and HTTP/2) on a thread of its own, answering `conn <n> <path>` on
-/// its n-th connection, and closing all its connections on command.
+/// An HTTP server (HTTP/1.1 and HTTP/2), answering `conn <n> <path>` on its n-th connection.
 struct Server {
     address: SocketAddr,
     /// What it answered, in order.
     answered: Arc<Mutex<Vec<String>>>,
-    commands: tokio::sync::mpsc::UnboundedSender<mpsc::Sender<()>>,
+    _task: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Server {
-    fn start() -> Server {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
+    async fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let answered = Arc::new(Mutex::new(Vec::new()));
-        let (commands, mut received) = tokio::sync::mpsc::unbounded_channel::<mpsc::Sender<()>>();
         let log = answered.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(listener).unwrap();
-                let mut open: Vec<(CancellationToken, tokio::task::JoinHandle<()>)> = Vec::new();
-                let mut accepted = 0;
-                loop {
-                    tokio::select! {
-                        socket = listener.accept() => {
-                            let Ok((socket, _)) = socket else { return };
-                            accepted += 1;
-                            let stop = CancellationToken::new();
-                            let task = tokio::spawn(serve(accepted, socket, log.clone(), stop.clone()));
-                            open.push((stop, task));
-                        }
-                        command = received.recv() => {
-                            // Closes every open connection; acknowledges once their sockets
-                            // are closed. Ends with the test.
-                            let Some(done) = command else { return };
-                            for (stop, task) in open.drain(..) {
-                                stop.cancel();
-                                let _ = task.await;
-                            }
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            });
+        let task = tokio::spawn(async move {
+            // Dropped with this task: aborts every connection.
+            let mut connections = tokio::task::JoinSet::new();
+            let mut accepted = 0;
+            while let Ok((socket, _)) = listener.accept().await {
+                accepted += 1;
+                connections.spawn(serve(accepted, socket, log.clone()));
+            }
         });
         Server {
             address,
             answered,
-            commands,
+            _task: AbortOnDrop(task),
         }
-    }
-
-    /// Closes every open connection, and returns once their sockets are closed. Blocks the
-    /// thread: nothing else runs on a single-threaded runtime meanwhile.
-    fn close_all_blocking(&self) {
-        let (done, acknowledged) = mpsc::channel();
-        self.commands.send(done).unwrap();
-        acknowledged.recv_timeout(LIMIT).unwrap();
     }
 
     fn answered(&self) -> Vec<String> {
@@ -220,29 +201,22 @@ impl Server {
     }
 }
 
-async fn serve(
-    n: usize,
-    socket: tokio::net::TcpStream,
-    log: Arc<Mutex<Vec<String>>>,
-    stop: CancellationToken,
-) {
+async fn serve(n: usize, socket: tokio::net::TcpStream, log: Arc<Mutex<Vec<String>>>) {
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let answer = format!("conn {n} {}", request.uri().path());
         log.lock().unwrap().push(answer.clone());
         async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(answer)))) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(socket), service);
-    // Dropping the connection closes the socket (with nothing unread: a FIN).
-    tokio::select! {
-        _ = connection => {}
-        _ = stop.cancelled() => {}
-    }
+    let _ = builder
+        .serve_connection(TokioIo::new(socket), service)
+        .await;
 }
 
 fn persistent<D>(
     address: SocketAddr,
     connector: HttpConnector<Empty<Bytes>, D>,
+    retry_delay: Duration,
 ) -> Persistent<SocketAddr, Conn>
 where
     HttpConnector<Empty<Bytes>, D>: Service<SocketAddr, Response = Conn> + Send + 'static,
@@ -251,20 +225,21 @@ where
     <HttpConnector<Empty<Bytes>, D> as Service<SocketAddr>>::Future: Send,
 {
     let layer = PersistentLayer::new("web", Fixed::new(address))
-        .retry_delay(|| Duration::from_millis(200))
+        .retry_delay(move || retry_delay)
         .jitter(0.0);
     ServiceBuilder::new().layer(layer).service(connector)
 }
 
-// A connection that served is closed by the server while idle; a request queued on it before
-// the client noticed is handed back unsent by hyper, and sent on the connection that replaces
-// it, once: the caller sees no error.
+// A connection that served and outlived its retry delay is closed by the server while idle; a
+// request queued on it before the client noticed is handed back unsent by hyper, and sent on
+// the connection that replaces it at once: the caller sees no error.
 #[tokio::test]
-async fn a_request_handed_back_by_a_connection_that_served_goes_to_its_successor() {
+async fn a_request_handed_back_by_a_connection_replaced_at_once_goes_to_its_successor() {
     for connector in [HttpConnector::http1(), HttpConnector::http2()] {
-        let server = Server::start();
+        let server = Server::start().await;
         let cuts = Cuts::default();
-        let client = persistent(server.address, cuts.connector(connector.clone()));
+        let delay = Duration::from_millis(50);
+        let client = persistent(server.address, cuts.connector(connector.clone()), delay);
         let first = client
             .clone()
             .oneshot(get(server.address, "/1"))
@@ -272,9 +247,11 @@ async fn a_request_handed_back_by_a_connection_that_served_goes_to_its_successor
             .unwrap();
         assert_eq!(text(first).await, "conn 1 /1");
         let old = client.current_connection().unwrap();
+        // Older than its delay: replaced at once when it dies, whatever HTTP/2 makes of the end
+        // of its stream (an error: no GOAWAY came).
+        tokio::time::sleep(2 * delay).await;
 
-        server.close_all_blocking();
-        cuts.cut_all();
+        cuts.cut_all(false);
         let request = client.clone().oneshot(get(server.address, "/2"));
         tokio::pin!(request);
         assert!(poll_once(request.as_mut()).await.is_pending());
@@ -294,43 +271,76 @@ async fn a_request_handed_back_by_a_connection_that_served_goes_to_its_successor
     }
 }
 
-// A connection that never served may belong to a server that accepts and closes: a request it
-// hands back fails at once with hyper's error, instead of waiting for the next connection (here
-// 200 ms later).
-#[tokio::test]
-async fn a_request_handed_back_by_a_connection_that_never_served_fails_at_once() {
-    for connector in [HttpConnector::http1(), HttpConnector::http2()] {
-        let server = Server::start();
-        let cuts = Cuts::default();
-        let client = persistent(server.address, cuts.connector(connector.clone()));
-        let old = client.connected().await.unwrap();
-
-        cuts.cut_all();
-        let started = tokio::time::Instant::now();
-        let request = client.clone().oneshot(get(server.address, "/2"));
-        tokio::pin!(request);
-        assert!(poll_once(request.as_mut()).await.is_pending());
-        assert_eq!(old.in_flight(), 1, "{connector:?}");
-
-        let error = timeout(LIMIT, request).await.unwrap().unwrap_err();
-        assert!(
-            error.to_string().contains("canceled"),
-            "{connector:?}: {error}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_millis(200),
-            "{connector:?}"
-        );
-        assert!(server.answered().is_empty());
-        // The next connection serves.
-        let response = client
+/// Queues a request on a young connection of a persistent connection whose retry delay is an
+/// hour (the connection served a request first if `served`) as its stream is cut (with a reset
+/// if `reset`), and returns the error the request fails with: a request that waited for the
+/// next connection would time out. Then checks that the next connection serves.
+async fn handed_back_and_failed(
+    connector: HttpConnector<Empty<Bytes>>,
+    served: bool,
+    reset: bool,
+) -> String {
+    let server = Server::start().await;
+    let cuts = Cuts::default();
+    let hour = Duration::from_secs(3600);
+    let client = persistent(server.address, cuts.connector(connector.clone()), hour);
+    let mut answered = Vec::new();
+    if served {
+        let first = client
             .clone()
-            .oneshot(get(server.address, "/3"))
+            .oneshot(get(server.address, "/1"))
             .await
             .unwrap();
-        assert_eq!(text(response).await, "conn 2 /3", "{connector:?}");
-        client.close().await;
+        assert_eq!(text(first).await, "conn 1 /1");
+        answered.push("conn 1 /1");
     }
+    let old = client.connected().await.unwrap();
+
+    cuts.cut_all(reset);
+    let request = client.clone().oneshot(get(server.address, "/2"));
+    tokio::pin!(request);
+    assert!(poll_once(request.as_mut()).await.is_pending());
+    assert_eq!(old.in_flight(), 1, "{connector:?}");
+    let error = timeout(LIMIT, request)
+        .await
+        .expect("the request waited for the next connection")
+        .unwrap_err();
+    assert_eq!(server.answered(), answered);
+
+    // The next connection serves.
+    client.reconnect_now();
+    let response = client
+        .clone()
+        .oneshot(get(server.address, "/3"))
+        .await
+        .unwrap();
+    assert_eq!(text(response).await, "conn 2 /3", "{connector:?}");
+    client.close().await;
+    error.to_string()
+}
+
+// A young connection that never served is not replaced before the retry delay (it may belong
+// to a server that accepts and closes): a request it hands back fails at once with hyper's
+// error, instead of waiting for the next connection.
+#[tokio::test]
+async fn a_request_handed_back_by_a_connection_not_replaced_at_once_fails_at_once() {
+    for connector in [HttpConnector::http1(), HttpConnector::http2()] {
+        let error = handed_back_and_failed(connector.clone(), false, false).await;
+        assert!(
+            error.contains("operation was canceled"),
+            "{connector:?}: {error}"
+        );
+    }
+}
+
+// A young HTTP/2 connection that served and then failed (a reset) is replaced only after the
+// retry delay: a request it hands back fails at once with hyper's error. (hyper ends an idle
+// HTTP/1.1 connection without error on a reset as on the end of the stream: one that served is
+// replaced at once, as after a graceful close.)
+#[tokio::test]
+async fn a_request_handed_back_by_a_connection_that_failed_fails_at_once() {
+    let error = handed_back_and_failed(HttpConnector::http2(), true, true).await;
+    assert!(error.contains("operation was canceled"), "{error}");
 }
 
 // An `HttpConnection` of its own, outside any persistent connection, has no successor: a
@@ -338,7 +348,7 @@ async fn a_request_handed_back_by_a_connection_that_never_served_fails_at_once()
 #[tokio::test]
 async fn a_connection_of_its_own_has_no_successor() {
     for connector in [HttpConnector::http1(), HttpConnector::http2()] {
-        let server = Server::start();
+        let server = Server::start().await;
         let cuts = Cuts::default();
         let conn: Conn = cuts
             .connector(connector.clone())
@@ -352,8 +362,7 @@ async fn a_connection_of_its_own_has_no_successor() {
             .unwrap();
         assert_eq!(text(first).await, "conn 1 /1");
 
-        server.close_all_blocking();
-        cuts.cut_all();
+        cuts.cut_all(false);
         let request = conn.clone().oneshot(get(server.address, "/2"));
         tokio::pin!(request);
         assert!(poll_once(request.as_mut()).await.is_pending());

@@ -113,13 +113,12 @@ async fn the_successor_is_the_next_connection_made() {
     p.close().await;
 }
 
-// A connection that dies young is succeeded once its attempt's delay has passed, when the next
-// attempt ends; if that attempt fails, there is no successor (though a later attempt makes a
-// connection).
+// A connection that dies young (before its attempt's retry delay has passed) has no successor:
+// announced at once, since the next round must first wait out the delay.
 #[tokio::test(start_paused = true)]
-async fn an_attempt_failing_after_a_death_announces_no_successor() {
+async fn a_connection_dying_young_has_no_successor() {
     let t0 = Instant::now();
-    let (p, connect) = start(t0, vec![Step::Ok(""), Step::Err("refused")]);
+    let (p, connect) = start(t0, vec![]);
     let first = p.connected().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let waiter = tokio::spawn({
@@ -127,17 +126,38 @@ async fn an_attempt_failing_after_a_death_announces_no_successor() {
         async move { successor.get().await.map(|c| c.id()).ok_or(ms(t0)) }
     });
     connect.conn(1).close().await;
-    // The attempt at 1 s fails: no successor, announced then.
-    assert_eq!(waiter.await.unwrap(), Err(1000));
-    // The attempt at 2 s makes connection 2, and it announces no one's succession.
+    assert_eq!(waiter.await.unwrap(), Err(200));
+    // The next connection comes after the delay all the same.
     let second = p.connected().await.unwrap();
-    assert_eq!((second.id(), ms(t0)), (2, 2000));
+    assert_eq!((second.id(), ms(t0)), (2, 1000));
+    p.close().await;
+}
+
+// When the attempt that follows a death at once fails, there is no successor, announced when
+// it fails (though a later attempt makes a connection).
+#[tokio::test(start_paused = true)]
+async fn an_attempt_failing_after_a_death_announces_no_successor() {
+    let t0 = Instant::now();
+    let failing = Step::After(Duration::from_millis(300), Box::new(Step::Err("refused")));
+    let (p, connect) = start(t0, vec![Step::Ok(""), failing]);
+    let first = p.connected().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let waiter = tokio::spawn({
+        let successor = first.successor();
+        async move { successor.get().await.map(|c| c.id()).ok_or(ms(t0)) }
+    });
+    connect.conn(1).close().await;
+    // The attempt at 5 s fails at 5.3 s: no successor, announced then.
+    assert_eq!(waiter.await.unwrap(), Err(5300));
+    // The attempt at 6 s makes connection 2; it announces no one's succession.
+    let second = p.connected().await.unwrap();
+    assert_eq!((second.id(), ms(t0)), (2, 6000));
     assert!(!second.successor().is_announced());
     p.close().await;
 }
 
 // Closing announces that the current connection has no successor, and so does closing while
-// a dead connection waits for its successor's attempt.
+// a dead connection waits for its successor's attempt, and so does dropping every handle.
 #[tokio::test(start_paused = true)]
 async fn closing_announces_no_successor() {
     let t0 = Instant::now();
@@ -151,14 +171,25 @@ async fn closing_announces_no_successor() {
     p.close().await;
     assert_eq!(waiter.await.unwrap(), Err(300));
 
-    let (p, connect) = start(t0, vec![]);
+    // Dead at 5.3 s; the attempt that follows at once hangs until closing stops it at 5.8 s.
+    let (p, connect) = start(t0, vec![Step::Ok(""), Step::Hang]);
     let first = p.connected().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
     connect.conn(1).close().await;
-    // Dead at 300 ms; its successor's attempt would be at 1300 ms.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!first.successor().is_announced());
     p.close().await;
     assert!(first.successor().is_announced());
     assert!(first.successor().get().await.is_none());
-    assert_eq!(ms(t0), 800);
+    assert_eq!(ms(t0), 5_800);
+
+    // Every handle dropped: the driver ends.
+    let (p, _) = start(t0, vec![]);
+    let first = p.connected().await.unwrap();
+    let successor = first.successor();
+    drop(p);
+    drop(first);
+    let announced = tokio::time::timeout(Duration::from_secs(60), successor.get()).await;
+    assert!(announced.unwrap().is_none());
+    assert_eq!(ms(t0), 5_800);
 }

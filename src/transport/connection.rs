@@ -18,6 +18,7 @@ use tower_service::Service;
 use super::body::{ResponseBody, ResponseFuture, respond};
 use super::dial::Peer;
 use super::shared::{ConnShared, InFlight, Version};
+use crate::closable::WeakSuccessor;
 use crate::error::{BoxError, ConnectionClosed};
 use crate::signal::Signal;
 use crate::{Closable, Successor};
@@ -118,14 +119,11 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
             && self.shared.ended_by_peer.load(Ordering::Acquire)
     }
 
-    /// Kept until the connection's task ends: a request that hyper hands back unsent because
-    /// the connection died after it had served is sent on the successor.
+    /// Kept as a weak reference (it keeps no later connection alive): a request that hyper
+    /// hands back unsent because the connection ended is sent on the successor, if one is
+    /// announced. See the [module docs](super).
     fn set_successor(&self, successor: Successor<Self>) {
-        *self
-            .shared
-            .successor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(successor));
+        let _ = self.shared.successor.set(Box::new(successor.downgrade()));
     }
 }
 
@@ -167,10 +165,20 @@ where
         }
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> ResponseFuture {
+    fn call(&mut self, request: http::Request<B>) -> ResponseFuture {
+        self.send(request, true)
+    }
+}
+
+impl<B> HttpConnection<B>
+where
+    B: Body + Send + 'static,
+{
+    /// Sends `request`; with `resend`, a request that hyper hands back unsent may go to the
+    /// successor (see [`resend`]), once: a resent request is sent without it.
+    fn send(&mut self, mut request: http::Request<B>, resend: bool) -> ResponseFuture {
         let authority = &self.shared.authority;
         let in_flight = InFlight::new(&self.shared);
-        let successor = self.shared.successor::<Successor<Self>>();
         match &mut self.sender {
             Sender::Http1 { send, permit, .. } => {
                 let turn = permit
@@ -191,7 +199,7 @@ where
                     turn,
                     request,
                     in_flight,
-                    successor,
+                    resend,
                 )))
             }
             Sender::Http2(send) => {
@@ -213,14 +221,14 @@ where
                     }
                 }
                 let sent = send.try_send_request(request);
-                let closed = send.clone();
+                let sender = resend.then(|| send.clone());
                 ResponseFuture::new(Box::pin(async move {
                     match sent.await {
                         Ok(response) => Ok(respond(response, in_flight)),
-                        Err(mut error) => match error.take_message() {
+                        Err(mut error) => match (error.take_message(), sender) {
                             // Handed back unsent, and the connection is gone.
-                            Some(request) if closed.is_closed() => {
-                                resend(request, error.into_error(), in_flight, successor).await
+                            (Some(request), Some(sender)) if sender.is_closed() => {
+                                resend_on_successor(request, error.into_error(), in_flight).await
                             }
                             _ => Err(error.into_error().into()),
                         },
@@ -231,34 +239,40 @@ where
     }
 }
 
-/// A request that hyper handed back unsent because its connection is gone: sent on the
-/// connection's successor if the connection had served (it was reused, so the server may
-/// simply have closed it while idle; hyper-util's pooled client retries such a request too), and
-/// a persistent connection announces one. Otherwise, or if none comes, fails with `error`.
-async fn resend<B>(
+/// A request that hyper handed back unsent because its connection ended (so it never reached
+/// the server): sent on the connection's successor if the persistent connection announces one
+/// (it replaces the connection at once, as hyper-util's pooled client sends such a request
+/// again on a new connection). Otherwise (it must wait out its retry delay first; the attempt
+/// failed; closing began; the connection is one of your own) fails with `error`.
+async fn resend_on_successor<B>(
     request: http::Request<B>,
     error: hyper::Error,
     in_flight: InFlight,
-    successor: Option<Successor<HttpConnection<B>>>,
 ) -> Result<http::Response<ResponseBody>, BoxError>
 where
     B: Body + Send + 'static,
 {
-    let served = in_flight.connection().served.load(Ordering::Acquire);
+    let shared = in_flight.connection().clone();
+    // Taken up at once: the announcement is still to come (the persistent connection has yet
+    // to notice that this connection ended), and the successor is then kept until it is made.
+    let successor = shared
+        .successor::<WeakSuccessor<HttpConnection<B>>>()
+        .and_then(WeakSuccessor::upgrade);
     // No longer in flight on the dead connection.
     drop(in_flight);
-    let Some(successor) = successor.filter(|_| served) else {
+    let Some(successor) = successor else {
         return Err(error.into());
     };
     let Some(mut next) = successor.get().await else {
         return Err(error.into());
     };
+    drop(successor);
     tracing::debug!(
         peer = %next.shared.peer,
         "sending a request handed back unsent by a dead connection on its successor",
     );
     std::future::poll_fn(|cx| next.poll_ready(cx)).await?;
-    next.call(request).await
+    next.send(request, false).await
 }
 
 /// How many times a request that hyper handed back unsent is offered again (each time after
@@ -270,13 +284,13 @@ const HTTP1_RESENDS: usize = 8;
 /// its queue (hyper withdraws its ready flag when it does). If hyper hands the request back
 /// unsent all the same (it was not ready), waits until it is and sends again; so a request that
 /// `poll_ready` admitted never fails for a readiness race. If the connection is gone, see
-/// [`resend`].
+/// [`resend_on_successor`] (with `resend`).
 async fn send_http1<B: Body + Send + 'static>(
     send: Arc<Mutex<http1::SendRequest<B>>>,
     turn: tokio::sync::OwnedSemaphorePermit,
     mut request: http::Request<B>,
     in_flight: InFlight,
-    successor: Option<Successor<HttpConnection<B>>>,
+    resend: bool,
 ) -> Result<http::Response<ResponseBody>, BoxError> {
     let lock = || send.lock().unwrap_or_else(|e| e.into_inner());
     let mut resends = 0;
@@ -295,8 +309,11 @@ async fn send_http1<B: Body + Send + 'static>(
                     .await
                     .is_err()
                 {
+                    if !resend {
+                        return Err(error.into_error().into());
+                    }
                     drop(turn);
-                    return resend(request, error.into_error(), in_flight, successor).await;
+                    return resend_on_successor(request, error.into_error(), in_flight).await;
                 }
             }
             _ => return Err(error.into_error().into()),
@@ -410,13 +427,7 @@ async fn drive(
             tracing::debug!(peer = %shared.peer, "http connection closed");
         }
     }
-    // Dropping `conn` closes the socket. The successor is no longer needed here (requests
-    // handed back have taken it), and kept, would keep alive every connection that follows.
-    shared
-        .successor
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
+    // Dropping `conn` closes the socket.
 }
 
 struct CloseOnDrop(Option<Arc<Semaphore>>);

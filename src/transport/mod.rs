@@ -38,17 +38,17 @@
 //! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`
 //!   fails), lets the requests in flight finish, bodies included, for up to the
 //!   [`close_timeout`](HttpConnector::close_timeout) (default 5 s), then closes the socket.
-//! - **Requests handed back unsent**: a request that reached hyper just as the connection died
+//! - **Requests handed back unsent**: a request that reached hyper just as the connection ended
 //!   (a server closing an idle connection, the client not yet aware) is handed back by hyper
-//!   unsent: it never reached the server. If the connection had served (it was reused, as
-//!   hyper-util's pooled client says; such a request it sends again too) and belongs to a
-//!   persistent connection, the request waits for the connection that replaces it (its
-//!   [`Successor`](crate::Successor)) and is sent there, once; the caller sees no error. It waits
-//!   as long as a new request would: after a graceful close, one connect; else the rest of the
-//!   retry delay and one attempt. It fails with hyper's error (`operation was canceled:
-//!   connection closed`) if that attempt fails, if the persistent connection closes, if the
-//!   connection never served (a server that accepts and closes would otherwise hold every
-//!   request for a round), or if the connection is one of your own, outside any persistent
+//!   unsent: it never reached the server. If the connection belongs to a persistent connection
+//!   that replaces it at once (it outlived its attempt's retry delay, or the server closed it
+//!   in good order after it served), the request waits for that replacement (the connection's
+//!   [`Successor`](crate::Successor)) and is sent there, once; the caller sees no error. This
+//!   is what hyper-util's pooled client does with such a request, and the wait is one attempt
+//!   at most. Otherwise the request fails at once with hyper's error (`operation was canceled:
+//!   connection closed`): when the next attempt must first wait out the retry delay (a young
+//!   connection, say of a server that accepts and closes), when that attempt fails, when the
+//!   persistent connection closes, and for a connection of your own outside any persistent
 //!   connection. A request that hyper had begun to send is never sent again: its error is
 //!   returned.
 //!

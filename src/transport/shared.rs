@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
@@ -39,9 +39,10 @@ pub(super) struct ConnShared {
     pub(super) served: AtomicBool,
     /// hyper's connection ended without error before any close of ours.
     pub(super) ended_by_peer: AtomicBool,
-    /// Where the persistent connection will announce this connection's successor (a
-    /// `Successor<HttpConnection<B>>`), from when it becomes current until its task ends.
-    pub(super) successor: Mutex<Option<Box<dyn Any + Send + Sync>>>,
+    /// Where the persistent connection will announce this connection's successor: a
+    /// `WeakSuccessor<HttpConnection<B>>`, which keeps nothing alive (a strong one would keep
+    /// every later connection alive with this one).
+    pub(super) successor: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl ConnShared {
@@ -58,7 +59,7 @@ impl ConnShared {
             idle: Notify::new(),
             served: AtomicBool::new(false),
             ended_by_peer: AtomicBool::new(false),
-            successor: Mutex::new(None),
+            successor: OnceLock::new(),
         }
     }
 
@@ -70,15 +71,10 @@ impl ConnShared {
         .await
     }
 
-    /// Where this connection's successor will be announced, if it is kept (see
-    /// `Closable::set_successor`).
-    pub(super) fn successor<T: Clone + 'static>(&self) -> Option<T> {
-        self.successor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()?
-            .downcast_ref::<T>()
-            .cloned()
+    /// Where this connection's successor will be announced, if a persistent connection said
+    /// so (see `Closable::set_successor`).
+    pub(super) fn successor<T: 'static>(&self) -> Option<&T> {
+        self.successor.get()?.downcast_ref::<T>()
     }
 
     /// The server answered on this connection.
@@ -98,7 +94,7 @@ impl InFlight {
 }
 
 impl InFlight {
-    pub(super) fn connection(&self) -> &ConnShared {
+    pub(super) fn connection(&self) -> &Arc<ConnShared> {
         &self.0
     }
 }
