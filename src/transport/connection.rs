@@ -221,14 +221,19 @@ where
                     }
                 }
                 let sent = send.try_send_request(request);
-                let sender = resend.then(|| send.clone());
                 ResponseFuture::new(Box::pin(async move {
                     match sent.await {
                         Ok(response) => Ok(respond(response, in_flight)),
-                        Err(mut error) => match (error.take_message(), sender) {
-                            // Handed back unsent, and the connection is gone.
-                            (Some(request), Some(sender)) if sender.is_closed() => {
-                                resend_on_successor(request, error.into_error(), in_flight).await
+                        // Handed back unsent: hyper's HTTP/2 connection does so only once it is
+                        // gone (its queue was dropped, or closed before the request came).
+                        Err(mut error) => match error.take_message() {
+                            Some(request) if resend => {
+                                Box::pin(resend_on_successor(
+                                    request,
+                                    error.into_error(),
+                                    in_flight,
+                                ))
+                                .await
                             }
                             _ => Err(error.into_error().into()),
                         },
@@ -313,7 +318,8 @@ async fn send_http1<B: Body + Send + 'static>(
                         return Err(error.into_error().into());
                     }
                     drop(turn);
-                    return resend_on_successor(request, error.into_error(), in_flight).await;
+                    return Box::pin(resend_on_successor(request, error.into_error(), in_flight))
+                        .await;
                 }
             }
             _ => return Err(error.into_error().into()),
