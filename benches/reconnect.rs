@@ -48,6 +48,8 @@
 //! RECONNECT_INTERLEAVED=10 cargo bench -p tower-persistent-benches --bench reconnect -- none
 //! ```
 
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "support/loopback.rs"]
 mod loopback;
 #[allow(dead_code)]
@@ -62,6 +64,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cpu::cpu_time;
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::{http1, http2};
@@ -591,26 +594,6 @@ async fn interleaved(version: Version, rounds: usize) {
             (cpu[i] - cpu[0]) / per,
         );
     }
-}
-
-/// The CPU time used so far by every thread of this process, the server's included (from
-/// `/proc/self/task/*/schedstat`, in nanoseconds).
-fn cpu_time() -> Duration {
-    let mut ns = 0;
-    for task in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
-            ns += stat
-                .split_whitespace()
-                .next()
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    Duration::from_nanos(ns)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@
 //! THROUGHPUT_INTERLEAVED=20 cargo bench -p tower-persistent-benches --bench throughput -- none
 //! ```
 
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "support/loopback.rs"]
 mod loopback;
 #[allow(dead_code)]
@@ -55,6 +57,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cpu::cpu_time;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, measurement::WallTime};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2;
@@ -339,26 +342,6 @@ type Batch = Box<dyn Fn(u64, u64) -> Pin<Box<dyn Future<Output = Duration> + Sen
 fn batcher<C: Get>(client: &C) -> Batch {
     let client = client.clone();
     Box::new(move |iters, concurrency| Box::pin(batch(client.clone(), iters, concurrency)))
-}
-
-/// The CPU time used so far by every thread of this process, the server's included (from
-/// `/proc/self/task/*/schedstat`, in nanoseconds).
-fn cpu_time() -> Duration {
-    let mut ns = 0;
-    for task in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
-            ns += stat
-                .split_whitespace()
-                .next()
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    Duration::from_nanos(ns)
 }
 
 /// Runs `rounds` rounds in which every client sends one batch at each concurrency, starting

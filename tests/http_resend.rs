@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_persistent::discovery::Fixed;
-use tower_persistent::transport::{HttpConnection, HttpConnector};
+use tower_persistent::transport::{HttpConnection, HttpConnector, ResponseBody};
 use tower_persistent::{Persistent, PersistentLayer};
 
 /// Every wait of these tests is bounded by this.
@@ -146,6 +146,15 @@ impl Cuts {
     }
 }
 
+/// Sends `GET path` on `service` and returns the response's text.
+async fn answer<S>(service: &S, address: SocketAddr, path: &str) -> String
+where
+    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<ResponseBody>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    text(service.clone().oneshot(get(address, path)).await.unwrap()).await
+}
+
 /// Polls `future` once, in the calling task.
 async fn poll_once<F: Future>(mut future: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
     std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await
@@ -240,12 +249,7 @@ async fn a_request_handed_back_by_a_connection_replaced_at_once_goes_to_its_succ
         let cuts = Cuts::default();
         let delay = Duration::from_millis(50);
         let client = persistent(server.address, cuts.connector(connector.clone()), delay);
-        let first = client
-            .clone()
-            .oneshot(get(server.address, "/1"))
-            .await
-            .unwrap();
-        assert_eq!(text(first).await, "conn 1 /1");
+        assert_eq!(answer(&client, server.address, "/1").await, "conn 1 /1");
         let old = client.current_connection().unwrap();
         // Older than its delay: replaced at once when it dies, whatever HTTP/2 makes of the end
         // of its stream (an error: no GOAWAY came).
@@ -286,12 +290,7 @@ async fn handed_back_and_failed(
     let client = persistent(server.address, cuts.connector(connector.clone()), hour);
     let mut answered = Vec::new();
     if served {
-        let first = client
-            .clone()
-            .oneshot(get(server.address, "/1"))
-            .await
-            .unwrap();
-        assert_eq!(text(first).await, "conn 1 /1");
+        assert_eq!(answer(&client, server.address, "/1").await, "conn 1 /1");
         answered.push("conn 1 /1");
     }
     let old = client.connected().await.unwrap();
@@ -309,12 +308,11 @@ async fn handed_back_and_failed(
 
     // The next connection serves.
     client.reconnect_now();
-    let response = client
-        .clone()
-        .oneshot(get(server.address, "/3"))
-        .await
-        .unwrap();
-    assert_eq!(text(response).await, "conn 2 /3", "{connector:?}");
+    assert_eq!(
+        answer(&client, server.address, "/3").await,
+        "conn 2 /3",
+        "{connector:?}"
+    );
     client.close().await;
     error.to_string()
 }
@@ -355,12 +353,7 @@ async fn a_connection_of_its_own_has_no_successor() {
             .call(server.address)
             .await
             .unwrap();
-        let first = conn
-            .clone()
-            .oneshot(get(server.address, "/1"))
-            .await
-            .unwrap();
-        assert_eq!(text(first).await, "conn 1 /1");
+        assert_eq!(answer(&conn, server.address, "/1").await, "conn 1 /1");
 
         cuts.cut_all(false);
         let request = conn.clone().oneshot(get(server.address, "/2"));
