@@ -48,7 +48,7 @@ pub trait Closable {
     }
 
     /// Called once by the persistent connection when it has made this connection, just before
-    /// it becomes current, with where the connection that replaces it will be announced: a
+    /// it becomes current (if closing begins meanwhile, it never does), with where the connection that replaces it will be announced: a
     /// connection may keep it to hand that successor the requests it could not send
     /// ([`HttpConnection`](crate::transport::HttpConnection) does, for a request that hyper hands
     /// back unsent because the connection ended). See [`Successor`].
@@ -72,9 +72,11 @@ pub trait Closable {
 /// [`get`](Successor::get) then gives the connection that attempt made (it is current by
 /// then), or `None` if the attempt failed. If the next round must first wait out the retry
 /// delay, `None` is announced at once, as it is when closing begins or the persistent
-/// connection's driver is gone. So a wait lasts one attempt at most, bounded by the connect
-/// timeout (and by the close timeout before it, when the persistent connection has to close
-/// the dead connection first).
+/// connection's driver is gone. So a wait lasts one attempt at most: the attempt's own limit
+/// (the connect timeout, or its retry delay if that is longer), after the time the persistent
+/// connection's `on_event` handler takes with `Disconnected` (and the close timeout, when it
+/// has to close the dead connection first). The announced successor is kept alive until it
+/// dies itself.
 ///
 /// Once announced, a `Successor` holds the connection it names: a connection that keeps its
 /// successor for good would keep every later connection alive with it, for as long as anyone
@@ -102,7 +104,8 @@ impl<C> fmt::Debug for Successor<C> {
 
 impl<C: Clone> Successor<C> {
     /// Waits for the announcement: the connection that replaced this one, or `None` if the
-    /// attempt that followed its death failed, or if the persistent connection closed.
+    /// persistent connection had to wait out the retry delay first, if the attempt that
+    /// followed the death failed, or if the persistent connection closed.
     pub async fn get(&self) -> Option<C> {
         self.0.announced.wait().await;
         self.0
@@ -152,9 +155,10 @@ pub(crate) fn succession<C>() -> (Announcer<C>, Successor<C>) {
 }
 
 impl<C: Clone> Announcer<C> {
-    /// Announces `next` as the successor.
-    pub(crate) fn announce(self, next: &C) {
+    /// Announces `next` as the successor; returns the successor, to keep it alive.
+    pub(crate) fn announce(self, next: &C) -> Successor<C> {
         *self.0.next.lock().unwrap_or_else(|e| e.into_inner()) = Some(next.clone());
+        Successor(self.0.clone())
         // Dropping `self` sets the flag.
     }
 }

@@ -146,6 +146,12 @@ tokio::task_local! {
     static HANDLER_OF: usize;
 }
 
+/// Whether the current task is polling an `on_event` handler of any persistent connection.
+#[cfg_attr(not(feature = "hyper"), allow(dead_code))]
+pub(crate) fn in_a_handler() -> bool {
+    HANDLER_OF.try_with(|_| ()).is_ok()
+}
+
 /// Whether the current task is polling an `on_event` handler of the persistent connection
 /// `shared` (its `Shared`'s address).
 pub(crate) fn in_handler_of(shared: usize) -> bool {
@@ -297,9 +303,9 @@ where
                 Box::pin(self.close_until(&conn, deadline)).await;
                 return None;
             };
-            if let Some(predecessor) = predecessor.take() {
-                predecessor.announce(&conn);
-            }
+            // The last connection's successor, kept until this one dies: a request that the
+            // last one hands back late still finds it.
+            let _announced = predecessor.take().map(|p| p.announce(&conn));
             let connected_at = Instant::now();
             self.events.emit(Event::Connected(conn.clone())).await;
 

@@ -17,12 +17,13 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::task::AtomicWaker;
 use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
@@ -32,9 +33,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_persistent::discovery::Fixed;
 use tower_persistent::transport::{HttpConnection, HttpConnector, ResponseBody};
-use tower_persistent::{Persistent, PersistentLayer};
+use tower_persistent::{Event, Persistent, PersistentLayer};
 
 /// Every wait of these tests is bounded by this.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -212,7 +212,18 @@ impl Server {
 
 async fn serve(n: usize, socket: tokio::net::TcpStream, log: Arc<Mutex<Vec<String>>>) {
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let answer = format!("conn {n} {}", request.uri().path());
+        let path = request.uri().path();
+        let answer = if path == "/host" {
+            let host = request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+                .or_else(|| request.uri().authority().map(|a| a.to_string()));
+            format!("conn {n} host {}", host.unwrap_or_default())
+        } else {
+            format!("conn {n} {path}")
+        };
         log.lock().unwrap().push(answer.clone());
         async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(answer)))) }
     });
@@ -233,7 +244,29 @@ where
         Into<tower_persistent::BoxError>,
     <HttpConnector<Empty<Bytes>, D> as Service<SocketAddr>>::Future: Send,
 {
-    let layer = PersistentLayer::new("web", Fixed::new(address))
+    persistent_over(&[address], connector, retry_delay)
+}
+
+/// As [`persistent`], the n-th lookup answering `addresses[n]` (the last one from then on).
+fn persistent_over<D>(
+    addresses: &[SocketAddr],
+    connector: HttpConnector<Empty<Bytes>, D>,
+    retry_delay: Duration,
+) -> Persistent<SocketAddr, Conn>
+where
+    HttpConnector<Empty<Bytes>, D>: Service<SocketAddr, Response = Conn> + Send + 'static,
+    <HttpConnector<Empty<Bytes>, D> as Service<SocketAddr>>::Error:
+        Into<tower_persistent::BoxError>,
+    <HttpConnector<Empty<Bytes>, D> as Service<SocketAddr>>::Future: Send,
+{
+    let addresses = addresses.to_vec();
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let lookup = service_fn(move |()| {
+        let n = lookups.fetch_add(1, Ordering::SeqCst);
+        let address = addresses[n.min(addresses.len() - 1)];
+        std::future::ready(Ok::<_, Infallible>(address))
+    });
+    let layer = PersistentLayer::new("web", lookup)
         .retry_delay(move || retry_delay)
         .jitter(0.0);
     ServiceBuilder::new().layer(layer).service(connector)
@@ -366,5 +399,82 @@ async fn a_connection_of_its_own_has_no_successor() {
             "{connector:?}: {error}"
         );
         assert_eq!(server.answered(), ["conn 1 /1"]);
+    }
+}
+
+// A request handed back unsent that its task sees only once the next connection is current
+// (here: its future is not polled until then) still goes to that connection: the persistent
+// connection keeps the successor until the successor dies.
+#[tokio::test]
+async fn a_request_handed_back_late_still_finds_its_successor() {
+    for connector in [HttpConnector::http1(), HttpConnector::http2()] {
+        let server = Server::start().await;
+        let cuts = Cuts::default();
+        let delay = Duration::from_millis(50);
+        let client = persistent(server.address, cuts.connector(connector.clone()), delay);
+        assert_eq!(answer(&client, server.address, "/1").await, "conn 1 /1");
+        let old = client.current_connection().unwrap();
+        tokio::time::sleep(2 * delay).await;
+        let mut events = client.events();
+
+        cuts.cut_all(false);
+        let request = client.clone().oneshot(get(server.address, "/2"));
+        tokio::pin!(request);
+        assert!(poll_once(request.as_mut()).await.is_pending());
+        assert_eq!(old.in_flight(), 1, "{connector:?}");
+        // The next connection is current (its Connected event comes after that).
+        timeout(LIMIT, async {
+            let mut dead = false;
+            while let Some(event) = events.next().await {
+                match event {
+                    Event::Disconnected => dead = true,
+                    Event::Connected(_) if dead => return,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap();
+
+        let response = timeout(LIMIT, request).await.unwrap();
+        let response = response.unwrap_or_else(|e| panic!("{connector:?}: {e}"));
+        assert_eq!(text(response).await, "conn 2 /2", "{connector:?}");
+        client.close().await;
+    }
+}
+
+// A request made by an `on_event` handler and handed back unsent fails at once: the persistent
+// connection awaits the handler before it can replace the connection, so waiting for the
+// successor would only wait out the limit (here an hour: the connector's connect timeout).
+#[tokio::test]
+async fn a_request_handed_back_to_an_event_handler_fails_at_once() {
+    for connector in [HttpConnector::http1(), HttpConnector::http2()] {
+        let server = Server::start().await;
+        let cuts = Cuts::default();
+        let hour = Duration::from_secs(3600);
+        let connector = cuts.connector(connector.connect_timeout(hour));
+        let (outcome, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+        let address = server.address;
+        let handler_cuts = cuts.clone();
+        let layer = PersistentLayer::new("web", tower_persistent::discovery::Fixed::new(address))
+            .retry_delay(move || hour)
+            .on_event(move |event: Event<SocketAddr, Conn>| {
+                let (cuts, outcome) = (handler_cuts.clone(), outcome.clone());
+                async move {
+                    let Event::Connected(mut conn) = event else {
+                        return;
+                    };
+                    conn.ready().await.unwrap();
+                    cuts.cut_all(false);
+                    let result = conn.call(get(address, "/warm")).await;
+                    let _ = outcome.send(result.map(|_| ()).map_err(|e| e.to_string()));
+                }
+            });
+        let client = ServiceBuilder::new().layer(layer).service(connector);
+        let result = timeout(LIMIT, outcomes.recv()).await.unwrap().unwrap();
+        let error = result.unwrap_err();
+        assert!(error.contains("operation was canceled"), "{error}");
+        assert!(server.answered().is_empty());
+        client.close().await;
     }
 }

@@ -175,7 +175,7 @@ where
     B: Body + Send + 'static,
 {
     /// Sends `request`; with `resend`, a request that hyper hands back unsent may go to the
-    /// successor (see [`resend`]), once: a resent request is sent without it.
+    /// successor (see [`resend_on_successor`]), once: a resent request is sent without it.
     fn send(&mut self, mut request: http::Request<B>, resend: bool) -> ResponseFuture {
         let authority = &self.shared.authority;
         let in_flight = InFlight::new(&self.shared);
@@ -184,52 +184,30 @@ where
                 let turn = permit
                     .take()
                     .expect("HttpConnection::call was called before poll_ready returned Ready");
-                if !request.headers().contains_key(http::header::HOST) {
-                    let host = request
-                        .uri()
-                        .authority()
-                        .map(|a| a.to_string())
-                        .unwrap_or_else(|| authority.clone());
-                    if let Ok(value) = http::HeaderValue::from_str(&host) {
-                        request.headers_mut().insert(http::header::HOST, value);
-                    }
-                }
+                let added = Added::host(&mut request, authority);
                 ResponseFuture::new(Box::pin(send_http1(
                     send.clone(),
                     turn,
                     request,
                     in_flight,
-                    resend,
+                    resend.then_some(added),
                 )))
             }
             Sender::Http2(send) => {
-                if request.uri().scheme().is_none() || request.uri().authority().is_none() {
-                    let mut parts = request.uri().clone().into_parts();
-                    parts.scheme.get_or_insert(if self.shared.secure {
-                        http::uri::Scheme::HTTPS
-                    } else {
-                        http::uri::Scheme::HTTP
-                    });
-                    if parts.authority.is_none() {
-                        parts.authority = http::uri::Authority::try_from(authority.as_str()).ok();
-                    }
-                    if parts.path_and_query.is_none() {
-                        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-                    }
-                    if let Ok(uri) = http::Uri::from_parts(parts) {
-                        *request.uri_mut() = uri;
-                    }
-                }
+                let added =
+                    Added::scheme_and_authority(&mut request, authority, self.shared.secure);
+                let resend = resend.then_some(added);
                 let sent = send.try_send_request(request);
                 ResponseFuture::new(Box::pin(async move {
                     match sent.await {
                         Ok(response) => Ok(respond(response, in_flight)),
                         // Handed back unsent: hyper's HTTP/2 connection does so only once it is
                         // gone (its queue was dropped, or closed before the request came).
-                        Err(mut error) => match error.take_message() {
-                            Some(request) if resend => {
+                        Err(mut error) => match (error.take_message(), resend) {
+                            (Some(request), Some(added)) => {
                                 Box::pin(resend_on_successor(
                                     request,
+                                    added,
                                     error.into_error(),
                                     in_flight,
                                 ))
@@ -244,34 +222,118 @@ where
     }
 }
 
+/// What `send` added to a request for its connection: taken off again before the request goes
+/// to the successor, which adds its own.
+#[derive(Debug)]
+enum Added {
+    Nothing,
+    /// The `Host` header (HTTP/1.1).
+    Host,
+    /// The scheme and authority, over the request's own URI (HTTP/2).
+    Uri(http::Uri),
+}
+
+impl Added {
+    /// HTTP/1.1: a request without a `Host` header gets one, from its URI's authority or else
+    /// the connection's `authority`.
+    fn host<B>(request: &mut http::Request<B>, authority: &str) -> Added {
+        if request.headers().contains_key(http::header::HOST) {
+            return Added::Nothing;
+        }
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| authority.to_owned());
+        match http::HeaderValue::from_str(&host) {
+            Ok(value) => {
+                request.headers_mut().insert(http::header::HOST, value);
+                Added::Host
+            }
+            Err(_) => Added::Nothing,
+        }
+    }
+
+    /// HTTP/2: a request whose URI has no scheme or authority gets `http` (`https` if `secure`)
+    /// and the connection's `authority` (and the path `/` if it has none).
+    fn scheme_and_authority<B>(
+        request: &mut http::Request<B>,
+        authority: &str,
+        secure: bool,
+    ) -> Added {
+        if request.uri().scheme().is_some() && request.uri().authority().is_some() {
+            return Added::Nothing;
+        }
+        let original = std::mem::take(request.uri_mut());
+        let mut parts = original.clone().into_parts();
+        parts.scheme.get_or_insert(if secure {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
+        if parts.authority.is_none() {
+            parts.authority = http::uri::Authority::try_from(authority).ok();
+        }
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        match http::Uri::from_parts(parts) {
+            Ok(uri) => {
+                *request.uri_mut() = uri;
+                Added::Uri(original)
+            }
+            Err(_) => {
+                *request.uri_mut() = original;
+                Added::Nothing
+            }
+        }
+    }
+
+    /// Takes off what was added.
+    fn take_off<B>(self, request: &mut http::Request<B>) {
+        match self {
+            Added::Nothing => {}
+            Added::Host => {
+                request.headers_mut().remove(http::header::HOST);
+            }
+            Added::Uri(uri) => *request.uri_mut() = uri,
+        }
+    }
+}
+
 /// A request that hyper handed back unsent because its connection ended (so it never reached
 /// the server): sent on the connection's successor if the persistent connection announces one
 /// (it replaces the connection at once, as hyper-util's pooled client sends such a request
-/// again on a new connection). Otherwise (it must wait out its retry delay first; the attempt
-/// failed; closing began; the connection is one of your own) fails with `error`.
+/// again on a new connection), within the connector's connect timeout. Otherwise (the next
+/// round must wait out its retry delay; the attempt failed; closing began; the connection is
+/// one of your own; the request was made by an `on_event` handler, which the persistent
+/// connection awaits before it can replace the connection) fails with `error`.
 async fn resend_on_successor<B>(
-    request: http::Request<B>,
+    mut request: http::Request<B>,
+    added: Added,
     error: hyper::Error,
     in_flight: InFlight,
 ) -> Result<http::Response<ResponseBody>, BoxError>
 where
     B: Body + Send + 'static,
 {
-    let shared = in_flight.connection().clone();
-    // Taken up at once: the announcement is still to come (the persistent connection has yet
-    // to notice that this connection ended), and the successor is then kept until it is made.
-    let successor = shared
+    // The successor is kept alive by the persistent connection until it is announced, and
+    // then until it dies.
+    let connection = in_flight.connection();
+    let successor = connection
         .successor::<WeakSuccessor<HttpConnection<B>>>()
         .and_then(WeakSuccessor::upgrade);
+    let limit = connection.resend_limit;
     // No longer in flight on the dead connection.
     drop(in_flight);
-    let Some(successor) = successor else {
+    let Some(successor) = successor.filter(|_| !crate::driver::in_a_handler()) else {
         return Err(error.into());
     };
-    let Some(mut next) = successor.get().await else {
+    let Ok(Some(mut next)) = tokio::time::timeout(limit, successor.get()).await else {
         return Err(error.into());
     };
     drop(successor);
+    added.take_off(&mut request);
     tracing::debug!(
         peer = %next.shared.peer,
         "sending a request handed back unsent by a dead connection on its successor",
@@ -289,13 +351,13 @@ const HTTP1_RESENDS: usize = 8;
 /// its queue (hyper withdraws its ready flag when it does). If hyper hands the request back
 /// unsent all the same (it was not ready), waits until it is and sends again; so a request that
 /// `poll_ready` admitted never fails for a readiness race. If the connection is gone, see
-/// [`resend_on_successor`] (with `resend`).
+/// [`resend_on_successor`] (with `resend`: what was added to the request).
 async fn send_http1<B: Body + Send + 'static>(
     send: Arc<Mutex<http1::SendRequest<B>>>,
     turn: tokio::sync::OwnedSemaphorePermit,
     mut request: http::Request<B>,
     in_flight: InFlight,
-    resend: bool,
+    resend: Option<Added>,
 ) -> Result<http::Response<ResponseBody>, BoxError> {
     let lock = || send.lock().unwrap_or_else(|e| e.into_inner());
     let mut resends = 0;
@@ -314,12 +376,17 @@ async fn send_http1<B: Body + Send + 'static>(
                     .await
                     .is_err()
                 {
-                    if !resend {
+                    let Some(added) = resend else {
                         return Err(error.into_error().into());
-                    }
+                    };
                     drop(turn);
-                    return Box::pin(resend_on_successor(request, error.into_error(), in_flight))
-                        .await;
+                    return Box::pin(resend_on_successor(
+                        request,
+                        added,
+                        error.into_error(),
+                        in_flight,
+                    ))
+                    .await;
                 }
             }
             _ => return Err(error.into_error().into()),
@@ -433,7 +500,9 @@ async fn drive(
             tracing::debug!(peer = %shared.peer, "http connection closed");
         }
     }
-    // Dropping `conn` closes the socket.
+    // Closes the socket, and hands back the requests still queued, before the connection
+    // counts as finished.
+    drop(conn);
 }
 
 struct CloseOnDrop(Option<Arc<Semaphore>>);
@@ -451,5 +520,77 @@ struct SetOnDrop(Signal);
 impl Drop for SetOnDrop {
     fn drop(&mut self) {
         self.0.set();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Added;
+
+    fn request(uri: &str, host: Option<&str>) -> http::Request<()> {
+        let mut builder = http::Request::get(uri);
+        if let Some(host) = host {
+            builder = builder.header(http::header::HOST, host);
+        }
+        builder.body(()).unwrap()
+    }
+
+    fn parts(request: &http::Request<()>) -> (String, Vec<String>) {
+        let hosts = request
+            .headers()
+            .get_all(http::header::HOST)
+            .iter()
+            .map(|h| h.to_str().unwrap().to_owned())
+            .collect();
+        (request.uri().to_string(), hosts)
+    }
+
+    // What a connection adds to a request for itself is taken off exactly, so that a request
+    // resent on the successor is addressed by the successor alone.
+    #[test]
+    fn what_is_added_is_taken_off() {
+        let cases = [
+            ("/a?b", None),
+            ("/a", Some("given:1")),
+            ("http://named:2/a", None),
+            ("http://named:2/a", Some("given:1")),
+            ("*", None),
+        ];
+        for (uri, host) in cases {
+            for http2 in [false, true] {
+                let original = request(uri, host);
+                let mut sent = request(uri, host);
+                let added = if http2 {
+                    Added::scheme_and_authority(&mut sent, "old:3", false)
+                } else {
+                    Added::host(&mut sent, "old:3")
+                };
+                let (original_uri, original_hosts) = parts(&original);
+                let expected_sent = if http2 {
+                    let uri = match original.uri().authority() {
+                        Some(_) => original_uri,
+                        None => format!("http://old:3{uri}"),
+                    };
+                    (uri, original_hosts)
+                } else {
+                    let hosts = match (host, original.uri().authority()) {
+                        (Some(_), _) => original_hosts,
+                        (None, Some(authority)) => vec![authority.to_string()],
+                        (None, None) => vec!["old:3".to_owned()],
+                    };
+                    (original_uri, hosts)
+                };
+                // ("*" has no HTTP/2 form: it is sent as it is.)
+                if !(http2 && uri == "*") {
+                    assert_eq!(parts(&sent), expected_sent, "{uri} {host:?} http2={http2}");
+                }
+                added.take_off(&mut sent);
+                assert_eq!(
+                    parts(&sent),
+                    parts(&original),
+                    "{uri} {host:?} http2={http2}"
+                );
+            }
+        }
     }
 }

@@ -360,7 +360,13 @@ where
             });
         let handshake =
             |e: hyper::Error| HttpConnectError::new(ConnectErrorKind::Handshake, Some(e.into()));
-        let shared = Arc::new(ConnShared::new(peer, authority, self.version, secure));
+        let shared = Arc::new(ConnShared::new(
+            peer,
+            authority,
+            self.version,
+            secure,
+            self.connect_timeout,
+        ));
         let greeted = Arc::new(Greeting::default());
         let io = TokioIo::new(Watched {
             inner: io,

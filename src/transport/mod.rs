@@ -43,14 +43,18 @@
 //!   unsent: it never reached the server. If the connection belongs to a persistent connection
 //!   that replaces it at once (it outlived its attempt's retry delay, or the server closed it
 //!   in good order after it served), the request waits for that replacement (the connection's
-//!   [`Successor`](crate::Successor)) and is sent there, once; the caller sees no error. This
-//!   is what hyper-util's pooled client does with such a request, and the wait is one attempt
-//!   at most. Otherwise the request fails at once with hyper's error (`operation was canceled:
-//!   connection closed`): when the next attempt must first wait out the retry delay (a young
-//!   connection, say of a server that accepts and closes), when that attempt fails, when the
-//!   persistent connection closes, and for a connection of your own outside any persistent
-//!   connection. A request that hyper had begun to send is never sent again: its error is
-//!   returned.
+//!   [`Successor`](crate::Successor)) and is sent there, once, with what the dead connection
+//!   added to it for itself (a `Host` header, an HTTP/2 authority) taken off; the caller sees
+//!   no error. This is what hyper-util's pooled client does with such a request. The wait is
+//!   one attempt (see [`Successor`](crate::Successor)), and never more than the connector's
+//!   [`connect_timeout`](HttpConnector::connect_timeout). Otherwise the request fails with
+//!   hyper's error (such as `operation was canceled: connection closed`): at once when the next
+//!   attempt must first wait out the retry delay (a young connection, say of a server that
+//!   accepts and closes), when the persistent connection is closing, for a connection of your
+//!   own outside any persistent connection, and for a request made inside an `on_event`
+//!   handler (the persistent connection awaits the handler before it can replace the
+//!   connection); after the wait when that attempt fails. A request that hyper had begun to
+//!   send is never sent again: its error is returned.
 //!
 //! # Sharing one HTTP/1.1 connection
 //!

@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
@@ -43,10 +44,19 @@ pub(super) struct ConnShared {
     /// `WeakSuccessor<HttpConnection<B>>`, which keeps nothing alive (a strong one would keep
     /// every later connection alive with this one).
     pub(super) successor: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// How long a request handed back unsent waits for the successor at most: the
+    /// connector's connect timeout.
+    pub(super) resend_limit: Duration,
 }
 
 impl ConnShared {
-    pub(super) fn new(peer: Peer, authority: String, version: Version, secure: bool) -> Self {
+    pub(super) fn new(
+        peer: Peer,
+        authority: String,
+        version: Version,
+        secure: bool,
+        resend_limit: Duration,
+    ) -> Self {
         ConnShared {
             peer,
             authority,
@@ -60,6 +70,7 @@ impl ConnShared {
             served: AtomicBool::new(false),
             ended_by_peer: AtomicBool::new(false),
             successor: OnceLock::new(),
+            resend_limit,
         }
     }
 
