@@ -229,8 +229,10 @@ enum Added {
     Nothing,
     /// The `Host` header (HTTP/1.1).
     Host,
-    /// The scheme and authority, over the request's own URI (HTTP/2).
-    Uri(http::Uri),
+    /// The scheme and authority, over the request's own URI (HTTP/2). Boxed: the response
+    /// future holds this, and one that grew past 1 KiB would cost every request a slower
+    /// allocation.
+    Uri(Box<http::Uri>),
 }
 
 impl Added {
@@ -280,7 +282,7 @@ impl Added {
         match http::Uri::from_parts(parts) {
             Ok(uri) => {
                 *request.uri_mut() = uri;
-                Added::Uri(original)
+                Added::Uri(Box::new(original))
             }
             Err(_) => {
                 *request.uri_mut() = original;
@@ -296,7 +298,7 @@ impl Added {
             Added::Host => {
                 request.headers_mut().remove(http::header::HOST);
             }
-            Added::Uri(uri) => *request.uri_mut() = uri,
+            Added::Uri(uri) => *request.uri_mut() = *uri,
         }
     }
 }
