@@ -155,6 +155,30 @@ where
     text(service.clone().oneshot(get(address, path)).await.unwrap()).await
 }
 
+/// Cuts every stream (with a reset if `reset`), then sends `GET /2` on `service` and polls it
+/// once, without yielding: the request is queued on `old`, which does not know yet that its
+/// stream ended. Returns the request, to await.
+async fn cut_and_queue<S>(
+    cuts: &Cuts,
+    reset: bool,
+    service: &S,
+    old: &Conn,
+    address: SocketAddr,
+) -> Pin<Box<tower::util::Oneshot<S, http::Request<Empty<Bytes>>>>>
+where
+    S: Service<http::Request<Empty<Bytes>>> + Clone,
+{
+    cuts.cut_all(reset);
+    let mut request = Box::pin(service.clone().oneshot(get(address, "/2")));
+    assert!(poll_once(request.as_mut()).await.is_pending());
+    assert_eq!(
+        old.in_flight(),
+        1,
+        "the request was not queued on the old connection"
+    );
+    request
+}
+
 /// Polls `future` once, in the calling task.
 async fn poll_once<F: Future>(mut future: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
     std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await
@@ -288,12 +312,7 @@ async fn a_request_handed_back_by_a_connection_replaced_at_once_goes_to_its_succ
         // of its stream (an error: no GOAWAY came).
         tokio::time::sleep(2 * delay).await;
 
-        cuts.cut_all(false);
-        let request = client.clone().oneshot(get(server.address, "/2"));
-        tokio::pin!(request);
-        assert!(poll_once(request.as_mut()).await.is_pending());
-        // Called on the dead connection, which does not know it yet.
-        assert_eq!(old.in_flight(), 1, "{connector:?}");
+        let request = cut_and_queue(&cuts, false, &client, &old, server.address).await;
 
         let response = timeout(LIMIT, request).await.unwrap();
         let response = response.unwrap_or_else(|e| panic!("{connector:?}: {e}"));
@@ -328,11 +347,7 @@ async fn handed_back_and_failed(
     }
     let old = client.connected().await.unwrap();
 
-    cuts.cut_all(reset);
-    let request = client.clone().oneshot(get(server.address, "/2"));
-    tokio::pin!(request);
-    assert!(poll_once(request.as_mut()).await.is_pending());
-    assert_eq!(old.in_flight(), 1, "{connector:?}");
+    let request = cut_and_queue(&cuts, reset, &client, &old, server.address).await;
     let error = timeout(LIMIT, request)
         .await
         .expect("the request waited for the next connection")
@@ -388,11 +403,7 @@ async fn a_connection_of_its_own_has_no_successor() {
             .unwrap();
         assert_eq!(answer(&conn, server.address, "/1").await, "conn 1 /1");
 
-        cuts.cut_all(false);
-        let request = conn.clone().oneshot(get(server.address, "/2"));
-        tokio::pin!(request);
-        assert!(poll_once(request.as_mut()).await.is_pending());
-        assert_eq!(conn.in_flight(), 1, "{connector:?}");
+        let request = cut_and_queue(&cuts, false, &conn, &conn, server.address).await;
         let error = timeout(LIMIT, request).await.unwrap().unwrap_err();
         assert!(
             error.to_string().contains("canceled"),
@@ -417,11 +428,7 @@ async fn a_request_handed_back_late_still_finds_its_successor() {
         tokio::time::sleep(2 * delay).await;
         let mut events = client.events();
 
-        cuts.cut_all(false);
-        let request = client.clone().oneshot(get(server.address, "/2"));
-        tokio::pin!(request);
-        assert!(poll_once(request.as_mut()).await.is_pending());
-        assert_eq!(old.in_flight(), 1, "{connector:?}");
+        let request = cut_and_queue(&cuts, false, &client, &old, server.address).await;
         // The next connection is current (its Connected event comes after that).
         timeout(LIMIT, async {
             let mut dead = false;
