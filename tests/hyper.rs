@@ -341,6 +341,38 @@ async fn http1_waiting_clones_are_released_when_the_connection_dies() {
     drop(holder);
 }
 
+/// A new HTTP/1.1 connection is ready at once, before its connection's task has first run
+/// (the connector polled hyper's connection once): no hop to that task and back. Its request
+/// is served; the next clone waits for its turn.
+#[tokio::test]
+async fn http1_new_connection_is_ready_before_its_task_runs() {
+    let server = HttpServer::start("s").await.unwrap();
+    let conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(server.address))
+        .await
+        .unwrap()
+        .unwrap();
+    // A current-thread runtime: the connection's task has not run since the connect returned.
+    let mut first = tower_test::mock::Spawn::new(conn.clone());
+    assert!(
+        matches!(first.poll_ready(), std::task::Poll::Ready(Ok(()))),
+        "a new connection is ready at once"
+    );
+    let response = first.call(get("/first"));
+    let mut second = tower_test::mock::Spawn::new(conn.clone());
+    assert!(second.poll_ready().is_pending(), "the turn is taken");
+    let response = timeout(LIMIT, response).await.unwrap().unwrap();
+    assert_eq!(text(response).await, "s /first");
+    // The turn came back with the response head; hyper is ready once it has read the body.
+    let mut second = second.into_inner();
+    timeout(LIMIT, second.ready()).await.unwrap().unwrap();
+    let response = timeout(LIMIT, second.call(get("/second")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "s /second");
+    assert_eq!(server.accepted(), 1);
+}
+
 /// A server that completes the HTTP/2 preface (its SETTINGS, and the ACK of the client's) and
 /// then never answers anything, PINGs included.
 async fn hung_http2_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {

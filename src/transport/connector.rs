@@ -378,10 +378,17 @@ where
         let (sender, driver): (Sender<B>, ConnDriver) = match self.version {
             Version::Http1 => {
                 let (send, conn) = http1::handshake(io).await.map_err(handshake)?;
-                (
-                    Sender::http1(send),
-                    Box::pin(async move { conn.await.map_err(BoxError::from) }),
-                )
+                let mut conn: ConnDriver =
+                    Box::pin(async move { conn.await.map_err(BoxError::from) });
+                // hyper's connection polled once here, before its task first runs: it says it
+                // wants a request (or ends, if the server already closed), so that the first
+                // request's `poll_ready` is answered at once rather than after a hop to that
+                // task and back. The task polls it again as it starts.
+                let first = std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx))).await;
+                if let Poll::Ready(ended) = first {
+                    conn = Box::pin(std::future::ready(ended));
+                }
+                (Sender::http1(send), conn)
             }
             Version::Http2 => {
                 let mut builder = http2::Builder::new(TokioExecutor::new());
