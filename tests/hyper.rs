@@ -344,7 +344,7 @@ async fn http1_waiting_clones_are_released_when_the_connection_dies() {
 /// A new HTTP/1.1 connection is ready at once, before its connection's task has first run
 /// (the connector polled hyper's connection once): no hop to that task and back. Its request
 /// is served; the next clone waits for its turn.
-#[tokio::test]
+#[tokio::test(flavor = "current_thread")]
 async fn http1_new_connection_is_ready_before_its_task_runs() {
     let server = HttpServer::start("s").await.unwrap();
     let conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(server.address))

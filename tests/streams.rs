@@ -18,9 +18,9 @@ use tokio::io::DuplexStream;
 use tokio::net::UnixListener;
 use tokio::time::{Instant, timeout};
 use tower::{Layer, ServiceExt, service_fn};
-use tower_persistent::PersistentLayer;
 use tower_persistent::discovery::Fixed;
 use tower_persistent::transport::{HttpConnector, Peer};
+use tower_persistent::{Closable, ConnectionClosed, PersistentLayer};
 
 /// Every wait of these tests is bounded by this.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -174,6 +174,38 @@ async fn over_a_service_of_in_memory_streams() {
         .unwrap();
     assert_eq!(text(response).await, "memory host orders.internal:8080");
     client.close().await;
+}
+
+// An HTTP/1.1 stream whose far end is gone before the connection is made: the connect
+// succeeds (HTTP/1.1 has no handshake to fail), and the connection, found ended when the
+// connector polled it, fails `poll_ready` at once and counts as closed, not gracefully.
+#[tokio::test(flavor = "current_thread")]
+async fn an_http1_stream_ended_before_the_connect_makes_a_dead_connection() {
+    let ended = service_fn(|_: ()| {
+        let (client, server) = tokio::io::duplex(1024);
+        drop(server);
+        async { Ok::<_, io::Error>(client) }
+    });
+    let conn = timeout(
+        LIMIT,
+        HttpConnector::<Body>::http1().over(ended).oneshot(()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // Before the connection's task has run.
+    let mut handle = tower_test::mock::Spawn::new(conn.clone());
+    match handle.poll_ready() {
+        std::task::Poll::Ready(Err(error)) => {
+            assert!(error.is::<ConnectionClosed>(), "{error}");
+        }
+        other => panic!("expected the connection closed, got {other:?}"),
+    }
+    timeout(LIMIT, conn.close_finished())
+        .await
+        .expect("the connection's task did not end");
+    assert!(conn.is_closed());
+    assert!(!conn.closed_gracefully());
 }
 
 #[tokio::test(start_paused = true)]

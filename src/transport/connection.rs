@@ -159,14 +159,24 @@ where
                     // The connection is gone: give the turn back.
                     *permit = None;
                 }
-                polled.map_err(Into::into)
+                polled.map_err(closed)
             }
-            Sender::Http2(send) => send.poll_ready(cx).map_err(Into::into),
+            Sender::Http2(send) => send.poll_ready(cx).map_err(closed),
         }
     }
 
     fn call(&mut self, request: http::Request<B>) -> ResponseFuture {
         self.send(request, true)
+    }
+}
+
+/// hyper's `poll_ready` fails only once its connection is gone (which `is_closed` says only
+/// once the connection's task has ended): the same error as `is_closed` gives.
+fn closed(error: hyper::Error) -> BoxError {
+    if error.is_closed() {
+        ConnectionClosed::new().into()
+    } else {
+        error.into()
     }
 }
 
