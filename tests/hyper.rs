@@ -373,6 +373,216 @@ async fn http1_new_connection_is_ready_before_its_task_runs() {
     assert_eq!(server.accepted(), 1);
 }
 
+/// An HTTP/1.1 server on a thread and runtime of its own, so that the test's (current-thread)
+/// runtime polls nothing while it closes a connection: answers each request with `ok`, and
+/// shuts down the connection it last accepted when told to (the client reads the end of the
+/// stream), saying when that is done.
+struct ThreadServer {
+    address: SocketAddr,
+    end: tokio::sync::mpsc::UnboundedSender<()>,
+    ended: std::sync::mpsc::Receiver<()>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ThreadServer {
+    fn start() -> ThreadServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let (end, mut ends) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (counted, served) = (accepted.clone(), requests.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                // The last connection's command: shut down, then say so.
+                let mut last: Option<tokio::sync::oneshot::Sender<std::sync::mpsc::Sender<()>>> =
+                    None;
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => {
+                            let Ok((socket, _)) = accepted else { return };
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            let (command, commanded) = tokio::sync::oneshot::channel();
+                            last = Some(command);
+                            tokio::spawn(serve_until_told(socket, served.clone(), commanded));
+                        }
+                        end = ends.recv() => {
+                            if end.is_none() {
+                                return;
+                            }
+                            let command = last.take().expect("a connection to end");
+                            command.send(ended_tx.clone()).unwrap();
+                        }
+                    }
+                }
+            });
+        });
+        ThreadServer {
+            address,
+            end,
+            ended,
+            accepted,
+            requests,
+        }
+    }
+
+    /// Shuts down the last connection, and returns once that is done, without yielding to the
+    /// caller's runtime.
+    fn end_last(&self) {
+        self.end.send(()).unwrap();
+        self.ended
+            .recv_timeout(LIMIT)
+            .expect("the server did not end the connection");
+    }
+}
+
+/// Answers each request on `socket` with `ok` until told to shut it down.
+async fn serve_until_told(
+    mut socket: tokio::net::TcpStream,
+    served: Arc<std::sync::atomic::AtomicUsize>,
+    commanded: tokio::sync::oneshot::Receiver<std::sync::mpsc::Sender<()>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::pin!(commanded);
+    let mut read = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        tokio::select! {
+            n = socket.read(&mut buf) => {
+                let n = match n {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                read.extend_from_slice(&buf[..n]);
+                while let Some(at) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                    read.drain(..at + 4);
+                    served.fetch_add(1, Ordering::SeqCst);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if socket.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            told = &mut commanded => {
+                let Ok(done) = told else { return };
+                // The end of the stream for the client; a FIN on loopback is in its socket
+                // when this returns.
+                let _ = socket.shutdown().await;
+                let _ = done.send(());
+                // Held open (not reset) until the client closes.
+                let _ = socket.read(&mut buf).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Polls `service` for readiness without yielding to the runtime, up to 100 times 1 ms apart
+/// (a FIN on loopback is normally in the socket already), until it is not `Ready(Ok)`: so
+/// hyper's connection task, which only this runtime runs, cannot have seen the end of the
+/// stream, and what fails the connection is its socket's probe.
+fn poll_until_not_ready<S, R>(service: &S) -> std::task::Poll<Result<(), S::Error>>
+where
+    S: Service<R> + Clone,
+{
+    for _ in 0..100 {
+        let mut handle = tower_test::mock::Spawn::new(service.clone());
+        match handle.poll_ready() {
+            std::task::Poll::Ready(Ok(())) => std::thread::sleep(Duration::from_millis(1)),
+            other => return other,
+        }
+    }
+    panic!("the connection stayed ready");
+}
+
+/// `PROBE_AFTER_IDLE` (1 ms) with room to spare: the connection is idle this long before the
+/// server closes it.
+const IDLE: Duration = Duration::from_millis(5);
+
+// A server closes an idle HTTP/1.1 connection; before hyper's task has run, a request asking
+// for it finds it closed (its socket has the end of stream), and the connection counts as
+// closed by the peer in good order.
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_connection_closed_by_the_server_fails_poll_ready_before_its_task_knows() {
+    let server = ThreadServer::start();
+    let conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(server.address))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = timeout(LIMIT, conn.clone().oneshot(get("/one")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "ok");
+    tokio::time::sleep(IDLE).await;
+    server.end_last();
+    match poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&conn) {
+        std::task::Poll::Ready(Err(error)) => {
+            assert!(error.is::<tower_persistent::ConnectionClosed>(), "{error}");
+        }
+        other => panic!("expected the connection closed, got {other:?}"),
+    }
+    assert!(conn.is_closed());
+    timeout(LIMIT, conn.close_finished()).await.unwrap();
+    assert!(conn.closed_gracefully());
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+}
+
+// The same under a persistent connection: the request that finds the connection closed waits
+// for the next one (made at once: the old one served and was closed in good order) and is
+// sent there; nothing was sent on the dead one.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_finding_the_idle_connection_closed_goes_to_the_next_one() {
+    let server = ThreadServer::start();
+    let (client, log) = client(fixed(server.address), HttpConnector::http1());
+    assert_eq!(ask(&client, "/one").await, "ok");
+    tokio::time::sleep(IDLE).await;
+    server.end_last();
+    let mut handle = tower_test::mock::Spawn::new(client.clone());
+    assert!(
+        handle
+            .poll_ready::<http::Request<Empty<Bytes>>>()
+            .is_pending(),
+        "the request waits for the next connection"
+    );
+    timeout(LIMIT, handle.get_mut().ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let response = timeout(LIMIT, handle.get_mut().call(get("/two")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "ok");
+    let p = server.address.port();
+    assert_eq!(
+        log.lines(),
+        [
+            "AttemptingToConnect".to_owned(),
+            format!("ObtainedAddress({p})"),
+            format!("Connected({p})"),
+            "Disconnected".to_owned(),
+            "AttemptingToConnect".to_owned(),
+            format!("ObtainedAddress({p})"),
+            format!("Connected({p})"),
+        ]
+    );
+    // Replaced at once, not after the retry delay (40 ms).
+    let times: Vec<Instant> = log.0.lock().unwrap().iter().map(|(t, _)| *t).collect();
+    assert!(times[4] - times[3] < Duration::from_millis(40), "{times:?}");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+    client.close().await;
+}
+
 /// A server that completes the HTTP/2 preface (its SETTINGS, and the ACK of the client's) and
 /// then never answers anything, PINGs included.
 async fn hung_http2_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {

@@ -139,6 +139,14 @@ where
         if self.is_closed() {
             return Poll::Ready(Err(ConnectionClosed::new().into()));
         }
+        if self.shared.found_gone() {
+            // The peer closed it (or reset it): closed at once, so that no request is queued
+            // on it, and the persistent connection replaces it without waiting for hyper's
+            // task to find out.
+            self.shared.closing.set();
+            self.shared.task.wake();
+            return Poll::Ready(Err(ConnectionClosed::new().into()));
+        }
         match &mut self.sender {
             Sender::Http1 {
                 send,
@@ -515,6 +523,7 @@ async fn drive(
     // Closes the socket, and hands back the requests still queued, before the connection
     // counts as finished.
     drop(conn);
+    shared.release_probe();
 }
 
 struct CloseOnDrop(Option<Arc<Semaphore>>);

@@ -346,7 +346,12 @@ where
         };
         #[cfg(not(feature = "tls"))]
         let (server_name, secure): (Option<String>, bool) = (None, false);
-        let Dialed { io, peer, name } = dialed;
+        let Dialed {
+            io,
+            peer,
+            name,
+            probe,
+        } = dialed;
         // What requests name as their authority when they name none: the configured one, else
         // the name asked for, else the TLS server name, else the TCP peer, else `localhost`.
         let configured = self.authority.as_ref().map(|a| a.to_string());
@@ -366,6 +371,7 @@ where
             self.version,
             secure,
             self.connect_timeout,
+            probe,
         ));
         let greeted = Arc::new(Greeting::default());
         let io = TokioIo::new(Watched {

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::connector::{ConnectErrorKind, HttpConnectError};
+use super::io::Probe;
 use crate::error::BoxError;
 
 /// A byte stream the HTTP handshake can run over.
@@ -53,6 +54,8 @@ pub struct Dialed {
     pub(super) peer: Peer,
     /// The `host:port` the connection was asked for, when it was a name.
     pub(super) name: Option<String>,
+    /// For a TCP connection of the connector's own: a probe of its socket.
+    pub(super) probe: Option<Probe>,
 }
 
 impl fmt::Debug for Dialed {
@@ -112,6 +115,7 @@ impl<A: Address> Dial<A> for Dialer {
             Resolved::Tcp { addresses, name } => {
                 let (stream, address) = dial_tcp(&addresses).await?;
                 Ok(Dialed {
+                    probe: Probe::of(&stream),
                     io: Box::pin(stream),
                     peer: Peer::Tcp(address),
                     name,
@@ -150,6 +154,7 @@ async fn dial_unix(path: PathBuf) -> Result<Dialed, HttpConnectError> {
             io: Box::pin(stream),
             peer: Peer::Unix(path),
             name: None,
+            probe: None,
         }),
         Err(error) => Err(HttpConnectError::new(
             ConnectErrorKind::Unix,
@@ -186,6 +191,7 @@ where
             io: Box::pin(stream),
             peer: Peer::Stream,
             name: None,
+            probe: None,
         })
     }
 }
@@ -225,6 +231,7 @@ where
             io: Box::pin(hyper_util::rt::TokioIo::new(stream)),
             peer: Peer::Stream,
             name: None,
+            probe: None,
         })
     }
 }

@@ -146,3 +146,127 @@ impl AsyncWrite for Watched {
         self.inner.is_write_vectored()
     }
 }
+
+/// A second handle on a TCP connection's socket, to look at an idle connection before a request
+/// goes out on it: a server that closed it (or reset it) has left an end of stream (or an
+/// error) in the socket, which hyper's task learns of only once the runtime's I/O driver has
+/// delivered the readiness and the task has run. Browsers look at an idle socket the same way
+/// before they reuse it. Unix only (elsewhere, no probe: hyper's task finds out as before).
+pub(super) struct Probe {
+    #[cfg(unix)]
+    socket: std::net::TcpStream,
+}
+
+/// What a [`Probe`] finds in an idle connection's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Peeked {
+    /// Nothing to read, or bytes (hyper will read them): nothing known.
+    Open,
+    /// The end of the stream: the peer closed the connection.
+    Ended,
+    /// An error (a reset): the connection is gone.
+    Failed,
+}
+
+impl Probe {
+    /// A probe of `stream`'s socket (a duplicate of its descriptor); `None` if there is none.
+    pub(super) fn of(stream: &tokio::net::TcpStream) -> Option<Probe> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsFd;
+            let fd = stream.as_fd().try_clone_to_owned().ok()?;
+            Some(Probe {
+                socket: std::net::TcpStream::from(fd),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = stream;
+            None
+        }
+    }
+
+    /// Looks at the socket without taking anything from it (`MSG_PEEK`, without waiting: the
+    /// socket is non-blocking, a flag its descriptors share).
+    pub(super) fn peek(&self) -> Peeked {
+        #[cfg(unix)]
+        {
+            let mut byte = [0u8; 1];
+            match self.socket.peek(&mut byte) {
+                Ok(0) => Peeked::Ended,
+                Ok(_) => Peeked::Open,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    Peeked::Open
+                }
+                Err(_) => Peeked::Failed,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Peeked::Open
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::{Peeked, Probe};
+
+    /// A connected pair on 127.0.0.1: (client, server).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    /// Peeks until the answer is not `Open`, up to 100 times 1 ms apart (on loopback the
+    /// server's FIN or reset is normally in the socket at once).
+    fn peek_until_not_open(probe: &Probe) -> Peeked {
+        for _ in 0..100 {
+            match probe.peek() {
+                Peeked::Open => std::thread::sleep(Duration::from_millis(1)),
+                other => return other,
+            }
+        }
+        Peeked::Open
+    }
+
+    // An open socket, with or without bytes to read, is open; one the peer shut down has
+    // ended; one the peer reset has failed. Peeking takes nothing from the stream.
+    #[tokio::test]
+    async fn the_probe_tells_an_open_socket_from_an_ended_or_reset_one() {
+        let (client, mut server) = pair().await;
+        let probe = Probe::of(&client).unwrap();
+        assert_eq!(probe.peek(), Peeked::Open);
+        server.write_all(b"x").await.unwrap();
+        client.readable().await.unwrap();
+        assert_eq!(probe.peek(), Peeked::Open);
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            client.try_read(&mut byte).unwrap(),
+            1,
+            "the byte is still there"
+        );
+        server.shutdown().await.unwrap();
+        assert_eq!(peek_until_not_open(&probe), Peeked::Ended);
+
+        let (client, server) = pair().await;
+        let probe = Probe::of(&client).unwrap();
+        #[allow(deprecated)]
+        server.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(server);
+        assert_eq!(peek_until_not_open(&probe), Peeked::Failed);
+        drop(client);
+    }
+}

@@ -31,6 +31,19 @@
 //!   sent GOAWAY, an I/O or protocol error, or our [`close`](crate::Closable::close)).
 //!   [`close_finished`](crate::Closable::close_finished) resolves then, so the persistent connection
 //!   notices and reconnects, even while idle.
+//! - **An idle connection is looked at before a request goes out on it**: when a TCP
+//!   connection the connector dialed itself has had nothing in flight for 1 ms or more,
+//!   `poll_ready` first peeks at its socket (one `recv` with `MSG_PEEK`, taking nothing; on Unix).
+//!   A server that closed or reset the connection has left an end of stream or an error there,
+//!   which hyper's task learns of only once the runtime has delivered it and the task has run.
+//!   Then `poll_ready` fails with [`ConnectionClosed`](crate::ConnectionClosed) and the
+//!   connection begins closing: a persistent connection replaces it (at once if it served and
+//!   the server ended it, as above) and the request waits for the new one, instead of going to
+//!   the dead connection and coming back. Browsers look at an idle socket the same way before
+//!   they reuse it. Requests that follow one another within 1 ms pay no system call; bytes
+//!   waiting in the socket (an HTTP/2 frame, TLS's `close_notify`) tell nothing, and are left to
+//!   hyper. Streams of your own ([`over`](HttpConnector::over)) and Unix domain sockets are not
+//!   looked at.
 //! - **Closed gracefully** ([`closed_gracefully`](crate::Closable::closed_gracefully)): the server
 //!   answered on the connection and then ended it in good order (`Connection: close`, GOAWAY, a
 //!   keep-alive limit, an idle timeout), before any close of ours. The persistent connection

@@ -2,14 +2,15 @@
 //! transport, depending on nothing else in it.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use super::dial::Peer;
+use super::io::{Peeked, Probe};
 use crate::signal::{Signal, wait_until};
 
 /// The HTTP version a connector speaks.
@@ -47,7 +48,18 @@ pub(super) struct ConnShared {
     /// How long a request handed back unsent waits for the successor at most: the
     /// connector's connect timeout.
     pub(super) resend_limit: Duration,
+    /// A probe of the socket (TCP connections of the connector's own), released as soon as
+    /// hyper's connection is dropped (so that it keeps no socket open).
+    probe: Mutex<Option<Probe>>,
+    /// When the connection was made, and when it last had nothing in flight (nanoseconds
+    /// since `born`).
+    born: Instant,
+    idle_since: AtomicU64,
 }
+
+/// How long a connection must have been idle before a request looks at its socket
+/// ([`ConnShared::found_gone`]): requests that follow one another closely pay no system call.
+pub(super) const PROBE_AFTER_IDLE: Duration = Duration::from_millis(1);
 
 impl ConnShared {
     pub(super) fn new(
@@ -56,6 +68,7 @@ impl ConnShared {
         version: Version,
         secure: bool,
         resend_limit: Duration,
+        probe: Option<Probe>,
     ) -> Self {
         ConnShared {
             peer,
@@ -71,7 +84,50 @@ impl ConnShared {
             ended_by_peer: AtomicBool::new(false),
             successor: OnceLock::new(),
             resend_limit,
+            probe: Mutex::new(probe),
+            born: Instant::now(),
+            idle_since: AtomicU64::new(0),
         }
+    }
+
+    /// Whether this connection, idle for [`PROBE_AFTER_IDLE`] or more, is found closed or
+    /// reset by the peer in its socket, before hyper's task knows. An end of stream counts as
+    /// the peer's close in good order (as hyper counts it on an idle connection). False when
+    /// something is in flight, when it was idle less long, when there is no probe, or when
+    /// nothing is known.
+    pub(super) fn found_gone(&self) -> bool {
+        if self.in_flight.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let idle_since = Duration::from_nanos(self.idle_since.load(Ordering::Relaxed));
+        if self.born.elapsed().saturating_sub(idle_since) < PROBE_AFTER_IDLE {
+            return false;
+        }
+        self.found_gone_now()
+    }
+
+    #[cold]
+    fn found_gone_now(&self) -> bool {
+        let probe = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+        match probe.as_ref().map(Probe::peek) {
+            None | Some(Peeked::Open) => false,
+            Some(Peeked::Ended) => {
+                self.ended_by_peer.store(true, Ordering::Release);
+                true
+            }
+            Some(Peeked::Failed) => true,
+        }
+    }
+
+    /// Drops the probe: hyper's connection is gone, and the socket must close with it.
+    pub(super) fn release_probe(&self) {
+        drop(self.probe.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+
+    /// Nothing is in flight from now on.
+    fn now_idle(&self) {
+        let nanos = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.idle_since.store(nanos, Ordering::Relaxed);
     }
 
     /// Resolves once no request is in flight.
@@ -113,6 +169,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.now_idle();
             self.0.idle.notify_waiters();
         }
     }

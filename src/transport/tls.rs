@@ -177,7 +177,12 @@ impl Tls {
             }
         };
         let shown = server_name.to_str().into_owned();
-        let Dialed { io, peer, name } = dialed;
+        let Dialed {
+            io,
+            peer,
+            name,
+            probe,
+        } = dialed;
         let stream = self
             .connector
             .connect(server_name, io)
@@ -185,10 +190,13 @@ impl Tls {
             .map_err(|e| error(ConnectErrorKind::Tls, format!("with {shown}: {e}")))?;
         // rustls itself refuses a protocol that was not offered, and a server that offers
         // none of ours ends the handshake (`no_application_protocol`).
+        // The probe sees the TCP stream under TLS: a server's close_notify is bytes to it (so
+        // nothing is known), its end of stream or reset is seen as without TLS.
         let dialed = Dialed {
             io: Box::pin(stream),
             peer,
             name,
+            probe,
         };
         Ok((dialed, shown))
     }
