@@ -17,7 +17,7 @@ use tower_service::Service;
 
 use super::body::{ResponseBody, ResponseFuture, respond};
 use super::dial::Peer;
-use super::shared::{ConnShared, InFlight, Version};
+use super::shared::{ConnShared, InFlight, ReleaseProbe, Version};
 use crate::closable::WeakSuccessor;
 use crate::error::{BoxError, ConnectionClosed};
 use crate::signal::Signal;
@@ -117,6 +117,7 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
     fn closed_gracefully(&self) -> bool {
         self.shared.served.load(Ordering::Acquire)
             && self.shared.ended_by_peer.load(Ordering::Acquire)
+            && !self.shared.reset_by_peer.load(Ordering::Acquire)
     }
 
     /// Kept as a weak reference (it keeps no later connection alive): a request that hyper
@@ -485,6 +486,9 @@ async fn drive(
     let _finished = SetOnDrop(shared.finished.clone());
     // However it ends, clones waiting for the HTTP/1.1 permit learn that it is over.
     let _permits = CloseOnDrop(permits.clone());
+    // Dropped first: the probe goes with hyper's connection, before the connection counts as
+    // finished.
+    let _probe = ReleaseProbe(&shared);
     // hyper's connection first, and the close of ours checked only when it has nothing to do:
     // `close` wakes this task through `task` (cheaper, per wake-up, than a `Notify` waiter).
     let ended = std::future::poll_fn(|cx| {
@@ -499,6 +503,10 @@ async fn drive(
     })
     .await;
     match ended {
+        Some(Ok(())) if shared.reset_by_peer.load(Ordering::Acquire) => {
+            // The probe took the reset's error; hyper read the end of stream that followed.
+            tracing::debug!(peer = %shared.peer, "http connection reset by the peer");
+        }
         Some(Ok(())) => {
             // The peer ended it in good order (EOF between responses, Connection: close,
             // GOAWAY), before any close of ours.
@@ -523,7 +531,6 @@ async fn drive(
     // Closes the socket, and hands back the requests still queued, before the connection
     // counts as finished.
     drop(conn);
-    shared.release_probe();
 }
 
 struct CloseOnDrop(Option<Arc<Semaphore>>);

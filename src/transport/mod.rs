@@ -33,16 +33,19 @@
 //!   notices and reconnects, even while idle.
 //! - **An idle connection is looked at before a request goes out on it**: when a TCP
 //!   connection the connector dialed itself has had nothing in flight for 1 ms or more,
-//!   `poll_ready` first peeks at its socket (one `recv` with `MSG_PEEK`, taking nothing; on Unix).
-//!   A server that closed or reset the connection has left an end of stream or an error there,
-//!   which hyper's task learns of only once the runtime has delivered it and the task has run.
-//!   Then `poll_ready` fails with [`ConnectionClosed`](crate::ConnectionClosed) and the
-//!   connection begins closing: a persistent connection replaces it (at once if it served and
-//!   the server ended it, as above) and the request waits for the new one, instead of going to
-//!   the dead connection and coming back. Browsers look at an idle socket the same way before
-//!   they reuse it. Requests that follow one another within 1 ms pay no system call; bytes
-//!   waiting in the socket (an HTTP/2 frame, TLS's `close_notify`) tell nothing, and are left to
-//!   hyper. Streams of your own ([`over`](HttpConnector::over)) and Unix domain sockets are not
+//!   `poll_ready` first peeks at its socket (one `recv` with `MSG_PEEK` on a duplicate of its
+//!   descriptor, so each such connection holds two; on Unix). A server that closed or reset the
+//!   connection has left an end of stream or an error there, which hyper's task learns of only
+//!   once the runtime has delivered it and the task has run. Then `poll_ready` fails with
+//!   [`ConnectionClosed`](crate::ConnectionClosed) and the connection begins closing: a
+//!   persistent connection replaces it (at once if it served and the server ended it without a
+//!   reset, as above) and the request waits for the new one, instead of going to the dead
+//!   connection and coming back. Browsers look at an idle socket the same way before they reuse
+//!   it. The peek takes no bytes (on Linux it does take a reset's error; the connection
+//!   remembers the reset). Requests that follow one another within 1 ms pay no system call;
+//!   bytes waiting in the socket tell nothing and are left to hyper, so an HTTP/2 server's
+//!   GOAWAY or a TLS `close_notify` sent before the end of stream is found by hyper's task, as
+//!   before. Streams of your own ([`over`](HttpConnector::over)) and Unix domain sockets are not
 //!   looked at.
 //! - **Closed gracefully** ([`closed_gracefully`](crate::Closable::closed_gracefully)): the server
 //!   answered on the connection and then ended it in good order (`Connection: close`, GOAWAY, a

@@ -41,6 +41,10 @@ pub(super) struct ConnShared {
     pub(super) served: AtomicBool,
     /// hyper's connection ended without error before any close of ours.
     pub(super) ended_by_peer: AtomicBool,
+    /// The probe found the connection reset. (On Linux, even a peek takes a socket's pending
+    /// error: hyper may then read a plain end of stream, which must not count as a close in
+    /// good order.)
+    pub(super) reset_by_peer: AtomicBool,
     /// Where the persistent connection will announce this connection's successor: a
     /// `WeakSuccessor<HttpConnection<B>>`, which keeps nothing alive (a strong one would keep
     /// every later connection alive with this one).
@@ -82,6 +86,7 @@ impl ConnShared {
             idle: Notify::new(),
             served: AtomicBool::new(false),
             ended_by_peer: AtomicBool::new(false),
+            reset_by_peer: AtomicBool::new(false),
             successor: OnceLock::new(),
             resend_limit,
             probe: Mutex::new(probe),
@@ -92,9 +97,9 @@ impl ConnShared {
 
     /// Whether this connection, idle for [`PROBE_AFTER_IDLE`] or more, is found closed or
     /// reset by the peer in its socket, before hyper's task knows. An end of stream counts as
-    /// the peer's close in good order (as hyper counts it on an idle connection). False when
-    /// something is in flight, when it was idle less long, when there is no probe, or when
-    /// nothing is known.
+    /// the peer's close in good order (as hyper counts it on an idle connection), a reset as a
+    /// failure. False when something is in flight, when it was idle less long, when there is
+    /// no probe, or when nothing is known.
     pub(super) fn found_gone(&self) -> bool {
         if self.in_flight.load(Ordering::Acquire) != 0 {
             return false;
@@ -115,7 +120,10 @@ impl ConnShared {
                 self.ended_by_peer.store(true, Ordering::Release);
                 true
             }
-            Some(Peeked::Failed) => true,
+            Some(Peeked::Failed) => {
+                self.reset_by_peer.store(true, Ordering::Release);
+                true
+            }
         }
     }
 
@@ -147,6 +155,16 @@ impl ConnShared {
     /// The server answered on this connection.
     pub(super) fn mark_served(&self) {
         self.served.store(true, Ordering::Release);
+    }
+}
+
+/// Drops the connection's probe when dropped: in the connection's task, so that the probe goes
+/// with hyper's connection however the task ends.
+pub(super) struct ReleaseProbe<'a>(pub(super) &'a ConnShared);
+
+impl Drop for ReleaseProbe<'_> {
+    fn drop(&mut self) {
+        self.0.release_probe();
     }
 }
 
