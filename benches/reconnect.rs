@@ -16,10 +16,11 @@
 //! - `persistent`: `Persistent` over `HttpConnector::http1()` / `http2()`, with
 //!   `retry_delay(|| 1 ms)` (a connection older than the delay is replaced at once) and
 //!   `discovery::Fixed`; at T0 the request is sent with `client.clone().oneshot(request)`,
-//!   whose `poll_ready` waits for a new connection once the old one is known dead. When the
-//!   request reaches the old connection before its death was noticed, it fails; it is then sent
-//!   again at once, inside the iteration's time, as a caller with `tower::retry` would, and the
-//!   failures are counted (the `note` column, warm-up included).
+//!   whose `poll_ready` waits for a new connection once the old one is known dead (the HTTP
+//!   connection's idle probe finds the end of stream in the socket at T0). Should the request
+//!   fail on the old connection all the same, it is sent again at once, inside the iteration's
+//!   time, as a caller with `tower::retry` would, and the failures are counted (the `note`
+//!   column, warm-up included; 0 since the idle probe).
 //! - `persistent_after_notice` (to tell the costs apart, not a target): the same `Persistent`,
 //!   but at T0 it first awaits the old connection's `close_finished()` (the end of the
 //!   connection's task, as the ideal client does), then sends with `oneshot`. No request
