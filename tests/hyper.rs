@@ -46,10 +46,24 @@ where
     G::Error: Into<tower_persistent::BoxError>,
     G::Future: Send,
 {
+    client_retrying_after(get_address, connector, Duration::from_millis(40))
+}
+
+/// The same, with `retry_delay` as its retry delay.
+fn client_retrying_after<G>(
+    get_address: G,
+    connector: HttpConnector<Empty<Bytes>>,
+    retry_delay: Duration,
+) -> (Client, Log)
+where
+    G: Service<(), Response = SocketAddr> + Clone + Send + 'static,
+    G::Error: Into<tower_persistent::BoxError>,
+    G::Future: Send,
+{
     let log = Log::default();
     let recorder = log.clone();
     let layer = PersistentLayer::new("web", get_address)
-        .retry_delay(|| Duration::from_millis(40))
+        .retry_delay(move || retry_delay)
         .on_event(move |event: Event<SocketAddr, Conn>| {
             let line = match &event {
                 Event::ObtainedAddress(a) => format!("ObtainedAddress({})", a.port()),
@@ -542,21 +556,11 @@ async fn an_idle_connection_closed_by_the_server_fails_poll_ready_before_its_tas
 #[tokio::test(flavor = "current_thread")]
 async fn a_request_finding_the_idle_connection_closed_goes_to_the_next_one() {
     let server = ThreadServer::start();
-    let log = Log::default();
-    let recorder = log.clone();
-    let layer = PersistentLayer::new("web", fixed(server.address))
-        .retry_delay(|| Duration::from_secs(5))
-        .on_event(move |event: Event<SocketAddr, Conn>| {
-            recorder
-                .0
-                .lock()
-                .unwrap()
-                .push((Instant::now(), event.name().to_owned()));
-            async {}
-        });
-    let client: Client = ServiceBuilder::new()
-        .layer(layer)
-        .service(HttpConnector::http1());
+    let (client, log) = client_retrying_after(
+        fixed(server.address),
+        HttpConnector::http1(),
+        Duration::from_secs(5),
+    );
     assert_eq!(ask(&client, "/one").await, "ok");
     tokio::time::sleep(IDLE).await;
     server.end_last();
@@ -565,16 +569,17 @@ async fn a_request_finding_the_idle_connection_closed_goes_to_the_next_one() {
         "the request waits for the next connection"
     );
     assert_eq!(ask(&client, "/two").await, "ok");
+    let p = server.address.port();
     assert_eq!(
         log.lines(),
         [
-            "attempting_to_connect",
-            "obtained_address",
-            "connected",
-            "disconnected",
-            "attempting_to_connect",
-            "obtained_address",
-            "connected",
+            "AttemptingToConnect".to_owned(),
+            format!("ObtainedAddress({p})"),
+            format!("Connected({p})"),
+            "Disconnected".to_owned(),
+            "AttemptingToConnect".to_owned(),
+            format!("ObtainedAddress({p})"),
+            format!("Connected({p})"),
         ]
     );
     // Replaced at once: the next round did not wait out the retry delay.
