@@ -91,6 +91,20 @@ fn fixed(
     service_fn(move |()| std::future::ready(Ok(address)))
 }
 
+/// The events of a client that connected to port `p`, lost the connection and connected there
+/// again, as `client` logs them.
+fn reconnected_once(p: u16) -> [String; 7] {
+    [
+        "AttemptingToConnect".to_owned(),
+        format!("ObtainedAddress({p})"),
+        format!("Connected({p})"),
+        "Disconnected".to_owned(),
+        "AttemptingToConnect".to_owned(),
+        format!("ObtainedAddress({p})"),
+        format!("Connected({p})"),
+    ]
+}
+
 async fn ask(client: &Client, path: &str) -> String {
     let response = timeout(LIMIT, client.clone().oneshot(get(path)))
         .await
@@ -121,18 +135,7 @@ async fn idle_connection_closed_by_the_server_is_replaced_before_the_next_reques
 
     let p = port;
     let lines = log.lines();
-    assert_eq!(
-        lines[..7],
-        [
-            "AttemptingToConnect".to_owned(),
-            format!("ObtainedAddress({p})"),
-            format!("Connected({p})"),
-            "Disconnected".to_owned(),
-            "AttemptingToConnect".to_owned(),
-            format!("ObtainedAddress({p})"),
-            format!("Connected({p})"),
-        ]
-    );
+    assert_eq!(lines[..7], reconnected_once(p));
     let reconnected_at = log.0.lock().unwrap()[6].0;
     assert!(reconnected_at <= before_request);
     assert_eq!(server.accepted(), 2);
@@ -570,18 +573,7 @@ async fn a_request_finding_the_idle_connection_closed_goes_to_the_next_one() {
     );
     assert_eq!(ask(&client, "/two").await, "ok");
     let p = server.address.port();
-    assert_eq!(
-        log.lines(),
-        [
-            "AttemptingToConnect".to_owned(),
-            format!("ObtainedAddress({p})"),
-            format!("Connected({p})"),
-            "Disconnected".to_owned(),
-            "AttemptingToConnect".to_owned(),
-            format!("ObtainedAddress({p})"),
-            format!("Connected({p})"),
-        ]
-    );
+    assert_eq!(log.lines(), reconnected_once(p));
     // Replaced at once: the next round did not wait out the retry delay.
     let times: Vec<Instant> = log.0.lock().unwrap().iter().map(|(t, _)| *t).collect();
     assert!(times[4] - times[3] < Duration::from_secs(1), "{times:?}");
