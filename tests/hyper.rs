@@ -525,12 +525,13 @@ where
 const IDLE: Duration = Duration::from_millis(5);
 
 // A server closes an idle HTTP/1.1 connection; before hyper's task has run, a request asking
-// for it finds it closed (its socket has the end of stream), and the connection counts as
-// closed by the peer in good order.
+// for it finds it closed (its socket has the end of stream) and waits instead of going out on
+// it; once the task has read the end of the stream and ended, `poll_ready` fails, and the
+// connection counts as closed by the peer in good order.
 #[tokio::test(flavor = "current_thread")]
-async fn an_idle_connection_closed_by_the_server_fails_poll_ready_before_its_task_knows() {
+async fn an_idle_connection_closed_by_the_server_is_not_ready_before_its_task_knows() {
     let server = ThreadServer::start();
-    let conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(server.address))
+    let mut conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(server.address))
         .await
         .unwrap()
         .unwrap();
@@ -541,12 +542,21 @@ async fn an_idle_connection_closed_by_the_server_fails_poll_ready_before_its_tas
     assert_eq!(text(response).await, "ok");
     tokio::time::sleep(IDLE).await;
     server.end_last();
-    match poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&conn) {
-        std::task::Poll::Ready(Err(error)) => {
-            assert!(error.is::<tower_persistent::ConnectionClosed>(), "{error}");
-        }
-        other => panic!("expected the connection closed, got {other:?}"),
-    }
+    assert!(
+        poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&conn).is_pending(),
+        "the connection is not ready once its socket has the end of stream"
+    );
+    assert!(!conn.is_closed(), "hyper's task has not run yet");
+    let ready = timeout(
+        LIMIT,
+        std::future::poll_fn(|cx| {
+            Service::<http::Request<Empty<Bytes>>>::poll_ready(&mut conn, cx)
+        }),
+    )
+    .await
+    .unwrap();
+    let error = ready.unwrap_err();
+    assert!(error.is::<tower_persistent::ConnectionClosed>(), "{error}");
     assert!(conn.is_closed());
     timeout(LIMIT, conn.close_finished()).await.unwrap();
     assert!(conn.closed_gracefully());

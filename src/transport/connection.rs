@@ -20,7 +20,6 @@ use super::dial::Peer;
 use super::shared::{ConnShared, InFlight, ReleaseProbe, Version};
 use crate::closable::WeakSuccessor;
 use crate::error::{BoxError, ConnectionClosed};
-use crate::signal::Signal;
 use crate::{Closable, Successor};
 
 /// An HTTP/1.1 or HTTP/2 connection made by [`HttpConnector`](super::HttpConnector): a cloneable
@@ -141,11 +140,13 @@ where
             return Poll::Ready(Err(ConnectionClosed::new().into()));
         }
         if self.shared.found_gone() {
-            // The peer closed it (or reset it): closed at once, so that no request is queued
-            // on it, and the persistent connection replaces it without waiting for hyper's
-            // task to find out.
-            self.shared.closing.set();
-            self.shared.task.wake();
+            // The peer closed it (or reset it): no request is queued on it. The runtime wakes
+            // hyper's task with that end of stream, and the task ends; until then this waits,
+            // then fails (a persistent connection, which watches the task's end, replaces the
+            // connection meanwhile).
+            if self.shared.wake_at_end(cx.waker()) {
+                return Poll::Pending;
+            }
             return Poll::Ready(Err(ConnectionClosed::new().into()));
         }
         match &mut self.sender {
@@ -483,7 +484,7 @@ async fn drive(
     close_timeout: Duration,
     permits: Option<Arc<Semaphore>>,
 ) {
-    let _finished = SetOnDrop(shared.finished.clone());
+    let _finished = FinishOnDrop(shared.clone());
     // However it ends, clones waiting for the HTTP/1.1 permit learn that it is over.
     let _permits = CloseOnDrop(permits.clone());
     // Dropped first: the probe goes with hyper's connection, before the connection counts as
@@ -543,11 +544,11 @@ impl Drop for CloseOnDrop {
     }
 }
 
-struct SetOnDrop(Signal);
+struct FinishOnDrop(Arc<ConnShared>);
 
-impl Drop for SetOnDrop {
+impl Drop for FinishOnDrop {
     fn drop(&mut self) {
-        self.0.set();
+        self.0.finish();
     }
 }
 

@@ -55,6 +55,10 @@ pub(super) struct ConnShared {
     /// A probe of the socket (TCP connections of the connector's own), released as soon as
     /// hyper's connection is dropped (so that it keeps no socket open).
     probe: Mutex<Option<Probe>>,
+    /// The probe found the connection ended or reset by the peer.
+    gone: AtomicBool,
+    /// Clones whose `poll_ready` waits for a connection found gone to end.
+    waiting_for_end: Mutex<Vec<std::task::Waker>>,
     /// When the connection was made, and when it last had nothing in flight (nanoseconds
     /// since `born`).
     born: Instant,
@@ -90,6 +94,8 @@ impl ConnShared {
             successor: OnceLock::new(),
             resend_limit,
             probe: Mutex::new(probe),
+            gone: AtomicBool::new(false),
+            waiting_for_end: Mutex::new(Vec::new()),
             born: Instant::now(),
             idle_since: AtomicU64::new(0),
         }
@@ -99,8 +105,12 @@ impl ConnShared {
     /// reset by the peer in its socket, before hyper's task knows. An end of stream counts as
     /// the peer's close in good order (as hyper counts it on an idle connection), a reset as a
     /// failure. False when something is in flight, when it was idle less long, when there is
-    /// no probe, or when nothing is known.
+    /// no probe, or when nothing is known; once found, true until the connection is dropped
+    /// (no second look).
     pub(super) fn found_gone(&self) -> bool {
+        if self.gone.load(Ordering::Acquire) {
+            return true;
+        }
         if self.in_flight.load(Ordering::Acquire) != 0 {
             return false;
         }
@@ -118,12 +128,44 @@ impl ConnShared {
             None | Some(Peeked::Open) => false,
             Some(Peeked::Ended) => {
                 self.ended_by_peer.store(true, Ordering::Release);
+                self.gone.store(true, Ordering::Release);
                 true
             }
             Some(Peeked::Failed) => {
                 self.reset_by_peer.store(true, Ordering::Release);
+                self.gone.store(true, Ordering::Release);
                 true
             }
+        }
+    }
+
+    /// Wakes `waker` when the connection's task has ended; false if it has already.
+    pub(super) fn wake_at_end(&self, waker: &std::task::Waker) -> bool {
+        let mut waiting = self
+            .waiting_for_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if self.finished.is_set() {
+            return false;
+        }
+        if !waiting.iter().any(|w| w.will_wake(waker)) {
+            waiting.push(waker.clone());
+        }
+        true
+    }
+
+    /// The connection's task has ended: sets `finished` and wakes the clones waiting for it.
+    pub(super) fn finish(&self) {
+        let waiting = {
+            let mut waiting = self
+                .waiting_for_end
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.finished.set();
+            std::mem::take(&mut *waiting)
+        };
+        for waker in waiting {
+            waker.wake();
         }
     }
 
