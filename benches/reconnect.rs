@@ -16,8 +16,9 @@
 //! - `persistent`: `Persistent` over `HttpConnector::http1()` / `http2()`, with
 //!   `retry_delay(|| 1 ms)` (a connection older than the delay is replaced at once) and
 //!   `discovery::Fixed`; at T0 the request is sent with `client.clone().oneshot(request)`,
-//!   whose `poll_ready` waits for a new connection once the old one is known dead (the HTTP
-//!   connection's idle probe finds the end of stream in the socket at T0). Should the request
+//!   whose `poll_ready` waits for a new connection: the HTTP connection's idle probe finds the
+//!   end of stream in the socket at T0, so nothing is sent on the old connection, which is
+//!   replaced as its task ends. Should the request
 //!   fail on the old connection all the same, it is sent again at once, inside the iteration's
 //!   time, as a caller with `tower::retry` would, and the failures are counted (the `note`
 //!   column, warm-up included; 0 since the idle probe).
@@ -33,8 +34,8 @@
 //! its failed requests and their errors, and how long `tokio::time::sleep_until(now)` takes.
 //!
 //! With `RECONNECT_INTERLEAVED=<rounds>`, one more pass after criterion's runs the three clients
-//! of each HTTP version in turn, `rounds` times, 200 iterations each per round (10 rounds take
-//! about 40 s), and prints each client's median and mean time per iteration over all its
+//! of each HTTP version in turn, `rounds` times, one iteration each per round (2,000 rounds take
+//! about 40 s; `RECONNECT_ROUND=<n>` for `n` iterations per client and round), and prints each client's median and mean time per iteration over all its
 //! iterations, with their ratios to the ideal client's, and the CPU time the whole process
 //! (server included) spent per iteration: a check of criterion's figures, in which the runs
 //! follow one another and drift on a shared machine can favour one.
@@ -46,7 +47,7 @@
 //! ```text
 //! cargo bench -p tower-persistent-benches --bench reconnect
 //! RECONNECT_PHASES=1 cargo bench -p tower-persistent-benches --bench reconnect -- none
-//! RECONNECT_INTERLEAVED=10 cargo bench -p tower-persistent-benches --bench reconnect -- none
+//! RECONNECT_INTERLEAVED=2000 cargo bench -p tower-persistent-benches --bench reconnect -- none
 //! ```
 
 #[path = "support/cpu.rs"]
@@ -507,8 +508,18 @@ fn print_table() {
 // ---------------------------------------------------------------------------------------------
 // RECONNECT_INTERLEAVED=<rounds>: the clients in turn.
 
-/// Iterations per client and round.
-const ROUND: usize = 200;
+/// Iterations per client and round: one, so that the clients take turns at every iteration
+/// and drift of the machine's speed weighs on all alike.
+const ROUND: usize = 1;
+
+/// Iterations per client and round: `RECONNECT_ROUND`, else [`ROUND`].
+fn round() -> usize {
+    std::env::var("RECONNECT_ROUND")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ROUND)
+        .max(1)
+}
 
 /// Runs the three clients of `version` in turn, `rounds` times, `ROUND` iterations each per
 /// round, and prints for each client the median and mean of all its iterations' times, and
@@ -541,7 +552,7 @@ async fn interleaved(version: Version, rounds: usize) {
     };
     for _ in 0..rounds {
         let before = cpu_time();
-        for _ in 0..if runs("ideal") { ROUND } else { 0 } {
+        for _ in 0..if runs("ideal") { round() } else { 0 } {
             tokio::time::sleep(IDLE).await;
             times[0].push(us(ideal_iteration(&mut ideal, &servers[0], version)
                 .await
@@ -551,7 +562,7 @@ async fn interleaved(version: Version, rounds: usize) {
         for i in 0..2 {
             let before = cpu_time();
             let name = ["persistent", "persistent_after_notice"][i];
-            for _ in 0..if runs(name) { ROUND } else { 0 } {
+            for _ in 0..if runs(name) { round() } else { 0 } {
                 tokio::time::sleep(IDLE).await;
                 let outcome =
                     persistent_iteration(&clients[i], &servers[i + 1], version, sends[i], |_| {})
@@ -569,8 +580,9 @@ async fn interleaved(version: Version, rounds: usize) {
         (v[v.len() / 2], v.iter().sum::<f64>() / v.len() as f64)
     };
     println!(
-        "{} interleaved, {rounds} rounds of {ROUND} iterations per client:",
-        version.name()
+        "{} interleaved, {rounds} rounds of {} iterations per client:",
+        version.name(),
+        round()
     );
     if times[0].is_empty() {
         times[0].push(f64::NAN);
@@ -584,7 +596,7 @@ async fn interleaved(version: Version, rounds: usize) {
             continue;
         }
         let (median, mean) = stats(&mut times[i]);
-        let per = (rounds * ROUND) as f64;
+        let per = (rounds * round()) as f64;
         println!(
             "  {:<34} median {median:>7.1} µs ({:.3} × ideal), mean {mean:>7.1} µs ({:.3} × \
              ideal), CPU {:>6.1} µs per iteration ({:+.1} µs)",
