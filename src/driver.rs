@@ -353,9 +353,18 @@ where
                 Death::Closed => {
                     // Gone by itself: nothing to close; one step for the slot and the state.
                     let graceful = graceful();
-                    shared
+                    let cleared = shared
                         .slot
                         .clear_current(generation, graceful.then(Instant::now));
+                    if !cleared && graceful {
+                        // A handle that met it dead cleared it first, with the attempt's own
+                        // next round: the next round is now.
+                        shared.slot.set_state(State::Connecting {
+                            attempt: 0,
+                            next_attempt_at: Some(Instant::now()),
+                            last_error: None,
+                        });
+                    }
                     graceful
                 }
                 Death::Reported | Death::Closing | Death::Panicked => {

@@ -8,6 +8,7 @@ use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 use futures_util::{FutureExt, StreamExt};
 use support::faulty::{Faults, Faulty, FaultyConnect};
@@ -607,4 +608,59 @@ async fn a_zero_close_timeout_gives_up_at_once() {
     p.close().await;
     assert_eq!(ms(start), 0);
     assert!(connect.conn(1).closing_began());
+}
+
+// A young connection that served and that the peer closed in good order is replaced at once,
+// and the published state says so even when a handle met the connection dead first (the
+// handle clears it with its attempt's own next round, 5 s later): seen from the Disconnected
+// handler, which the driver awaits.
+#[tokio::test(start_paused = true)]
+async fn a_graceful_close_met_first_by_a_handle_publishes_the_next_round_as_now() {
+    let start = Instant::now();
+    let (release, disconnected) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (r, d) = (release.clone(), disconnected.clone());
+    let graceful = Faults {
+        graceful: true,
+        ..Faults::default()
+    };
+    let connect = FaultyConnect::new([graceful]);
+    let p: P = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .retry_delay(|| Duration::from_secs(5))
+        .jitter(0.0)
+        .on_event(move |event: Event<&'static str, Faulty>| {
+            let (r, d) = (r.clone(), d.clone());
+            async move {
+                if matches!(event, Event::Disconnected) {
+                    d.notify_one();
+                    r.notified().await;
+                }
+            }
+        })
+        .layer(connect.clone());
+    p.connected().await.unwrap();
+    until(start, 1000).await;
+    let conn = connect.conn(1);
+    conn.set_faults(Faults {
+        ready_fails: true,
+        ..graceful
+    });
+    conn.close_by_peer();
+    // Before the driver runs: the handle meets the connection dead and waits for the next.
+    let mut handle = tower_test::mock::Spawn::new(p.clone());
+    assert!(handle.poll_ready::<u32>().is_pending());
+    disconnected.notified().await;
+    match p.state() {
+        tower_persistent::State::Connecting {
+            next_attempt_at, ..
+        } => assert_eq!(
+            next_attempt_at.map(|at| (at - start).as_millis()),
+            Some(1000)
+        ),
+        other => panic!("expected connecting, got {other:?}"),
+    }
+    release.notify_one();
+    assert_eq!(p.connected().await.unwrap().id, 2);
+    assert_eq!(ms(start), 1000, "replaced at once");
+    assert!(handle.is_woken());
+    assert!(handle.poll_ready::<u32>().is_ready());
 }
