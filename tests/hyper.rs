@@ -396,7 +396,7 @@ async fn http1_new_connection_is_ready_before_its_task_runs() {
 /// stream), saying when that is done.
 struct ThreadServer {
     address: SocketAddr,
-    end: tokio::sync::mpsc::UnboundedSender<()>,
+    end: tokio::sync::mpsc::UnboundedSender<bool>,
     ended: std::sync::mpsc::Receiver<()>,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
     requests: Arc<std::sync::atomic::AtomicUsize>,
@@ -407,7 +407,7 @@ impl ThreadServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let address = listener.local_addr().unwrap();
-        let (end, mut ends) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (end, mut ends) = tokio::sync::mpsc::unbounded_channel::<bool>();
         let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -419,9 +419,8 @@ impl ThreadServer {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                // The last connection's command: shut down, then say so.
-                let mut last: Option<tokio::sync::oneshot::Sender<std::sync::mpsc::Sender<()>>> =
-                    None;
+                // The last connection's command: shut down (or reset), then say so.
+                let mut last: Option<tokio::sync::oneshot::Sender<Command>> = None;
                 loop {
                     tokio::select! {
                         accepted = listener.accept() => {
@@ -432,11 +431,9 @@ impl ThreadServer {
                             tokio::spawn(serve_until_told(socket, served.clone(), commanded));
                         }
                         end = ends.recv() => {
-                            if end.is_none() {
-                                return;
-                            }
+                            let Some(reset) = end else { return };
                             let command = last.take().expect("a connection to end");
-                            command.send(ended_tx.clone()).unwrap();
+                            command.send((reset, ended_tx.clone())).unwrap();
                         }
                     }
                 }
@@ -454,18 +451,30 @@ impl ThreadServer {
     /// Shuts down the last connection, and returns once that is done, without yielding to the
     /// caller's runtime.
     fn end_last(&self) {
-        self.end.send(()).unwrap();
+        self.finish_last(false);
+    }
+
+    /// Resets the last connection (closed with a zero linger), as `end_last` does.
+    fn reset_last(&self) {
+        self.finish_last(true);
+    }
+
+    fn finish_last(&self, reset: bool) {
+        self.end.send(reset).unwrap();
         self.ended
             .recv_timeout(LIMIT)
             .expect("the server did not end the connection");
     }
 }
 
-/// Answers each request on `socket` with `ok` until told to shut it down.
+/// What a [`ThreadServer`] connection is told: reset (else shut down), and where to say it is done.
+type Command = (bool, std::sync::mpsc::Sender<()>);
+
+/// Answers each request on `socket` with `ok` until told to shut it down or reset it.
 async fn serve_until_told(
     mut socket: tokio::net::TcpStream,
     served: Arc<std::sync::atomic::AtomicUsize>,
-    commanded: tokio::sync::oneshot::Receiver<std::sync::mpsc::Sender<()>>,
+    commanded: tokio::sync::oneshot::Receiver<Command>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     tokio::pin!(commanded);
@@ -489,7 +498,15 @@ async fn serve_until_told(
                 }
             }
             told = &mut commanded => {
-                let Ok(done) = told else { return };
+                let Ok((reset, done)) = told else { return };
+                if reset {
+                    // A reset for the client, in its socket when this returns.
+                    #[allow(deprecated)]
+                    socket.set_linger(Some(Duration::ZERO)).unwrap();
+                    drop(socket);
+                    let _ = done.send(());
+                    return;
+                }
                 // The end of the stream for the client; a FIN on loopback is in its socket
                 // when this returns.
                 let _ = socket.shutdown().await;
@@ -505,8 +522,14 @@ async fn serve_until_told(
 /// Polls `service` for readiness without yielding to the runtime, up to 100 times 1 ms apart
 /// (a FIN on loopback is normally in the socket already), until it is not `Ready(Ok)`: so
 /// hyper's connection task, which only this runtime runs, cannot have seen the end of the
-/// stream, and what fails the connection is its socket's probe.
-fn poll_until_not_ready<S, R>(service: &S) -> std::task::Poll<Result<(), S::Error>>
+/// stream, and what stops the connection is its socket's probe. Returns the answer, and the
+/// handle that got it (to see whether it is woken later).
+fn poll_until_not_ready<S, R>(
+    service: &S,
+) -> (
+    std::task::Poll<Result<(), S::Error>>,
+    tower_test::mock::Spawn<S>,
+)
 where
     S: Service<R> + Clone,
 {
@@ -514,7 +537,7 @@ where
         let mut handle = tower_test::mock::Spawn::new(service.clone());
         match handle.poll_ready() {
             std::task::Poll::Ready(Ok(())) => std::thread::sleep(Duration::from_millis(1)),
-            other => return other,
+            other => return (other, handle),
         }
     }
     panic!("the connection stayed ready");
@@ -526,12 +549,29 @@ const IDLE: Duration = Duration::from_millis(5);
 
 // A server closes an idle HTTP/1.1 connection; before hyper's task has run, a request asking
 // for it finds it closed (its socket has the end of stream) and waits instead of going out on
-// it; once the task has read the end of the stream and ended, `poll_ready` fails, and the
-// connection counts as closed by the peer in good order.
+// it; once the task has read the end of the stream and ended, the waiting request is woken and
+// `poll_ready` fails, and the connection counts as closed by the peer in good order.
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_connection_closed_by_the_server_is_not_ready_before_its_task_knows() {
+    let (conn, server) = ended_while_idle(false).await;
+    assert!(conn.closed_gracefully());
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+}
+
+// The same when the server resets the connection; then it is not a close in good order.
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_connection_reset_by_the_server_is_not_ready_before_its_task_knows() {
+    let (conn, server) = ended_while_idle(true).await;
+    assert!(!conn.closed_gracefully());
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+}
+
+/// A connection that served one request, then idled, then was ended by the server (reset if
+/// `reset`): checks that `poll_ready` waits (nothing is sent) until hyper's task has ended,
+/// then wakes and fails with `ConnectionClosed`.
+async fn ended_while_idle(reset: bool) -> (Conn, ThreadServer) {
     let server = ThreadServer::start();
-    let mut conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(server.address))
+    let conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(server.address))
         .await
         .unwrap()
         .unwrap();
@@ -541,26 +581,27 @@ async fn an_idle_connection_closed_by_the_server_is_not_ready_before_its_task_kn
         .unwrap();
     assert_eq!(text(response).await, "ok");
     tokio::time::sleep(IDLE).await;
-    server.end_last();
+    if reset {
+        server.reset_last();
+    } else {
+        server.end_last();
+    }
+    let (ready, mut waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&conn);
     assert!(
-        poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&conn).is_pending(),
-        "the connection is not ready once its socket has the end of stream"
+        ready.is_pending(),
+        "the connection is not ready once its socket has the end of stream or the reset"
     );
     assert!(!conn.is_closed(), "hyper's task has not run yet");
-    let ready = timeout(
-        LIMIT,
-        std::future::poll_fn(|cx| {
-            Service::<http::Request<Empty<Bytes>>>::poll_ready(&mut conn, cx)
-        }),
-    )
-    .await
-    .unwrap();
-    let error = ready.unwrap_err();
-    assert!(error.is::<tower_persistent::ConnectionClosed>(), "{error}");
-    assert!(conn.is_closed());
     timeout(LIMIT, conn.close_finished()).await.unwrap();
-    assert!(conn.closed_gracefully());
-    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    assert!(waiting.is_woken(), "woken when the connection's task ended");
+    match waiting.poll_ready() {
+        std::task::Poll::Ready(Err(error)) => {
+            assert!(error.is::<tower_persistent::ConnectionClosed>(), "{error}");
+        }
+        other => panic!("expected the connection closed, got {other:?}"),
+    }
+    assert!(conn.is_closed());
+    (conn, server)
 }
 
 // The same under a persistent connection: the request that finds the connection closed waits
@@ -577,11 +618,13 @@ async fn a_request_finding_the_idle_connection_closed_goes_to_the_next_one() {
     assert_eq!(ask(&client, "/one").await, "ok");
     tokio::time::sleep(IDLE).await;
     server.end_last();
+    let (ready, waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&client);
     assert!(
-        poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&client).is_pending(),
+        ready.is_pending(),
         "the request waits for the next connection"
     );
     assert_eq!(ask(&client, "/two").await, "ok");
+    assert!(waiting.is_woken(), "woken when the next connection came");
     let p = server.address.port();
     assert_eq!(log.lines(), reconnected_once(p));
     // Replaced at once: the next round did not wait out the retry delay.

@@ -164,7 +164,8 @@ pub(super) enum Peeked {
     Open,
     /// The end of the stream: the peer closed the connection.
     Ended,
-    /// An error (a reset): the connection is gone.
+    /// An error that says the connection is gone (a reset, an abort, a timeout of the
+    /// peer).
     Failed,
 }
 
@@ -195,15 +196,21 @@ impl Probe {
             match self.socket.peek(&mut byte) {
                 Ok(0) => Peeked::Ended,
                 Ok(_) => Peeked::Open,
+                // Only errors that say the connection is gone: any other (no buffer space, a
+                // soft ICMP error) tells nothing, and is left to hyper.
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::BrokenPipe
+                            | io::ErrorKind::NotConnected
+                            | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    Peeked::Open
+                    Peeked::Failed
                 }
-                Err(_) => Peeked::Failed,
+                Err(_) => Peeked::Open,
             }
         }
         #[cfg(not(unix))]

@@ -35,22 +35,24 @@
 //!   connection the connector dialed itself has had nothing in flight for 1 ms or more,
 //!   `poll_ready` first peeks at its socket (one `recv` with `MSG_PEEK` on a duplicate of its
 //!   descriptor, so each such connection holds two; on Unix). A server that closed or reset the
-//!   connection has left an end of stream or an error there, which hyper's task learns of only
-//!   once the runtime has delivered it and the task has run. Then no request goes out on the
-//!   connection: `poll_ready` waits (`Pending`) until that task, which the runtime wakes with
-//!   the end of stream, has ended the connection, and then fails with
-//!   [`ConnectionClosed`](crate::ConnectionClosed). A persistent connection replaces the
-//!   connection as its task ends (at once if it served and the server ended it without a
-//!   reset, as above) and the request waits for the new one, instead of going to the dead
-//!   connection and coming back. (Failing `poll_ready` at once and closing the connection from
-//!   the caller's task was measured slower: the reconnect then ran on the caller's thread
-//!   while the runtime's I/O thread was waking up for the same end of stream.) Browsers look at an idle socket the same way before they reuse
-//!   it. The peek takes no bytes (on Linux it does take a reset's error; the connection
-//!   remembers the reset). Requests that follow one another within 1 ms pay no system call;
-//!   bytes waiting in the socket tell nothing and are left to hyper, so an HTTP/2 server's
-//!   GOAWAY or a TLS `close_notify` sent before the end of stream is found by hyper's task, as
-//!   before. Streams of your own ([`over`](HttpConnector::over)) and Unix domain sockets are not
-//!   looked at.
+//!   connection has left an end of stream or a reset there (other errors of the peek tell
+//!   nothing and are left to hyper), which hyper's task learns of only once the runtime has
+//!   delivered it and the task has run. Then no request goes out on the connection:
+//!   `poll_ready` waits (`Pending`) until that task, which the runtime wakes with the end of
+//!   stream, has ended the connection, and then fails with
+//!   [`ConnectionClosed`](crate::ConnectionClosed). Meanwhile
+//!   [`is_closed`](crate::Closable::is_closed) is still false: hyper has not yet seen the close.
+//!   A persistent connection replaces the connection as its task ends (at once if it served
+//!   and the server ended it without a reset, as above) and the request waits for the new one,
+//!   instead of going to the dead connection and coming back. (Failing `poll_ready` at once
+//!   and closing the connection from the caller's task was measured slower: the reconnect then
+//!   ran on the caller's thread while the runtime's I/O thread was waking up for the same end
+//!   of stream.) Browsers look at an idle socket the same way before they reuse it. The peek
+//!   takes no bytes (on Linux it does take a reset's error; the connection remembers the
+//!   reset). Requests that follow one another within 1 ms pay no system call; bytes waiting in
+//!   the socket tell nothing and are left to hyper, so an HTTP/2 server's GOAWAY or a TLS
+//!   `close_notify` sent before the end of stream is found by hyper's task, as before. Streams
+//!   of your own ([`over`](HttpConnector::over)) and Unix domain sockets are not looked at.
 //! - **Closed gracefully** ([`closed_gracefully`](crate::Closable::closed_gracefully)): the server
 //!   answered on the connection and then ended it in good order (`Connection: close`, GOAWAY, a
 //!   keep-alive limit, an idle timeout), before any close of ours. The persistent connection

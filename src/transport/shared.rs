@@ -234,3 +234,51 @@ impl Drop for InFlight {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+    use std::time::Duration;
+
+    use super::{ConnShared, Peer, Version};
+
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    // Waiters for the end of the connection's task are woken once when it ends, each task once
+    // however often it asked; asking after the end is refused.
+    #[test]
+    fn waiters_for_the_end_are_woken_by_it_or_refused_after_it() {
+        let shared = ConnShared::new(
+            Peer::Stream,
+            String::new(),
+            Version::Http1,
+            false,
+            Duration::from_secs(1),
+            None,
+        );
+        let (a, b) = (
+            Arc::new(Counting(AtomicUsize::new(0))),
+            Arc::new(Counting(AtomicUsize::new(0))),
+        );
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        assert!(shared.wake_at_end(&wa));
+        assert!(shared.wake_at_end(&wa));
+        assert!(shared.wake_at_end(&wb));
+        assert_eq!(a.0.load(Ordering::SeqCst), 0);
+        shared.finish();
+        assert!(shared.finished.is_set());
+        assert_eq!(a.0.load(Ordering::SeqCst), 1);
+        assert_eq!(b.0.load(Ordering::SeqCst), 1);
+        assert!(!shared.wake_at_end(&wa), "the task has ended");
+        shared.finish();
+        assert_eq!(a.0.load(Ordering::SeqCst), 1, "woken once");
+    }
+}
