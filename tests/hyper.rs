@@ -390,20 +390,31 @@ async fn http1_new_connection_is_ready_before_its_task_runs() {
     assert_eq!(server.accepted(), 1);
 }
 
-/// An HTTP/1.1 server on a thread and runtime of its own, so that the test's (current-thread)
-/// runtime polls nothing while it closes a connection: answers each request with `ok`, and
-/// shuts down the connection it last accepted when told to (the client reads the end of the
-/// stream), saying when that is done.
+/// An HTTP/1.1 (or HTTP/2) server on a thread and runtime of its own, so that the test's
+/// (current-thread) runtime polls nothing while it closes a connection: answers each request
+/// with `ok`, and shuts down (or resets) the connection it last accepted when told to (the
+/// client reads the end of the stream), saying when that is done.
 struct ThreadServer {
     address: SocketAddr,
     end: tokio::sync::mpsc::UnboundedSender<bool>,
     ended: std::sync::mpsc::Receiver<()>,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
     requests: Arc<std::sync::atomic::AtomicUsize>,
+    http2: bool,
 }
 
 impl ThreadServer {
+    /// A server of raw HTTP/1.1.
     fn start() -> ThreadServer {
+        ThreadServer::start_with(false)
+    }
+
+    /// A server of HTTP/2 (hyper's, prior knowledge).
+    fn start_http2() -> ThreadServer {
+        ThreadServer::start_with(true)
+    }
+
+    fn start_with(http2: bool) -> ThreadServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let address = listener.local_addr().unwrap();
@@ -428,7 +439,11 @@ impl ThreadServer {
                             counted.fetch_add(1, Ordering::SeqCst);
                             let (command, commanded) = tokio::sync::oneshot::channel();
                             last = Some(command);
-                            tokio::spawn(serve_until_told(socket, served.clone(), commanded));
+                            if http2 {
+                                tokio::spawn(serve_http2_until_told(socket, served.clone(), commanded));
+                            } else {
+                                tokio::spawn(serve_until_told(socket, served.clone(), commanded));
+                            }
                         }
                         end = ends.recv() => {
                             let Some(reset) = end else { return };
@@ -445,6 +460,7 @@ impl ThreadServer {
             ended,
             accepted,
             requests,
+            http2,
         }
     }
 
@@ -519,6 +535,37 @@ async fn serve_until_told(
     }
 }
 
+/// Serves HTTP/2 on `socket`, answering `ok` to every request, until told to shut it down (a
+/// reset is not offered: the socket is shut down either way).
+async fn serve_http2_until_told(
+    socket: tokio::net::TcpStream,
+    served: Arc<std::sync::atomic::AtomicUsize>,
+    commanded: tokio::sync::oneshot::Receiver<Command>,
+) {
+    use std::os::fd::AsFd;
+    let dup = std::net::TcpStream::from(socket.as_fd().try_clone_to_owned().unwrap());
+    let service = hyper::service::service_fn(move |_: http::Request<hyper::body::Incoming>| {
+        served.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(
+            http_body_util::Full::new(Bytes::from_static(b"ok")),
+        )))
+    });
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = &mut conn => {}
+        told = commanded => {
+            let Ok((reset, done)) = told else { return };
+            assert!(!reset, "no reset over HTTP/2");
+            // The end of the stream for the client, in its socket when this returns.
+            dup.shutdown(std::net::Shutdown::Both).unwrap();
+            let _ = done.send(());
+            let _ = conn.await;
+        }
+    }
+}
+
 /// Polls `service` for readiness without yielding to the runtime, up to 100 times 1 ms apart
 /// (a FIN on loopback is normally in the socket already), until it is not `Ready(Ok)`: so
 /// hyper's connection task, which only this runtime runs, cannot have seen the end of the
@@ -553,7 +600,7 @@ const IDLE: Duration = Duration::from_millis(5);
 // `poll_ready` fails, and the connection counts as closed by the peer in good order.
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_connection_closed_by_the_server_is_not_ready_before_its_task_knows() {
-    let (conn, server) = ended_while_idle(false).await;
+    let (conn, server) = ended_while_idle(ThreadServer::start(), false).await;
     assert!(conn.closed_gracefully());
     assert_eq!(server.requests.load(Ordering::SeqCst), 1);
 }
@@ -561,17 +608,30 @@ async fn an_idle_connection_closed_by_the_server_is_not_ready_before_its_task_kn
 // The same when the server resets the connection; then it is not a close in good order.
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_connection_reset_by_the_server_is_not_ready_before_its_task_knows() {
-    let (conn, server) = ended_while_idle(true).await;
+    let (conn, server) = ended_while_idle(ThreadServer::start(), true).await;
     assert!(!conn.closed_gracefully());
     assert_eq!(server.requests.load(Ordering::SeqCst), 1);
 }
 
-/// A connection that served one request, then idled, then was ended by the server (reset if
-/// `reset`): checks that `poll_ready` waits (nothing is sent) until hyper's task has ended,
-/// then wakes and fails with `ConnectionClosed`.
-async fn ended_while_idle(reset: bool) -> (Conn, ThreadServer) {
-    let server = ThreadServer::start();
-    let conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(server.address))
+// The same over HTTP/2 (hyper's task ends when h2's does).
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_http2_connection_closed_by_the_server_is_not_ready_before_its_task_knows() {
+    let (conn, server) = ended_while_idle(ThreadServer::start_http2(), false).await;
+    assert!(conn.is_http2());
+    assert!(conn.closed_gracefully());
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+}
+
+/// A connection to `server` (of its HTTP version) that served one request, then idled, then
+/// was ended by the server (reset if `reset`): checks that `poll_ready` waits (nothing is
+/// sent) until hyper's task has ended, then wakes and fails with `ConnectionClosed`.
+async fn ended_while_idle(server: ThreadServer, reset: bool) -> (Conn, ThreadServer) {
+    let connector = if server.http2 {
+        HttpConnector::http2()
+    } else {
+        HttpConnector::http1()
+    };
+    let conn: Conn = timeout(LIMIT, connector.oneshot(server.address))
         .await
         .unwrap()
         .unwrap();
