@@ -319,7 +319,9 @@ async fn a_lost_lease_is_renewed_and_a_withdrawal_is_final() {
     let lease_of = |answer: etcd_client::GetResponse| answer.kvs().first().map(|kv| kv.lease());
     let first = lease_of(etcd.get(key.as_str(), None).await.unwrap()).expect("published");
 
-    // The lease is revoked behind the registration's back, as if it had expired.
+    // The lease is revoked behind the registration's back, as if it had expired, before the
+    // registration's first keep-alive turn (a third of the TTL after the grant): that turn
+    // opens a keep-alive stream, whose first answer etcd-client reports as an error.
     etcd.lease_revoke(first).await.unwrap();
     assert_eq!(lease_of(etcd.get(key.as_str(), None).await.unwrap()), None);
     // The keep-alive notices and publishes again, under a new lease.

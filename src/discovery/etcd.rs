@@ -404,7 +404,13 @@ async fn keep_alive(
 ) {
     use std::sync::atomic::Ordering;
     let period = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(1)) / 3;
-    let mut ticks = tokio::time::interval(period.max(Duration::from_millis(100)));
+    // The first turn a period after the grant, as every later one.
+    let period = period.max(Duration::from_millis(100));
+    let now = tokio::time::Instant::now();
+    let first = now
+        .checked_add(period)
+        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365));
+    let mut ticks = tokio::time::interval_at(first, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost = false;
     // The keep-alive stream kept from one turn to the next, and the lease it is for.
@@ -445,7 +451,13 @@ async fn keep_alive(
                     let taken = held.lock().unwrap_or_else(|e| e.into_inner()).take();
                     let (mut keeper, mut answers) = match taken {
                         Some((keeper, answers, of)) if of == id => (keeper, answers),
-                        _ => client.lease_keep_alive(id).await?,
+                        // A new stream's first answer is awaited by etcd-client, which reports
+                        // a lease already gone (revoked before this turn) as an error.
+                        _ => match client.lease_keep_alive(id).await {
+                            Ok(stream) => stream,
+                            Err(error) if lease_gone(&error) => return Ok(false),
+                            Err(error) => return Err(error),
+                        },
                     };
                     let answer = async {
                         keeper.keep_alive().await?;
