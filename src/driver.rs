@@ -349,6 +349,15 @@ where
             // replaced at once, as gRPC resets its backoff after a successful connection.
             let graceful =
                 || catch_unwind(AssertUnwindSafe(|| conn.closed_gracefully())).unwrap_or(false);
+            // Publishes that the next round begins now (the state said: at the attempt's own
+            // next round).
+            let next_round_now = || {
+                shared.slot.set_state(State::Connecting {
+                    attempt: 0,
+                    next_attempt_at: Some(Instant::now()),
+                    last_error: None,
+                })
+            };
             let replace_at_once = match death {
                 Death::Closed => {
                     // Gone by itself: nothing to close; one step for the slot and the state.
@@ -357,13 +366,8 @@ where
                         .slot
                         .clear_current(generation, graceful.then(Instant::now));
                     if !cleared && graceful {
-                        // A handle that met it dead cleared it first, with the attempt's own
-                        // next round: the next round is now.
-                        shared.slot.set_state(State::Connecting {
-                            attempt: 0,
-                            next_attempt_at: Some(Instant::now()),
-                            last_error: None,
-                        });
+                        // A handle that met it dead cleared it first.
+                        next_round_now();
                     }
                     graceful
                 }
@@ -381,11 +385,7 @@ where
                     Box::pin(self.close_until(&conn, deadline)).await;
                     let graceful = matches!(death, Death::Reported | Death::Closing) && graceful();
                     if graceful {
-                        shared.slot.set_state(State::Connecting {
-                            attempt: 0,
-                            next_attempt_at: Some(Instant::now()),
-                            last_error: None,
-                        });
+                        next_round_now();
                     }
                     graceful
                 }

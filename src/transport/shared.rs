@@ -55,8 +55,6 @@ pub(super) struct ConnShared {
     /// A probe of the socket (TCP connections of the connector's own), released as soon as
     /// hyper's connection is dropped (so that it keeps no socket open).
     probe: Mutex<Option<Probe>>,
-    /// The probe found the connection ended or reset by the peer.
-    gone: AtomicBool,
     /// Clones whose `poll_ready` waits for a connection found gone to end.
     waiting_for_end: Mutex<Vec<std::task::Waker>>,
     /// When the connection was made, and when it last had nothing in flight (nanoseconds
@@ -94,7 +92,6 @@ impl ConnShared {
             successor: OnceLock::new(),
             resend_limit,
             probe: Mutex::new(probe),
-            gone: AtomicBool::new(false),
             waiting_for_end: Mutex::new(Vec::new()),
             born: Instant::now(),
             idle_since: AtomicU64::new(0),
@@ -108,7 +105,9 @@ impl ConnShared {
     /// no probe, or when nothing is known; once found, true until the connection is dropped
     /// (no second look).
     pub(super) fn found_gone(&self) -> bool {
-        if self.gone.load(Ordering::Acquire) {
+        // Found already (or hyper's task has just seen the peer's end: it is about to finish).
+        if self.ended_by_peer.load(Ordering::Acquire) || self.reset_by_peer.load(Ordering::Acquire)
+        {
             return true;
         }
         if self.in_flight.load(Ordering::Acquire) != 0 {
@@ -128,12 +127,10 @@ impl ConnShared {
             None | Some(Peeked::Open) => false,
             Some(Peeked::Ended) => {
                 self.ended_by_peer.store(true, Ordering::Release);
-                self.gone.store(true, Ordering::Release);
                 true
             }
             Some(Peeked::Failed) => {
                 self.reset_by_peer.store(true, Ordering::Release);
-                self.gone.store(true, Ordering::Release);
                 true
             }
         }
