@@ -390,6 +390,75 @@ async fn http1_new_connection_is_ready_before_its_task_runs() {
     assert_eq!(server.accepted(), 1);
 }
 
+/// A listener on 127.0.0.1 that accepts one connection and hands its socket over.
+async fn accept_one() -> (SocketAddr, tokio::task::JoinHandle<tokio::net::TcpStream>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+    (address, accepted)
+}
+
+/// An HTTP/1.1 connection that no request has used notices that the server closed it: its
+/// task reads the end of the stream and ends. Not a close in good order: it never served.
+#[tokio::test(flavor = "current_thread")]
+async fn an_unused_http1_connection_notices_the_servers_close() {
+    let (address, accepted) = accept_one().await;
+    let conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(address))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(timeout(LIMIT, accepted).await.unwrap().unwrap());
+    timeout(LIMIT, conn.close_finished()).await.unwrap();
+    assert!(conn.is_closed());
+    assert!(!conn.closed_gracefully());
+}
+
+/// An HTTP/1.1 connection dropped (every clone) before its first use closes its socket: the
+/// server reads the end of the stream.
+#[tokio::test(flavor = "current_thread")]
+async fn an_unused_http1_connection_dropped_closes_its_socket() {
+    use tokio::io::AsyncReadExt;
+    let (address, accepted) = accept_one().await;
+    let conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(address))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut socket = timeout(LIMIT, accepted).await.unwrap().unwrap();
+    let clone = conn.clone();
+    drop(conn);
+    drop(clone);
+    let mut buf = [0u8; 16];
+    let read = timeout(LIMIT, socket.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, 0, "the client closed the socket without sending");
+}
+
+/// Under a persistent connection, an HTTP/1.1 connection that no request has used is watched
+/// all the same: the server closes it, the client reports it and connects again.
+#[tokio::test]
+async fn an_unused_http1_connection_closed_by_the_server_is_replaced() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        // The first connection is closed at once, the second kept open.
+        drop(listener.accept().await.unwrap());
+        listener.accept().await.unwrap().0
+    });
+    let (client, log) = client(fixed(address), HttpConnector::http1());
+    let mut events = client.events();
+    timeout(LIMIT, async {
+        support::wait_event(&mut events, "connected").await;
+        support::wait_event(&mut events, "connected").await;
+    })
+    .await
+    .expect("no reconnection");
+    let _kept = timeout(LIMIT, server).await.unwrap().unwrap();
+    assert_eq!(log.lines(), reconnected_once(address.port()));
+    client.close().await;
+}
+
 /// An HTTP/1.1 (or HTTP/2) server on a thread and runtime of its own, so that the test's
 /// (current-thread) runtime polls nothing while it closes a connection: answers each request
 /// with `ok`, and shuts down (or resets) the connection it last accepted when told to (the
