@@ -113,6 +113,14 @@ impl<A, C> Shared<A, C> {
         }
     }
 
+    /// As [`report_dead`](Self::report_dead), by the handle `id` in its `poll_ready`, which
+    /// is not woken for it.
+    pub(crate) fn report_dead_by(&self, generation: u64, id: u64) {
+        if self.slot.clear_current_found_by(generation, id) {
+            self.commands.dead.notify_one();
+        }
+    }
+
     /// Reports the connection of `generation`, which `conn` is, to the driver if it is closed or
     /// closing (`report_closing`), or dead if its `is_closed` panics.
     pub(crate) fn check_closing(&self, generation: u64, conn: &C) {

@@ -213,9 +213,28 @@ impl<C> Slot<C> {
     /// waits for the next round, which begins at `next_round_at` or else at the time given
     /// with the connection. False if it already was not current.
     pub(crate) fn clear_current(&self, generation: u64, next_round_at: Option<Instant>) -> bool {
+        self.clear_current_unless(generation, next_round_at, None)
+    }
+
+    /// As [`clear_current`](Self::clear_current), for handle `found_by`, which found the
+    /// connection dead in its `poll_ready`: that handle is not woken (it looks at the slot
+    /// again in the same `poll_ready`; a wake-up of its own task would only poll it again).
+    pub(crate) fn clear_current_found_by(&self, generation: u64, found_by: u64) -> bool {
+        self.clear_current_unless(generation, None, Some(found_by))
+    }
+
+    fn clear_current_unless(
+        &self,
+        generation: u64,
+        next_round_at: Option<Instant>,
+        found_by: Option<u64>,
+    ) -> bool {
         self.change(|inner, effects| {
             if inner.generation != generation || inner.current.is_none() {
                 return false;
+            }
+            if let Some(id) = found_by {
+                inner.wakers.remove(&id);
             }
             inner.current = None;
             inner.forget_connections();
@@ -579,6 +598,32 @@ mod tests {
         slot.remove_waker(7);
         slot.clear_current(generation + 1, None);
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "removed");
+    }
+
+    // A handle that found the current connection dead and clears it is not woken by its own
+    // report; the other handles waiting on it are.
+    #[test]
+    fn the_handle_that_found_the_connection_dead_is_not_woken_by_it() {
+        let slot = Slot::new();
+        let generation = slot.set_current(&Conn(1), Instant::now()).unwrap();
+        let (finder, finder_waker) = counting();
+        let (other, other_waker) = counting();
+        assert!(slot.watch_generation(1, generation, &finder_waker));
+        assert!(slot.watch_generation(2, generation, &other_waker));
+        assert!(slot.clear_current_found_by(generation, 1));
+        assert_eq!(
+            finder.0.load(Ordering::SeqCst),
+            0,
+            "the finder is polling already"
+        );
+        assert_eq!(other.0.load(Ordering::SeqCst), 1);
+        assert!(slot.current().is_none());
+        assert!(!slot.is_current(generation));
+        assert!(
+            !slot.clear_current_found_by(generation, 2),
+            "cleared once: a second report changes nothing"
+        );
+        assert_eq!(other.0.load(Ordering::SeqCst), 1);
     }
 
     // With fail-fast, a failed attempt wakes the waiting handles and lookups fail fast until a
