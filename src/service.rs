@@ -410,7 +410,7 @@ impl<A, C: Clone> Persistent<A, C> {
                     %error,
                     "connection failed poll_ready; reporting it dead",
                 );
-                self.shared.report_dead_by(generation, self.id);
+                self.shared.report_dead(generation, Some(self.id));
                 self.registered = None;
                 self.conn = None;
                 self.poll_ready_slow::<R>(cx)

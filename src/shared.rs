@@ -102,21 +102,14 @@ impl<A, C> Shared<A, C> {
             server = %self.server_name,
             "the connection's is_closed panicked; it counts as dead",
         );
-        self.report_dead(generation);
+        self.report_dead(generation, None);
     }
 
-    /// Called by a handle whose `poll_ready` on the connection of `generation` failed: the
-    /// connection stops being current at once, and the driver is told.
-    pub(crate) fn report_dead(&self, generation: u64) {
-        if self.slot.clear_current(generation, None) {
-            self.commands.dead.notify_one();
-        }
-    }
-
-    /// As [`report_dead`](Self::report_dead), by the handle `id` in its `poll_ready`, which
-    /// is not woken for it.
-    pub(crate) fn report_dead_by(&self, generation: u64, id: u64) {
-        if self.slot.clear_current_found_by(generation, id) {
+    /// Called when the connection of `generation` failed (`found_by`: the handle whose
+    /// `poll_ready` found it so, which is not woken for it): the connection stops being current
+    /// at once, and the driver is told.
+    pub(crate) fn report_dead(&self, generation: u64, found_by: Option<u64>) {
+        if self.slot.clear_current_found_by(generation, found_by) {
             self.commands.dead.notify_one();
         }
     }

@@ -216,11 +216,12 @@ impl<C> Slot<C> {
         self.clear_current_unless(generation, next_round_at, None)
     }
 
-    /// As [`clear_current`](Self::clear_current), for handle `found_by`, which found the
-    /// connection dead in its `poll_ready`: that handle is not woken (it looks at the slot
-    /// again in the same `poll_ready`; a wake-up of its own task would only poll it again).
-    pub(crate) fn clear_current_found_by(&self, generation: u64, found_by: u64) -> bool {
-        self.clear_current_unless(generation, None, Some(found_by))
+    /// As [`clear_current`](Self::clear_current) with no time, for a connection found dead;
+    /// with `found_by`, the handle that found it so in its `poll_ready` is not woken (it looks
+    /// at the slot again in the same `poll_ready`; a wake-up of its own task would only poll it
+    /// again).
+    pub(crate) fn clear_current_found_by(&self, generation: u64, found_by: Option<u64>) -> bool {
+        self.clear_current_unless(generation, None, found_by)
     }
 
     fn clear_current_unless(
@@ -610,7 +611,7 @@ mod tests {
         let (other, other_waker) = counting();
         assert!(slot.watch_generation(1, generation, &finder_waker));
         assert!(slot.watch_generation(2, generation, &other_waker));
-        assert!(slot.clear_current_found_by(generation, 1));
+        assert!(slot.clear_current_found_by(generation, Some(1)));
         assert_eq!(
             finder.0.load(Ordering::SeqCst),
             0,
@@ -620,7 +621,7 @@ mod tests {
         assert!(slot.current().is_none());
         assert!(!slot.is_current(generation));
         assert!(
-            !slot.clear_current_found_by(generation, 2),
+            !slot.clear_current_found_by(generation, Some(2)),
             "cleared once: a second report changes nothing"
         );
         assert_eq!(other.0.load(Ordering::SeqCst), 1);
