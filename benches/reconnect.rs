@@ -39,8 +39,12 @@
 //! iterations, with their ratios to the ideal client's, and the CPU time the whole process
 //! (server included) spent per iteration: a check of criterion's figures, in which the runs
 //! follow one another and drift on a shared machine can favour one.
+//! With `RECONNECT_ISOLATED=<rounds>`, one more pass does the same with each client on a
+//! runtime of its own and the servers on another (see `isolated`), so that no client's
+//! iteration shares worker threads with what another client left behind, or with the servers'
+//! tasks (2,000 rounds take about 25 s per HTTP version).
 //! `RECONNECT_ONLY=ideal,persistent,persistent_after_notice` keeps only the clients named there
-//! (for a profiler).
+//! (for a profiler, or either pass).
 //!
 //! The whole bench takes about 65 s (50 s more with `RECONNECT_PHASES=1`).
 //!
@@ -48,6 +52,7 @@
 //! cargo bench -p tower-persistent-benches --bench reconnect
 //! RECONNECT_PHASES=1 cargo bench -p tower-persistent-benches --bench reconnect -- none
 //! RECONNECT_INTERLEAVED=2000 cargo bench -p tower-persistent-benches --bench reconnect -- none
+//! RECONNECT_ISOLATED=2000 cargo bench -p tower-persistent-benches --bench reconnect -- none
 //! ```
 
 #[path = "support/cpu.rs"]
@@ -462,6 +467,16 @@ fn main() {
         }
     }
 
+    if let Some(rounds) = std::env::var("RECONNECT_ISOLATED")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&r| r > 0)
+    {
+        for version in [Version::Http1, Version::Http2] {
+            isolated(version, rounds);
+        }
+    }
+
     if std::env::var_os("RECONNECT_PHASES").is_some_and(|v| v != "0") {
         for version in [Version::Http1, Version::Http2] {
             rt.block_on(rt.spawn(print_phases(version))).unwrap();
@@ -605,6 +620,111 @@ async fn interleaved(version: Version, rounds: usize) {
             mean / ideal_mean,
             cpu[i] / per,
             (cpu[i] - cpu[0]) / per,
+        );
+    }
+}
+
+/// Runs `future` on a worker of `runtime`, from outside any runtime, and returns its output.
+fn run_on<F>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    runtime.block_on(runtime.spawn(future)).unwrap()
+}
+
+/// As [`interleaved`], but each client on a runtime of its own (two workers, as the shared
+/// one), and the three servers on one more (one worker): what one client's runtime does or
+/// leaves behind shares no worker with the next client's iteration, and the servers' tasks
+/// share none with the clients. Each iteration is spawned on its client's runtime from the
+/// main thread, which waits for it; it is timed inside, from T0, as in the other passes.
+fn isolated(version: Version, rounds: usize) {
+    let runtime = |workers| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let server_runtime = runtime(1);
+    let servers: Vec<Arc<Server>> = (0..3)
+        .map(|_| Arc::new(run_on(&server_runtime, Server::start(Protocols::Auto)).unwrap()))
+        .collect();
+    let runtimes: Vec<_> = (0..3).map(|_| runtime(2)).collect();
+    let address = servers[0].address;
+    let mut ideal = Some(run_on(&runtimes[0], async move {
+        let mut ideal = Ideal::connect(version, address).await;
+        ideal.get(request(version, address)).await;
+        ideal
+    }));
+    let clients: Vec<Client> = (0..2)
+        .map(|i| {
+            let _guard = runtimes[i + 1].enter();
+            persistent(version, servers[i + 1].address, None)
+        })
+        .collect();
+    for (i, client) in clients.iter().enumerate() {
+        let (client, address) = (client.clone(), servers[i + 1].address);
+        run_on(&runtimes[i + 1], async move {
+            persistent_warm(&client, version, address).await
+        });
+    }
+    let sends = [SendAt::AtOnce, SendAt::AfterNotice];
+    let names = ["ideal", "persistent", "persistent_after_notice"];
+    let only = std::env::var("RECONNECT_ONLY").ok();
+    let runs = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|n| n == name))
+    };
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for _ in 0..rounds {
+        for _ in 0..if runs(names[0]) { round() } else { 0 } {
+            let (mut client, server) = (ideal.take().unwrap(), servers[0].clone());
+            let (client, elapsed) = run_on(&runtimes[0], async move {
+                tokio::time::sleep(IDLE).await;
+                let outcome = ideal_iteration(&mut client, &server, version).await;
+                (client, outcome.elapsed)
+            });
+            ideal = Some(client);
+            times[0].push(us(elapsed));
+        }
+        for i in 0..2 {
+            for _ in 0..if runs(names[i + 1]) { round() } else { 0 } {
+                let (client, server, send) = (clients[i].clone(), servers[i + 1].clone(), sends[i]);
+                let elapsed = run_on(&runtimes[i + 1], async move {
+                    tokio::time::sleep(IDLE).await;
+                    persistent_iteration(&client, &server, version, send, |_| {})
+                        .await
+                        .elapsed
+                });
+                times[i + 1].push(us(elapsed));
+            }
+        }
+    }
+    for (i, client) in clients.iter().enumerate() {
+        let client = client.clone();
+        run_on(&runtimes[i + 1], async move { client.close().await });
+    }
+    println!(
+        "{} isolated, {rounds} rounds of {} iterations per client, a runtime each:",
+        version.name(),
+        round()
+    );
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let ideal_median = median(&mut times[0]);
+    for (name, times) in names.into_iter().zip(&mut times) {
+        if times.is_empty() {
+            continue;
+        }
+        let median = median(times);
+        println!(
+            "  {:<34} median {median:>7.1} µs ({:.3} × ideal)",
+            format!("{}_{name}", version.name()),
+            median / ideal_median,
         );
     }
 }
