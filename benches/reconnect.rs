@@ -457,21 +457,13 @@ fn main() {
     c.final_summary();
     print_table();
 
-    if let Some(rounds) = std::env::var("RECONNECT_INTERLEAVED")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&r| r > 0)
-    {
+    if let Some(rounds) = rounds_from("RECONNECT_INTERLEAVED") {
         for version in [Version::Http1, Version::Http2] {
             rt.block_on(rt.spawn(interleaved(version, rounds))).unwrap();
         }
     }
 
-    if let Some(rounds) = std::env::var("RECONNECT_ISOLATED")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&r| r > 0)
-    {
+    if let Some(rounds) = rounds_from("RECONNECT_ISOLATED") {
         for version in [Version::Http1, Version::Http2] {
             isolated(version, rounds);
         }
@@ -527,6 +519,26 @@ fn print_table() {
 /// and drift of the machine's speed weighs on all alike.
 const ROUND: usize = 1;
 
+/// The number of rounds the variable `name` asks for, if it names one or more.
+fn rounds_from(name: &str) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&r| r > 0)
+}
+
+/// Whether the client `name` runs: `RECONNECT_ONLY` names it, or is not set.
+fn runs(name: &str) -> bool {
+    std::env::var("RECONNECT_ONLY")
+        .ok()
+        .is_none_or(|only| only.split(',').any(|n| n == name))
+}
+
+/// A duration in microseconds.
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
 /// Iterations per client and round: `RECONNECT_ROUND`, else [`ROUND`].
 fn round() -> usize {
     std::env::var("RECONNECT_ROUND")
@@ -559,12 +571,6 @@ async fn interleaved(version: Version, rounds: usize) {
     let mut times: [Vec<f64>; 3] = Default::default();
     // Per client, the CPU time of the process over its iterations (µs), idle waits included.
     let mut cpu = [0.0; 3];
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let only = std::env::var("RECONNECT_ONLY").ok();
-    let runs = |name: &str| {
-        only.as_deref()
-            .is_none_or(|o| o.split(',').any(|n| n == name))
-    };
     for _ in 0..rounds {
         let before = cpu_time();
         for _ in 0..if runs("ideal") { round() } else { 0 } {
@@ -671,12 +677,6 @@ fn isolated(version: Version, rounds: usize) {
     }
     let sends = [SendAt::AtOnce, SendAt::AfterNotice];
     let names = ["ideal", "persistent", "persistent_after_notice"];
-    let only = std::env::var("RECONNECT_ONLY").ok();
-    let runs = |name: &str| {
-        only.as_deref()
-            .is_none_or(|o| o.split(',').any(|n| n == name))
-    };
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
     let mut times: [Vec<f64>; 3] = Default::default();
     for _ in 0..rounds {
         for _ in 0..if runs(names[0]) { round() } else { 0 } {

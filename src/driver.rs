@@ -362,9 +362,10 @@ where
                 Death::Closed => {
                     // Gone by itself: nothing to close; one step for the slot and the state.
                     let graceful = graceful();
-                    let cleared = shared
-                        .slot
-                        .clear_current(generation, graceful.then(Instant::now));
+                    let cleared =
+                        shared
+                            .slot
+                            .clear_current(generation, graceful.then(Instant::now), None);
                     if !cleared && graceful {
                         // A handle that met it dead cleared it first.
                         next_round_now();
@@ -378,7 +379,7 @@ where
                             "the connection is closing by itself; it has the close timeout to finish",
                         );
                     }
-                    shared.slot.clear_current(generation, None);
+                    shared.slot.clear_current(generation, None, None);
                     // Ours to close; a dead connection holds up the next one for the close
                     // timeout at most.
                     let deadline = deadline_after(Instant::now(), self.close_timeout);

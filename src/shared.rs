@@ -109,7 +109,7 @@ impl<A, C> Shared<A, C> {
     /// `poll_ready` found it so, which is not woken for it): the connection stops being current
     /// at once, and the driver is told.
     pub(crate) fn report_dead(&self, generation: u64, found_by: Option<u64>) {
-        if self.slot.clear_current_found_by(generation, found_by) {
+        if self.slot.clear_current(generation, None, found_by) {
             self.commands.dead.notify_one();
         }
     }

@@ -212,19 +212,11 @@ impl<C> Slot<C> {
     /// Stops the connection of `generation` from being current, and publishes that the loop
     /// waits for the next round, which begins at `next_round_at` or else at the time given
     /// with the connection. False if it already was not current.
-    pub(crate) fn clear_current(&self, generation: u64, next_round_at: Option<Instant>) -> bool {
-        self.clear_current_unless(generation, next_round_at, None)
-    }
-
-    /// As [`clear_current`](Self::clear_current) with no time, for a connection found dead;
-    /// with `found_by`, the handle that found it so in its `poll_ready` is not woken (it looks
-    /// at the slot again in the same `poll_ready`; a wake-up of its own task would only poll it
-    /// again).
-    pub(crate) fn clear_current_found_by(&self, generation: u64, found_by: Option<u64>) -> bool {
-        self.clear_current_unless(generation, None, found_by)
-    }
-
-    fn clear_current_unless(
+    ///
+    /// With `found_by`, the handle that found the connection dead in its `poll_ready` is not
+    /// woken (it looks at the slot again in the same `poll_ready`; a wake-up of its own task
+    /// would only poll it again).
+    pub(crate) fn clear_current(
         &self,
         generation: u64,
         next_round_at: Option<Instant>,
@@ -545,13 +537,13 @@ mod tests {
         assert!(slot.state().is_connected());
         assert!(slot.is_current(generation));
 
-        assert!(slot.clear_current(generation, None));
+        assert!(slot.clear_current(generation, None, None));
         assert!(slot.current().is_none());
         assert!(!slot.state().is_connected());
         assert!(!slot.is_current(generation));
         assert_eq!(slot.generation(), generation + 1);
         // Clearing the same generation again changes nothing.
-        assert!(!slot.clear_current(generation, None));
+        assert!(!slot.clear_current(generation, None, None));
         assert_eq!(slot.generation(), generation + 1);
     }
 
@@ -597,7 +589,7 @@ mod tests {
         assert!(!slot.watch_generation(7, generation, &waker));
         assert!(slot.watch_generation(7, generation + 1, &waker));
         slot.remove_waker(7);
-        slot.clear_current(generation + 1, None);
+        slot.clear_current(generation + 1, None, None);
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "removed");
     }
 
@@ -611,7 +603,7 @@ mod tests {
         let (other, other_waker) = counting();
         assert!(slot.watch_generation(1, generation, &finder_waker));
         assert!(slot.watch_generation(2, generation, &other_waker));
-        assert!(slot.clear_current_found_by(generation, Some(1)));
+        assert!(slot.clear_current(generation, None, Some(1)));
         assert_eq!(
             finder.0.load(Ordering::SeqCst),
             0,
@@ -621,7 +613,7 @@ mod tests {
         assert!(slot.current().is_none());
         assert!(!slot.is_current(generation));
         assert!(
-            !slot.clear_current_found_by(generation, Some(2)),
+            !slot.clear_current(generation, None, Some(2)),
             "cleared once: a second report changes nothing"
         );
         assert_eq!(other.0.load(Ordering::SeqCst), 1);
@@ -664,7 +656,7 @@ mod tests {
         assert_eq!(inner.outcome_after(seen + 1).unwrap().unwrap(), Conn(1));
         assert!(inner.outcome_after(seen + 2).is_none());
         drop(inner);
-        slot.clear_current(generation, None);
+        slot.clear_current(generation, None, None);
         assert!(
             slot.lock().outcome_after(seen + 1).is_none(),
             "dead: skipped"
