@@ -19,6 +19,8 @@
 
 #[path = "../tests/support/etcd.rs"]
 mod etcd;
+#[path = "../tests/support/ports.rs"]
+mod ports;
 #[allow(dead_code)]
 #[path = "support/ratios.rs"]
 mod ratios;

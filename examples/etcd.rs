@@ -15,6 +15,8 @@
 
 #[path = "../tests/support/etcd.rs"]
 mod etcd;
+#[path = "../tests/support/ports.rs"]
+mod ports;
 #[path = "../tests/support/temp.rs"]
 mod temp;
 #[path = "../tests/support/web.rs"]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
-use support::line::closed_port;
+use support::ports::listen_port;
 use support::web::{get, text};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
@@ -47,7 +47,7 @@ struct Nginx {
 impl Nginx {
     async fn start(binary: &Path, name: &str) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
-        let address = closed_port().await;
+        let address = SocketAddr::from(([127, 0, 0, 1], listen_port()));
         let prefix = dir.path().display();
         let config = format!(
             r#"daemon off;
@@ -71,7 +71,7 @@ http {{
         );
         let config_path = dir.path().join("nginx.conf");
         std::fs::write(&config_path, config).unwrap();
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
@@ -80,8 +80,15 @@ http {{
             .kill_on_drop(true)
             .spawn()
             .expect("nginx starts");
-        // Ready when it accepts connections (bounded: 200 tries, 25 ms apart).
+        // Ready when it accepts connections (bounded: 200 tries, 25 ms apart); an nginx that
+        // exits (its port taken, say) is a failure at once, not a wait.
         for _ in 0..200 {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "nginx exited ({status}) instead of listening on {address}: {}",
+                    std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+                );
+            }
             if tokio::net::TcpStream::connect(address).await.is_ok() {
                 return Nginx {
                     child,

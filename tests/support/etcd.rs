@@ -9,9 +9,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+use super::ports::listen_port;
 use super::temp::TempDir;
 
 /// How to get etcd, for messages.
@@ -29,11 +30,8 @@ pub fn etcd_binary() -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// A free port of 127.0.0.1 (free when asked).
-async fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
-}
+/// How many times a cluster is started on new ports when a member finds its port taken.
+const STARTS: usize = 3;
 
 struct Member {
     name: String,
@@ -52,14 +50,30 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `size` members and waits (at most 30 s) until each reports itself healthy.
+    ///
+    /// The ports are chosen below the kernel's ephemeral range (see `ports`). Should a member
+    /// still find its port taken, the cluster is started again on new ports, at most
+    /// [`STARTS`] times in all; any other failure is returned at once.
     pub async fn start(binary: &Path, size: usize) -> io::Result<Cluster> {
+        let mut tries = 1;
+        loop {
+            match Cluster::start_once(binary, size).await {
+                Err(e) if tries < STARTS && e.to_string().contains("address already in use") => {
+                    tries += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(binary: &Path, size: usize) -> io::Result<Cluster> {
         let dir = TempDir::new("etcd")?;
         let mut members = Vec::new();
         for i in 0..size {
             members.push(Member {
                 name: format!("m{i}"),
-                client: free_port().await,
-                peer: free_port().await,
+                client: listen_port(),
+                peer: listen_port(),
                 child: None,
             });
         }
@@ -123,12 +137,20 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits (at most 30 s) until member `i` answers `/health` with `"health":"true"`.
-    pub async fn wait_healthy(&self, i: usize) -> io::Result<()> {
+    /// Waits (at most 30 s) until member `i` answers `/health` with `"health":"true"`; fails at
+    /// once if the member exits.
+    pub async fn wait_healthy(&mut self, i: usize) -> io::Result<()> {
         let port = self.members[i].client;
+        let mut exited = None;
         for _ in 0..300 {
             if healthy(port).await {
                 return Ok(());
+            }
+            if let Some(child) = self.members[i].child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                exited = Some(status);
+                break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -138,8 +160,12 @@ impl Cluster {
                 .join(format!("{}.log", self.members[i].name)),
         )
         .unwrap_or_default();
+        let what = match exited {
+            Some(status) => format!("exited ({status})"),
+            None => "did not become healthy".to_owned(),
+        };
         Err(io::Error::other(format!(
-            "etcd member {} did not become healthy; its log ends with:\n{}",
+            "etcd member {} {what}; its log ends with:\n{}",
             self.members[i].name,
             log.lines()
                 .rev()

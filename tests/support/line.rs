@@ -210,8 +210,15 @@ async fn answer(name: &'static str, socket: TcpStream) {
     }
 }
 
-/// A port of 127.0.0.1 with no listener behind it (bound, then released).
+/// A port of 127.0.0.1 with no listener behind it: connecting to it is refused.
+///
+/// The port stays bound, without listening and without `SO_REUSEADDR`, until the process ends,
+/// so that no other test's listener can be given it in the meantime.
 pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    static KEPT: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = socket.local_addr().unwrap();
+    KEPT.lock().unwrap().push(socket);
+    address
 }

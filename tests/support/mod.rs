@@ -346,3 +346,6 @@ pub mod temp;
 
 #[path = "etcd.rs"]
 pub mod etcd;
+
+#[path = "ports.rs"]
+pub mod ports;
