@@ -42,7 +42,10 @@
 //! With `RECONNECT_ISOLATED=<rounds>`, one more pass does the same with each client on a
 //! runtime of its own and the servers on another (see `isolated`), so that no client's
 //! iteration shares worker threads with what another client left behind, or with the servers'
-//! tasks (2,000 rounds take about 25 s per HTTP version).
+//! tasks (2,000 rounds take about 25 s per HTTP version). It also prints how many times the
+//! client's worker threads parked (went to sleep) per iteration, idle wait included, from
+//! tokio's runtime metrics: a count of the wake-ups each client costs, which the machine's
+//! noise does not blur as it blurs the times.
 //! `RECONNECT_ONLY=ideal,persistent,persistent_after_notice` keeps only the clients named there
 //! (for a profiler, or either pass).
 //!
@@ -643,7 +646,9 @@ where
 /// one), and the three servers on one more (one worker): what one client's runtime does or
 /// leaves behind shares no worker with the next client's iteration, and the servers' tasks
 /// share none with the clients. Each iteration is spawned on its client's runtime from the
-/// main thread, which waits for it; it is timed inside, from T0, as in the other passes.
+/// main thread, which waits for it; it is timed inside, from T0, as in the other passes. The
+/// parks of each client's workers (`RuntimeMetrics::worker_park_count`) are counted over each
+/// whole iteration.
 fn isolated(version: Version, rounds: usize) {
     let runtime = |workers| {
         tokio::runtime::Builder::new_multi_thread()
@@ -678,26 +683,39 @@ fn isolated(version: Version, rounds: usize) {
     let sends = [SendAt::AtOnce, SendAt::AfterNotice];
     let names = ["ideal", "persistent", "persistent_after_notice"];
     let mut times: [Vec<f64>; 3] = Default::default();
+    // How many times the client's workers parked (slept), over each whole iteration (the idle
+    // wait included): a count of the wake-ups it costs, which the machine's noise does not blur.
+    let parks = |runtime: &tokio::runtime::Runtime| {
+        let metrics = runtime.metrics();
+        (0..metrics.num_workers())
+            .map(|w| metrics.worker_park_count(w))
+            .sum::<u64>()
+    };
+    let mut parked = [0u64; 3];
     for _ in 0..rounds {
         for _ in 0..if runs(names[0]) { round() } else { 0 } {
             let (mut client, server) = (ideal.take().unwrap(), servers[0].clone());
+            let before = parks(&runtimes[0]);
             let (client, elapsed) = run_on(&runtimes[0], async move {
                 tokio::time::sleep(IDLE).await;
                 let outcome = ideal_iteration(&mut client, &server, version).await;
                 (client, outcome.elapsed)
             });
             ideal = Some(client);
+            parked[0] += parks(&runtimes[0]) - before;
             times[0].push(us(elapsed));
         }
         for i in 0..2 {
             for _ in 0..if runs(names[i + 1]) { round() } else { 0 } {
                 let (client, server, send) = (clients[i].clone(), servers[i + 1].clone(), sends[i]);
+                let before = parks(&runtimes[i + 1]);
                 let elapsed = run_on(&runtimes[i + 1], async move {
                     tokio::time::sleep(IDLE).await;
                     persistent_iteration(&client, &server, version, send, |_| {})
                         .await
                         .elapsed
                 });
+                parked[i + 1] += parks(&runtimes[i + 1]) - before;
                 times[i + 1].push(us(elapsed));
             }
         }
@@ -716,15 +734,17 @@ fn isolated(version: Version, rounds: usize) {
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
     let ideal_median = median(&mut times[0]);
-    for (name, times) in names.into_iter().zip(&mut times) {
+    for ((name, times), parked) in names.into_iter().zip(&mut times).zip(parked) {
         if times.is_empty() {
             continue;
         }
+        let iterations = times.len() as f64;
         let median = median(times);
         println!(
-            "  {:<34} median {median:>7.1} µs ({:.3} × ideal)",
+            "  {:<34} median {median:>7.1} µs ({:.3} × ideal), {:.2} worker parks per iteration",
             format!("{}_{name}", version.name()),
             median / ideal_median,
+            parked as f64 / iterations,
         );
     }
 }
