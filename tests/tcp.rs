@@ -135,11 +135,13 @@ async fn reconnects_to_a_server_that_moved() {
     beta.stop().await;
 }
 
-// The server restarts on the same port: the client comes back to it.
+// The server restarts on the same port: the client comes back to it. The port lies below the
+// ephemeral range, so that nothing else (another test's listener, an outgoing connection) is
+// given it while the server is down.
 #[tokio::test]
 async fn reconnects_to_a_restarted_server() {
-    let first = LineServer::start("first").await.unwrap();
-    let address = first.address;
+    let address = SocketAddr::from(([127, 0, 0, 1], support::ports::listen_port()));
+    let first = LineServer::start_on("first", address).await.unwrap();
     let (p, _) = client(Arc::new(Mutex::new(address)));
     assert_eq!(ask(&p, "a").await.unwrap(), "first: a");
     let old = p.current_connection().unwrap();
