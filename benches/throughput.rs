@@ -33,7 +33,9 @@
 //! client and round; 20 rounds take about 30 s), and prints each client's median and mean time
 //! per request and the CPU time the process spent per request, with their ratios to bare
 //! hyper's: a check of criterion's figures, in which the runs follow one another and drift on
-//! a shared machine can favour one.
+//! a shared machine can favour one. It also prints how many times the runtime's workers parked
+//! (went to sleep) per request, from tokio's runtime metrics: a count of wake-ups, which the
+//! machine's noise does not blur.
 //! `THROUGHPUT_ONLY=bare_hyper,persistent` keeps only the clients named (for a profiler).
 //!
 //! ```text
@@ -336,6 +338,14 @@ fn main() {
 // ---------------------------------------------------------------------------------------------
 // THROUGHPUT_INTERLEAVED=<rounds>: the clients in turn, with the CPU time they cost.
 
+/// How many times the runtime's workers have parked (gone to sleep) so far.
+fn parks(rt: &Runtime) -> u64 {
+    let metrics = rt.metrics();
+    (0..metrics.num_workers())
+        .map(|w| metrics.worker_park_count(w))
+        .sum()
+}
+
 /// A client's batch: `(iters, concurrency)` to the time it took.
 type Batch = Box<dyn Fn(u64, u64) -> Pin<Box<dyn Future<Output = Duration> + Send>>>;
 
@@ -354,11 +364,14 @@ fn interleaved(rt: &Runtime, clients: &[(&str, Batch)], rounds: usize) {
         let iters = if concurrency == 1 { 2_000 } else { 10_000 };
         let mut walls = vec![Vec::new(); clients.len()];
         let mut cpus = vec![Duration::ZERO; clients.len()];
+        let mut parked = vec![0u64; clients.len()];
         for round in 0..rounds {
             for k in 0..clients.len() {
                 let i = (k + round) % clients.len();
                 let cpu = cpu_time();
+                let before = parks(rt);
                 let wall = rt.block_on((clients[i].1)(iters, concurrency));
+                parked[i] += parks(rt) - before;
                 cpus[i] += cpu_time() - cpu;
                 walls[i].push(wall.as_secs_f64() * 1e9 / iters as f64);
             }
@@ -379,7 +392,7 @@ fn interleaved(rt: &Runtime, clients: &[(&str, Batch)], rounds: usize) {
             .collect();
         println!(
             "\nconcurrency {concurrency}, {rounds} interleaved rounds of {iters} requests per \
-             client:\n{:<20} {:>15} {:>10} {:>12} {:>13} {:>11} {:>13} {:>10}",
+             client:\n{:<20} {:>15} {:>10} {:>12} {:>13} {:>11} {:>13} {:>10} {:>10}",
             "client",
             "median (µs/req)",
             "req/s",
@@ -387,11 +400,12 @@ fn interleaved(rt: &Runtime, clients: &[(&str, Batch)], rounds: usize) {
             "mean (µs/req)",
             "mean ratio",
             "CPU (µs/req)",
-            "CPU ratio"
+            "CPU ratio",
+            "parks/req"
         );
         for (i, (name, _)) in clients.iter().enumerate() {
             println!(
-                "{name:<20} {:>15.3} {:>10.0} {:>12.3} {:>13.3} {:>11.3} {:>13.3} {:>10.3}",
+                "{name:<20} {:>15.3} {:>10.0} {:>12.3} {:>13.3} {:>11.3} {:>13.3} {:>10.3} {:>10.3}",
                 medians[i] / 1e3,
                 1e9 / medians[i],
                 medians[0] / medians[i],
@@ -399,6 +413,7 @@ fn interleaved(rt: &Runtime, clients: &[(&str, Batch)], rounds: usize) {
                 means[0] / means[i],
                 cpu[i] / 1e3,
                 cpu[i] / cpu[0],
+                parked[i] as f64 / requests,
             );
         }
     }
