@@ -430,6 +430,11 @@ impl<A, C: Clone> Persistent<A, C> {
         self.conn = None;
         match self.shared.slot.lookup(self.id, cx.waker()) {
             Lookup::Current(generation, mut conn) => {
+                // A waker registered for an earlier generation went with the change of
+                // generation (every change wakes and forgets them all): nothing to remove later.
+                if matches!(self.registered, Some((g, _)) if g < generation) {
+                    self.registered = None;
+                }
                 let poll = conn.poll_ready(cx);
                 self.conn = Some((generation, conn));
                 self.not_ready::<R>(poll, cx)
@@ -565,5 +570,58 @@ where
 
     fn close_finished(&self) -> impl Future<Output = ()> + Send {
         Persistent::close_finished(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tower::service_fn;
+    use tower_layer::Layer;
+
+    use super::*;
+    use crate::{ClosableService, PersistentLayer};
+
+    // A handle that waited for a connection and was woken by its arrival keeps no registration:
+    // the change of generation forgot its waker, so dropping the handle has nothing to remove
+    // (no lock of the slot per waiter, as 10,000 of them finish).
+    #[tokio::test(start_paused = true)]
+    async fn a_handle_woken_by_a_new_connection_keeps_no_registration() {
+        let (open, opened) = tokio::sync::oneshot::channel::<()>();
+        let opened = Arc::new(Mutex::new(Some(opened)));
+        let lookup = service_fn(move |()| {
+            let opened = opened.lock().unwrap().take();
+            async move {
+                if let Some(opened) = opened {
+                    let _ = opened.await;
+                }
+                Ok::<_, std::io::Error>(7_u16)
+            }
+        });
+        let connect = service_fn(|port: u16| async move {
+            let conn = service_fn(move |n: u32| async move { Ok::<_, std::io::Error>((port, n)) });
+            Ok::<_, std::io::Error>(ClosableService::new(conn))
+        });
+        let mut handle = PersistentLayer::new("registration", lookup).layer(connect);
+        let poll = std::future::poll_fn(|cx| {
+            Poll::Ready(Service::<u32>::poll_ready(&mut handle, cx).map_err(|e| e.to_string()))
+        })
+        .await;
+        assert!(poll.is_pending(), "no connection yet");
+        assert!(handle.registered.is_some());
+        assert_eq!(handle.shared.slot.waker_count(), 1);
+
+        open.send(()).unwrap();
+        std::future::poll_fn(|cx| Service::<u32>::poll_ready(&mut handle, cx))
+            .await
+            .unwrap();
+        assert!(
+            handle.registered.is_none(),
+            "the registration went with the change"
+        );
+        assert_eq!(handle.shared.slot.waker_count(), 0);
+        assert_eq!(Service::<u32>::call(&mut handle, 3).await.unwrap(), (7, 3));
+        handle.close().await;
     }
 }

@@ -286,6 +286,12 @@ impl<C> Slot<C> {
         true
     }
 
+    /// How many handles' wakers are registered.
+    #[cfg(test)]
+    pub(crate) fn waker_count(&self) -> usize {
+        self.lock().wakers.len()
+    }
+
     /// Forgets the waker of handle `id`.
     pub(crate) fn remove_waker(&self, id: u64) {
         self.lock().wakers.remove(&id);
