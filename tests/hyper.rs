@@ -390,24 +390,25 @@ async fn http1_new_connection_is_ready_before_its_task_runs() {
     assert_eq!(server.accepted(), 1);
 }
 
-/// A listener on 127.0.0.1 that accepts one connection and hands its socket over.
-async fn accept_one() -> (SocketAddr, tokio::task::JoinHandle<tokio::net::TcpStream>) {
+/// An HTTP/1.1 connection made by the connector to a listener on 127.0.0.1 that accepted it
+/// and does nothing; and the server's side of its socket.
+async fn unused_http1() -> (Conn, tokio::net::TcpStream) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let accepted = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    (address, accepted)
+    let conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(address))
+        .await
+        .unwrap()
+        .unwrap();
+    (conn, timeout(LIMIT, accepted).await.unwrap().unwrap())
 }
 
 /// An HTTP/1.1 connection that no request has used notices that the server closed it: its
 /// task reads the end of the stream and ends. Not a close in good order: it never served.
 #[tokio::test(flavor = "current_thread")]
 async fn an_unused_http1_connection_notices_the_servers_close() {
-    let (address, accepted) = accept_one().await;
-    let conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(address))
-        .await
-        .unwrap()
-        .unwrap();
-    drop(timeout(LIMIT, accepted).await.unwrap().unwrap());
+    let (conn, socket) = unused_http1().await;
+    drop(socket);
     timeout(LIMIT, conn.close_finished()).await.unwrap();
     assert!(conn.is_closed());
     assert!(!conn.closed_gracefully());
@@ -418,12 +419,7 @@ async fn an_unused_http1_connection_notices_the_servers_close() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_unused_http1_connection_dropped_closes_its_socket() {
     use tokio::io::AsyncReadExt;
-    let (address, accepted) = accept_one().await;
-    let conn: Conn = timeout(LIMIT, HttpConnector::http1().oneshot(address))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut socket = timeout(LIMIT, accepted).await.unwrap().unwrap();
+    let (conn, mut socket) = unused_http1().await;
     let clone = conn.clone();
     drop(conn);
     drop(clone);
