@@ -44,8 +44,25 @@ struct Nginx {
     _dir: tempfile::TempDir,
 }
 
+/// How many times nginx is started on a new port when it finds its port taken.
+const STARTS: usize = 3;
+
 impl Nginx {
+    /// Starts nginx on a port of its own; again on a new port (at most [`STARTS`] times in all)
+    /// if another process took the port first.
     async fn start(binary: &Path, name: &str) -> Nginx {
+        let mut tries = 1;
+        loop {
+            match Nginx::start_once(binary, name).await {
+                Ok(nginx) => return nginx,
+                Err(log) if tries < STARTS && log.contains("Address already in use") => tries += 1,
+                Err(log) => panic!("{log}"),
+            }
+        }
+    }
+
+    /// One start: nginx, or what went wrong with its error log.
+    async fn start_once(binary: &Path, name: &str) -> Result<Nginx, String> {
         let dir = tempfile::tempdir().unwrap();
         let address = SocketAddr::from(([127, 0, 0, 1], listen_port()));
         let prefix = dir.path().display();
@@ -80,28 +97,34 @@ http {{
             .kill_on_drop(true)
             .spawn()
             .expect("nginx starts");
-        // Ready when it accepts connections (bounded: 200 tries, 25 ms apart); an nginx that
-        // exits (its port taken, say) is a failure at once, not a wait.
+        let error_log =
+            || std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+        // Ready once it has written its pid file, which it does after binding its port (so
+        // that another process's listener on the port is not taken for nginx), and accepts
+        // connections. Bounded: 200 tries, 25 ms apart; an nginx that exits (its port taken,
+        // say, after about 2 s of its own retries) is a failure at once.
         for _ in 0..200 {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!(
+                return Err(format!(
                     "nginx exited ({status}) instead of listening on {address}: {}",
-                    std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-                );
+                    error_log()
+                ));
             }
-            if tokio::net::TcpStream::connect(address).await.is_ok() {
-                return Nginx {
+            if dir.path().join("nginx.pid").is_file()
+                && tokio::net::TcpStream::connect(address).await.is_ok()
+            {
+                return Ok(Nginx {
                     child,
                     address,
                     _dir: dir,
-                };
+                });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!(
+        Err(format!(
             "nginx did not listen on {address}: {}",
-            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-        );
+            error_log()
+        ))
     }
 
     async fn stop(mut self) {

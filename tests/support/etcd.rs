@@ -49,7 +49,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `size` members and waits (at most 30 s) until each reports itself healthy.
+    /// Starts `size` members and waits (about 30 s at most for each) until each reports itself
+    /// healthy.
     ///
     /// The ports are chosen below the kernel's ephemeral range (see `ports`). Should a member
     /// still find its port taken, the cluster is started again on new ports, at most
@@ -58,15 +59,42 @@ impl Cluster {
         let mut tries = 1;
         loop {
             match Cluster::start_once(binary, size).await {
-                Err(e) if tries < STARTS && e.to_string().contains("address already in use") => {
-                    tries += 1;
-                }
-                result => return result,
+                Err((_, true)) if tries < STARTS => tries += 1,
+                Err((error, _)) => return Err(error),
+                Ok(cluster) => return Ok(cluster),
             }
         }
     }
 
-    async fn start_once(binary: &Path, size: usize) -> io::Result<Cluster> {
+    /// One start; on failure, the error and whether a member found its port taken (any
+    /// member's log says so: the one waited for may only have lost its quorum).
+    async fn start_once(binary: &Path, size: usize) -> Result<Cluster, (io::Error, bool)> {
+        let mut cluster = Cluster::spawn_all(binary, size).map_err(|e| (e, false))?;
+        for i in 0..size {
+            if let Err(error) = cluster.wait_healthy(i).await {
+                let port_taken = (0..size).any(|m| {
+                    cluster
+                        .log(m)
+                        .to_ascii_lowercase()
+                        .contains("address already in use")
+                });
+                return Err((error, port_taken));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Everything `member`'s etcd wrote so far.
+    fn log(&self, member: usize) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("{}.log", self.members[member].name)),
+        )
+        .unwrap_or_default()
+    }
+
+    fn spawn_all(binary: &Path, size: usize) -> io::Result<Cluster> {
         let dir = TempDir::new("etcd")?;
         let mut members = Vec::new();
         for i in 0..size {
@@ -90,9 +118,6 @@ impl Cluster {
         };
         for i in 0..size {
             cluster.spawn(i)?;
-        }
-        for i in 0..size {
-            cluster.wait_healthy(i).await?;
         }
         Ok(cluster)
     }
@@ -137,12 +162,13 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits (at most 30 s) until member `i` answers `/health` with `"health":"true"`; fails at
-    /// once if the member exits.
+    /// Waits (at most 30 s, and one health check of 2 s at most beyond) until member `i`
+    /// answers `/health` with `"health":"true"`; fails at once if the member exits.
     pub async fn wait_healthy(&mut self, i: usize) -> io::Result<()> {
         let port = self.members[i].client;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut exited = None;
-        for _ in 0..300 {
+        while tokio::time::Instant::now() < deadline {
             if healthy(port).await {
                 return Ok(());
             }
@@ -154,12 +180,7 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let log = std::fs::read_to_string(
-            self.dir
-                .path()
-                .join(format!("{}.log", self.members[i].name)),
-        )
-        .unwrap_or_default();
+        let log = self.log(i);
         let what = match exited {
             Some(status) => format!("exited ({status})"),
             None => "did not become healthy".to_owned(),
