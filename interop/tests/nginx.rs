@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
-use support::ports::listen_port;
+use support::ports::{listen_port, start_on_free_ports};
 use support::web::{get, text};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
@@ -44,21 +44,18 @@ struct Nginx {
     _dir: tempfile::TempDir,
 }
 
-/// How many times nginx is started on a new port when it finds its port taken.
-const STARTS: usize = 3;
-
 impl Nginx {
-    /// Starts nginx on a port of its own; again on a new port (at most [`STARTS`] times in all)
+    /// Starts nginx on a port of its own; again on a new port (at most `ports::STARTS` times in all)
     /// if another process took the port first.
     async fn start(binary: &Path, name: &str) -> Nginx {
-        let mut tries = 1;
-        loop {
-            match Nginx::start_once(binary, name).await {
-                Ok(nginx) => return nginx,
-                Err(log) if tries < STARTS && log.contains("Address already in use") => tries += 1,
-                Err(log) => panic!("{log}"),
-            }
-        }
+        start_on_free_ports(|| async {
+            Nginx::start_once(binary, name).await.map_err(|log| {
+                let taken = log.contains("Address already in use");
+                (log, taken)
+            })
+        })
+        .await
+        .unwrap_or_else(|log| panic!("{log}"))
     }
 
     /// One start: nginx, or what went wrong with its error log.

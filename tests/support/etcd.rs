@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use super::ports::listen_port;
+use super::ports::{listen_port, start_on_free_ports};
 use super::temp::TempDir;
 
 /// How to get etcd, for messages.
@@ -29,9 +29,6 @@ pub fn etcd_binary() -> Option<PathBuf> {
         .map(|dir: PathBuf| dir.join("etcd"))
         .find(|path| path.is_file())
 }
-
-/// How many times a cluster is started on new ports when a member finds its port taken.
-const STARTS: usize = 3;
 
 struct Member {
     name: String,
@@ -54,16 +51,9 @@ impl Cluster {
     ///
     /// The ports are chosen below the kernel's ephemeral range (see `ports`). Should a member
     /// still find its port taken, the cluster is started again on new ports, at most
-    /// [`STARTS`] times in all; any other failure is returned at once.
+    /// `ports::STARTS` times in all; any other failure is returned at once.
     pub async fn start(binary: &Path, size: usize) -> io::Result<Cluster> {
-        let mut tries = 1;
-        loop {
-            match Cluster::start_once(binary, size).await {
-                Err((_, true)) if tries < STARTS => tries += 1,
-                Err((error, _)) => return Err(error),
-                Ok(cluster) => return Ok(cluster),
-            }
-        }
+        start_on_free_ports(|| Cluster::start_once(binary, size)).await
     }
 
     /// One start; on failure, the error and whether a member found its port taken (any

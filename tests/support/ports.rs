@@ -13,6 +13,26 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// How many times a server started as a child process is started, on new ports each time,
+/// when it finds its port taken.
+pub const STARTS: usize = 3;
+
+/// Runs `start` until it succeeds, fails for another reason than a port taken (it returns
+/// `Err((error, false))`), or has run [`STARTS`] times; the last error is returned.
+pub async fn start_on_free_ports<T, E, F>(mut start: impl FnMut() -> F) -> Result<T, E>
+where
+    F: std::future::Future<Output = Result<T, (E, bool)>>,
+{
+    let mut tries = 1;
+    loop {
+        match start().await {
+            Ok(started) => return Ok(started),
+            Err((_, true)) if tries < STARTS => tries += 1,
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
 /// How many ports are used, at most.
 const SPAN: u32 = 8_000;
 
