@@ -55,12 +55,17 @@ fn ephemeral_range() -> (u32, u32) {
 }
 
 /// The ports used: `SPAN` of them (or fewer if there is less room) below the ephemeral range,
-/// or else above it.
+/// or else above it; worked out once per process.
 ///
 /// # Panics
 ///
 /// If fewer than 100 ports lie outside the ephemeral range on either side.
 fn span() -> (u32, u32) {
+    static SPAN_USED: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *SPAN_USED.get_or_init(find_span)
+}
+
+fn find_span() -> (u32, u32) {
     let (first, last) = ephemeral_range();
     let below = first.saturating_sub(LOWEST);
     let above = 65_535 - last;
