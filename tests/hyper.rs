@@ -631,11 +631,12 @@ async fn serve_http2_until_told(
     }
 }
 
-/// Polls `service` for readiness without yielding to the runtime, up to 100 times 1 ms apart
-/// (a FIN on loopback is normally in the socket already), until it is not `Ready(Ok)`: so
-/// hyper's connection task, which only this runtime runs, cannot have seen the end of the
-/// stream, and what stops the connection is its socket's probe. Returns the answer, and the
-/// handle that got it (to see whether it is woken later).
+/// Polls `service` for readiness without yielding to the runtime until it is not `Ready(Ok)`:
+/// so hyper's connection task, which only this runtime runs, cannot have seen the end of the
+/// stream, and what stops the connection is its socket's probe. On loopback the server's FIN
+/// is in the client's socket by the time the server's `shutdown` returns, so the first poll
+/// normally answers; should it not, the thread yields and polls again, for 5 s at most.
+/// Returns the answer, and the handle that got it (to see whether it is woken later).
 fn poll_until_not_ready<S, R>(
     service: &S,
 ) -> (
@@ -645,14 +646,17 @@ fn poll_until_not_ready<S, R>(
 where
     S: Service<R> + Clone,
 {
-    for _ in 0..100 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
         let mut handle = tower_test::mock::Spawn::new(service.clone());
         match handle.poll_ready() {
-            std::task::Poll::Ready(Ok(())) => std::thread::sleep(Duration::from_millis(1)),
+            std::task::Poll::Ready(Ok(())) => {
+                assert!(Instant::now() < deadline, "the connection stayed ready");
+                std::thread::yield_now();
+            }
             other => return (other, handle),
         }
     }
-    panic!("the connection stayed ready");
 }
 
 /// `PROBE_AFTER_IDLE` (1 ms) with room to spare: the connection is idle this long before the

@@ -224,7 +224,7 @@ impl Probe {
 mod tests {
     use std::time::Duration;
 
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncWriteExt, Interest};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::{Peeked, Probe};
@@ -237,16 +237,26 @@ mod tests {
         (client.unwrap(), accepted.unwrap().0)
     }
 
-    /// Peeks until the answer is not `Open`, up to 100 times 1 ms apart (on loopback the
-    /// server's FIN or reset is normally in the socket at once).
-    fn peek_until_not_open(probe: &Probe) -> Peeked {
-        for _ in 0..100 {
-            match probe.peek() {
-                Peeked::Open => std::thread::sleep(Duration::from_millis(1)),
-                other => return other,
+    /// Peeks until the answer is not `Open`, each time once the runtime reports `client`
+    /// readable (the peer's FIN or reset makes it so), for 5 s at most.
+    async fn peek_until_not_open(client: &TcpStream, probe: &Probe) -> Peeked {
+        let wait = async {
+            loop {
+                client.readable().await.unwrap();
+                match probe.peek() {
+                    // Readable for an earlier reason: forget that readiness, wait again.
+                    Peeked::Open => {
+                        let _ = client.try_io(Interest::READABLE, || {
+                            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                        });
+                    }
+                    other => return other,
+                }
             }
-        }
-        Peeked::Open
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .unwrap_or(Peeked::Open)
     }
 
     // An open socket, with or without bytes to read, is open; one the peer shut down has
@@ -266,14 +276,14 @@ mod tests {
             "the byte is still there"
         );
         server.shutdown().await.unwrap();
-        assert_eq!(peek_until_not_open(&probe), Peeked::Ended);
+        assert_eq!(peek_until_not_open(&client, &probe).await, Peeked::Ended);
 
         let (client, server) = pair().await;
         let probe = Probe::of(&client).unwrap();
         #[allow(deprecated)]
         server.set_linger(Some(Duration::ZERO)).unwrap();
         drop(server);
-        assert_eq!(peek_until_not_open(&probe), Peeked::Failed);
+        assert_eq!(peek_until_not_open(&client, &probe).await, Peeked::Failed);
         drop(client);
     }
 }
