@@ -106,6 +106,10 @@ impl<C: Clone> Successor<C> {
     /// Waits for the announcement: the connection that replaced this one, or `None` if the
     /// persistent connection had to wait out the retry delay first, if the attempt that
     /// followed the death failed, or if the persistent connection closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the announcement is kept, and a later call resolves with it.
     pub async fn get(&self) -> Option<C> {
         self.0.announced.wait().await;
         self.0

@@ -331,6 +331,11 @@ impl Catalog {
     /// # Errors
     ///
     /// If the directory or the file cannot be written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped before it resolves, it may leave the hidden temporary file,
+    /// or the entry itself (published, with no [`Publication`] to withdraw it).
     pub async fn publish(
         dir: impl AsRef<Path>,
         name: &str,
@@ -428,6 +433,11 @@ impl Publication {
     ///
     /// If the file cannot be removed (a file already gone is not an error), or etcd does not
     /// answer within its timeout.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped before it resolves, the removal may or may not have happened
+    /// (an etcd entry then still goes when its lease expires).
     pub async fn withdraw(mut self) -> io::Result<()> {
         match self.entry.take().expect("present until withdrawn") {
             Entry::File(path) => match tokio::fs::remove_file(path).await {

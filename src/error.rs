@@ -8,6 +8,43 @@
 //! [`ConnectError`] that [`is_closed`](ConnectError::is_closed) when there is no attempt to
 //! report because of it); **connection closed** is one connection closed
 //! ([`ConnectionClosed`]), after which the persistent connection makes another.
+//!
+//! # Examples
+//!
+//! An address lookup that fails, then a request after closing:
+//!
+//! ```
+//! use std::error::Error as _;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_persistent::{ClosableService, Closed, PersistentLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let get_address = service_fn(|()| async {
+//!     Err::<String, _>(std::io::Error::other("no replica in the catalog"))
+//! });
+//! let connect = service_fn(|_address: String| async {
+//!     let echo = service_fn(|request: u32| async move { Ok::<_, std::io::Error>(request) });
+//!     Ok::<_, std::io::Error>(ClosableService::new(echo))
+//! });
+//! let orders = ServiceBuilder::new()
+//!     .layer(PersistentLayer::new("orders", get_address))
+//!     .service(connect);
+//!
+//! // The attempt's error: its kind in the message, the cause as its source.
+//! let error = orders.connected_or_failed_to_connect().await.unwrap_err();
+//! assert!(error.is_address());
+//! assert_eq!(error.to_string(), "address lookup failed");
+//! assert_eq!(error.source().unwrap().to_string(), "no replica in the catalog");
+//! assert_eq!(error.text(), "address lookup failed: no replica in the catalog");
+//!
+//! // Once closed, a request fails with `Closed`.
+//! orders.close().await;
+//! let error = orders.oneshot(7).await.unwrap_err();
+//! assert!(error.is::<Closed>());
+//! assert_eq!(error.to_string(), "persistent connection is closed");
+//! # }
+//! ```
 
 use std::any::Any;
 use std::error::Error as StdError;

@@ -1,4 +1,23 @@
-//! Future types.
+//! Future types: the response futures of [`Persistent`](crate::Persistent) and of
+//! [`ClosableService`](crate::ClosableService). Both are the inner service's own future, with
+//! its error turned into a [`BoxError`].
+//!
+//! # Examples
+//!
+//! ```
+//! use tower::{Service, ServiceExt, service_fn};
+//! use tower_persistent::ClosableService;
+//! use tower_persistent::future::BoxErrorFuture;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let fails = service_fn(|_: u32| async { Err::<u32, _>(std::io::Error::other("refused")) });
+//! let mut conn = ClosableService::new(fails);
+//! let future: BoxErrorFuture<_> = conn.ready().await.unwrap().call(1);
+//! let error: tower_persistent::BoxError = future.await.unwrap_err();
+//! assert_eq!(error.to_string(), "refused");
+//! # }
+//! ```
 
 use std::fmt;
 use std::future::Future;

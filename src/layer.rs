@@ -305,6 +305,16 @@ where
     /// (unpolled, or mid-way) ends the persistent connection: every handle sees it closed at
     /// once.
     ///
+    /// # Panics
+    ///
+    /// The returned future panics if polled outside a tokio runtime; `pair` itself does not.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future closes the persistent connection (the current connection
+    /// is dropped without being closed gracefully): poll it to its end, after
+    /// [`close`](Persistent::close), for a graceful close.
+    ///
     /// # Examples
     ///
     /// ```

@@ -53,7 +53,38 @@ pub(crate) const NOT_READY: &str =
 ///
 /// # Panics
 ///
-/// `call` panics if `poll_ready` did not return `Ready(Ok(()))` since the last `call`.
+/// `call` panics if `poll_ready` did not return `Ready(Ok(()))` since the last `call`, with
+/// the message `Persistent::call was called before Persistent::poll_ready returned
+/// Ready(Ok(()))`.
+///
+/// # Examples
+///
+/// ```
+/// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+/// use tower_persistent::{ClosableService, PersistentLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let get_address = service_fn(|()| async { Ok::<_, std::io::Error>("10.0.0.7:8080") });
+/// let connect = service_fn(|address: &'static str| async move {
+///     let conn = service_fn(move |n: u32| async move {
+///         Ok::<_, std::io::Error>(format!("{address} says {n}"))
+///     });
+///     Ok::<_, std::io::Error>(ClosableService::new(conn))
+/// });
+/// let mut orders = ServiceBuilder::new()
+///     .layer(PersistentLayer::new("orders", get_address))
+///     .service(connect);
+///
+/// // Readiness waits for the connection, then `call` sends on it.
+/// let answer = orders.ready().await.unwrap().call(1).await.unwrap();
+/// assert_eq!(answer, "10.0.0.7:8080 says 1");
+/// // Clones share the connection; each has its own readiness.
+/// assert_eq!(orders.clone().oneshot(2).await.unwrap(), "10.0.0.7:8080 says 2");
+/// orders.close().await;
+/// assert!(orders.current_connection().is_none());
+/// # }
+/// ```
 pub struct Persistent<A, C> {
     shared: Arc<Shared<A, C>>,
     id: u64,
@@ -237,6 +268,10 @@ where
     }
 
     /// Resolves once the first [`close`](Self::close) finishes. Starts nothing itself.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future changes nothing: closing goes on, and a new call waits again.
     pub fn close_finished(&self) -> impl Future<Output = ()> + Send + use<A, C> {
         let shared = self.shared.clone();
         async move { shared.slot.finished().await }

@@ -241,6 +241,25 @@ async fn refused_connection_is_a_failed_attempt() {
         failure.text(),
         format!("connect failed: tcp connect failed: {nowhere}: Connection refused (os error 111)")
     );
+    // Each error of the chain says one thing; the cause is a source, not repeated.
+    let mut chain = Vec::new();
+    let mut error: Option<&(dyn std::error::Error + 'static)> = Some(&failure);
+    while let Some(e) = error {
+        chain.push(e.to_string());
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        }
+        error = e.source();
+    }
+    assert_eq!(
+        chain,
+        [
+            "connect failed".to_owned(),
+            "tcp connect failed".to_owned(),
+            nowhere.to_string(),
+            "Connection refused (os error 111)".to_owned(),
+        ]
+    );
     client.close().await;
 }
 

@@ -38,6 +38,7 @@ fn unix_server(name: &'static str, path: &std::path::Path) -> tokio::task::JoinH
     })
 }
 
+// A Unix domain socket is reached by its path and by a `unix:` name, over HTTP/1.1 and HTTP/2.
 #[tokio::test]
 async fn unix_domain_sockets_by_path_and_by_name() {
     let dir = TempDir::new("unix").unwrap();
@@ -131,6 +132,7 @@ impl tower::Service<&'static str> for Memory {
     }
 }
 
+// A service of in-memory streams carries HTTP/1.1 and HTTP/2 as a dialed socket would.
 #[tokio::test(start_paused = true)]
 async fn over_a_service_of_in_memory_streams() {
     let memory = Memory::default();
@@ -208,6 +210,7 @@ async fn an_http1_stream_ended_before_the_connect_makes_a_dead_connection() {
     assert!(!conn.closed_gracefully());
 }
 
+// A stream service that fails, or a stream that never answers, fails the attempt with a clear error.
 #[tokio::test(start_paused = true)]
 async fn a_failing_service_or_a_silent_stream_fails_the_attempt() {
     // The service's error is the attempt's, in its text.
@@ -248,6 +251,7 @@ async fn a_failing_service_or_a_silent_stream_fails_the_attempt() {
     client.close().await;
 }
 
+// hyper-util's connector, as it is, dials for the HTTP connector; its error is the attempt's.
 #[tokio::test]
 async fn over_hyper_utils_connector_as_it_is() {
     let server = HttpServer::start("s").await.unwrap();
@@ -286,6 +290,7 @@ async fn over_hyper_utils_connector_as_it_is() {
     client.close().await;
 }
 
+// hyper-util's connector, its I/O unwrapped to tokio's stream, dials for HTTP/2.
 #[tokio::test]
 async fn over_hyper_utils_connector() {
     let server = HttpServer::start("s").await.unwrap();

@@ -75,6 +75,8 @@ async fn keys(endpoints: &[String]) -> Vec<String> {
         .collect()
 }
 
+// Replicas registered in a 3-member etcd cluster are found, followed and dropped as replicas,
+// members and the whole cluster fail and come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(etcd),

@@ -26,17 +26,18 @@ fn check_endpoint(endpoint: &str) -> Result<(), LookupError> {
         .strip_prefix("http://")
         .or_else(|| endpoint.strip_prefix("https://"))
         .unwrap_or(endpoint);
-    let invalid = |why: String| {
+    let invalid = format!("cannot make an etcd client: invalid endpoint {endpoint:?}");
+    let authority: http::uri::Authority = bare.parse().map_err(|e| {
         LookupError::new(
-            format!("cannot make an etcd client: invalid endpoint {endpoint:?}: {why}"),
-            None,
+            invalid.clone(),
+            Some(io::Error::new(io::ErrorKind::InvalidInput, e)),
         )
-    };
-    let authority: http::uri::Authority = bare.parse().map_err(|e| invalid(format!("{e}")))?;
+    })?;
     if let Some((_, port)) = authority.as_str().rsplit_once(':') {
         if !port.ends_with(']') && port.parse::<u16>().is_err() {
-            return Err(invalid(
-                "the port is not a number from 0 to 65535".to_owned(),
+            return Err(LookupError::new(
+                format!("{invalid}: the port is not a number from 0 to 65535"),
+                None,
             ));
         }
     }
@@ -108,6 +109,15 @@ impl Etcd<String> {
     /// every 2 s (HTTP/2 keep-alive) and dropped if the answer takes longer, so that a member
     /// that is frozen rather than down is passed over; a connection to a member gets 2 s to
     /// come up.
+    ///
+    /// # Errors
+    ///
+    /// If an endpoint is not a valid address (`cannot make an etcd client: invalid endpoint
+    /// ...`), or etcd-client refuses the endpoints.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is kept or sent before it resolves.
     pub async fn connect<E: AsRef<str>>(
         endpoints: &[E],
         prefix: impl Into<String>,
@@ -192,6 +202,12 @@ impl<A> Etcd<A> {
     /// # Errors
     ///
     /// If etcd does not grant the lease or store the key within that time.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped before it resolves, a lease may have been granted and the key
+    /// stored with no [`Publication`] to withdraw it; both go when the lease expires (at most
+    /// `ttl` later).
     pub async fn publish(
         &self,
         name: &str,

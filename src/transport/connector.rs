@@ -167,7 +167,8 @@ impl<B, D> HttpConnector<B, D> {
     /// one that does not use ALPN is spoken to in the connector's version). The TLS
     /// handshake counts within the [`connect_timeout`](Self::connect_timeout), and its failure
     /// (an unknown issuer, a certificate for another name, a server that is not speaking TLS)
-    /// is an [`HttpConnectError`] whose text says why.
+    /// is an [`HttpConnectError`] whose text says why. By default there is no TLS: the
+    /// connector speaks HTTP in clear.
     #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: super::TlsConfig) -> Self {
         self.tls = Some(Arc::new(tls.for_version(self.version)));

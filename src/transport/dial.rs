@@ -129,9 +129,8 @@ impl<A: Address> Dial<A> for Dialer {
 /// Each address in turn; the last one's error if none answers.
 async fn dial_tcp(addresses: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), HttpConnectError> {
     let tcp = |e: io::Error| HttpConnectError::new(ConnectErrorKind::Tcp, Some(e.into()));
-    // The error says which address, keeping its kind.
-    let at =
-        |address: &SocketAddr, e: io::Error| io::Error::new(e.kind(), format!("{address}: {e}"));
+    // The error says which address, keeping its kind; the cause is its source.
+    let at = |address: &SocketAddr, e: io::Error| At::io(address.to_string(), e);
     let mut last = None;
     for address in addresses {
         match TcpStream::connect(address).await {
@@ -158,7 +157,7 @@ async fn dial_unix(path: PathBuf) -> Result<Dialed, HttpConnectError> {
         }),
         Err(error) => Err(HttpConnectError::new(
             ConnectErrorKind::Unix,
-            Some(io::Error::new(error.kind(), format!("{}: {error}", path.display())).into()),
+            Some(At::io(path.display().to_string(), error).into()),
         )),
     }
 }
@@ -335,7 +334,7 @@ async fn resolve_name(host_port: String) -> Result<Resolved, HttpConnectError> {
     let resolve = |e: io::Error| HttpConnectError::new(ConnectErrorKind::Resolve, Some(e.into()));
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host(&host_port)
         .await
-        .map_err(|e| resolve(io::Error::new(e.kind(), format!("{host_port}: {e}"))))?
+        .map_err(|e| resolve(At::io(host_port.clone(), e)))?
         .collect();
     if addresses.is_empty() {
         return Err(resolve(io::Error::other(format!(
@@ -358,6 +357,41 @@ pub(super) fn host_of(name: &str) -> &str {
     host.strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host)
+}
+
+/// What a connecting error was about (an address, a path, a name), with the cause as its
+/// source, so that the message does not repeat the cause.
+#[derive(Debug)]
+pub(super) struct At {
+    what: String,
+    source: crate::BoxError,
+}
+
+impl At {
+    /// `source`, about `what`.
+    pub(super) fn new(what: impl Into<String>, source: impl Into<crate::BoxError>) -> At {
+        At {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// An I/O error of `source`'s kind, about `what`.
+    pub(super) fn io(what: impl Into<String>, source: io::Error) -> io::Error {
+        io::Error::new(source.kind(), At::new(what, source))
+    }
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for At {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
 }
 
 #[cfg(test)]

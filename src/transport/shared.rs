@@ -4,10 +4,11 @@
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::dial::Peer;
 use super::io::{Peeked, Probe};

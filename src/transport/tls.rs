@@ -7,8 +7,10 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 
+use crate::BoxError;
+
 use super::connector::{ConnectErrorKind, HttpConnectError};
-use super::dial::{Dialed, Peer, host_of};
+use super::dial::{At, Dialed, Peer, host_of};
 use super::shared::Version;
 
 /// The TLS settings of an [`HttpConnector`](super::HttpConnector)
@@ -60,16 +62,24 @@ impl TlsConfig {
     /// Trusts the platform's roots: the system's certificate store, read now (through
     /// `rustls-native-certs`, which honours `SSL_CERT_FILE` and `SSL_CERT_DIR`). Fails when no
     /// root could be read.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsConfigError`] (`no root certificate found on this platform`) when no root could be
+    /// read; the platform's first error, if any, is its source.
     pub fn platform_roots() -> Result<Self, TlsConfigError> {
         let loaded = rustls_native_certs::load_native_certs();
         let mut roots = RootCertStore::empty();
         let (added, _unparsable) = roots.add_parsable_certificates(loaded.certs);
         if added == 0 {
-            let why = match loaded.errors.first() {
-                Some(error) => format!("no root certificate found on this platform: {error}"),
-                None => "no root certificate found on this platform".to_owned(),
-            };
-            return Err(TlsConfigError(why));
+            return Err(TlsConfigError {
+                message: "no root certificate found on this platform".to_owned(),
+                source: loaded
+                    .errors
+                    .into_iter()
+                    .next()
+                    .map(|error| Arc::new(error) as Arc<dyn std::error::Error + Send + Sync>),
+            });
         }
         Ok(Self::with_roots(roots))
     }
@@ -96,10 +106,19 @@ impl TlsConfig {
 
     /// Checks every server's certificate against `name` (a DNS name or an IP address),
     /// whatever the address; a DNS name is also sent as SNI (rustls sends none for an IP
-    /// address). An invalid name is rejected here.
+    /// address). An invalid name is rejected here. Without it, the name checked is that of
+    /// each connection's address (or of the connector's
+    /// [`authority`](super::HttpConnector::authority)), or else the IP address dialed.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsConfigError`] (`invalid tls server name "..."`) when `name` is neither a DNS name
+    /// nor an IP address; the parse error is its source.
     pub fn server_name(mut self, name: &str) -> Result<Self, TlsConfigError> {
-        let parsed = ServerName::try_from(name.to_owned())
-            .map_err(|e| TlsConfigError(format!("invalid tls server name {name:?}: {e}")))?;
+        let parsed = ServerName::try_from(name.to_owned()).map_err(|e| TlsConfigError {
+            message: format!("invalid tls server name {name:?}"),
+            source: Some(Arc::new(e)),
+        })?;
         self.server_name = Some(parsed);
         Ok(self)
     }
@@ -116,17 +135,27 @@ impl TlsConfig {
 }
 
 /// A [`TlsConfig`] that cannot be used: no platform root could be read, or a server name is
-/// not valid.
+/// not valid. The cause, when there is one (the platform's error, the name's parse error), is
+/// the [`source`](std::error::Error::source).
 #[derive(Debug, Clone)]
-pub struct TlsConfigError(String);
+pub struct TlsConfigError {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
 
 impl fmt::Display for TlsConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for TlsConfigError {}
+impl std::error::Error for TlsConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl Version {
     fn alpn(self) -> &'static [u8] {
@@ -157,14 +186,14 @@ impl Tls {
         &self,
         dialed: Dialed,
     ) -> Result<(Dialed, String), HttpConnectError> {
-        let error = |kind, why: String| HttpConnectError::new(kind, Some(why.into()));
+        let error = |kind, why: BoxError| HttpConnectError::new(kind, Some(why));
         let server_name = match (&self.server_name, &dialed.name, &dialed.peer) {
             (Some(name), _, _) => name.clone(),
             (None, Some(name), _) => {
                 ServerName::try_from(host_of(name).to_owned()).map_err(|e| {
                     error(
                         ConnectErrorKind::InvalidServerName,
-                        format!("{}: {e}", host_of(name)),
+                        At::new(host_of(name), e).into(),
                     )
                 })?
             }
@@ -172,7 +201,7 @@ impl Tls {
             (None, None, peer) => {
                 return Err(error(
                     ConnectErrorKind::NoServerName,
-                    format!("the peer is {peer}"),
+                    format!("the peer is {peer}").into(),
                 ));
             }
         };
@@ -183,11 +212,12 @@ impl Tls {
             name,
             probe,
         } = dialed;
-        let stream = self
-            .connector
-            .connect(server_name, io)
-            .await
-            .map_err(|e| error(ConnectErrorKind::Tls, format!("with {shown}: {e}")))?;
+        let stream = self.connector.connect(server_name, io).await.map_err(|e| {
+            error(
+                ConnectErrorKind::Tls,
+                At::io(format!("with {shown}"), e).into(),
+            )
+        })?;
         // rustls itself refuses a protocol that was not offered, and a server that offers
         // none of ours ends the handshake (`no_application_protocol`).
         // The probe sees the TCP stream under TLS: a server's close_notify is bytes to it (so
