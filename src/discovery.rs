@@ -301,12 +301,17 @@ impl<A: Clone> Service<()> for Watch<A> {
     }
 }
 
+/// The longest file a [`Catalog`] reads as an entry, in bytes (a socket address takes at most
+/// 47); longer files are passed over unread.
+pub const MAX_CATALOG_ENTRY: u64 = 1024;
+
 /// A service catalog in a directory: each running replica publishes its address as a file, and
 /// removes it on clean shutdown.
 ///
 /// Every call reads the directory again and answers the next published replica in turn (files
 /// taken by name order; hidden files, whose names begin with `.`, and files that do not hold a
-/// socket address are passed over). A replica that died without withdrawing leaves a stale entry:
+/// socket address are passed over, as is anything but a regular file (a FIFO, a device, a
+/// directory) and a file longer than [`MAX_CATALOG_ENTRY`], which are not read at all). A replica that died without withdrawing leaves a stale entry:
 /// the attempt on it fails, and the next attempt moves on to another replica.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -352,6 +357,23 @@ impl Catalog {
         })
     }
 
+    /// The text of the entry at `path`: a regular file (a FIFO would block the read, a device
+    /// would not end it), of [`MAX_CATALOG_ENTRY`] bytes at most (read no further if it grew).
+    async fn read_entry(path: &Path) -> io::Result<String> {
+        use tokio::io::AsyncReadExt;
+        let metadata = tokio::fs::metadata(path).await?;
+        if !metadata.is_file() || metadata.len() > MAX_CATALOG_ENTRY {
+            return Err(io::Error::other("not a catalog entry"));
+        }
+        let mut text = String::new();
+        tokio::fs::File::open(path)
+            .await?
+            .take(MAX_CATALOG_ENTRY)
+            .read_to_string(&mut text)
+            .await?;
+        Ok(text)
+    }
+
     async fn replicas(dir: &Path) -> io::Result<Vec<(String, SocketAddr)>> {
         let mut entries = tokio::fs::read_dir(dir).await?;
         let mut replicas = Vec::new();
@@ -361,7 +383,7 @@ impl Catalog {
                 continue;
             }
             // An entry withdrawn meanwhile is simply not there.
-            let Ok(text) = tokio::fs::read_to_string(entry.path()).await else {
+            let Ok(text) = Self::read_entry(&entry.path()).await else {
                 continue;
             };
             if let Ok(address) = text.trim().parse() {

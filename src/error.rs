@@ -49,6 +49,7 @@
 use std::any::Any;
 use std::error::Error as StdError;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// A boxed error, as used throughout tower.
@@ -200,13 +201,32 @@ impl ConnectError {
     ///
     /// Two errors with the same text are the same error for deduplication of
     /// [`Event::FailedToConnect`](crate::Event::FailedToConnect).
+    ///
+    /// The sources are your errors' own: a chain longer than [`MAX_SOURCES`] (one that loops,
+    /// say) is cut there, and a source whose `Display` or `source` panics reads
+    /// `<panicked: ...>`, where the chain ends.
     pub fn text(&self) -> String {
         let mut text = self.to_string();
         let mut source = StdError::source(self);
-        while let Some(err) = source {
+        for _ in 0..MAX_SOURCES {
+            let Some(err) = source else {
+                return text;
+            };
             text.push_str(": ");
-            text.push_str(&err.to_string());
-            source = err.source();
+            let step = catch_unwind(AssertUnwindSafe(|| (err.to_string(), err.source())));
+            match step {
+                Ok((message, next)) => {
+                    text.push_str(&message);
+                    source = next;
+                }
+                Err(payload) => {
+                    text.push_str(&format!("<panicked: {}>", panic_message(&*payload)));
+                    return text;
+                }
+            }
+        }
+        if source.is_some() {
+            text.push_str(": ...");
         }
         text
     }
@@ -252,6 +272,9 @@ impl StdError for ConnectError {
         self.0.source()
     }
 }
+
+/// How many sources [`ConnectError::text`] follows at most.
+pub const MAX_SOURCES: usize = 32;
 
 /// The message of a caught panic.
 #[derive(Debug)]

@@ -304,7 +304,9 @@ impl Error {
 /// The gRPC code of a transport error: see the module docs.
 fn code_of(error: &(dyn StdError + 'static)) -> Code {
     let mut source = Some(error);
-    while let Some(err) = source {
+    // Bounded: a chain that loops ends here.
+    for _ in 0..=crate::error::MAX_SOURCES {
+        let Some(err) = source else { break };
         if let Some(ours) = err.downcast_ref::<Error>() {
             return ours.code();
         }

@@ -500,6 +500,10 @@ impl<A, C: Clone> Persistent<A, C> {
         if timer.as_mut().poll(cx).is_ready() {
             self.ready_timer = None;
             self.readiness = Readiness::TimedOut;
+            // The connection's own wait is given up too (its place in an HTTP/1.1 connection's
+            // queue, say, which would otherwise hold the turn once it came): the next
+            // `poll_ready` takes the current connection again.
+            self.conn = None;
             return Readied::Ready;
         }
         Readied::Pending

@@ -117,6 +117,36 @@ async fn catalog_publishes_rotates_and_withdraws() {
     );
 }
 
+// Catalog entries that are not regular files (a FIFO, whose read would block, a link to a
+// device that never ends, a directory), or that are longer than an entry can be, are passed
+// over unread: the lookup answers the one replica at once.
+#[cfg(unix)]
+#[tokio::test]
+async fn catalog_passes_over_what_is_not_an_entry() {
+    let dir = support::temp::TempDir::new("catalog-odd").unwrap();
+    let fifo = dir.path().join("a-fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("b-zero")).unwrap();
+    std::fs::create_dir(dir.path().join("c-dir")).unwrap();
+    let long = format!("127.0.0.1:9{}", " ".repeat(2000));
+    std::fs::write(dir.path().join("d-long"), long).unwrap();
+    let _e = Catalog::publish(dir.path(), "e", addr("127.0.0.1:5"))
+        .await
+        .unwrap();
+    let catalog = Catalog::new(dir.path());
+    let ports: Vec<u16> = tokio::time::timeout(Duration::from_secs(5), answers(&catalog, 3))
+        .await
+        .expect("the lookup hung")
+        .iter()
+        .map(|a| a.port())
+        .collect();
+    assert_eq!(ports, [5, 5, 5]);
+}
+
 // With a stale entry in the catalog, the persistent connection fails on it once and moves on to
 // a live replica.
 #[tokio::test]

@@ -23,7 +23,7 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_persistent::transport::{HttpConnection, HttpConnector};
-use tower_persistent::{Event, Persistent, PersistentLayer};
+use tower_persistent::{Closable, Event, Persistent, PersistentLayer};
 
 /// Every wait of these tests is bounded by this.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -354,6 +354,139 @@ async fn a_server_closing_without_serving_meets_the_retry_delay() {
         assert!(pair[1] - pair[0] >= delay, "{attempts:?}");
     }
     assert_eq!(server.accepted(), attempts.len());
+}
+
+/// A server that reads each request's first bytes on each connection it accepts, answers
+/// `answer`, then closes the connection (`close`) or holds it open.
+async fn answering_server(answer: &'static [u8], close: bool) -> (SocketAddr, JoinSet<()>) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            connections.spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(answer).await;
+                if !close {
+                    // Held open until the client closes it.
+                    let _ = socket.read(&mut request).await;
+                }
+            });
+        }
+    });
+    (address, tasks)
+}
+
+// HTTP/1.1 servers that answer with something that is not HTTP (their socket held open, or an
+// HTTP/2 SETTINGS frame), or cut a response's body short and close, did not close the
+// connection in good order though hyper ends it without an error of its own: each failed
+// request is followed by the retry delay, never by a new connection at once (no storm).
+#[tokio::test]
+async fn http1_answers_that_fail_meet_the_retry_delay() {
+    let answers: [(&[u8], bool, &str); 3] = [
+        (b"garbage\r\n\r\n", false, "invalid HTTP version parsed"),
+        (
+            b"\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+            false,
+            "invalid HTTP version parsed",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc",
+            true,
+            "error reading a body from connection",
+        ),
+    ];
+    for (answer, close, error) in answers {
+        let (address, _server) = answering_server(answer, close).await;
+        let delay = Duration::from_millis(300);
+        let (client, log) = client(address, HttpConnector::http1(), |layer| {
+            layer.retry_delay(move || delay).jitter(0.0)
+        });
+        let started = Instant::now();
+        let mut failures = 0;
+        // Requests one after another for 1 s (each bounded), each failing with the server's
+        // fault, on the head or on the body.
+        while started.elapsed() < Duration::from_secs(1) {
+            let outcome = match timeout(LIMIT, client.clone().oneshot(get("/")))
+                .await
+                .expect("a request hung")
+            {
+                Ok(response) => http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            assert_eq!(outcome, Err(error.to_owned()), "{answer:?}");
+            failures += 1;
+            assert!(failures < 50, "{answer:?}: {:?}", log.lines());
+        }
+        client.close().await;
+        let attempts = log.times("attempting_to_connect");
+        assert!(
+            (3..=5).contains(&attempts.len()),
+            "{answer:?}: {attempts:?} {:?}",
+            log.lines()
+        );
+        for pair in attempts.windows(2) {
+            assert!(pair[1] - pair[0] >= delay, "{answer:?}: {attempts:?}");
+        }
+        // One request per connection: the next waits for the next connection.
+        assert!(failures <= attempts.len(), "{failures} {attempts:?}");
+    }
+}
+
+// A server that answers in full and closes (`Connection: close`) while the caller has yet to
+// read the body: the connection is closed at once (no new request goes to it), finishes once
+// the body is read, and is then replaced at once, as closed in good order.
+#[tokio::test]
+async fn http1_close_after_a_response_is_graceful_once_its_body_is_read() {
+    let (address, _server) = answering_server(
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+        true,
+    )
+    .await;
+    let (client, log) = client(address, HttpConnector::http1(), |layer| {
+        layer.retry_delay(|| Duration::from_secs(60))
+    });
+    let response = timeout(LIMIT, client.clone().oneshot(get("/")))
+        .await
+        .unwrap()
+        .unwrap();
+    let conn = client.current_connection().unwrap();
+    // hyper's connection ends with the response; the body, read or not, is in its channel.
+    timeout(LIMIT, async {
+        while !conn.is_closed() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the connection did not close");
+    let finished = conn.close_finished();
+    tokio::pin!(finished);
+    let pending =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(finished.as_mut().poll(cx).is_pending()))
+            .await;
+    assert!(pending, "finished before its response was read");
+    assert_eq!(text(response).await, "ok");
+    timeout(LIMIT, finished).await.unwrap();
+    assert!(conn.closed_gracefully());
+    // Replaced at once, not after the 60 s delay.
+    let response = timeout(Duration::from_secs(5), client.clone().oneshot(get("/")))
+        .await
+        .expect("the connection was not replaced at once")
+        .unwrap();
+    assert_eq!(text(response).await, "ok");
+    assert_eq!(
+        log.times("attempting_to_connect").len(),
+        2,
+        "{:?}",
+        log.lines()
+    );
+    client.close().await;
 }
 
 // The connector's Duration settings accept Duration::MAX and zero without a panic: the

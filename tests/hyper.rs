@@ -923,3 +923,77 @@ async fn names_and_uris_are_addresses() {
     );
     nowhere.close().await;
 }
+
+// A handle whose ready timeout ran out while an HTTP/1.1 request held the connection's turn
+// gives its place in the queue up, though the handle is kept: once that request is answered,
+// another clone's request goes through (its own 100 ms ready timeout would fail it otherwise).
+#[tokio::test]
+async fn a_handle_whose_ready_timeout_ran_out_gives_up_its_http1_turn() {
+    let server = HttpServer::start("s").await.unwrap();
+    let layer = PersistentLayer::new(
+        "web",
+        tower_persistent::discovery::Fixed::new(server.address),
+    )
+    .ready_timeout(Duration::from_millis(100));
+    let client: Client = ServiceBuilder::new()
+        .layer(layer)
+        .service(HttpConnector::http1());
+    timeout(LIMIT, client.connected()).await.unwrap().unwrap();
+    let conn = client.current_connection().unwrap();
+    // A request that holds the turn for 300 ms.
+    let slow = tokio::spawn(client.clone().oneshot(get("/slow")));
+    timeout(LIMIT, async {
+        while conn.in_flight() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    // Another handle waits for the turn, runs out of time, and is kept.
+    let mut kept = client.clone();
+    ServiceExt::<http::Request<Empty<Bytes>>>::ready(&mut kept)
+        .await
+        .unwrap();
+    let error = kept.call(get("/kept")).await.unwrap_err();
+    assert!(error.is::<tower_persistent::ReadyTimeout>(), "{error}");
+    assert_eq!(text(slow.await.unwrap().unwrap()).await, "s /slow");
+    for _ in 0..3 {
+        let response = timeout(LIMIT, client.clone().oneshot(get("/next")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, "s /next");
+    }
+    drop(kept);
+    client.close().await;
+}
+
+// A connection whose runtime shut down before the connection's task first ran is finished all
+// the same: `is_closed` says so, `poll_ready` fails, `close` and `close_finished` resolve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_task_never_ran_is_finished() {
+    let server = HttpServer::start("s").await.unwrap();
+    let address = server.address;
+    let conn: Conn = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // The connector spawns the connection's task; `block_on` returns before it runs.
+        let conn = runtime.block_on(HttpConnector::http1().oneshot(address));
+        drop(runtime);
+        conn
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(conn.is_closed());
+    let error = timeout(LIMIT, conn.clone().oneshot(get("/")))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(error.is::<tower_persistent::ConnectionClosed>(), "{error}");
+    timeout(LIMIT, conn.close_finished()).await.unwrap();
+    timeout(LIMIT, conn.close()).await.unwrap();
+    assert!(!conn.closed_gracefully());
+}

@@ -161,3 +161,71 @@ async fn zero_and_huge_delays_are_bounded() {
     p.close().await;
     assert_eq!(ms(start), 3 * 3_600_000 + 1);
 }
+
+/// An error of the address lookup whose `Display` panics, or whose sources loop back to it.
+#[derive(Debug)]
+enum Odd {
+    PanickyDisplay,
+    Loop,
+}
+
+impl std::fmt::Display for Odd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Odd::PanickyDisplay => panic!("no words"),
+            Odd::Loop => f.write_str("loops"),
+        }
+    }
+}
+
+impl std::error::Error for Odd {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Odd::PanickyDisplay => None,
+            Odd::Loop => Some(self),
+        }
+    }
+}
+
+// An address lookup failing with an error whose `Display` panics, or whose sources loop, does
+// not kill or hang the loop: the error's text says so or is cut, repeated failures are told
+// apart as usual, and the next lookup that succeeds connects.
+#[tokio::test(start_paused = true)]
+async fn errors_whose_display_panics_or_whose_sources_loop_are_failed_attempts() {
+    let looped = format!("address lookup failed{}: ...", ": loops".repeat(32));
+    for (odd, text) in [
+        (
+            (|| Odd::PanickyDisplay) as fn() -> Odd,
+            "address lookup failed: <panicked: no words>".to_owned(),
+        ),
+        (|| Odd::Loop, looped),
+    ] {
+        let start = Instant::now();
+        let recorder = Recorder::new(start);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let lookup = tower::service_fn(move |()| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move { if n < 2 { Err(odd()) } else { Ok("a") } }
+        });
+        let p = PersistentLayer::new("test", lookup)
+            .retry_delay(|| Duration::from_secs(1))
+            .jitter(0.0)
+            .on_event(recorder.handler())
+            .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+        let failure = p.connected_or_failed_to_connect().await.unwrap_err();
+        assert_eq!(failure.text(), text);
+        let mut events = p.events();
+        wait_event(&mut events, "connected").await;
+        // The second failure has the same text: not told again.
+        assert_eq!(
+            recorder.log(),
+            timeline(&[
+                (0, "AttemptingToConnect"),
+                (0, &format!("FailedToConnect({text})")),
+                (2000, "ObtainedAddress(\"a\")"),
+                (2000, "Connected(1)"),
+            ])
+        );
+        p.close().await;
+    }
+}

@@ -274,7 +274,10 @@ async fn a_name_from_the_configuration_and_a_wrong_name() {
 
     // A name that cannot be a server name is refused when configured.
     let refused = pki.client().server_name("not a name").unwrap_err();
-    assert_eq!(refused.to_string(), "invalid tls server name \"not a name\"");
+    assert_eq!(
+        refused.to_string(),
+        "invalid tls server name \"not a name\""
+    );
     // The parse error is the source, not repeated in the message.
     let why = std::error::Error::source(&refused).expect("a source");
     assert_eq!(why.to_string(), "invalid dns name");

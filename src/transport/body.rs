@@ -78,6 +78,9 @@ impl Body for ResponseBody {
         let frame = ready!(this.inner.poll_frame(cx));
         if !matches!(frame, Some(Ok(_))) {
             // The end, or an error: the request is no longer in flight.
+            if let (Some(Err(error)), Some(in_flight)) = (&frame, &*this.in_flight) {
+                in_flight.connection().response_failed(error);
+            }
             this.in_flight.take();
         }
         Poll::Ready(frame)

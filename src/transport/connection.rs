@@ -17,7 +17,7 @@ use tower_service::Service;
 
 use super::body::{ResponseBody, ResponseFuture, respond};
 use super::dial::Peer;
-use super::shared::{ConnShared, InFlight, ReleaseProbe, Version};
+use super::shared::{ConnShared, InFlight, Version};
 use crate::closable::WeakSuccessor;
 use crate::error::{BoxError, ConnectionClosed};
 use crate::{Closable, Successor};
@@ -112,11 +112,14 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
 
     /// True when the connection served at least one response and hyper's connection then
     /// ended without error before any close of ours: the server closed it in good order
-    /// (`Connection: close`, GOAWAY, a keep-alive limit, an idle timeout).
+    /// (`Connection: close`, GOAWAY, a keep-alive limit, an idle timeout). Not over HTTP/1.1
+    /// when a response failed (a head that is not HTTP, a body cut short): hyper ends its
+    /// connection without an error of its own then, having given the error to the request.
     fn closed_gracefully(&self) -> bool {
         self.shared.served.load(Ordering::Acquire)
             && self.shared.ended_by_peer.load(Ordering::Acquire)
             && !self.shared.reset_by_peer.load(Ordering::Acquire)
+            && !self.shared.failed.load(Ordering::Acquire)
     }
 
     /// Kept as a weak reference (it keeps no later connection alive): a request that hyper
@@ -389,6 +392,8 @@ async fn send_http1<B: Body + Send + 'static>(
             Ok(response) => return Ok(respond(response, in_flight)),
             Err(error) => error,
         };
+        // Before `in_flight` goes: the connection's end waits for it to tell how it ended.
+        in_flight.connection().response_failed(error.error());
         match error.take_message() {
             Some(unsent) if resends < HTTP1_RESENDS => {
                 resends += 1;
@@ -467,29 +472,33 @@ impl<B> HttpConnection<B> {
         conn: ConnDriver,
         close_timeout: Duration,
     ) -> (Self, tokio::task::AbortHandle) {
+        // The guards are made here, not in the task: a task dropped before it first ran (its
+        // runtime shut down) still finishes the connection and closes its turn.
         let task = tokio::spawn(drive(
+            FinishOnDrop(shared.clone()),
+            CloseOnDrop(sender.semaphore()),
             conn,
             shared.clone(),
             close_timeout,
-            sender.semaphore(),
         ));
         (HttpConnection { shared, sender }, task.abort_handle())
     }
 }
 
 /// Drives hyper's connection until it ends, or until a graceful close finishes.
+///
+/// However it ends, `permits` is closed (clones waiting for the HTTP/1.1 turn learn that it is
+/// over), and then `finished` releases the probe and finishes the connection: they are the
+/// first parameters, dropped last.
 async fn drive(
+    _finished: FinishOnDrop,
+    permits: CloseOnDrop,
     mut conn: ConnDriver,
     shared: Arc<ConnShared>,
     close_timeout: Duration,
-    permits: Option<Arc<Semaphore>>,
 ) {
-    let _finished = FinishOnDrop(shared.clone());
-    // However it ends, clones waiting for the HTTP/1.1 permit learn that it is over.
-    let _permits = CloseOnDrop(permits.clone());
-    // Dropped first: the probe goes with hyper's connection, before the connection counts as
-    // finished.
-    let _probe = ReleaseProbe(&shared);
+    let permits = &permits.0;
+    let http1 = permits.is_some();
     // hyper's connection first, and the close of ours checked only when it has nothing to do:
     // `close` wakes this task through `task` (cheaper, per wake-up, than a `Notify` waiter).
     let ended = std::future::poll_fn(|cx| {
@@ -503,6 +512,7 @@ async fn drive(
         Poll::Pending
     })
     .await;
+    let ended_by_peer = matches!(ended, Some(Ok(())));
     match ended {
         Some(Ok(())) if shared.reset_by_peer.load(Ordering::Acquire) => {
             // The probe took the reset's error; hyper read the end of stream that followed.
@@ -518,7 +528,7 @@ async fn drive(
         None => {
             // Graceful close: no new requests (poll_ready fails from now on); let those in
             // flight finish, within the close timeout.
-            if let Some(permits) = &permits {
+            if let Some(permits) = permits {
                 permits.close();
             }
             let drained = tokio::time::timeout(close_timeout, shared.wait_idle());
@@ -532,6 +542,20 @@ async fn drive(
     // Closes the socket, and hands back the requests still queued, before the connection
     // counts as finished.
     drop(conn);
+    if http1 && ended_by_peer && shared.in_flight.load(Ordering::Acquire) != 0 {
+        // hyper's HTTP/1.1 connection also ends without an error when a response failed (a
+        // head that is not HTTP, a body cut short): it gives the error to the request. Whether
+        // the server ended it in good order is known once the responses in flight have been
+        // read (or dropped): until then, for the close timeout at most, the connection is
+        // closed (no new request) but not finished.
+        shared.closing.set();
+        if let Some(permits) = permits {
+            permits.close();
+        }
+        shared.release_probe();
+        shared.end();
+        let _ = tokio::time::timeout(close_timeout, shared.wait_idle()).await;
+    }
 }
 
 struct CloseOnDrop(Option<Arc<Semaphore>>);
@@ -544,10 +568,12 @@ impl Drop for CloseOnDrop {
     }
 }
 
+/// Finishes the connection when dropped, the probe released first (it keeps the socket open).
 struct FinishOnDrop(Arc<ConnShared>);
 
 impl Drop for FinishOnDrop {
     fn drop(&mut self) {
+        self.0.release_probe();
         self.0.finish();
     }
 }

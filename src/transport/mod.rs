@@ -90,7 +90,11 @@
 //! fails for a readiness race. So many clones, and many clones of a `Persistent` handle, can use
 //! one connection without breaking the `poll_ready` contract: readiness is reserved by one clone
 //! at a time, in turn, and a clone that is ready but never calls holds up the others (as
-//! tower's `Buffer` slot would). HTTP/2 senders are cloned and multiplex requests.
+//! tower's `Buffer` slot would). So does a clone whose wait for its turn was abandoned (a
+//! `ready()` future of yours dropped by a timeout) while the clone itself is kept: its place in
+//! the queue stays until the clone is polled again or dropped. A `Persistent` handle whose
+//! [`ready_timeout`](crate::PersistentLayer::ready_timeout) ran out gives its place up itself.
+//! HTTP/2 senders are cloned and multiplex requests.
 //!
 //! # Requests
 //!

@@ -28,7 +28,8 @@ pub(super) struct ConnShared {
     pub(super) version: Version,
     /// Over TLS: requests without a scheme are `https`.
     pub(super) secure: bool,
-    /// Set by `close`: no new requests.
+    /// Set by `close`, or once hyper's connection has ended while responses are still being
+    /// read: no new requests.
     pub(super) closing: Signal,
     /// The connection's task, woken by `close`.
     pub(super) task: AtomicWaker,
@@ -37,9 +38,11 @@ pub(super) struct ConnShared {
     /// Requests sent whose response (body included) is not finished.
     pub(super) in_flight: AtomicUsize,
     pub(super) idle: Notify,
-    /// The server answered on this connection: for HTTP/2 a response head arrived, for
-    /// HTTP/1.1 any byte (which hyper may take in before the caller sees the response).
+    /// The server answered on this connection: a response head arrived.
     pub(super) served: AtomicBool,
+    /// HTTP/1.1: a response failed other than by the server's close before it began (a head
+    /// that is not HTTP, a body cut short): whatever followed, not a close in good order.
+    pub(super) failed: AtomicBool,
     /// hyper's connection ended without error before any close of ours.
     pub(super) ended_by_peer: AtomicBool,
     /// The probe found the connection reset. (On Linux, even a peek takes a socket's pending
@@ -56,8 +59,9 @@ pub(super) struct ConnShared {
     /// A probe of the socket (TCP connections of the connector's own), released as soon as
     /// hyper's connection is dropped (so that it keeps no socket open).
     probe: Mutex<Option<Probe>>,
-    /// Clones whose `poll_ready` waits for a connection found gone to end.
-    waiting_for_end: Mutex<Vec<std::task::Waker>>,
+    /// Clones whose `poll_ready` waits for a connection found gone to end; `None` once hyper's
+    /// connection has ended.
+    waiting_for_end: Mutex<Option<Vec<std::task::Waker>>>,
     /// When the connection was made, and when it last had nothing in flight (nanoseconds
     /// since `born`).
     born: Instant,
@@ -88,12 +92,13 @@ impl ConnShared {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             served: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             ended_by_peer: AtomicBool::new(false),
             reset_by_peer: AtomicBool::new(false),
             successor: OnceLock::new(),
             resend_limit,
             probe: Mutex::new(probe),
-            waiting_for_end: Mutex::new(Vec::new()),
+            waiting_for_end: Mutex::new(Some(Vec::new())),
             born: Instant::now(),
             idle_since: AtomicU64::new(0),
         }
@@ -137,34 +142,38 @@ impl ConnShared {
         }
     }
 
-    /// Wakes `waker` when the connection's task has ended; false if it has already.
+    /// Wakes `waker` when hyper's connection has ended; false if it has already.
     pub(super) fn wake_at_end(&self, waker: &std::task::Waker) -> bool {
         let mut waiting = self
             .waiting_for_end
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if self.finished.is_set() {
+        let Some(waiting) = waiting.as_mut() else {
             return false;
-        }
+        };
         if !waiting.iter().any(|w| w.will_wake(waker)) {
             waiting.push(waker.clone());
         }
         true
     }
 
-    /// The connection's task has ended: sets `finished` and wakes the clones waiting for it.
-    pub(super) fn finish(&self) {
-        let waiting = {
-            let mut waiting = self
-                .waiting_for_end
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            self.finished.set();
-            std::mem::take(&mut *waiting)
-        };
-        for waker in waiting {
+    /// hyper's connection has ended: wakes the clones waiting for that (once).
+    pub(super) fn end(&self) {
+        let waiting = self
+            .waiting_for_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        for waker in waiting.into_iter().flatten() {
             waker.wake();
         }
+    }
+
+    /// The connection's task has ended: sets `finished` and wakes the clones waiting for the
+    /// end.
+    pub(super) fn finish(&self) {
+        self.finished.set();
+        self.end();
     }
 
     /// Drops the probe: hyper's connection is gone, and the socket must close with it.
@@ -196,15 +205,15 @@ impl ConnShared {
     pub(super) fn mark_served(&self) {
         self.served.store(true, Ordering::Release);
     }
-}
 
-/// Drops the connection's probe when dropped: in the connection's task, so that the probe goes
-/// with hyper's connection however the task ends.
-pub(super) struct ReleaseProbe<'a>(pub(super) &'a ConnShared);
-
-impl Drop for ReleaseProbe<'_> {
-    fn drop(&mut self) {
-        self.0.release_probe();
+    /// An HTTP/1.1 response failed with `error` (of its head or of its body): unless it is the
+    /// server's close before the response began (or a request handed back unsent), the
+    /// connection does not count as closed in good order.
+    pub(super) fn response_failed(&self, error: &hyper::Error) {
+        if self.version == Version::Http1 && !error.is_canceled() && !error.is_incomplete_message()
+        {
+            self.failed.store(true, Ordering::Release);
+        }
     }
 }
 
