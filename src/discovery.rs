@@ -309,10 +309,11 @@ pub const MAX_CATALOG_ENTRY: u64 = 1024;
 /// removes it on clean shutdown.
 ///
 /// Every call reads the directory again and answers the next published replica in turn (files
-/// taken by name order; hidden files, whose names begin with `.`, and files that do not hold a
-/// socket address are passed over, as is anything but a regular file (a FIFO, a device, a
-/// directory) and a file longer than [`MAX_CATALOG_ENTRY`], which are not read at all). A replica that died without withdrawing leaves a stale entry:
-/// the attempt on it fails, and the next attempt moves on to another replica.
+/// taken by name order). Hidden files, whose names begin with `.`, and files that do not hold a
+/// socket address are passed over; so is anything but a regular file (a FIFO, a device, a
+/// directory) and a file longer than [`MAX_CATALOG_ENTRY`], neither of which is read. A replica
+/// that died without withdrawing leaves a stale entry: the attempt on it fails, and the next
+/// attempt moves on to another replica.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     dir: Arc<Path>,
