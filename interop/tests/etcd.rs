@@ -152,7 +152,7 @@ async fn replicas_in_etcd_under_failures() {
     // An etcd member dies: lookups go on through the others.
     cluster.kill(0).await;
     for i in 0..10 {
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         let address = timeout(LIMIT, discovery.clone().oneshot(()))
             .await
             .unwrap()
