@@ -302,6 +302,37 @@ async fn a_connection_closed_gracefully_after_serving_is_replaced_at_once() {
     }
 }
 
+// The same when the server ends every connection after its first response (HTTP/2: a GOAWAY
+// with the response, so that hyper's connection ends before the caller has seen it): each
+// connection served, and is replaced at once.
+#[tokio::test]
+async fn a_connection_closed_gracefully_after_its_first_response_is_replaced_at_once() {
+    for connector in [HttpConnector::http1(), HttpConnector::http2()] {
+        let server = ClosingServer::start(1).await;
+        let (client, log) = client(server.address, connector.clone(), |layer| layer);
+        let started = Instant::now();
+        let mut answered = 0;
+        // Until the fourth connection (an HTTP/2 server may answer a request that crossed its
+        // GOAWAY); bounded.
+        while server.accepted() < 4 && answered < 20 {
+            let response = timeout(LIMIT, client.clone().oneshot(get("/")))
+                .await
+                .expect("a request hung")
+                .expect("a request failed");
+            text(response).await.parse::<usize>().unwrap();
+            answered += 1;
+        }
+        // Three graceful closes; a single wait for the delay would take 7 s at least.
+        assert_eq!(server.accepted(), 4, "{connector:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(7),
+            "{connector:?}: {:?}",
+            log.lines()
+        );
+        client.close().await;
+    }
+}
+
 // Sixteen clients with a 3 s timeout and the default settings, against a server that closes
 // its HTTP/1.1 connection after every response: no request times out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,48 +412,60 @@ async fn answering_server(answer: &'static [u8], close: bool) -> (SocketAddr, Jo
 }
 
 // HTTP/1.1 servers that answer with something that is not HTTP (their socket held open, or an
-// HTTP/2 SETTINGS frame), or cut a response's body short and close, did not close the
-// connection in good order though hyper ends it without an error of its own: each failed
-// request is followed by the retry delay, never by a new connection at once (no storm).
+// HTTP/2 SETTINGS frame), cut a response's body short and close (the body read to its error),
+// or answer `101 Switching Protocols` unasked, did not close the connection in good order
+// though hyper ends it without an error of its own: each request is followed by the retry
+// delay, never by a new connection at once (no storm).
 #[tokio::test]
 async fn http1_answers_that_fail_meet_the_retry_delay() {
-    let answers: [(&[u8], bool, &str); 3] = [
-        (b"garbage\r\n\r\n", false, "invalid HTTP version parsed"),
+    const CUT: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc";
+    // What the server answers, whether it then closes, whether the caller reads the body, and
+    // what the caller sees.
+    let answers: [(&[u8], bool, bool, &str); 4] = [
         (
-            b"\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+            b"garbage\r\n\r\n",
             false,
+            true,
             "invalid HTTP version parsed",
         ),
         (
-            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc",
+            b"\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+            false,
             true,
-            "error reading a body from connection",
+            "invalid HTTP version parsed",
+        ),
+        (CUT, true, true, "error reading a body from connection"),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n",
+            true,
+            false,
+            "101 Switching Protocols",
         ),
     ];
-    for (answer, close, error) in answers {
+    for (answer, close, read, seen) in answers {
         let (address, _server) = answering_server(answer, close).await;
         let delay = Duration::from_millis(300);
         let (client, log) = client(address, HttpConnector::http1(), |layer| {
             layer.retry_delay(move || delay).jitter(0.0)
         });
         let started = Instant::now();
-        let mut failures = 0;
-        // Requests one after another for 1 s (each bounded), each failing with the server's
-        // fault, on the head or on the body.
+        let mut requests = 0;
+        // Requests one after another for 1 s (each bounded).
         while started.elapsed() < Duration::from_secs(1) {
             let outcome = match timeout(LIMIT, client.clone().oneshot(get("/")))
                 .await
                 .expect("a request hung")
             {
-                Ok(response) => http_body_util::BodyExt::collect(response.into_body())
+                Ok(response) if read => http_body_util::BodyExt::collect(response.into_body())
                     .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                    .map(|_| "read".to_owned())
+                    .unwrap_or_else(|e| e.to_string()),
+                Ok(response) => response.status().to_string(),
+                Err(e) => e.to_string(),
             };
-            assert_eq!(outcome, Err(error.to_owned()), "{answer:?}");
-            failures += 1;
-            assert!(failures < 50, "{answer:?}: {:?}", log.lines());
+            assert_eq!(outcome, seen, "{answer:?}");
+            requests += 1;
+            assert!(requests < 50, "{answer:?}: {:?}", log.lines());
         }
         client.close().await;
         let attempts = log.times("attempting_to_connect");
@@ -435,13 +478,15 @@ async fn http1_answers_that_fail_meet_the_retry_delay() {
             assert!(pair[1] - pair[0] >= delay, "{answer:?}: {attempts:?}");
         }
         // One request per connection: the next waits for the next connection.
-        assert!(failures <= attempts.len(), "{failures} {attempts:?}");
+        assert!(requests <= attempts.len(), "{requests} {attempts:?}");
     }
 }
 
 // A server that answers in full and closes (`Connection: close`) while the caller has yet to
 // read the body: the connection is closed at once (no new request goes to it), finishes once
-// the body is read, and is then replaced at once, as closed in good order.
+// the body is read, and is then replaced at once, as closed in good order. A body held unread
+// holds none of that for more than a moment: the next request, made while it is held, is
+// answered on the next connection at once.
 #[tokio::test]
 async fn http1_close_after_a_response_is_graceful_once_its_body_is_read() {
     let (address, _server) = answering_server(
@@ -474,15 +519,28 @@ async fn http1_close_after_a_response_is_graceful_once_its_body_is_read() {
     assert_eq!(text(response).await, "ok");
     timeout(LIMIT, finished).await.unwrap();
     assert!(conn.closed_gracefully());
-    // Replaced at once, not after the 60 s delay.
+
+    // Replaced at once, not after the 60 s delay; this time the body is held unread while the
+    // next request is made.
+    let held = timeout(Duration::from_secs(5), client.clone().oneshot(get("/")))
+        .await
+        .expect("the connection was not replaced at once")
+        .unwrap();
+    let asked = Instant::now();
     let response = timeout(Duration::from_secs(5), client.clone().oneshot(get("/")))
         .await
         .expect("the connection was not replaced at once")
         .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the held body held up the next connection for {:?}",
+        asked.elapsed()
+    );
     assert_eq!(text(response).await, "ok");
+    assert_eq!(text(held).await, "ok");
     assert_eq!(
         log.times("attempting_to_connect").len(),
-        2,
+        3,
         "{:?}",
         log.lines()
     );

@@ -43,10 +43,17 @@ pub(super) fn respond(
     response: http::Response<Incoming>,
     in_flight: InFlight,
 ) -> http::Response<ResponseBody> {
-    in_flight.connection().mark_served();
+    let shared = in_flight.connection();
+    shared.mark_served();
+    if response.status().is_informational() {
+        // An upgrade (`101`) where a response was due: not an answer.
+        shared.mark_failed();
+    }
+    // A body that is over already (none, or empty) is no longer in flight.
+    let in_flight = (!response.body().is_end_stream()).then_some(in_flight);
     response.map(|body| ResponseBody {
         inner: body,
-        in_flight: Some(in_flight),
+        in_flight,
     })
 }
 
@@ -74,14 +81,18 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) {
-            // The end, or an error: the request is no longer in flight.
-            if let (Some(Err(error)), Some(in_flight)) = (&frame, &*this.in_flight) {
-                in_flight.connection().response_failed(error);
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            // More to come.
+            Some(Ok(_)) if !this.inner.is_end_stream() => {}
+            // The end (the last frame, or after it): no longer in flight.
+            Some(Ok(_)) | None => drop(this.in_flight.take()),
+            Some(Err(_)) => {
+                if let Some(in_flight) = this.in_flight.take() {
+                    in_flight.connection().mark_failed();
+                }
             }
-            this.in_flight.take();
         }
         Poll::Ready(frame)
     }

@@ -393,7 +393,7 @@ async fn send_http1<B: Body + Send + 'static>(
             Err(error) => error,
         };
         // Before `in_flight` goes: the connection's end waits for it to tell how it ended.
-        in_flight.connection().response_failed(error.error());
+        in_flight.connection().head_failed(error.error());
         match error.take_message() {
             Some(unsent) if resends < HTTP1_RESENDS => {
                 resends += 1;
@@ -498,7 +498,6 @@ async fn drive(
     close_timeout: Duration,
 ) {
     let permits = &permits.0;
-    let http1 = permits.is_some();
     // hyper's connection first, and the close of ours checked only when it has nothing to do:
     // `close` wakes this task through `task` (cheaper, per wake-up, than a `Notify` waiter).
     let ended = std::future::poll_fn(|cx| {
@@ -542,21 +541,28 @@ async fn drive(
     // Closes the socket, and hands back the requests still queued, before the connection
     // counts as finished.
     drop(conn);
-    if http1 && ended_by_peer && shared.in_flight.load(Ordering::Acquire) != 0 {
-        // hyper's HTTP/1.1 connection also ends without an error when a response failed (a
-        // head that is not HTTP, a body cut short): it gives the error to the request. Whether
-        // the server ended it in good order is known once the responses in flight have been
-        // read (or dropped): until then, for the close timeout at most, the connection is
-        // closed (no new request) but not finished.
+    if ended_by_peer && shared.in_flight.load(Ordering::Acquire) != 0 {
+        // hyper's connection also ends without an error of its own when a response failed (an
+        // HTTP/1.1 head that is not HTTP, a body cut short: it gives the error to the request),
+        // and before the caller has seen the responses it delivered. Whether the server ended
+        // it in good order after serving is told by those responses: the connection is closed
+        // at once (no new request), and finishes once they are read or dropped, or after
+        // `VERDICT_GRACE` (the close timeout, if shorter), whichever comes first.
         shared.closing.set();
         if let Some(permits) = permits {
             permits.close();
         }
         shared.release_probe();
         shared.end();
-        let _ = tokio::time::timeout(close_timeout, shared.wait_idle()).await;
+        let grace = close_timeout.min(VERDICT_GRACE);
+        let _ = tokio::time::timeout(grace, shared.wait_idle()).await;
     }
 }
+
+/// How long a connection that the server ended with responses still to be read waits for
+/// them before it finishes (see `drive`): callers that read what they asked for do so within
+/// microseconds; a response held unread longer no longer holds the connection's verdict.
+const VERDICT_GRACE: Duration = Duration::from_millis(50);
 
 struct CloseOnDrop(Option<Arc<Semaphore>>);
 

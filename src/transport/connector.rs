@@ -378,6 +378,10 @@ where
         let io = TokioIo::new(Watched {
             inner: io,
             preface: (self.version == Version::Http2).then(|| Preface::new(greeted.clone())),
+            // An HTTP/1.1 server sends nothing but responses: its first byte means it served,
+            // unless a response turns out not to be one (`ConnShared::failed`). (HTTP/2 servers
+            // send frames of their own; there a response head counts.)
+            first_byte: (self.version == Version::Http1).then(|| shared.clone()),
         });
         let (sender, driver): (Sender<B>, ConnDriver) = match self.version {
             Version::Http1 => {

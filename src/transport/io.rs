@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::dial::BoxIo;
+use super::shared::ConnShared;
 use crate::signal::Signal;
 
 /// What the server's HTTP/2 connection preface turned out to be.
@@ -84,10 +85,11 @@ impl Preface {
 
 pin_project! {
     /// The stream (TCP, Unix, TLS or yours), watching the server's HTTP/2 preface until it is
-    /// whole.
+    /// whole, or the first byte of an HTTP/1.1 server.
     pub(super) struct Watched {
         pub(super) inner: BoxIo,
         pub(super) preface: Option<Preface>,
+        pub(super) first_byte: Option<Arc<ConnShared>>,
     }
 }
 
@@ -104,6 +106,11 @@ impl AsyncRead for Watched {
         if let Some(preface) = this.preface {
             if preface.feed(read) {
                 *this.preface = None;
+            }
+        }
+        if !read.is_empty() {
+            if let Some(shared) = this.first_byte.take() {
+                shared.mark_served();
             }
         }
         polled

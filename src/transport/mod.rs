@@ -56,7 +56,15 @@
 //! - **Closed gracefully** ([`closed_gracefully`](crate::Closable::closed_gracefully)): the server
 //!   answered on the connection and then ended it in good order (`Connection: close`, GOAWAY, a
 //!   keep-alive limit, an idle timeout), before any close of ours. The persistent connection
-//!   replaces such a connection at once, instead of waiting out the retry delay.
+//!   replaces such a connection at once, instead of waiting out the retry delay. hyper ends its
+//!   connection without an error of its own also when an HTTP/1.1 response failed (a head that
+//!   is not HTTP, an unasked `101`, a body cut short: it gives the error to the request), and
+//!   before the caller has seen the responses it delivered: so a connection that the server
+//!   ends while responses are still to be read is closed at once (no new request goes to it)
+//!   but finishes only once they are read or dropped, or after 50 ms, and a response that
+//!   failed makes it not graceful. (A body cut short that is dropped unread before the client
+//!   has seen the cut looks like the caller's own early drop, after which hyper closes the
+//!   connection itself: that connection counts as closed in good order.)
 //! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`
 //!   fails), lets the requests in flight finish, bodies included, for up to the
 //!   [`close_timeout`](HttpConnector::close_timeout) (default 5 s), then closes the socket.

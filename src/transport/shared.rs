@@ -38,10 +38,11 @@ pub(super) struct ConnShared {
     /// Requests sent whose response (body included) is not finished.
     pub(super) in_flight: AtomicUsize,
     pub(super) idle: Notify,
-    /// The server answered on this connection: a response head arrived.
+    /// The server answered on this connection: for HTTP/2 a response head arrived, for
+    /// HTTP/1.1 any byte (which hyper may take in before the caller sees the response).
     pub(super) served: AtomicBool,
-    /// HTTP/1.1: a response failed other than by the server's close before it began (a head
-    /// that is not HTTP, a body cut short): whatever followed, not a close in good order.
+    /// HTTP/1.1: a response failed (a head that is not HTTP, an informational status where a
+    /// response was due, a body cut short): whatever followed, not a close in good order.
     pub(super) failed: AtomicBool,
     /// hyper's connection ended without error before any close of ours.
     pub(super) ended_by_peer: AtomicBool,
@@ -206,12 +207,19 @@ impl ConnShared {
         self.served.store(true, Ordering::Release);
     }
 
-    /// An HTTP/1.1 response failed with `error` (of its head or of its body): unless it is the
-    /// server's close before the response began (or a request handed back unsent), the
-    /// connection does not count as closed in good order.
-    pub(super) fn response_failed(&self, error: &hyper::Error) {
-        if self.version == Version::Http1 && !error.is_canceled() && !error.is_incomplete_message()
-        {
+    /// An HTTP/1.1 response's head could not be read because of `error`: if it was not HTTP
+    /// (a parse error), the connection does not count as closed in good order. (A server's
+    /// close or reset before the response began is the race of an idle close, which does.)
+    pub(super) fn head_failed(&self, error: &hyper::Error) {
+        if error.is_parse() {
+            self.mark_failed();
+        }
+    }
+
+    /// An HTTP/1.1 response failed (its body cut short, say): the connection does not count
+    /// as closed in good order.
+    pub(super) fn mark_failed(&self) {
+        if self.version == Version::Http1 {
             self.failed.store(true, Ordering::Release);
         }
     }
