@@ -64,7 +64,9 @@
 //!   but finishes only once they are read or dropped, or after 50 ms, and a response that
 //!   failed makes it not graceful. (A body cut short that is dropped unread before the client
 //!   has seen the cut looks like the caller's own early drop, after which hyper closes the
-//!   connection itself: that connection counts as closed in good order.)
+//!   connection itself: that connection counts as closed in good order.) Over TLS, a server
+//!   that closes without sending `close_notify` first ends the connection with an error
+//!   (rustls reports the truncation): not in good order.
 //! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`
 //!   fails), lets the requests in flight finish, bodies included, for up to the
 //!   [`close_timeout`](HttpConnector::close_timeout) (default 5 s), then closes the socket.
