@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use hyper::body::{Body, Incoming};
 use pin_project_lite::pin_project;
 
-use super::shared::InFlight;
+use super::shared::{InFlight, Version};
 use crate::error::BoxError;
 
 /// The response future of [`HttpConnection`](super::HttpConnection).
@@ -49,11 +49,15 @@ pub(super) fn respond(
         // An upgrade (`101`) where a response was due: not an answer.
         shared.mark_failed();
     }
-    // A body that is over already (none, or empty) is no longer in flight.
-    let in_flight = (!response.body().is_end_stream()).then_some(in_flight);
+    // HTTP/1.1: a body that is over already (none, or empty) is no longer in flight. (Asking
+    // h2 whether a stream has ended takes its connection's lock: HTTP/2 bodies are counted
+    // until their end is read.)
+    let http1 = shared.version == Version::Http1;
+    let in_flight = (!(http1 && response.body().is_end_stream())).then_some(in_flight);
     response.map(|body| ResponseBody {
         inner: body,
         in_flight,
+        http1,
     })
 }
 
@@ -64,6 +68,8 @@ pin_project! {
         #[pin]
         inner: Incoming,
         in_flight: Option<InFlight>,
+        // Over HTTP/1.1, the last data frame ends the count (hyper knows the body's length).
+        http1: bool,
     }
 }
 
@@ -85,7 +91,7 @@ impl Body for ResponseBody {
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
         match &frame {
             // More to come.
-            Some(Ok(_)) if !this.inner.is_end_stream() => {}
+            Some(Ok(_)) if !*this.http1 || !this.inner.is_end_stream() => {}
             // The end (the last frame, or after it): no longer in flight.
             Some(Ok(_)) | None => drop(this.in_flight.take()),
             Some(Err(_)) => {
