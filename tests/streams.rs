@@ -308,3 +308,49 @@ async fn over_hyper_utils_connector() {
     assert_eq!(server.accepted(), 1);
     client.close().await;
 }
+
+// A connection that the server ends (`Connection: close`) with its response still unread is
+// closed at once and finishes once the response is read: at once when the caller reads it,
+// and 50 ms after the end, exactly, when the caller holds it unread (the response is not lost:
+// it is still read whole afterwards). Both count as closed in good order.
+#[tokio::test(start_paused = true)]
+async fn a_response_held_unread_holds_its_ended_connection_50_ms_at_most() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let answering = service_fn(|()| async {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let mut request = [0u8; 1024];
+            let _ = server.read(&mut request).await;
+            let answer = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok";
+            let _ = server.write_all(answer).await;
+            // Dropped: the end of the stream.
+        });
+        Ok::<_, io::Error>(client)
+    });
+    let connector = HttpConnector::<Body>::http1().over(answering);
+    for hold in [false, true] {
+        let conn = connector.clone().oneshot(()).await.unwrap();
+        let response = timeout(LIMIT, conn.clone().oneshot(get("/")))
+            .await
+            .unwrap()
+            .unwrap();
+        timeout(LIMIT, async {
+            while !conn.is_closed() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the connection did not close");
+        let ended = Instant::now();
+        if !hold {
+            assert_eq!(text(response).await, "ok");
+            conn.close_finished().await;
+            assert_eq!(ended.elapsed(), Duration::ZERO);
+        } else {
+            conn.close_finished().await;
+            assert_eq!(ended.elapsed(), Duration::from_millis(50));
+            assert_eq!(text(response).await, "ok");
+        }
+        assert!(conn.closed_gracefully(), "hold: {hold}");
+    }
+}
