@@ -92,6 +92,26 @@ fn client(
 
 type Fixed = tower_persistent::discovery::Fixed<SocketAddr>;
 
+/// The times of the attempts in `log`: as many as `count` says, each starting `delay` or more
+/// after the one before (`context` names the case in a failure).
+fn attempts_spaced_by(
+    log: &Log,
+    delay: Duration,
+    count: std::ops::RangeInclusive<usize>,
+    context: &str,
+) -> Vec<Duration> {
+    let attempts = log.times("attempting_to_connect");
+    assert!(
+        count.contains(&attempts.len()),
+        "{context}: {attempts:?} {:?}",
+        log.lines()
+    );
+    for pair in attempts.windows(2) {
+        assert!(pair[1] - pair[0] >= delay, "{context}: {attempts:?}");
+    }
+    attempts
+}
+
 /// A server that accepts connections, writes `greeting` on each, and then holds them silently.
 async fn greeting_server(greeting: &'static [u8]) -> (SocketAddr, JoinSet<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -350,15 +370,7 @@ async fn a_server_closing_without_serving_meets_the_retry_delay() {
     });
     tokio::time::sleep(Duration::from_millis(1350)).await;
     client.close().await;
-    let attempts = log.times("attempting_to_connect");
-    assert!(
-        (4..=5).contains(&attempts.len()),
-        "{attempts:?} {:?}",
-        log.lines()
-    );
-    for pair in attempts.windows(2) {
-        assert!(pair[1] - pair[0] >= delay, "{attempts:?}");
-    }
+    let attempts = attempts_spaced_by(&log, delay, 4..=5, "");
     assert_eq!(server.accepted(), attempts.len());
 }
 
@@ -443,15 +455,7 @@ async fn http1_answers_that_fail_meet_the_retry_delay() {
             assert!(requests < 50, "{answer:?}: {:?}", log.lines());
         }
         client.close().await;
-        let attempts = log.times("attempting_to_connect");
-        assert!(
-            (3..=5).contains(&attempts.len()),
-            "{answer:?}: {attempts:?} {:?}",
-            log.lines()
-        );
-        for pair in attempts.windows(2) {
-            assert!(pair[1] - pair[0] >= delay, "{answer:?}: {attempts:?}");
-        }
+        let attempts = attempts_spaced_by(&log, delay, 3..=5, &format!("{answer:?}"));
         // One request per connection: the next waits for the next connection.
         assert!(requests <= attempts.len(), "{requests} {attempts:?}");
     }
