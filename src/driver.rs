@@ -4,13 +4,16 @@
 //! Closing (the stop signal) interrupts every wait of the loop; an event handler running then
 //! is given until the close deadline.
 
+use std::any::Any;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 use tower_service::Service;
 use tracing::Instrument;
 
@@ -19,6 +22,7 @@ use crate::backoff::Backoff;
 use crate::closable::{Announcer, succession};
 use crate::error::{BoxError, ConnectError, panic_message};
 use crate::event::{Event, OnEvent};
+use crate::handover::{self, HandedOver, Scope};
 use crate::layer::Config;
 use crate::service::Persistent;
 use crate::shared::{Shared, deadline_after};
@@ -47,28 +51,29 @@ where
     let handle = Persistent::from_shared(shared.clone());
     let span = tracing::info_span!("persistent_connection", server = %config.server_name);
     let driver = Driver {
-        // Part of the future from the start: however it ends, even dropped before its first
-        // poll (with its runtime, say), the handles learn that it is gone.
-        _finish: FinishOnDrop(shared.clone()),
         get_address,
         connect,
         backoff: Backoff::new(config.policy),
         backoff_reset_after: config.backoff_reset_after,
         connect_timeout: config.connect_timeout,
-        close_timeout: config.close_timeout,
+        timer: AttemptTimer(None),
+        adopted: Adopted(None),
+        // Part of the future from the start: however it ends, even dropped before its first
+        // poll (with its runtime, say), the handles learn that it is gone (see its `Drop`).
         events: Emitter { shared, on_event },
     };
     (handle, driver.run().instrument(span))
 }
 
 struct Driver<G, M, A, C> {
-    _finish: FinishOnDrop<A, C>,
     get_address: G,
     connect: M,
     backoff: Backoff,
     backoff_reset_after: Duration,
     connect_timeout: Duration,
-    close_timeout: Duration,
+    timer: AttemptTimer,
+    /// The current connection's task, if its connector handed it over.
+    adopted: Adopted,
     events: Emitter<A, C>,
 }
 
@@ -79,11 +84,9 @@ struct Emitter<A, C> {
 }
 
 /// Marks closing finished however the driver ends: normally, or dropped with its runtime.
-struct FinishOnDrop<A, C>(Arc<Shared<A, C>>);
-
-impl<A, C> Drop for FinishOnDrop<A, C> {
+impl<A, C> Drop for Emitter<A, C> {
     fn drop(&mut self) {
-        self.0.finish();
+        self.shared.finish();
     }
 }
 
@@ -111,12 +114,19 @@ enum Guarded<T> {
 }
 
 /// Calls `service` with `request` (its `poll_ready` first), catching panics, giving up at
-/// `deadline`, and dropping the call as soon as `stop` is set.
+/// `deadline` (kept by `timer`), and dropping the call as soon as `stop` is set.
+///
+/// With a `scope`, each poll of the call runs within it (see [`handover`]): a deadline that
+/// the service asks the driver to keep, if sooner, is kept by `timer` too; once it has passed,
+/// the call is polled once more (the service ends then, with its own error) before `deadline`
+/// is kept again.
 async fn guarded<S, R>(
     service: &mut S,
     request: R,
     deadline: Instant,
     stop: &Flag,
+    timer: &mut AttemptTimer,
+    mut scope: Option<&mut Scope>,
 ) -> Guarded<S::Response>
 where
     S: Service<R>,
@@ -129,16 +139,126 @@ where
         service.call(request).await.map_err(Into::into)
     })
     .catch_unwind();
-    tokio::select! {
-        biased;
-        _ = stop.wait() => Guarded::Stopped,
-        outcome = timeout_at(deadline, call) => match outcome {
-            Ok(Ok(Ok(response))) => Guarded::Done(response),
-            Ok(Ok(Err(error))) => Guarded::Failed(error),
-            Ok(Err(payload)) => Guarded::Panicked(payload),
-            Err(_) => Guarded::TimedOut,
-        },
+    let stopped = stop.wait();
+    tokio::pin!(call, stopped);
+    // The service's own deadline has passed (and it did not end when polled after it).
+    let mut own_passed = false;
+    std::future::poll_fn(|cx| {
+        if stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Guarded::Stopped);
+        }
+        fn poll_call<F: Future>(
+            call: Pin<&mut F>,
+            scope: Option<&mut Scope>,
+            cx: &mut Context<'_>,
+        ) -> Poll<F::Output> {
+            match scope {
+                Some(scope) => handover::within(scope, || call.poll(cx)),
+                None => call.poll(cx),
+            }
+        }
+        if let Poll::Ready(outcome) = poll_call(call.as_mut(), scope.as_deref_mut(), cx) {
+            return Poll::Ready(settled(outcome));
+        }
+        let own = scope
+            .as_ref()
+            .and_then(|scope| scope.deadline)
+            .filter(|&own| own <= deadline && !own_passed);
+        if let Some(own) = own {
+            if timer.poll_at(own, cx).is_pending() {
+                return Poll::Pending;
+            }
+            own_passed = true;
+            if let Poll::Ready(outcome) = poll_call(call.as_mut(), scope.as_deref_mut(), cx) {
+                return Poll::Ready(settled(outcome));
+            }
+        }
+        match timer.poll_at(deadline, cx) {
+            Poll::Ready(()) => Poll::Ready(Guarded::TimedOut),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// How a guarded call that ended ended.
+fn settled<T>(outcome: std::thread::Result<Result<T, BoxError>>) -> Guarded<T> {
+    match outcome {
+        Ok(Ok(response)) => Guarded::Done(response),
+        Ok(Err(error)) => Guarded::Failed(error),
+        Err(payload) => Guarded::Panicked(payload),
     }
+}
+
+/// The timer of the attempts' deadlines: one `Sleep`, made on the first attempt that has to
+/// wait and kept from one attempt to the next (still armed while the connection is up, to
+/// fire once for nothing). Armed again for a later deadline it is only moved, which wakes no
+/// thread; a timer armed anew, with no sooner one pending, wakes the runtime's timer thread.
+struct AttemptTimer(Option<Pin<Box<Sleep>>>);
+
+impl AttemptTimer {
+    /// Polls the timer, armed for `at`.
+    fn poll_at(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = match &mut self.0 {
+            Some(sleep) => {
+                if sleep.deadline() != at {
+                    sleep.as_mut().reset(at);
+                }
+                sleep
+            }
+            None => self.0.insert(Box::pin(sleep_until(at))),
+        };
+        sleep.as_mut().poll(cx)
+    }
+}
+
+/// The task of the current connection, handed over by its connector: polled by the driver
+/// while the connection is current, and spawned if it has not ended when the driver stops
+/// watching the connection.
+struct Adopted(Option<handover::ConnTask>);
+
+impl Adopted {
+    /// Spawns the task if it has not ended: no longer polled here.
+    fn release(&mut self) {
+        if let Some(task) = self.0.take() {
+            handover::spawn(task);
+        }
+    }
+
+    /// Resolves when the task has ended (a panic ends it, as it would a spawned task), or at
+    /// once if there is none.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(task) = &mut self.0 else {
+            return Poll::Ready(());
+        };
+        let ended =
+            catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))).unwrap_or(Poll::Ready(()));
+        if ended.is_ready() {
+            self.0 = None;
+        }
+        ended
+    }
+}
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// What was handed over during an attempt: the task of the connection `made`, adopted (none
+/// without a connection to adopt for); any other task is spawned.
+fn adopt<C: 'static>(tasks: Vec<HandedOver>, made: Option<&C>) -> Adopted {
+    let mut adopted = Adopted(None);
+    for handed in tasks {
+        match made {
+            Some(conn) if adopted.0.is_none() && handed.belongs_to(conn as &dyn Any) => {
+                adopted.0 = Some(handed.task)
+            }
+            _ => handover::spawn(handed.task),
+        }
+    }
+    adopted
 }
 
 tokio::task_local! {
@@ -200,7 +320,8 @@ where
 
     async fn run(mut self) {
         if let Some(conn) = self.connection_loop().await {
-            // Closing began while `conn` was current.
+            // Closing began while `conn` was current: its task, if adopted, runs on its own.
+            self.adopted.release();
             let deadline = self.closing_deadline();
             Box::pin(self.close_until(&conn, deadline)).await;
             drop(conn);
@@ -220,7 +341,7 @@ where
             self.shared().server_name.clone(),
             conn,
             deadline,
-            self.close_timeout,
+            self.shared().close_timeout,
         )
     }
 
@@ -229,7 +350,7 @@ where
         self.shared()
             .slot
             .close_deadline()
-            .unwrap_or_else(|| deadline_after(Instant::now(), self.close_timeout))
+            .unwrap_or_else(|| deadline_after(Instant::now(), self.shared().close_timeout))
     }
 
     /// Runs rounds until closing begins; returns the connection that was current then, if any.
@@ -299,6 +420,7 @@ where
             }
             let Some(generation) = shared.slot.set_current(&conn, deadline) else {
                 // Closing began as the connection was made: it never becomes current.
+                self.adopted.release();
                 let deadline = self.closing_deadline();
                 Box::pin(self.close_until(&conn, deadline)).await;
                 return None;
@@ -310,7 +432,14 @@ where
             self.events.emit(Event::Connected(conn.clone())).await;
 
             let death = loop {
-                let finished = AssertUnwindSafe(async { conn.close_finished().await });
+                // The connection's own task first, if adopted: the connection finishes when it
+                // ends, and only then is `close_finished` asked (its waiter would be this task,
+                // woken while it runs: one more poll, and a wake-up of another thread).
+                let adopted = &mut self.adopted;
+                let finished = AssertUnwindSafe(async {
+                    std::future::poll_fn(|cx| adopted.poll_end(cx)).await;
+                    conn.close_finished().await
+                });
                 tokio::select! {
                     biased;
                     _ = stop.wait() => return Some(conn),
@@ -345,6 +474,8 @@ where
                     }
                 }
             };
+            // No longer watched: its task, if it has not ended, runs on its own.
+            self.adopted.release();
             // A connection that served requests and that the peer closed in good order is
             // replaced at once, as gRPC resets its backoff after a successful connection.
             let graceful =
@@ -382,7 +513,7 @@ where
                     shared.slot.clear_current(generation, None, None);
                     // Ours to close; a dead connection holds up the next one for the close
                     // timeout at most.
-                    let deadline = deadline_after(Instant::now(), self.close_timeout);
+                    let deadline = deadline_after(Instant::now(), shared.close_timeout);
                     Box::pin(self.close_until(&conn, deadline)).await;
                     let graceful = matches!(death, Death::Reported | Death::Closing) && graceful();
                     if graceful {
@@ -449,7 +580,7 @@ where
     /// or connect in flight is dropped).
     ///
     /// The lookup and the connect share one deadline, `limit` after `start`; handlers are not
-    /// counted against it.
+    /// counted against it. The task of the connection made is adopted if it was handed over.
     async fn attempt(
         &mut self,
         last_address: &mut Option<A>,
@@ -463,6 +594,8 @@ where
             (),
             deadline_after(start, limit),
             stop,
+            &mut self.timer,
+            None,
         )
         .await
         {
@@ -487,15 +620,31 @@ where
         }
         // The time the handler took does not count against the attempt.
         let deadline = deadline_after(Instant::now(), limit.saturating_sub(spent));
-        Some(
-            match guarded(&mut self.connect, address, deadline, stop).await {
-                Guarded::Done(conn) => Ok(conn),
-                Guarded::Failed(error) => Err(ConnectError::connect(error)),
-                Guarded::Panicked(payload) => Err(ConnectError::connect_panicked(payload)),
-                Guarded::TimedOut => Err(ConnectError::timed_out(limit)),
-                Guarded::Stopped => return None,
-            },
+        // Without an `on_event` handler (which the driver awaits while the connection is
+        // current: the connection's task could not run then), the connector may hand its
+        // connection's task over.
+        let mut scope = Scope::default();
+        let outcome = guarded(
+            &mut self.connect,
+            address,
+            deadline,
+            stop,
+            &mut self.timer,
+            Some(&mut scope),
         )
+        .await;
+        let made = match &outcome {
+            Guarded::Done(conn) if self.events.on_event.is_none() => Some(conn),
+            _ => None,
+        };
+        self.adopted = adopt(std::mem::take(&mut scope.tasks), made);
+        Some(match outcome {
+            Guarded::Done(conn) => Ok(conn),
+            Guarded::Failed(error) => Err(ConnectError::connect(error)),
+            Guarded::Panicked(payload) => Err(ConnectError::connect_panicked(payload)),
+            Guarded::TimedOut => Err(ConnectError::timed_out(limit)),
+            Guarded::Stopped => return None,
+        })
     }
 }
 

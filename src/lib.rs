@@ -103,6 +103,7 @@ mod event;
 pub mod future;
 #[cfg(feature = "tonic")]
 pub mod grpc;
+mod handover;
 mod layer;
 pub mod load;
 mod service;

@@ -23,7 +23,7 @@ pub(crate) struct Shared<A, C> {
     pub(crate) server_name: Arc<str>,
     pub(crate) fail_fast: bool,
     pub(crate) ready_timeout: Option<Duration>,
-    close_timeout: Duration,
+    pub(crate) close_timeout: Duration,
     pub(crate) slot: Slot<C>,
     pub(crate) commands: Commands,
     pub(crate) hub: Hub<A, C>,

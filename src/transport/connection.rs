@@ -20,6 +20,7 @@ use super::dial::Peer;
 use super::shared::{ConnShared, InFlight, Version};
 use crate::closable::WeakSuccessor;
 use crate::error::{BoxError, ConnectionClosed};
+use crate::handover;
 use crate::{Closable, Successor};
 
 /// An HTTP/1.1 or HTTP/2 connection made by [`HttpConnector`](super::HttpConnector): a cloneable
@@ -463,7 +464,7 @@ impl<B> Clone for Sender<B> {
 
 pub(super) type ConnDriver = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
-impl<B> HttpConnection<B> {
+impl<B: 'static> HttpConnection<B> {
     /// Spawns the task that drives hyper's connection `conn` on the current runtime, and
     /// returns the handle on it and the task (to abort while the connect is not finished).
     pub(super) fn start(
@@ -471,18 +472,33 @@ impl<B> HttpConnection<B> {
         sender: Sender<B>,
         conn: ConnDriver,
         close_timeout: Duration,
-    ) -> (Self, tokio::task::AbortHandle) {
+    ) -> (Self, Option<tokio::task::AbortHandle>) {
         // The guards are made here, not in the task: a task dropped before it first ran (its
         // runtime shut down) still finishes the connection and closes its turn.
-        let task = tokio::spawn(drive(
+        let task = Box::pin(drive(
             FinishOnDrop(shared.clone()),
             CloseOnDrop(sender.semaphore()),
             conn,
             shared.clone(),
             close_timeout,
         ));
-        (HttpConnection { shared, sender }, task.abort_handle())
+        // Over HTTP/1.1 a persistent connection's driver polling the connect may take the task
+        // over (see `handover`). (Over HTTP/2 the connector still waits for the server's
+        // SETTINGS, and for the task's end should the server close first, once it is made.)
+        let task = match shared.version {
+            Version::Http1 => {
+                handover::spawn_or_hand_over(task, Arc::as_ptr(&shared) as usize, identity::<B>)
+            }
+            Version::Http2 => Some(tokio::spawn(task).abort_handle()),
+        };
+        (HttpConnection { shared, sender }, task)
     }
+}
+
+/// The identity of `conn` if it is an `HttpConnection<B>`: the address of its shared state.
+fn identity<B: 'static>(conn: &dyn std::any::Any) -> Option<usize> {
+    conn.downcast_ref::<HttpConnection<B>>()
+        .map(|conn| Arc::as_ptr(&conn.shared) as usize)
 }
 
 /// Drives hyper's connection until it ends, or until a graceful close finishes.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use hyper::body::Body;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::connection::{ConnDriver, HttpConnection, Sender};
@@ -311,18 +312,13 @@ where
     fn call(&mut self, address: A) -> Self::Future {
         let config = self.clone();
         Connecting(Box::pin(async move {
-            let deadline = config.connect_timeout;
-            let connecting = async move {
+            let limit = config.connect_timeout;
+            let deadline = crate::shared::deadline_after(Instant::now(), limit);
+            let connecting = std::pin::pin!(async move {
                 let dialed = config.dialer.clone().dial(address).await?;
                 config.connect(dialed).await
-            };
-            match tokio::time::timeout(deadline, connecting).await {
-                Ok(result) => result,
-                Err(_) => Err(HttpConnectError::new(
-                    ConnectErrorKind::TimedOut(deadline),
-                    None,
-                )),
-            }
+            });
+            within_deadline(connecting, deadline, limit).await
         }))
     }
 }
@@ -419,7 +415,7 @@ where
             HttpConnection::start(shared.clone(), sender, driver, self.close_timeout);
         // Until the connection is handed over, dropping this future (the connect timeout) or
         // failing ends the connection task.
-        let mut guard = AbortOnDrop(Some(task));
+        let mut guard = AbortOnDrop(task);
         if self.version == Version::Http2 {
             // The server's connection preface: a whole SETTINGS frame.
             tokio::select! {
@@ -439,6 +435,37 @@ where
         guard.0 = None;
         Ok(connection)
     }
+}
+
+/// Runs `connecting` until `deadline` (`limit` after its start). A persistent connection's
+/// driver polling it keeps the deadline for it, if asked (see `handover`): then there is no
+/// timer here, and the deadline is checked at each poll.
+async fn within_deadline<B>(
+    mut connecting: Pin<&mut impl Future<Output = Result<HttpConnection<B>, HttpConnectError>>>,
+    deadline: Instant,
+    limit: Duration,
+) -> Result<HttpConnection<B>, HttpConnectError> {
+    let timed_out = || HttpConnectError::new(ConnectErrorKind::TimedOut(limit), None);
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = connecting.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        if timer.is_none() {
+            if Instant::now() >= deadline {
+                return Poll::Ready(Err(timed_out()));
+            }
+            if crate::handover::keep_deadline(deadline) {
+                return Poll::Pending;
+            }
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// The authority that a TLS server name stands for: a DNS name with the port dialed, unless it

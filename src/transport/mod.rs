@@ -4,7 +4,8 @@
 //! [`HttpConnector`] is a connector for [`PersistentLayer`](crate::PersistentLayer): a tower
 //! `Service` from an address to an [`HttpConnection`]. Each connection opens a byte stream,
 //! speaks TLS over it if asked, performs the HTTP handshake, and spawns hyper's connection task
-//! on the current tokio runtime. The stream comes from:
+//! on the current tokio runtime (see **Under a persistent connection** below for the one
+//! exception). The stream comes from:
 //!
 //! - the crate's own [`Dialer`], for an [`Address`]: a [`SocketAddr`](std::net::SocketAddr), a
 //!   `host:port` string resolved at connect time, an `http::Uri` (TCP, with `TCP_NODELAY`), or
@@ -27,6 +28,23 @@
 //!   a first frame that is not SETTINGS fails the attempt at once, with an error that says so.
 //!   HTTP/1.1 has no server greeting: there the timeout covers the TCP connect, and a server
 //!   that hangs later is a matter for a request timeout (`tower::timeout`).
+//! - **Under a persistent connection** without an
+//!   [`on_event`](crate::PersistentLayer::on_event) handler, an HTTP/1.1 connection's task is
+//!   not spawned: the persistent connection's driver, which polls the connect, takes it and
+//!   runs it itself while the connection is current, and spawns it when the connection stops
+//!   being current before the task has ended (closing, a connection reported dead; with its
+//!   runtime gone the task is dropped, which finishes the connection). The connection's end
+//!   then reaches the driver without a hop between tasks, and a request's wake-up of the
+//!   connection pushes no other task aside (on tokio's multi-threaded runtime each such hop or
+//!   push can cost a wake-up of another thread). (A handler is awaited by the driver while the
+//!   connection is current, and could wait on the connection: with one, the task is spawned.
+//!   HTTP/2 connections, whose connector waits for the server's SETTINGS, are spawned too.)
+//!   Likewise the connect timeout is kept by the driver's own attempt timer, one `Sleep` moved
+//!   from one attempt to the next, rather than by a timer of the connector's: a timer armed
+//!   anew with no sooner one pending wakes the runtime's timer thread, twice per connect with
+//!   two. The connector, polled at or after its deadline, still ends with its own timeout
+//!   error, at the same instant; used alone, or polled outside the driver, it keeps a timer of
+//!   its own. Measured in `benches/reconnect.rs` (BENCHMARKS.md).
 //! - **Closed when**: hyper's connection task ends for any reason (the peer closed the socket,
 //!   sent GOAWAY, an I/O or protocol error, or our [`close`](crate::Closable::close)).
 //!   [`close_finished`](crate::Closable::close_finished) resolves then, so the persistent connection

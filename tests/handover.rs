@@ -1,0 +1,292 @@
+//! What the HTTP connector hands over to the persistent connection's driver that polls it: an
+//! HTTP/1.1 connection's task (run inside the driver while the connection is current, on its
+//! own once it is not) and the connect's deadline (kept by the driver's one timer).
+#![cfg(all(feature = "hyper", unix))]
+
+mod support;
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use http_body_util::Empty;
+use support::web::{get, serve_one, text};
+use tokio::io::DuplexStream;
+use tokio::time::{Instant, sleep, timeout};
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_persistent::discovery::Fixed;
+use tower_persistent::transport::HttpConnector;
+use tower_persistent::{Closable, PersistentLayer};
+
+/// Every wait of these tests is bounded by this.
+const LIMIT: Duration = Duration::from_secs(20);
+
+type Body = Empty<Bytes>;
+
+/// In-memory streams, each served by a test server named `mem` (one task per stream), made
+/// after `delay` (none: at once).
+fn memory(
+    delay: Duration,
+) -> impl tower::Service<(), Response = DuplexStream, Error = io::Error, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    service_fn(move |_: ()| async move {
+        if !delay.is_zero() {
+            sleep(delay).await;
+        }
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve_one("mem", server));
+        Ok::<_, io::Error>(client)
+    })
+}
+
+/// Streams whose far end never speaks (kept open in `held`).
+fn silent(
+    held: Arc<Mutex<Vec<DuplexStream>>>,
+) -> impl tower::Service<(), Response = DuplexStream, Error = io::Error, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    service_fn(move |_: ()| {
+        let (client, server) = tokio::io::duplex(1024);
+        held.lock().unwrap().push(server);
+        async { Ok::<_, io::Error>(client) }
+    })
+}
+
+/// Tasks alive on this runtime.
+fn alive() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+// Without an `on_event` handler, a persistent connection over HTTP/1.1 runs its connection's
+// task inside its driver: one task of its own (the other is the test server's). With a handler
+// (which the driver awaits while the connection is current), and for the connector used alone,
+// the connection's task is spawned as usual.
+#[tokio::test(flavor = "current_thread")]
+async fn an_http1_connections_task_runs_inside_the_driver_without_a_handler() {
+    let before = alive();
+    let client = PersistentLayer::new("mem", Fixed::new(()))
+        .layer(HttpConnector::<Body>::http1().over(memory(Duration::ZERO)));
+    let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "mem /a");
+    assert_eq!(alive() - before, 2, "the driver and the server");
+    client.close().await;
+
+    let before = alive();
+    let handled = PersistentLayer::new("mem", Fixed::new(()))
+        .on_event(|_| std::future::ready(()))
+        .layer(HttpConnector::<Body>::http1().over(memory(Duration::ZERO)));
+    let response = timeout(LIMIT, handled.clone().oneshot(get("/b")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "mem /b");
+    assert_eq!(
+        alive() - before,
+        3,
+        "the driver, the connection's task and the server"
+    );
+    handled.close().await;
+
+    let before = alive();
+    let alone = timeout(
+        LIMIT,
+        HttpConnector::<Body>::http1()
+            .over(memory(Duration::ZERO))
+            .oneshot(()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(alive() - before, 2, "the connection's task and the server");
+    alone.close().await;
+}
+
+// A request in flight when closing begins is answered: the connection's task, run by the driver
+// until then, runs on its own and drains the request within the close timeout. The close
+// finishes with the answer, 300 ms after the request.
+#[tokio::test(start_paused = true)]
+async fn a_request_in_flight_when_closing_begins_is_answered() {
+    let client = PersistentLayer::new("mem", Fixed::new(()))
+        .layer(HttpConnector::<Body>::http1().over(memory(Duration::ZERO)));
+    timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap();
+    let connection = client.current_connection().unwrap();
+    let start = Instant::now();
+    let request = tokio::spawn(client.clone().oneshot(get("/slow")));
+    while connection.in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let closed = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client.close().await;
+            start.elapsed()
+        })
+    };
+    let response = timeout(LIMIT, request).await.unwrap().unwrap().unwrap();
+    assert_eq!(text(response).await, "mem /slow");
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    let closed_after = timeout(LIMIT, closed).await.unwrap().unwrap();
+    assert_eq!(closed_after, Duration::from_millis(300));
+    assert!(connection.is_closed());
+    assert!(!connection.closed_gracefully(), "closed by us");
+}
+
+// The connector's deadline, kept by the driver, ends the attempt at exactly that time and with
+// the connector's own error, as the connector's own timer does when the connector is used
+// alone. When the driver's deadline comes first it ends the attempt, with its own error; when
+// both fall at the same time the connector's error is given.
+#[tokio::test(start_paused = true)]
+async fn the_sooner_deadline_ends_a_silent_connect_with_its_own_error() {
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let cases = [
+        // (the persistent connection's, the connector's, after, error)
+        (20, 3, 3, "connect failed: connect timed out after 3s"),
+        (2, 3, 2, "connection attempt timed out after 2s"),
+        (3, 3, 3, "connect failed: connect timed out after 3s"),
+    ];
+    for (attempt, connect, after, expected) in cases {
+        let start = Instant::now();
+        let client = PersistentLayer::new("mem", Fixed::new(()))
+            .connect_timeout(Duration::from_secs(attempt))
+            // (An attempt's deadline is never sooner than the retry delay.)
+            .retry_delay(|| Duration::from_millis(1))
+            .layer(
+                HttpConnector::<Body>::http2()
+                    .connect_timeout(Duration::from_secs(connect))
+                    .over(silent(held.clone())),
+            );
+        let error = client.connected_or_failed_to_connect().await.unwrap_err();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(after),
+            "{attempt} {connect}"
+        );
+        assert_eq!(error.text(), expected, "{attempt} {connect}");
+        client.close().await;
+    }
+
+    // Alone, the connector keeps its deadline with a timer of its own.
+    let streams = held.lock().unwrap().len();
+    let start = Instant::now();
+    let error = HttpConnector::<Body>::http2()
+        .connect_timeout(Duration::from_secs(3))
+        .over(silent(held.clone()))
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(error.to_string(), "connect timed out after 3s");
+    assert_eq!(held.lock().unwrap().len(), streams + 1);
+}
+
+// A connector whose connect is moved to a task of its own after its first poll (so that the
+// driver no longer polls it) still ends at its deadline: polled outside the driver, it arms a
+// timer of its own.
+#[tokio::test(start_paused = true)]
+async fn a_connect_moved_to_a_task_of_its_own_keeps_its_deadline() {
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let mut inner = HttpConnector::<Body>::http2()
+        .connect_timeout(Duration::from_secs(3))
+        .over(silent(held.clone()));
+    let moving = service_fn(move |_: ()| {
+        let mut connecting = Box::pin(inner.call(()));
+        async move {
+            // Polled once here, in the driver's poll; then on a task of its own.
+            if let Some(done) = (&mut connecting).now_or_never() {
+                return done;
+            }
+            tokio::spawn(connecting).await.unwrap()
+        }
+    });
+    let start = Instant::now();
+    let client = PersistentLayer::new("mem", Fixed::new(()))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(moving);
+    let error = client.connected_or_failed_to_connect().await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(error.text(), "connect failed: connect timed out after 3s");
+    client.close().await;
+}
+
+// The driver's attempt timer stays armed once the connection is made (so that the next attempt
+// only moves it) and fires later for nothing: nothing happens then, the connection stays
+// current and serves.
+#[tokio::test(start_paused = true)]
+async fn the_attempt_timer_firing_while_connected_changes_nothing() {
+    // The stream takes 1 ms: the connect waits, and the timer is armed for it.
+    let client = PersistentLayer::new("mem", Fixed::new(()))
+        .layer(HttpConnector::<Body>::http1().over(memory(Duration::from_millis(1))));
+    let mut events = client.events().map(|event| event.name());
+    timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap();
+    let connection = client.current_connection().unwrap();
+    // Past the connector's deadline (10 s) and the persistent connection's (20 s).
+    sleep(Duration::from_secs(60)).await;
+    let mut seen = Vec::new();
+    while let Some(Some(name)) = events.next().now_or_never() {
+        seen.push(name);
+    }
+    assert_eq!(
+        seen,
+        ["attempting_to_connect", "obtained_address", "connected"]
+    );
+    assert!(!connection.is_closed());
+    let response = timeout(LIMIT, client.clone().oneshot(get("/later")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "mem /later");
+    assert!(events.next().now_or_never().is_none(), "no event since");
+    client.close().await;
+}
+
+// A runtime shut down while its persistent connection is current drops the driver and the
+// connection's task it runs: a clone of the connection kept outside finds it finished, and a
+// request on it fails at once instead of waiting for a task that will never run.
+#[test]
+fn a_runtime_shut_down_while_connected_finishes_the_connection() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, connection) = runtime.block_on(async {
+        let client = PersistentLayer::new("mem", Fixed::new(()))
+            .layer(HttpConnector::<Body>::http1().over(memory(Duration::ZERO)));
+        let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, "mem /a");
+        let connection = client.current_connection().unwrap();
+        (client, connection)
+    });
+    assert!(!connection.is_closed());
+    drop(runtime);
+    assert!(connection.is_closed());
+    assert!(client.is_closed());
+    let outcome = futures_util::FutureExt::now_or_never(connection.clone().oneshot(get("/b")));
+    match outcome {
+        Some(Err(error)) => assert!(error.is::<tower_persistent::ConnectionClosed>(), "{error}"),
+        other => panic!(
+            "expected the connection closed at once, got {:?}",
+            other.map(|r| r.map(|_| ()))
+        ),
+    }
+}
