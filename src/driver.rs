@@ -116,10 +116,10 @@ enum Guarded<T> {
 /// Calls `service` with `request` (its `poll_ready` first), catching panics, giving up at
 /// `deadline` (kept by `timer`), and dropping the call as soon as `stop` is set.
 ///
-/// With a `scope`, each poll of the call runs within it (see [`handover`]): a deadline that
-/// the service asks the driver to keep, if sooner, is kept by `timer` too; once it has passed,
-/// the call is polled once more (the service ends then, with its own error) before `deadline`
-/// is kept again.
+/// With a `scope` (see [`handover`]), each poll of the call runs within it; the tasks handed
+/// over are polled with it, and the deadlines a connector asks the driver to keep are kept by
+/// `timer` too: at each, the connector is woken and the call polled again (the connector ends
+/// then, with its own error; at `deadline` itself, its error comes first).
 async fn guarded<S, R>(
     service: &mut S,
     request: R,
@@ -141,45 +141,49 @@ where
     .catch_unwind();
     let stopped = stop.wait();
     tokio::pin!(call, stopped);
-    // The service's own deadline has passed (and it did not end when polled after it).
-    let mut own_passed = false;
     std::future::poll_fn(|cx| {
         if stopped.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Guarded::Stopped);
         }
-        fn poll_call<F: Future>(
-            call: Pin<&mut F>,
-            scope: Option<&mut Scope>,
-            cx: &mut Context<'_>,
-        ) -> Poll<F::Output> {
-            match scope {
-                Some(scope) => handover::within(scope, || call.poll(cx)),
-                None => call.poll(cx),
-            }
-        }
-        if let Poll::Ready(outcome) = poll_call(call.as_mut(), scope.as_deref_mut(), cx) {
-            return Poll::Ready(settled(outcome));
-        }
-        let own = scope
-            .as_ref()
-            .and_then(|scope| scope.deadline)
-            .filter(|&own| own <= deadline && !own_passed);
-        if let Some(own) = own {
-            if timer.poll_at(own, cx).is_pending() {
-                return Poll::Pending;
-            }
-            own_passed = true;
-            if let Poll::Ready(outcome) = poll_call(call.as_mut(), scope.as_deref_mut(), cx) {
+        // Each round either ends, waits, or forgets a deadline that has come (the timer fires
+        // only once its instant has come); bounded all the same, by yielding.
+        for _ in 0..=MAX_DEADLINE_ROUNDS {
+            let polled = match scope.as_deref_mut() {
+                Some(scope) => handover::within(scope, || call.as_mut().poll(cx)),
+                None => call.as_mut().poll(cx),
+            };
+            if let Poll::Ready(outcome) = polled {
                 return Poll::Ready(settled(outcome));
             }
+            let Some(scope) = scope.as_deref_mut() else {
+                return match timer.poll_at(deadline, cx) {
+                    Poll::Ready(()) => Poll::Ready(Guarded::TimedOut),
+                    Poll::Pending => Poll::Pending,
+                };
+            };
+            scope.poll_tasks(cx);
+            let now = Instant::now();
+            if scope.wake_due(now) {
+                continue;
+            }
+            if now >= deadline {
+                return Poll::Ready(Guarded::TimedOut);
+            }
+            let at = scope
+                .soonest()
+                .map_or(deadline, |soonest| soonest.min(deadline));
+            if timer.poll_at(at, cx).is_pending() {
+                return Poll::Pending;
+            }
         }
-        match timer.poll_at(deadline, cx) {
-            Poll::Ready(()) => Poll::Ready(Guarded::TimedOut),
-            Poll::Pending => Poll::Pending,
-        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     })
     .await
 }
+
+/// More rounds of one poll of a guarded call than a scope has deadlines.
+const MAX_DEADLINE_ROUNDS: usize = 2 * handover::MAX_DEADLINES + 2;
 
 /// How a guarded call that ended ended.
 fn settled<T>(outcome: std::thread::Result<Result<T, BoxError>>) -> Guarded<T> {

@@ -10,11 +10,18 @@
 //! to the next, so that arming it for a later deadline only moves it.
 //!
 //! The driver opens a [`Scope`] around each poll of the connect ([`within`]); a connector
-//! polled outside any (on its own, or in a task of its own) spawns and times as usual.
+//! polled outside any (on its own, or in a task of its own) spawns and times as usual. While
+//! the connect is under way the driver polls the tasks handed over (a connector may use a
+//! connection before it returns one), and wakes each connector whose deadline has come (the
+//! connector then ends, with its own error). Once the attempt is over, whatever the driver does
+//! not adopt is spawned, and the connectors still waiting are woken to keep their deadlines
+//! themselves.
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use tokio::time::Instant;
 
@@ -41,8 +48,55 @@ impl HandedOver {
 #[derive(Default)]
 pub(crate) struct Scope {
     pub(crate) tasks: Vec<HandedOver>,
-    /// The soonest deadline a connector asked the driver to keep.
-    pub(crate) deadline: Option<Instant>,
+    /// The deadlines that connectors asked the driver to keep, with whom to wake at each.
+    deadlines: Vec<(Instant, Waker)>,
+}
+
+/// How many deadlines one attempt keeps at most; a connector asking for more keeps its own.
+pub(crate) const MAX_DEADLINES: usize = 16;
+
+impl Scope {
+    /// Polls the tasks handed over, and drops those that ended (a panic ends a task, as it
+    /// would a spawned one).
+    pub(crate) fn poll_tasks(&mut self, cx: &mut Context<'_>) {
+        self.tasks.retain_mut(|handed| {
+            let polled = catch_unwind(AssertUnwindSafe(|| handed.task.as_mut().poll(cx)));
+            matches!(polled, Ok(Poll::Pending))
+        });
+    }
+
+    /// Wakes the connectors whose deadline is `now` or earlier (they end when polled), and
+    /// forgets them; false if there were none.
+    pub(crate) fn wake_due(&mut self, now: Instant) -> bool {
+        let before = self.deadlines.len();
+        self.deadlines.retain(|(deadline, waker)| {
+            if *deadline <= now {
+                waker.wake_by_ref();
+                false
+            } else {
+                true
+            }
+        });
+        self.deadlines.len() != before
+    }
+
+    /// The soonest deadline kept.
+    pub(crate) fn soonest(&self) -> Option<Instant> {
+        self.deadlines.iter().map(|(deadline, _)| *deadline).min()
+    }
+}
+
+/// The attempt is over: the tasks left are spawned, and the connectors still waiting are woken
+/// (polled again outside the driver, they arm timers of their own).
+impl Drop for Scope {
+    fn drop(&mut self) {
+        for handed in self.tasks.drain(..) {
+            spawn(handed.task);
+        }
+        for (_, waker) in self.deadlines.drain(..) {
+            waker.wake();
+        }
+    }
 }
 
 thread_local! {
@@ -93,17 +147,28 @@ pub(crate) fn spawn_or_hand_over(
     task.map(|task| tokio::spawn(task).abort_handle())
 }
 
-/// Asks the driver polling the connect, if one is, to keep `deadline`. True if one does: the
-/// connector then needs no timer of its own, but polled at or after `deadline` it must end
-/// (with its own error), as its own timer would have ended it.
+/// Asks the driver polling the connect, if one is, to keep `deadline`, waking `waker` then (or
+/// when the attempt is over, if sooner). True if one does: the connector then needs no timer of
+/// its own, but polled at or after `deadline` it must end (with its own error), as its own
+/// timer would have ended it, and polled outside the driver it must keep its deadline itself.
 #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
-pub(crate) fn keep_deadline(deadline: Instant) -> bool {
-    SCOPE.with_borrow_mut(|scope| match scope {
-        Some(scope) => {
-            scope.deadline = Some(scope.deadline.map_or(deadline, |d| d.min(deadline)));
-            true
+pub(crate) fn keep_deadline(deadline: Instant, waker: &Waker) -> bool {
+    SCOPE.with_borrow_mut(|scope| {
+        let Some(scope) = scope else {
+            return false;
+        };
+        let kept = scope
+            .deadlines
+            .iter()
+            .any(|(d, w)| *d == deadline && w.will_wake(waker));
+        if kept {
+            return true;
         }
-        None => false,
+        if scope.deadlines.len() >= MAX_DEADLINES {
+            return false;
+        }
+        scope.deadlines.push((deadline, waker.clone()));
+        true
     })
 }
 

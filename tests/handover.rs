@@ -290,3 +290,128 @@ fn a_runtime_shut_down_while_connected_finishes_the_connection() {
         ),
     }
 }
+
+// A connector that uses the connections it makes before it returns one (a warm-up request on
+// the connection it keeps, a close of one it does not keep) is served: the tasks handed over
+// run while the connect is under way. With an `on_event` handler too.
+#[tokio::test(start_paused = true)]
+async fn a_connector_may_use_its_connections_before_it_returns_one() {
+    let inner = HttpConnector::<Body>::http1().over(memory(Duration::ZERO));
+    let connector = service_fn(move |(): ()| {
+        let mut inner = inner.clone();
+        async move {
+            let spare = inner.call(()).await?;
+            let mut kept = inner.call(()).await?;
+            let warm = kept.ready().await?.call(get("/warm")).await?;
+            assert_eq!(text(warm).await, "mem /warm");
+            spare.close().await;
+            assert!(spare.is_closed());
+            Ok::<_, tower_persistent::BoxError>(kept)
+        }
+    });
+    for handler in [false, true] {
+        let mut layer = PersistentLayer::new("mem", Fixed::new(()))
+            .connect_timeout(Duration::from_secs(2))
+            .retry_delay(|| Duration::from_secs(60));
+        if handler {
+            layer = layer.on_event(|_| std::future::ready(()));
+        }
+        let client = layer.layer(connector.clone());
+        let start = Instant::now();
+        timeout(LIMIT, client.connected_or_failed_to_connect())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO, "handler: {handler}");
+        let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, "mem /a");
+        client.close().await;
+    }
+}
+
+/// Streams: the first fails after 100 ms; the others never come.
+fn failing_then_hanging()
+-> impl tower::Service<(), Response = DuplexStream, Error = io::Error, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    let calls = Arc::new(Mutex::new(0));
+    service_fn(move |_: ()| {
+        let first = {
+            let mut calls = calls.lock().unwrap();
+            *calls += 1;
+            *calls == 1
+        };
+        async move {
+            if first {
+                sleep(Duration::from_millis(100)).await;
+                return Err(io::Error::other("refused"));
+            }
+            std::future::pending().await
+        }
+    })
+}
+
+// Each connect of an attempt keeps its own deadline: a second connect after a first that
+// failed (a retry), and connects raced in a `FuturesUnordered` (which polls a connect only when
+// it is woken), end at their deadline with their own error.
+#[tokio::test(start_paused = true)]
+async fn every_connect_of_an_attempt_keeps_its_own_deadline() {
+    let retrying = {
+        let inner = HttpConnector::<Body>::http1()
+            .connect_timeout(Duration::from_secs(1))
+            .over(failing_then_hanging());
+        service_fn(move |(): ()| {
+            let mut inner = inner.clone();
+            async move {
+                match inner.call(()).await {
+                    Ok(conn) => Ok(conn),
+                    Err(_) => inner.call(()).await,
+                }
+            }
+        })
+    };
+    let start = Instant::now();
+    let client = PersistentLayer::new("mem", Fixed::new(()))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(retrying);
+    let error = client.connected_or_failed_to_connect().await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(1100));
+    assert_eq!(error.text(), "connect failed: connect timed out after 1s");
+    client.close().await;
+
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let racing = {
+        let inner = HttpConnector::<Body>::http2()
+            .connect_timeout(Duration::from_secs(1))
+            .over(silent(held.clone()));
+        service_fn(move |(): ()| {
+            let inner = inner.clone();
+            async move {
+                let mut race: futures_util::stream::FuturesUnordered<_> =
+                    (0..2).map(|_| inner.clone().oneshot(())).collect();
+                let mut last = None;
+                while let Some(outcome) = race.next().await {
+                    match outcome {
+                        Ok(conn) => return Ok(conn),
+                        Err(error) => last = Some(error),
+                    }
+                }
+                Err(last.expect("two connects"))
+            }
+        })
+    };
+    let start = Instant::now();
+    let client = PersistentLayer::new("mem", Fixed::new(()))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(racing);
+    let error = client.connected_or_failed_to_connect().await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert_eq!(error.text(), "connect failed: connect timed out after 1s");
+    assert_eq!(held.lock().unwrap().len(), 2);
+    client.close().await;
+}

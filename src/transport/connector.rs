@@ -455,7 +455,7 @@ async fn within_deadline<B>(
             if Instant::now() >= deadline {
                 return Poll::Ready(Err(timed_out()));
             }
-            if crate::handover::keep_deadline(deadline) {
+            if crate::handover::keep_deadline(deadline, cx.waker()) {
                 return Poll::Pending;
             }
         }

@@ -31,9 +31,12 @@
 //! - **Under a persistent connection** without an
 //!   [`on_event`](crate::PersistentLayer::on_event) handler, an HTTP/1.1 connection's task is
 //!   not spawned: the persistent connection's driver, which polls the connect, takes it and
-//!   runs it itself while the connection is current, and spawns it when the connection stops
-//!   being current before the task has ended (closing, a connection reported dead; with its
-//!   runtime gone the task is dropped, which finishes the connection). The connection's end
+//!   runs it itself, while the connect is under way (a connector of yours that wraps this one
+//!   may use the connections it makes before it returns one) and then while the connection is
+//!   current; it spawns it when the connection stops being current before the task has ended
+//!   (closing, a connection reported dead), and spawns the tasks of connections it does not
+//!   adopt once the attempt is over. With its runtime gone the task is dropped, which
+//!   finishes the connection. The connection's end
 //!   then reaches the driver without a hop between tasks, and a request's wake-up of the
 //!   connection pushes no other task aside (on tokio's multi-threaded runtime each such hop or
 //!   push can cost a wake-up of another thread). (A handler is awaited by the driver while the
@@ -42,9 +45,11 @@
 //!   Likewise the connect timeout is kept by the driver's own attempt timer, one `Sleep` moved
 //!   from one attempt to the next, rather than by a timer of the connector's: a timer armed
 //!   anew with no sooner one pending wakes the runtime's timer thread, twice per connect with
-//!   two. The connector, polled at or after its deadline, still ends with its own timeout
-//!   error, at the same instant; used alone, or polled outside the driver, it keeps a timer of
-//!   its own. Measured in `benches/reconnect.rs` (BENCHMARKS.md).
+//!   two. Each connect of an attempt has its deadline kept (a retry inside your connector,
+//!   connects raced in a `FuturesUnordered`): the driver wakes it then, and it ends with its
+//!   own timeout error, at the same instant as with a timer of its own; used alone, polled
+//!   outside the driver, or still waiting once the attempt is over, it keeps a timer of its
+//!   own. Measured in `benches/reconnect.rs` (BENCHMARKS.md).
 //! - **Closed when**: hyper's connection task ends for any reason (the peer closed the socket,
 //!   sent GOAWAY, an I/O or protocol error, or our [`close`](crate::Closable::close)).
 //!   [`close_finished`](crate::Closable::close_finished) resolves then, so the persistent connection
