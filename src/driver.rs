@@ -56,7 +56,6 @@ where
         backoff: Backoff::new(config.policy),
         backoff_reset_after: config.backoff_reset_after,
         connect_timeout: config.connect_timeout,
-        timer: AttemptTimer(None),
         adopted: Adopted(None),
         // Part of the future from the start: however it ends, even dropped before its first
         // poll (with its runtime, say), the handles learn that it is gone (see its `Drop`).
@@ -71,7 +70,6 @@ struct Driver<G, M, A, C> {
     backoff: Backoff,
     backoff_reset_after: Duration,
     connect_timeout: Duration,
-    timer: AttemptTimer,
     /// The current connection's task, if its connector handed it over.
     adopted: Adopted,
     events: Emitter<A, C>,
@@ -118,8 +116,8 @@ enum Guarded<T> {
 ///
 /// With a `scope` (see [`handover`]), each poll of the call runs within it; the tasks handed
 /// over are polled with it, and the deadlines a connector asks the driver to keep are kept by
-/// `timer` too: at each, the connector is woken and the call polled again (the connector ends
-/// then, with its own error; at `deadline` itself, its error comes first).
+/// `timer` too: at each, the call is polled again (the connector ends then, with its own error;
+/// at `deadline` itself, its error comes first).
 async fn guarded<S, R>(
     service: &mut S,
     request: R,
@@ -149,7 +147,7 @@ where
         // only once its instant has come); bounded all the same, by yielding.
         for _ in 0..=MAX_DEADLINE_ROUNDS {
             let polled = match scope.as_deref_mut() {
-                Some(scope) => handover::within(scope, || call.as_mut().poll(cx)),
+                Some(scope) => handover::within(scope, cx, |cx| call.as_mut().poll(cx)),
                 None => call.as_mut().poll(cx),
             };
             if let Poll::Ready(outcome) = polled {
@@ -163,7 +161,7 @@ where
             };
             scope.poll_tasks(cx);
             let now = Instant::now();
-            if scope.wake_due(now) {
+            if scope.forget_due(now) {
                 continue;
             }
             if now >= deadline {
@@ -194,10 +192,12 @@ fn settled<T>(outcome: std::thread::Result<Result<T, BoxError>>) -> Guarded<T> {
     }
 }
 
-/// The timer of the attempts' deadlines: one `Sleep`, made on the first attempt that has to
-/// wait and kept from one attempt to the next (still armed while the connection is up, to
-/// fire once for nothing). Armed again for a later deadline it is only moved, which wakes no
-/// thread; a timer armed anew, with no sooner one pending, wakes the runtime's timer thread.
+/// The timer of an attempt's deadlines (the lookup's, the connect's, the connector's): one
+/// `Sleep`, made when the attempt first has to wait. Armed again for a later deadline it is
+/// only moved, which wakes no thread; a timer armed anew, with no sooner one pending, wakes the
+/// runtime's timer thread. (Kept from one attempt to the next, it would stay armed while the
+/// connection is up: on a paused clock, tokio would then move the clock to it whenever the
+/// runtime waits for anything else.)
 struct AttemptTimer(Option<Pin<Box<Sleep>>>);
 
 impl AttemptTimer {
@@ -593,12 +593,13 @@ where
     ) -> Option<Result<C, ConnectError>> {
         let shared = self.shared().clone();
         let stop = &shared.commands.stop;
+        let mut timer = AttemptTimer(None);
         let address = match guarded(
             &mut self.get_address,
             (),
             deadline_after(start, limit),
             stop,
-            &mut self.timer,
+            &mut timer,
             None,
         )
         .await
@@ -633,7 +634,7 @@ where
             address,
             deadline,
             stop,
-            &mut self.timer,
+            &mut timer,
             Some(&mut scope),
         )
         .await;

@@ -6,16 +6,16 @@
 //! Each saves a wake-up of another thread per connect on tokio's multi-threaded runtime: a
 //! task that the connector spawns is pushed out of the worker's next-task slot by the request
 //! that the driver wakes next, and a timer armed anew, with no sooner one pending, wakes the
-//! thread that waits on the runtime's timers. The driver's own timer is kept from one attempt
-//! to the next, so that arming it for a later deadline only moves it.
+//! thread that waits on the runtime's timers (the driver arms one for the attempt anyway).
 //!
-//! The driver opens a [`Scope`] around each poll of the connect ([`within`]); a connector
-//! polled outside any (on its own, or in a task of its own) spawns and times as usual. While
-//! the connect is under way the driver polls the tasks handed over (a connector may use a
-//! connection before it returns one), and wakes each connector whose deadline has come (the
-//! connector then ends, with its own error). Once the attempt is over, whatever the driver does
-//! not adopt is spawned, and the connectors still waiting are woken to keep their deadlines
-//! themselves.
+//! The driver opens a [`Scope`] around each poll of the connect ([`within`]). Only a connector
+//! polled by the driver itself, with the driver's own waker, hands over: one polled under
+//! another waker (a `FuturesUnordered` of connects, an executor of its own such as
+//! `Handle::block_on` under `block_in_place`, a task of its own) spawns and times as usual, for
+//! the driver would not be the one to poll it again. While the connect is under way the driver
+//! polls the tasks handed over (a connector may use a connection before it returns one) and
+//! polls the connect again at each deadline kept (the connector then ends, with its own error).
+//! Once the attempt is over, whatever the driver does not adopt is spawned.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -48,8 +48,10 @@ impl HandedOver {
 #[derive(Default)]
 pub(crate) struct Scope {
     pub(crate) tasks: Vec<HandedOver>,
-    /// The deadlines that connectors asked the driver to keep, with whom to wake at each.
-    deadlines: Vec<(Instant, Waker)>,
+    /// The deadlines that connectors asked the driver to keep.
+    deadlines: Vec<Instant>,
+    /// The waker the driver polls the connect with (set by [`within`]).
+    waker: Option<Waker>,
 }
 
 /// How many deadlines one attempt keeps at most; a connector asking for more keeps its own.
@@ -65,36 +67,30 @@ impl Scope {
         });
     }
 
-    /// Wakes the connectors whose deadline is `now` or earlier (they end when polled), and
-    /// forgets them; false if there were none.
-    pub(crate) fn wake_due(&mut self, now: Instant) -> bool {
+    /// Forgets the deadlines that are `now` or earlier (the connectors that asked for them end
+    /// when polled); false if there were none.
+    pub(crate) fn forget_due(&mut self, now: Instant) -> bool {
         let before = self.deadlines.len();
-        self.deadlines.retain(|(deadline, waker)| {
-            if *deadline <= now {
-                waker.wake_by_ref();
-                false
-            } else {
-                true
-            }
-        });
+        self.deadlines.retain(|deadline| *deadline > now);
         self.deadlines.len() != before
     }
 
     /// The soonest deadline kept.
     pub(crate) fn soonest(&self) -> Option<Instant> {
-        self.deadlines.iter().map(|(deadline, _)| *deadline).min()
+        self.deadlines.iter().min().copied()
+    }
+
+    /// Whether a connector polled with `waker` is polled by the driver itself.
+    fn polled_by_driver(&self, waker: &Waker) -> bool {
+        self.waker.as_ref().is_some_and(|w| w.will_wake(waker))
     }
 }
 
-/// The attempt is over: the tasks left are spawned, and the connectors still waiting are woken
-/// (polled again outside the driver, they arm timers of their own).
+/// The attempt is over: the tasks left are spawned.
 impl Drop for Scope {
     fn drop(&mut self) {
         for handed in self.tasks.drain(..) {
             spawn(handed.task);
-        }
-        for (_, waker) in self.deadlines.drain(..) {
-            waker.wake();
         }
     }
 }
@@ -104,8 +100,12 @@ thread_local! {
     static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
 }
 
-/// Runs `poll` (one poll of a connect) with hand-overs going to `scope`.
-pub(crate) fn within<R>(scope: &mut Scope, poll: impl FnOnce() -> R) -> R {
+/// Runs `poll` (one poll of a connect, with `cx`) with hand-overs going to `scope`.
+pub(crate) fn within<R>(
+    scope: &mut Scope,
+    cx: &mut Context<'_>,
+    poll: impl FnOnce(&mut Context<'_>) -> R,
+) -> R {
     /// Puts the outer scope back, and what was handed over into `scope`, even on a panic.
     struct Restore<'a> {
         scope: &'a mut Scope,
@@ -119,55 +119,66 @@ pub(crate) fn within<R>(scope: &mut Scope, poll: impl FnOnce() -> R) -> R {
             }
         }
     }
+    if !scope
+        .waker
+        .as_ref()
+        .is_some_and(|w| w.will_wake(cx.waker()))
+    {
+        scope.waker = Some(cx.waker().clone());
+    }
     let outer = SCOPE.with_borrow_mut(|s| s.replace(std::mem::take(scope)));
     let _restore = Restore { scope, outer };
-    poll()
+    poll(cx)
 }
 
 /// Spawns a connection's `task` on the current runtime, or hands it over to the driver polling
-/// the connect that made it (`None`, then). `owner` is the connection's identity, as
-/// `owner_of` gives it for a connection of its type.
+/// the connect that made it, if it polls this future itself (`None`, then). `owner` is the
+/// connection's identity, as `owner_of` gives it for a connection of its type.
 #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
-pub(crate) fn spawn_or_hand_over(
+pub(crate) async fn spawn_or_hand_over(
     task: ConnTask,
     owner: usize,
     owner_of: fn(&dyn Any) -> Option<usize>,
 ) -> Option<tokio::task::AbortHandle> {
-    let task = SCOPE.with_borrow_mut(|scope| match scope {
-        Some(scope) => {
-            scope.tasks.push(HandedOver {
-                task,
-                owner,
-                owner_of,
-            });
-            None
-        }
-        None => Some(task),
-    });
+    let mut task = Some(task);
+    let task = std::future::poll_fn(|cx| {
+        let task = task.take().expect("polled once");
+        Poll::Ready(SCOPE.with_borrow_mut(|scope| match scope {
+            Some(scope) if scope.polled_by_driver(cx.waker()) => {
+                scope.tasks.push(HandedOver {
+                    task,
+                    owner,
+                    owner_of,
+                });
+                None
+            }
+            _ => Some(task),
+        }))
+    })
+    .await;
     task.map(|task| tokio::spawn(task).abort_handle())
 }
 
-/// Asks the driver polling the connect, if one is, to keep `deadline`, waking `waker` then (or
-/// when the attempt is over, if sooner). True if one does: the connector then needs no timer of
-/// its own, but polled at or after `deadline` it must end (with its own error), as its own
-/// timer would have ended it, and polled outside the driver it must keep its deadline itself.
+/// Asks the driver polling the connect, if it polls it itself (with the driver's own `waker`),
+/// to keep `deadline`. True if it does: the connector then needs no timer of its own, but
+/// polled at or after `deadline` it must end (with its own error), as its own timer would have
+/// ended it, and polled otherwise it must keep its deadline itself.
 #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
 pub(crate) fn keep_deadline(deadline: Instant, waker: &Waker) -> bool {
     SCOPE.with_borrow_mut(|scope| {
         let Some(scope) = scope else {
             return false;
         };
-        let kept = scope
-            .deadlines
-            .iter()
-            .any(|(d, w)| *d == deadline && w.will_wake(waker));
-        if kept {
+        if !scope.polled_by_driver(waker) {
+            return false;
+        }
+        if scope.deadlines.contains(&deadline) {
             return true;
         }
         if scope.deadlines.len() >= MAX_DEADLINES {
             return false;
         }
-        scope.deadlines.push((deadline, waker.clone()));
+        scope.deadlines.push(deadline);
         true
     })
 }

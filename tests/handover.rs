@@ -223,38 +223,55 @@ async fn a_connect_moved_to_a_task_of_its_own_keeps_its_deadline() {
     client.close().await;
 }
 
-// The driver's attempt timer stays armed once the connection is made (so that the next attempt
-// only moves it) and fires later for nothing: nothing happens then, the connection stays
-// current and serves.
-#[tokio::test(start_paused = true)]
-async fn the_attempt_timer_firing_while_connected_changes_nothing() {
-    // The stream takes 1 ms: the connect waits, and the timer is armed for it.
-    let client = PersistentLayer::new("mem", Fixed::new(()))
-        .layer(HttpConnector::<Body>::http1().over(memory(Duration::from_millis(1))));
-    let mut events = client.events().map(|event| event.name());
-    timeout(LIMIT, client.connected_or_failed_to_connect())
-        .await
-        .unwrap()
-        .unwrap();
-    let connection = client.current_connection().unwrap();
-    // Past the connector's deadline (10 s) and the persistent connection's (20 s).
-    sleep(Duration::from_secs(60)).await;
-    let mut seen = Vec::new();
-    while let Some(Some(name)) = events.next().now_or_never() {
-        seen.push(name);
+// No timer of the driver's is left armed once the connection is made: on a paused clock
+// (which tokio moves to the next timer whenever the runtime waits for nothing else), waiting
+// for a server on another runtime, over HTTP/1.1 and HTTP/2, does not move the clock; and no
+// event comes after `Connected`. (The clock is paused once connected: during the connect,
+// the connect's own deadline is a timer the paused clock would move to.)
+#[tokio::test]
+async fn no_timer_is_left_armed_once_connected() {
+    // The server runs on a runtime of its own: `/slow` takes 300 ms there.
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let server = support::web::HttpServer::start("far").await.unwrap();
+            address_tx.send(server.address).unwrap();
+            let _ = stop_rx.await;
+            server.kill().await;
+        });
+    });
+    let address = address_rx.recv_timeout(LIMIT).unwrap();
+    for connector in [
+        HttpConnector::<Body>::http1(),
+        HttpConnector::<Body>::http2(),
+    ] {
+        // A TCP connect waits: the attempt's timer is armed for it.
+        let client = PersistentLayer::new("far", Fixed::new(address)).layer(connector);
+        let mut events = client.events().map(|event| event.name());
+        timeout(LIMIT, client.connected_or_failed_to_connect())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::pause();
+        let start = Instant::now();
+        let response = client.clone().oneshot(get("/slow")).await.unwrap();
+        assert_eq!(text(response).await, "far /slow");
+        assert_eq!(start.elapsed(), Duration::ZERO, "the paused clock moved");
+        tokio::time::resume();
+        let mut seen = Vec::new();
+        while let Some(Some(name)) = events.next().now_or_never() {
+            seen.push(name);
+        }
+        assert_eq!(
+            seen,
+            ["attempting_to_connect", "obtained_address", "connected"]
+        );
+        client.close().await;
     }
-    assert_eq!(
-        seen,
-        ["attempting_to_connect", "obtained_address", "connected"]
-    );
-    assert!(!connection.is_closed());
-    let response = timeout(LIMIT, client.clone().oneshot(get("/later")))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(text(response).await, "mem /later");
-    assert!(events.next().now_or_never().is_none(), "no event since");
-    client.close().await;
+    stop_tx.send(()).unwrap();
+    server_thread.join().unwrap();
 }
 
 // A runtime shut down while its persistent connection is current drops the driver and the
@@ -413,5 +430,73 @@ async fn every_connect_of_an_attempt_keeps_its_own_deadline() {
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     assert_eq!(error.text(), "connect failed: connect timed out after 1s");
     assert_eq!(held.lock().unwrap().len(), 2);
+    client.close().await;
+}
+
+// A connector that runs the HTTP connector on an executor of its own (`Handle::block_on` under
+// `block_in_place`, inside the driver's poll) is not polled by the driver: nothing is handed
+// over to the driver, which could not run it. Its warm-up request is answered, and its connect
+// timeout (1 s, against a stream that fails after 4 s) ends the attempt, with its own error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_on_an_executor_of_its_own_hands_nothing_over() {
+    let warming = {
+        let inner = HttpConnector::<Body>::http1().over(memory(Duration::ZERO));
+        service_fn(move |(): ()| {
+            let mut inner = inner.clone();
+            let made = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async move {
+                    let mut conn = inner.call(()).await?;
+                    let warm = timeout(LIMIT, conn.ready().await?.call(get("/warm")))
+                        .await
+                        .map_err(|_| "the warm-up was not answered")??;
+                    assert_eq!(text(warm).await, "mem /warm");
+                    Ok::<_, tower_persistent::BoxError>(conn)
+                })
+            });
+            std::future::ready(made)
+        })
+    };
+    let client = PersistentLayer::new("mem", Fixed::new(())).layer(warming);
+    timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap();
+    let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "mem /a");
+    client.close().await;
+
+    let timing_out = {
+        let late = service_fn(|_: ()| async {
+            sleep(Duration::from_secs(4)).await;
+            Err::<DuplexStream, _>(io::Error::other("refused late"))
+        });
+        let inner = HttpConnector::<Body>::http1()
+            .connect_timeout(Duration::from_secs(1))
+            .over(late);
+        service_fn(move |(): ()| {
+            let mut inner = inner.clone();
+            let made = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(inner.call(()))
+            });
+            std::future::ready(made)
+        })
+    };
+    let client = PersistentLayer::new("mem", Fixed::new(()))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(timing_out);
+    let start = std::time::Instant::now();
+    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        (Duration::from_secs(1)..Duration::from_secs(3)).contains(&took),
+        "{took:?}"
+    );
+    assert_eq!(error.text(), "connect failed: connect timed out after 1s");
     client.close().await;
 }

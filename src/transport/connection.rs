@@ -467,7 +467,7 @@ pub(super) type ConnDriver = Pin<Box<dyn Future<Output = Result<(), BoxError>> +
 impl<B: 'static> HttpConnection<B> {
     /// Spawns the task that drives hyper's connection `conn` on the current runtime, and
     /// returns the handle on it and the task (to abort while the connect is not finished).
-    pub(super) fn start(
+    pub(super) async fn start(
         shared: Arc<ConnShared>,
         sender: Sender<B>,
         conn: ConnDriver,
@@ -487,7 +487,8 @@ impl<B: 'static> HttpConnection<B> {
         // SETTINGS, and for the task's end should the server close first, once it is made.)
         let task = match shared.version {
             Version::Http1 => {
-                handover::spawn_or_hand_over(task, Arc::as_ptr(&shared) as usize, identity::<B>)
+                let owner = Arc::as_ptr(&shared) as usize;
+                handover::spawn_or_hand_over(task, owner, identity::<B>).await
             }
             Version::Http2 => Some(tokio::spawn(task).abort_handle()),
         };

@@ -412,7 +412,7 @@ where
         };
 
         let (connection, task) =
-            HttpConnection::start(shared.clone(), sender, driver, self.close_timeout);
+            HttpConnection::start(shared.clone(), sender, driver, self.close_timeout).await;
         // Until the connection is handed over, dropping this future (the connect timeout) or
         // failing ends the connection task.
         let mut guard = AbortOnDrop(task);

@@ -28,28 +28,31 @@
 //!   a first frame that is not SETTINGS fails the attempt at once, with an error that says so.
 //!   HTTP/1.1 has no server greeting: there the timeout covers the TCP connect, and a server
 //!   that hangs later is a matter for a request timeout (`tower::timeout`).
-//! - **Under a persistent connection** without an
-//!   [`on_event`](crate::PersistentLayer::on_event) handler, an HTTP/1.1 connection's task is
-//!   not spawned: the persistent connection's driver, which polls the connect, takes it and
-//!   runs it itself, while the connect is under way (a connector of yours that wraps this one
-//!   may use the connections it makes before it returns one) and then while the connection is
-//!   current; it spawns it when the connection stops being current before the task has ended
-//!   (closing, a connection reported dead), and spawns the tasks of connections it does not
-//!   adopt once the attempt is over. With its runtime gone the task is dropped, which
-//!   finishes the connection. The connection's end
-//!   then reaches the driver without a hop between tasks, and a request's wake-up of the
-//!   connection pushes no other task aside (on tokio's multi-threaded runtime each such hop or
-//!   push can cost a wake-up of another thread). (A handler is awaited by the driver while the
-//!   connection is current, and could wait on the connection: with one, the task is spawned.
-//!   HTTP/2 connections, whose connector waits for the server's SETTINGS, are spawned too.)
-//!   Likewise the connect timeout is kept by the driver's own attempt timer, one `Sleep` moved
-//!   from one attempt to the next, rather than by a timer of the connector's: a timer armed
-//!   anew with no sooner one pending wakes the runtime's timer thread, twice per connect with
-//!   two. Each connect of an attempt has its deadline kept (a retry inside your connector,
-//!   connects raced in a `FuturesUnordered`): the driver wakes it then, and it ends with its
-//!   own timeout error, at the same instant as with a timer of its own; used alone, polled
-//!   outside the driver, or still waiting once the attempt is over, it keeps a timer of its
-//!   own. Measured in `benches/reconnect.rs` (BENCHMARKS.md).
+//! - **Under a persistent connection** whose driver polls the connector itself, an HTTP/1.1
+//!   connection's task is not spawned: the driver takes it and runs it itself, while the
+//!   connect is under way (a connector of yours that wraps this one may use the connections it
+//!   makes before it returns one) and then, without an
+//!   [`on_event`](crate::PersistentLayer::on_event) handler, while the connection is current.
+//!   It spawns it when the connection stops being current before the task has ended (closing,
+//!   a connection reported dead), and spawns the tasks of the connections it does not keep
+//!   once the attempt is over. With its runtime gone the task is dropped, which finishes the
+//!   connection. The connection's end then reaches the driver without a hop between tasks,
+//!   and a request's wake-up of the connection pushes no other task aside (on tokio's
+//!   multi-threaded runtime each such hop or push can cost a wake-up of another thread). (A
+//!   handler is awaited by the driver while the connection is current, and could wait on the
+//!   connection: with one, the task is spawned once the connect is over. HTTP/2 connections,
+//!   whose connector waits for the server's SETTINGS, are spawned too.)
+//!   Likewise the connect timeout is kept by the driver's own timer for the attempt (which it
+//!   arms anyway, for its own deadline) rather than by a second timer of the connector's: a
+//!   timer armed anew with no sooner one pending wakes the runtime's timer thread. Each connect
+//!   of an attempt has its deadline kept (a retry inside your connector, say): the driver polls
+//!   it again then, and it ends with its own timeout error, at the same instant as with a timer
+//!   of its own. This holds only for a connector that the driver polls itself, with its own
+//!   waker: polled under another waker (connects raced in a `FuturesUnordered`, an executor of
+//!   your own such as `Handle::block_on` under `block_in_place`, a task of its own), the
+//!   connector spawns its connection's task and keeps its deadline itself, as it does used
+//!   alone. No timer of the driver's stays armed once the attempt is over. Measured in
+//!   `benches/reconnect.rs` (BENCHMARKS.md).
 //! - **Closed when**: hyper's connection task ends for any reason (the peer closed the socket,
 //!   sent GOAWAY, an I/O or protocol error, or our [`close`](crate::Closable::close)).
 //!   [`close_finished`](crate::Closable::close_finished) resolves then, so the persistent connection
