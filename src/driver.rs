@@ -4,7 +4,6 @@
 //! Closing (the stop signal) interrupts every wait of the loop; an event handler running then
 //! is given until the close deadline.
 
-use std::any::Any;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -22,7 +21,7 @@ use crate::backoff::Backoff;
 use crate::closable::{Announcer, succession};
 use crate::error::{BoxError, ConnectError, panic_message};
 use crate::event::{Event, OnEvent};
-use crate::handover::{self, HandedOver, Scope};
+use crate::handover::{self, Adopted, Scope};
 use crate::layer::Config;
 use crate::service::Persistent;
 use crate::shared::{Shared, deadline_after};
@@ -56,7 +55,7 @@ where
         backoff: Backoff::new(config.policy),
         backoff_reset_after: config.backoff_reset_after,
         connect_timeout: config.connect_timeout,
-        adopted: Adopted(None),
+        adopted: Adopted::default(),
         // Part of the future from the start: however it ends, even dropped before its first
         // poll (with its runtime, say), the handles learn that it is gone (see its `Drop`).
         events: Emitter { shared, on_event },
@@ -214,55 +213,6 @@ impl AttemptTimer {
         };
         sleep.as_mut().poll(cx)
     }
-}
-
-/// The task of the current connection, handed over by its connector: polled by the driver
-/// while the connection is current, and spawned if it has not ended when the driver stops
-/// watching the connection.
-struct Adopted(Option<handover::ConnTask>);
-
-impl Adopted {
-    /// Spawns the task if it has not ended: no longer polled here.
-    fn release(&mut self) {
-        if let Some(task) = self.0.take() {
-            handover::spawn(task);
-        }
-    }
-
-    /// Resolves when the task has ended (a panic ends it, as it would a spawned task), or at
-    /// once if there is none.
-    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(task) = &mut self.0 else {
-            return Poll::Ready(());
-        };
-        let ended =
-            catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))).unwrap_or(Poll::Ready(()));
-        if ended.is_ready() {
-            self.0 = None;
-        }
-        ended
-    }
-}
-
-impl Drop for Adopted {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
-/// What was handed over during an attempt: the task of the connection `made`, adopted (none
-/// without a connection to adopt for); any other task is spawned.
-fn adopt<C: 'static>(tasks: Vec<HandedOver>, made: Option<&C>) -> Adopted {
-    let mut adopted = Adopted(None);
-    for handed in tasks {
-        match made {
-            Some(conn) if adopted.0.is_none() && handed.belongs_to(conn as &dyn Any) => {
-                adopted.0 = Some(handed.task)
-            }
-            _ => handover::spawn(handed.task),
-        }
-    }
-    adopted
 }
 
 tokio::task_local! {
@@ -642,7 +592,7 @@ where
             Guarded::Done(conn) if self.events.on_event.is_none() => Some(conn),
             _ => None,
         };
-        self.adopted = adopt(std::mem::take(&mut scope.tasks), made);
+        self.adopted = scope.adopt(made);
         Some(match outcome {
             Guarded::Done(conn) => Ok(conn),
             Guarded::Failed(error) => Err(ConnectError::connect(error)),

@@ -29,8 +29,8 @@ use tokio::time::Instant;
 pub(crate) type ConnTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A connection's task handed over, with what tells whose it is.
-pub(crate) struct HandedOver {
-    pub(crate) task: ConnTask,
+struct HandedOver {
+    task: ConnTask,
     /// The connection's identity, as `owner_of` gives it.
     owner: usize,
     /// The identity of a connection of the type that made the task; `None` for another type.
@@ -39,7 +39,7 @@ pub(crate) struct HandedOver {
 
 impl HandedOver {
     /// Whether this is `conn`'s own task.
-    pub(crate) fn belongs_to(&self, conn: &dyn Any) -> bool {
+    fn belongs_to(&self, conn: &dyn Any) -> bool {
         (self.owner_of)(conn) == Some(self.owner)
     }
 }
@@ -47,7 +47,7 @@ impl HandedOver {
 /// What connectors handed over while the driver polled one attempt's connect.
 #[derive(Default)]
 pub(crate) struct Scope {
-    pub(crate) tasks: Vec<HandedOver>,
+    tasks: Vec<HandedOver>,
     /// The deadlines that connectors asked the driver to keep.
     deadlines: Vec<Instant>,
     /// The waker the driver polls the connect with (set by [`within`]).
@@ -61,10 +61,23 @@ impl Scope {
     /// Polls the tasks handed over, and drops those that ended (a panic ends a task, as it
     /// would a spawned one).
     pub(crate) fn poll_tasks(&mut self, cx: &mut Context<'_>) {
-        self.tasks.retain_mut(|handed| {
-            let polled = catch_unwind(AssertUnwindSafe(|| handed.task.as_mut().poll(cx)));
-            matches!(polled, Ok(Poll::Pending))
-        });
+        self.tasks
+            .retain_mut(|handed| poll_task(&mut handed.task, cx).is_pending());
+    }
+
+    /// The attempt made `made` (if it made a connection the driver may keep the task of): its
+    /// task, if handed over, to adopt; the others are spawned.
+    pub(crate) fn adopt<C: 'static>(&mut self, made: Option<&C>) -> Adopted {
+        let mut adopted = Adopted(None);
+        for handed in self.tasks.drain(..) {
+            match made {
+                Some(conn) if adopted.0.is_none() && handed.belongs_to(conn as &dyn Any) => {
+                    adopted.0 = Some(handed.task)
+                }
+                _ => spawn(handed.task),
+            }
+        }
+        adopted
     }
 
     /// Forgets the deadlines that are `now` or earlier (the connectors that asked for them end
@@ -183,8 +196,46 @@ pub(crate) fn keep_deadline(deadline: Instant, waker: &Waker) -> bool {
     })
 }
 
+/// Polls `task`; a panic ends it, as it would end a spawned task.
+fn poll_task(task: &mut ConnTask, cx: &mut Context<'_>) -> Poll<()> {
+    catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))).unwrap_or(Poll::Ready(()))
+}
+
+/// The task of the current connection, adopted by the driver: polled by it while the
+/// connection is current, and spawned if it has not ended when the driver stops watching the
+/// connection (or is dropped).
+#[derive(Default)]
+pub(crate) struct Adopted(Option<ConnTask>);
+
+impl Adopted {
+    /// Spawns the task if it has not ended: no longer polled here.
+    pub(crate) fn release(&mut self) {
+        if let Some(task) = self.0.take() {
+            spawn(task);
+        }
+    }
+
+    /// Resolves when the task has ended, or at once if there is none.
+    pub(crate) fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(task) = &mut self.0 else {
+            return Poll::Ready(());
+        };
+        let ended = poll_task(task, cx);
+        if ended.is_ready() {
+            self.0 = None;
+        }
+        ended
+    }
+}
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Spawns `task` on the current runtime; with none, drops it (which ends it).
-pub(crate) fn spawn(task: ConnTask) {
+fn spawn(task: ConnTask) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(task);
     }

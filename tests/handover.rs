@@ -17,7 +17,7 @@ use tokio::io::DuplexStream;
 use tokio::time::{Instant, sleep, timeout};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_persistent::discovery::Fixed;
-use tower_persistent::transport::HttpConnector;
+use tower_persistent::transport::{HttpConnection, HttpConnector};
 use tower_persistent::{Closable, PersistentLayer};
 
 /// Every wait of these tests is bounded by this.
@@ -64,6 +64,24 @@ fn alive() -> usize {
     tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks()
+}
+
+/// Checks that a persistent connection over `connector` (retry delay 60 s) fails its first
+/// attempt exactly `after` its start, with the error `text`.
+async fn first_attempt_fails<M>(connector: M, after: Duration, text: &str)
+where
+    M: tower::Service<(), Response = HttpConnection<Body>> + Send + 'static,
+    M::Error: Into<tower_persistent::BoxError>,
+    M::Future: Send,
+{
+    let start = Instant::now();
+    let client = PersistentLayer::new("mem", Fixed::new(()))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(connector);
+    let error = client.connected_or_failed_to_connect().await.unwrap_err();
+    assert_eq!(start.elapsed(), after);
+    assert_eq!(error.text(), text);
+    client.close().await;
 }
 
 // Without an `on_event` handler, a persistent connection over HTTP/1.1 runs its connection's
@@ -213,14 +231,8 @@ async fn a_connect_moved_to_a_task_of_its_own_keeps_its_deadline() {
             tokio::spawn(connecting).await.unwrap()
         }
     });
-    let start = Instant::now();
-    let client = PersistentLayer::new("mem", Fixed::new(()))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(moving);
-    let error = client.connected_or_failed_to_connect().await.unwrap_err();
-    assert_eq!(start.elapsed(), Duration::from_secs(3));
-    assert_eq!(error.text(), "connect failed: connect timed out after 3s");
-    client.close().await;
+    let timed_out = "connect failed: connect timed out after 3s";
+    first_attempt_fails(moving, Duration::from_secs(3), timed_out).await;
 }
 
 // No timer of the driver's is left armed once the connection is made: on a paused clock
@@ -392,14 +404,8 @@ async fn every_connect_of_an_attempt_keeps_its_own_deadline() {
             }
         })
     };
-    let start = Instant::now();
-    let client = PersistentLayer::new("mem", Fixed::new(()))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(retrying);
-    let error = client.connected_or_failed_to_connect().await.unwrap_err();
-    assert_eq!(start.elapsed(), Duration::from_millis(1100));
-    assert_eq!(error.text(), "connect failed: connect timed out after 1s");
-    client.close().await;
+    let timed_out = "connect failed: connect timed out after 1s";
+    first_attempt_fails(retrying, Duration::from_millis(1100), timed_out).await;
 
     let held = Arc::new(Mutex::new(Vec::new()));
     let racing = {
@@ -422,15 +428,8 @@ async fn every_connect_of_an_attempt_keeps_its_own_deadline() {
             }
         })
     };
-    let start = Instant::now();
-    let client = PersistentLayer::new("mem", Fixed::new(()))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(racing);
-    let error = client.connected_or_failed_to_connect().await.unwrap_err();
-    assert_eq!(start.elapsed(), Duration::from_secs(1));
-    assert_eq!(error.text(), "connect failed: connect timed out after 1s");
+    first_attempt_fails(racing, Duration::from_secs(1), timed_out).await;
     assert_eq!(held.lock().unwrap().len(), 2);
-    client.close().await;
 }
 
 // A connector that runs the HTTP connector on an executor of its own (`Handle::block_on` under
