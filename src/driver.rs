@@ -29,12 +29,15 @@ use crate::signal::Flag;
 use crate::state::State;
 
 /// A new persistent connection: its first handle, and the driver's future (which nothing has
-/// polled yet).
+/// polled yet). With `hand_over` (a driver spawned on the runtime, polled whenever woken), the
+/// connector may hand its connection's task and its deadline over (see [`handover`]); a driver
+/// that the user polls takes nothing over, for requests must not depend on its polling.
 pub(crate) fn new<G, M, A, C>(
     config: Config,
     get_address: G,
     connect: M,
     on_event: Option<OnEvent<A, C>>,
+    hand_over: bool,
 ) -> (Persistent<A, C>, impl Future<Output = ()> + Send + 'static)
 where
     G: Service<(), Response = A> + Send + 'static,
@@ -56,6 +59,7 @@ where
         backoff_reset_after: config.backoff_reset_after,
         connect_timeout: config.connect_timeout,
         adopted: Adopted::default(),
+        hand_over,
         // Part of the future from the start: however it ends, even dropped before its first
         // poll (with its runtime, say), the handles learn that it is gone (see its `Drop`).
         events: Emitter { shared, on_event },
@@ -71,6 +75,8 @@ struct Driver<G, M, A, C> {
     connect_timeout: Duration,
     /// The current connection's task, if its connector handed it over.
     adopted: Adopted,
+    /// Whether the connector may hand anything over.
+    hand_over: bool,
     events: Emitter<A, C>,
 }
 
@@ -200,6 +206,11 @@ fn settled<T>(outcome: std::thread::Result<Result<T, BoxError>>) -> Guarded<T> {
 struct AttemptTimer(Option<Pin<Box<Sleep>>>);
 
 impl AttemptTimer {
+    /// Drops the timer (the next poll arms a new one).
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+
     /// Polls the timer, armed for `at`.
     fn poll_at(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
         let sleep = match &mut self.0 {
@@ -563,6 +574,9 @@ where
             Guarded::Stopped => return None,
         };
         let spent = start.elapsed();
+        // No timer of the attempt's while an `ObtainedAddress` handler runs: on a paused clock,
+        // tokio would move the clock to it whenever the handler waited on anything else.
+        timer.disarm();
 
         if last_address.as_ref() != Some(&address) {
             *last_address = Some(address.clone());
@@ -575,9 +589,9 @@ where
         }
         // The time the handler took does not count against the attempt.
         let deadline = deadline_after(Instant::now(), limit.saturating_sub(spent));
-        // Without an `on_event` handler (which the driver awaits while the connection is
-        // current: the connection's task could not run then), the connector may hand its
-        // connection's task over.
+        // A driver of the runtime's may take over the connect's tasks and deadlines; it keeps
+        // the connection's task only without an `on_event` handler (which it awaits while the
+        // connection is current: the connection's task could not run then).
         let mut scope = Scope::default();
         let outcome = guarded(
             &mut self.connect,
@@ -585,7 +599,7 @@ where
             deadline,
             stop,
             &mut timer,
-            Some(&mut scope),
+            self.hand_over.then_some(&mut scope),
         )
         .await;
         let made = match &outcome {

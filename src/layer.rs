@@ -303,7 +303,9 @@ where
     /// The driver needs a tokio runtime for its timers (the future panics if polled outside
     /// one). Until the future is polled nothing happens: no attempt, no event. Dropping it
     /// (unpolled, or mid-way) ends the persistent connection: every handle sees it closed at
-    /// once.
+    /// once. A driver of yours takes nothing over from the connector (the HTTP connector's
+    /// connection task runs in a task of its own, its connect timeout on a timer of its own;
+    /// see the [transport docs](crate::transport)): requests never wait on your polling it.
     ///
     /// # Panics
     ///
@@ -351,6 +353,7 @@ where
             self.get_address.clone(),
             connect,
             self.on_event.clone(),
+            false,
         )
     }
 }
@@ -374,7 +377,14 @@ where
     type Service = Persistent<A, C>;
 
     fn layer(&self, connect: M) -> Persistent<A, C> {
-        let (handle, driver) = self.pair(connect);
+        // The driver is a task of the runtime's: it may take the connection's task over.
+        let (handle, driver) = crate::driver::new(
+            self.config.clone(),
+            self.get_address.clone(),
+            connect,
+            self.on_event.clone(),
+            true,
+        );
         tokio::spawn(driver);
         handle
     }

@@ -499,3 +499,78 @@ async fn a_connector_on_an_executor_of_its_own_hands_nothing_over() {
     assert_eq!(error.text(), "connect failed: connect timed out after 1s");
     client.close().await;
 }
+
+// A driver of yours (`pair`) takes nothing over: requests do not depend on your polling it.
+// Connected while polled, it is left unpolled while a request is made, and a request in flight
+// when it is dropped, on a thread outside the runtime, is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_of_yours_takes_nothing_over() {
+    let (client, driver) = PersistentLayer::new("mem", Fixed::new(()))
+        .pair(HttpConnector::<Body>::http1().over(memory(Duration::ZERO)));
+    let mut driver = Box::pin(driver);
+    tokio::select! {
+        _ = &mut driver => panic!("the driver ended"),
+        connected = timeout(LIMIT, client.connected()) => drop(connected.unwrap().unwrap()),
+    }
+    // Not polled while this request is made.
+    let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
+        .await
+        .expect("the request waited for the driver")
+        .unwrap();
+    assert_eq!(text(response).await, "mem /a");
+    let connection = client.current_connection().unwrap();
+    let request = tokio::spawn(client.clone().oneshot(get("/slow")));
+    while connection.in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    std::thread::spawn(move || drop(driver)).join().unwrap();
+    let response = timeout(LIMIT, request).await.unwrap().unwrap().unwrap();
+    assert_eq!(text(response).await, "mem /slow");
+}
+
+// While an `ObtainedAddress` handler runs no timer of the attempt's is armed (the lookup's is
+// gone): on a paused clock, a handler that waits on I/O from outside the runtime does not see
+// the clock move.
+#[tokio::test(start_paused = true)]
+async fn no_timer_is_armed_while_an_address_handler_runs() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    // Outside the runtime: answers one connection with one byte.
+    let answering = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut socket, _) = listener.accept().unwrap();
+        socket.write_all(b"!").unwrap();
+    });
+    let waited = Arc::new(Mutex::new(None));
+    // A lookup that waits once: the attempt's timer is armed for it.
+    let lookup = service_fn(|()| async {
+        tokio::task::yield_now().await;
+        Ok::<_, io::Error>(())
+    });
+    let client = PersistentLayer::new("mem", lookup)
+        .on_event({
+            let waited = waited.clone();
+            move |event: tower_persistent::Event<(), HttpConnection<Body>>| {
+                let waited = waited.clone();
+                async move {
+                    if let tower_persistent::Event::ObtainedAddress(()) = event {
+                        use tokio::io::AsyncReadExt;
+                        let start = Instant::now();
+                        let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+                        let mut byte = [0u8; 1];
+                        socket.read_exact(&mut byte).await.unwrap();
+                        *waited.lock().unwrap() = Some(start.elapsed());
+                    }
+                }
+            }
+        })
+        .layer(HttpConnector::<Body>::http1().over(memory(Duration::ZERO)));
+    let start = Instant::now();
+    // (No timeout of the test's own here: it would be a timer, which the paused clock would
+    // move to. The thread answers at once.)
+    client.connected().await.unwrap();
+    assert_eq!(*waited.lock().unwrap(), Some(Duration::ZERO));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    answering.join().unwrap();
+    client.close().await;
+}

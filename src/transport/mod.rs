@@ -28,8 +28,11 @@
 //!   a first frame that is not SETTINGS fails the attempt at once, with an error that says so.
 //!   HTTP/1.1 has no server greeting: there the timeout covers the TCP connect, and a server
 //!   that hangs later is a matter for a request timeout (`tower::timeout`).
-//! - **Under a persistent connection** whose driver polls the connector itself, an HTTP/1.1
-//!   connection's task is not spawned: the driver takes it and runs it itself, while the
+//! - **Under a persistent connection** made by
+//!   [`PersistentLayer::layer`](tower_layer::Layer::layer) (whose driver is a task of the
+//!   runtime's; a driver from [`pair`](crate::PersistentLayer::pair), which you poll, takes
+//!   nothing over) and whose driver polls the connector itself, an HTTP/1.1 connection's task
+//!   is not spawned: the driver takes it and runs it itself, while the
 //!   connect is under way (a connector of yours that wraps this one may use the connections it
 //!   makes before it returns one) and then, without an
 //!   [`on_event`](crate::PersistentLayer::on_event) handler, while the connection is current.
