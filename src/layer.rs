@@ -348,12 +348,30 @@ where
         M::Error: Into<BoxError>,
         M::Future: Send,
     {
+        self.driver(connect, false)
+    }
+
+    /// The first handle and the driver's future; with `hand_over`, for a driver that will be
+    /// a task of the runtime's (see `driver::new`).
+    fn driver<M>(
+        &self,
+        connect: M,
+        hand_over: bool,
+    ) -> (
+        Persistent<A, C>,
+        impl Future<Output = ()> + Send + 'static + use<G, A, C, M>,
+    )
+    where
+        M: Service<A, Response = C> + Send + 'static,
+        M::Error: Into<BoxError>,
+        M::Future: Send,
+    {
         crate::driver::new(
             self.config.clone(),
             self.get_address.clone(),
             connect,
             self.on_event.clone(),
-            false,
+            hand_over,
         )
     }
 }
@@ -378,13 +396,7 @@ where
 
     fn layer(&self, connect: M) -> Persistent<A, C> {
         // The driver is a task of the runtime's: it may take the connection's task over.
-        let (handle, driver) = crate::driver::new(
-            self.config.clone(),
-            self.get_address.clone(),
-            connect,
-            self.on_event.clone(),
-            true,
-        );
+        let (handle, driver) = self.driver(connect, true);
         tokio::spawn(driver);
         handle
     }

@@ -66,6 +66,22 @@ fn alive() -> usize {
         .num_alive_tasks()
 }
 
+/// Sends `GET path` through `client`, within `LIMIT`, and checks that it is answered with
+/// `expected`.
+async fn answers<S, B>(client: &S, path: &str, expected: &str)
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let response = timeout(LIMIT, client.clone().oneshot(get(path)))
+        .await
+        .expect("the request was not answered in time")
+        .unwrap();
+    assert_eq!(text(response).await, expected);
+}
+
 /// Checks that a persistent connection over `connector` (retry delay 60 s) fails its first
 /// attempt exactly `after` its start, with the error `text`.
 async fn first_attempt_fails<M>(connector: M, after: Duration, text: &str)
@@ -93,11 +109,7 @@ async fn an_http1_connections_task_runs_inside_the_driver_without_a_handler() {
     let before = alive();
     let client = PersistentLayer::new("mem", Fixed::new(()))
         .layer(HttpConnector::<Body>::http1().over(memory(Duration::ZERO)));
-    let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(text(response).await, "mem /a");
+    answers(&client, "/a", "mem /a").await;
     assert_eq!(alive() - before, 2, "the driver and the server");
     client.close().await;
 
@@ -105,11 +117,7 @@ async fn an_http1_connections_task_runs_inside_the_driver_without_a_handler() {
     let handled = PersistentLayer::new("mem", Fixed::new(()))
         .on_event(|_| std::future::ready(()))
         .layer(HttpConnector::<Body>::http1().over(memory(Duration::ZERO)));
-    let response = timeout(LIMIT, handled.clone().oneshot(get("/b")))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(text(response).await, "mem /b");
+    answers(&handled, "/b", "mem /b").await;
     assert_eq!(
         alive() - before,
         3,
@@ -298,11 +306,7 @@ fn a_runtime_shut_down_while_connected_finishes_the_connection() {
     let (client, connection) = runtime.block_on(async {
         let client = PersistentLayer::new("mem", Fixed::new(()))
             .layer(HttpConnector::<Body>::http1().over(memory(Duration::ZERO)));
-        let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(text(response).await, "mem /a");
+        answers(&client, "/a", "mem /a").await;
         let connection = client.current_connection().unwrap();
         (client, connection)
     });
@@ -352,11 +356,7 @@ async fn a_connector_may_use_its_connections_before_it_returns_one() {
             .unwrap()
             .unwrap();
         assert_eq!(start.elapsed(), Duration::ZERO, "handler: {handler}");
-        let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(text(response).await, "mem /a");
+        answers(&client, "/a", "mem /a").await;
         client.close().await;
     }
 }
@@ -460,11 +460,7 @@ async fn a_connector_on_an_executor_of_its_own_hands_nothing_over() {
         .await
         .unwrap()
         .unwrap();
-    let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(text(response).await, "mem /a");
+    answers(&client, "/a", "mem /a").await;
     client.close().await;
 
     let timing_out = {
@@ -513,11 +509,7 @@ async fn a_driver_of_yours_takes_nothing_over() {
         connected = timeout(LIMIT, client.connected()) => drop(connected.unwrap().unwrap()),
     }
     // Not polled while this request is made.
-    let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
-        .await
-        .expect("the request waited for the driver")
-        .unwrap();
-    assert_eq!(text(response).await, "mem /a");
+    answers(&client, "/a", "mem /a").await;
     let connection = client.current_connection().unwrap();
     let request = tokio::spawn(client.clone().oneshot(get("/slow")));
     while connection.in_flight() == 0 {
