@@ -17,7 +17,8 @@ pub(crate) struct Flag {
 impl Flag {
     /// Sets the flag and wakes every waiter. Returns true for the call that set it.
     pub(crate) fn set(&self) -> bool {
-        let first = !self.set.swap(true, Ordering::AcqRel);
+        // Sequentially consistent: see `is_set_seqcst`.
+        let first = !self.set.swap(true, Ordering::SeqCst);
         if first {
             self.notify.notify_waiters();
         }
@@ -27,6 +28,14 @@ impl Flag {
     #[inline]
     pub(crate) fn is_set(&self) -> bool {
         self.set.load(Ordering::Acquire)
+    }
+
+    /// `is_set` in the single total order of sequentially consistent operations, for a
+    /// check against another atomic that the setter reads after setting (each side then
+    /// sees the other's write, or the other sees its own).
+    #[inline]
+    pub(crate) fn is_set_seqcst(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
     }
 
     /// Resolves once the flag is set.
@@ -48,6 +57,12 @@ impl Signal {
     #[inline]
     pub(crate) fn is_set(&self) -> bool {
         self.0.is_set()
+    }
+
+    /// See [`Flag::is_set_seqcst`].
+    #[inline]
+    pub(crate) fn is_set_seqcst(&self) -> bool {
+        self.0.is_set_seqcst()
     }
 
     /// Resolves once the signal is set; borrows nothing.

@@ -328,6 +328,47 @@ async fn close_lets_requests_in_flight_finish() {
     }
 }
 
+// A graceful close ends as soon as the last request in flight does (its body read to the end,
+// or dropped), not at the close timeout: the request's end wakes the close, over either version.
+#[tokio::test]
+async fn close_ends_when_the_last_request_in_flight_ends() {
+    for connector in [HttpConnector::http1(), HttpConnector::http2()] {
+        for read_body in [true, false] {
+            let server = HttpServer::start("s").await.unwrap();
+            let (client, _) = client(
+                fixed(server.address),
+                connector.clone().close_timeout(Duration::from_secs(3600)),
+            );
+            let conn = timeout(LIMIT, client.connected()).await.unwrap().unwrap();
+            let mut sender = conn.clone();
+            sender.ready().await.unwrap();
+            let response = timeout(LIMIT, sender.call(get("/slow")))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(conn.in_flight(), 1, "the body is still to be read");
+            let closing = tokio::spawn({
+                let conn = conn.clone();
+                async move { conn.close().await }
+            });
+            tokio::task::yield_now().await;
+            assert!(!closing.is_finished(), "the body holds the close");
+            if read_body {
+                assert_eq!(text(response).await, "s /slow");
+            } else {
+                drop(response);
+            }
+            timeout(LIMIT, closing)
+                .await
+                .expect("the close waited for its timeout")
+                .unwrap();
+            assert_eq!(conn.in_flight(), 0);
+            client.close().await;
+            server.stop().await;
+        }
+    }
+}
+
 // A request that never ends holds a graceful close only for the close timeout; it then fails.
 #[tokio::test]
 async fn close_timeout_bounds_a_hanging_request() {

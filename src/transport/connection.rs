@@ -516,12 +516,17 @@ async fn drive(
 ) {
     let permits = &permits.0;
     // hyper's connection first, and the close of ours checked only when it has nothing to do:
-    // `close` wakes this task through `task` (cheaper, per wake-up, than a `Notify` waiter).
+    // `close` wakes this task through `task` (cheaper, per wake-up, than a `Notify` waiter),
+    // registered again only when the waker changes (only `close` takes it out).
+    let mut registered: Option<std::task::Waker> = None;
     let ended = std::future::poll_fn(|cx| {
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
             return Poll::Ready(Some(result));
         }
-        shared.task.register(cx.waker());
+        if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            shared.task.register(cx.waker());
+            registered = Some(cx.waker().clone());
+        }
         if shared.closing.is_set() {
             return Poll::Ready(None);
         }

@@ -63,10 +63,17 @@ pub(super) struct ConnShared {
     /// Clones whose `poll_ready` waits for a connection found gone to end; `None` once hyper's
     /// connection has ended.
     waiting_for_end: Mutex<Option<Vec<std::task::Waker>>>,
-    /// When the connection was made, and when it last had nothing in flight (nanoseconds
-    /// since `born`).
+    /// When the connection was made; when a `poll_ready` last looked at it with nothing in
+    /// flight; and, from that look, when it last had nothing in flight (nanoseconds since
+    /// `born`). The request path reads the clock once: in that look.
     born: Instant,
+    looked_at: AtomicU64,
     idle_since: AtomicU64,
+}
+
+/// A duration in nanoseconds, saturated.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// How long a connection must have been idle before a request looks at its socket
@@ -101,6 +108,7 @@ impl ConnShared {
             probe: Mutex::new(probe),
             waiting_for_end: Mutex::new(Some(Vec::new())),
             born: Instant::now(),
+            looked_at: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
         }
     }
@@ -120,8 +128,10 @@ impl ConnShared {
         if self.in_flight.load(Ordering::Acquire) != 0 {
             return false;
         }
-        let idle_since = Duration::from_nanos(self.idle_since.load(Ordering::Relaxed));
-        if self.born.elapsed().saturating_sub(idle_since) < PROBE_AFTER_IDLE {
+        let now = nanos(self.born.elapsed());
+        self.looked_at.store(now, Ordering::Relaxed);
+        let idle_since = self.idle_since.load(Ordering::Relaxed);
+        if Duration::from_nanos(now.saturating_sub(idle_since)) < PROBE_AFTER_IDLE {
             return false;
         }
         self.found_gone_now()
@@ -182,16 +192,22 @@ impl ConnShared {
         drop(self.probe.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
-    /// Nothing is in flight from now on.
+    /// Nothing is in flight from now on. Idle since the last look of a `poll_ready` with
+    /// nothing in flight, which came before the requests that have just ended (no clock read
+    /// here): the probe's wait then runs from about when the last request was made, rather
+    /// than from when it ended, so a request that follows a long one, or a burst, looks at the
+    /// socket once.
     fn now_idle(&self) {
-        let nanos = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.idle_since.store(nanos, Ordering::Relaxed);
+        let looked_at = self.looked_at.load(Ordering::Relaxed);
+        self.idle_since.store(looked_at, Ordering::Relaxed);
     }
 
-    /// Resolves once no request is in flight.
+    /// Resolves once no request is in flight. Only a connection that is closing waits so
+    /// (see `InFlight`'s drop, which wakes the waiter only then).
     pub(super) async fn wait_idle(&self) {
+        debug_assert!(self.closing.is_set());
         wait_until(&self.idle, || {
-            (self.in_flight.load(Ordering::Acquire) == 0).then_some(())
+            (self.in_flight.load(Ordering::SeqCst) == 0).then_some(())
         })
         .await
     }
@@ -204,7 +220,10 @@ impl ConnShared {
 
     /// The server answered on this connection.
     pub(super) fn mark_served(&self) {
-        self.served.store(true, Ordering::Release);
+        // Stored once: every response after the first leaves the line unwritten.
+        if !self.served.load(Ordering::Relaxed) {
+            self.served.store(true, Ordering::Release);
+        }
     }
 
     /// An HTTP/1.1 response's head could not be read because of `error`: if it was not HTTP
@@ -243,9 +262,15 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.now_idle();
-            self.0.idle.notify_waiters();
+            // Only a closing connection waits for its requests (`wait_idle`, after `closing`
+            // is set): other requests take no lock here. Sequentially consistent with the
+            // closing side (sets `closing`, then reads `in_flight`), so that one of the two
+            // sees the other: the waiter finds nothing in flight, or is woken.
+            if self.0.closing.is_set_seqcst() {
+                self.0.idle.notify_waiters();
+            }
         }
     }
 }
