@@ -24,7 +24,7 @@
 //! end. The table at the end gives, from criterion's estimates of this run, the mean time per
 //! request, the requests per second, and the ratio of each client's requests per second to
 //! bare hyper's at the same concurrency (below 1 is fewer). The last line counts the
-//! connections the server accepted (one per client expected).
+//! connections the server accepted (one per client expected, `http_connection` included).
 //!
 //! The whole bench takes about 80 s.
 //!
@@ -37,10 +37,17 @@
 //! (went to sleep) per request, from tokio's runtime metrics: a count of wake-ups, which the
 //! machine's noise does not blur.
 //! `THROUGHPUT_ONLY=bare_hyper,persistent` keeps only the clients named (for a profiler).
+//! The interleaved pass has one more client, `http_connection`: the crate's `HttpConnection`
+//! over HTTP/2 alone (made with `HttpConnector::http2()`), without `Persistent` over it, to
+//! tell the transport's cost from the persistent connection's.
+//! `THROUGHPUT_CONCURRENCY=1` (or `64`) keeps only that concurrency in the interleaved pass;
+//! `THROUGHPUT_WORKERS=<n>` gives the runtime `n` workers instead of 2 (with 1, every task
+//! runs on one thread: what is left of a difference is work, not hops between threads).
 //!
 //! ```text
 //! cargo bench -p tower-persistent-benches --bench throughput
 //! THROUGHPUT_INTERLEAVED=20 cargo bench -p tower-persistent-benches --bench throughput -- none
+//! THROUGHPUT_CONCURRENCY=1 THROUGHPUT_INTERLEAVED=200 cargo bench -p tower-persistent-benches --bench throughput -- none
 //! ```
 
 #[path = "support/cpu.rs"]
@@ -214,7 +221,13 @@ async fn bare(address: SocketAddr, uri: http::Uri) -> Bare {
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(
+            std::env::var("THROUGHPUT_WORKERS")
+                .ok()
+                .and_then(|w| w.parse().ok())
+                .filter(|&w| w > 0)
+                .unwrap_or(2),
+        )
         .enable_all()
         .build()
         .unwrap();
@@ -235,6 +248,17 @@ fn main() {
         svc: persistent,
         uri: uri.clone(),
         body: Empty::new,
+    };
+    // The interleaved pass's `http_connection`: the crate's HTTP/2 connection alone, without
+    // `Persistent` over it.
+    let http_connection = {
+        let mut connector = HttpConnector::<Empty<Bytes>>::http2();
+        let conn = rt.block_on(async { connector.call(address).await.unwrap() });
+        Tower {
+            svc: conn,
+            uri: uri.clone(),
+            body: Empty::new,
+        }
     };
     let pooled = {
         let mut http = LegacyConnector::new();
@@ -308,7 +332,8 @@ fn main() {
         Ratio::Rate,
     );
     println!(
-        "the server accepted {} connections (one per client expected) and answered {} requests",
+        "the server accepted {} connections (one per client expected, http_connection included) and \
+         answered {} requests",
         server.accepted(),
         server.requests()
     );
@@ -324,6 +349,7 @@ fn main() {
             (CLIENTS[1], batcher(&persistent)),
             (CLIENTS[2], batcher(&pooled)),
             (CLIENTS[3], batcher(&channel)),
+            ("http_connection", batcher(&http_connection)),
         ]
         .into_iter()
         .filter(|(name, _)| {
@@ -361,6 +387,9 @@ fn batcher<C: Get>(client: &C) -> Batch {
 /// requests per second: below 1 is fewer; CPU as is: above 1 is more).
 fn interleaved(rt: &Runtime, clients: &[(&str, Batch)], rounds: usize) {
     for concurrency in CONCURRENCY {
+        if std::env::var("THROUGHPUT_CONCURRENCY").is_ok_and(|c| c != concurrency.to_string()) {
+            continue;
+        }
         let iters = if concurrency == 1 { 2_000 } else { 10_000 };
         let mut walls = vec![Vec::new(); clients.len()];
         let mut cpus = vec![Duration::ZERO; clients.len()];
