@@ -61,9 +61,7 @@
 //!   [`close_finished`](crate::Closable::close_finished) resolves then, so the persistent connection
 //!   notices and reconnects, even while idle.
 //! - **An idle connection is looked at before a request goes out on it**: when a TCP
-//!   connection the connector dialed itself has had nothing in flight for 1 ms or more
-//!   (counted from the last `poll_ready` that found nothing in flight, about when the last
-//!   request was made: the request path reads the clock once),
+//!   connection the connector dialed itself has had nothing in flight for 1 ms or more,
 //!   `poll_ready` first peeks at its socket (one `recv` with `MSG_PEEK` on a duplicate of its
 //!   descriptor, so each such connection holds two; on Unix). A server that closed or reset the
 //!   connection has left an end of stream or a reset there (other errors of the peek tell
@@ -80,8 +78,7 @@
 //!   ran on the caller's thread while the runtime's I/O thread was waking up for the same end
 //!   of stream.) Browsers look at an idle socket the same way before they reuse it. The peek
 //!   takes no bytes (on Linux it does take a reset's error; the connection remembers the
-//!   reset). Requests that follow one another within 1 ms pay no system call (one that
-//!   follows a request longer than that, or a burst, peeks once); bytes waiting in
+//!   reset). Requests that follow one another within 1 ms pay no system call; bytes waiting in
 //!   the socket tell nothing and are left to hyper, so an HTTP/2 server's GOAWAY or a TLS
 //!   `close_notify` sent before the end of stream is found by hyper's task, as before. Streams
 //!   of your own ([`over`](HttpConnector::over)) and Unix domain sockets are not looked at.

@@ -63,11 +63,9 @@ pub(super) struct ConnShared {
     /// Clones whose `poll_ready` waits for a connection found gone to end; `None` once hyper's
     /// connection has ended.
     waiting_for_end: Mutex<Option<Vec<std::task::Waker>>>,
-    /// When the connection was made; when a `poll_ready` last looked at it with nothing in
-    /// flight; and, from that look, when it last had nothing in flight (nanoseconds since
-    /// `born`). The request path reads the clock once: in that look.
+    /// When the connection was made, and when it last had nothing in flight (nanoseconds
+    /// since `born`).
     born: Instant,
-    looked_at: AtomicU64,
     idle_since: AtomicU64,
 }
 
@@ -108,7 +106,6 @@ impl ConnShared {
             probe: Mutex::new(probe),
             waiting_for_end: Mutex::new(Some(Vec::new())),
             born: Instant::now(),
-            looked_at: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
         }
     }
@@ -129,7 +126,6 @@ impl ConnShared {
             return false;
         }
         let now = nanos(self.born.elapsed());
-        self.looked_at.store(now, Ordering::Relaxed);
         let idle_since = self.idle_since.load(Ordering::Relaxed);
         if Duration::from_nanos(now.saturating_sub(idle_since)) < PROBE_AFTER_IDLE {
             return false;
@@ -192,14 +188,12 @@ impl ConnShared {
         drop(self.probe.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
-    /// Nothing is in flight from now on. Idle since the last look of a `poll_ready` with
-    /// nothing in flight, which came before the requests that have just ended (no clock read
-    /// here): the probe's wait then runs from about when the last request was made, rather
-    /// than from when it ended, so a request that follows a long one, or a burst, looks at the
-    /// socket once.
+    /// Nothing is in flight from now on. (The clock is read here, at the end of the requests,
+    /// rather than taken from a request's start: requests that follow slow ones closely, as
+    /// on a network whose round trip is longer than `PROBE_AFTER_IDLE`, pay no system call.)
     fn now_idle(&self) {
-        let looked_at = self.looked_at.load(Ordering::Relaxed);
-        self.idle_since.store(looked_at, Ordering::Relaxed);
+        self.idle_since
+            .store(nanos(self.born.elapsed()), Ordering::Relaxed);
     }
 
     /// Resolves once no request is in flight. Only a connection that is closing waits so
