@@ -132,11 +132,7 @@ pub(crate) fn within<R>(
             }
         }
     }
-    if !scope
-        .waker
-        .as_ref()
-        .is_some_and(|w| w.will_wake(cx.waker()))
-    {
+    if !scope.polled_by_driver(cx.waker()) {
         scope.waker = Some(cx.waker().clone());
     }
     let outer = SCOPE.with_borrow_mut(|s| s.replace(std::mem::take(scope)));
