@@ -47,7 +47,8 @@
 //! tokio's runtime metrics: a count of the wake-ups each client costs, which the machine's
 //! noise does not blur as it blurs the times.
 //! `RECONNECT_ONLY=ideal,persistent,persistent_after_notice` keeps only the clients named there
-//! (for a profiler, or either pass).
+//! (for a profiler, or either pass), and `RECONNECT_VERSIONS=http1` (or `http2`) only that HTTP
+//! version in the extra passes.
 //!
 //! The whole bench takes about 65 s (50 s more with `RECONNECT_PHASES=1`).
 //!
@@ -461,19 +462,19 @@ fn main() {
     print_table();
 
     if let Some(rounds) = rounds_from("RECONNECT_INTERLEAVED") {
-        for version in [Version::Http1, Version::Http2] {
+        for version in versions() {
             rt.block_on(rt.spawn(interleaved(version, rounds))).unwrap();
         }
     }
 
     if let Some(rounds) = rounds_from("RECONNECT_ISOLATED") {
-        for version in [Version::Http1, Version::Http2] {
+        for version in versions() {
             isolated(version, rounds);
         }
     }
 
     if std::env::var_os("RECONNECT_PHASES").is_some_and(|v| v != "0") {
-        for version in [Version::Http1, Version::Http2] {
+        for version in versions() {
             rt.block_on(rt.spawn(print_phases(version))).unwrap();
         }
         rt.block_on(rt.spawn(print_sleep_until_now())).unwrap();
@@ -535,6 +536,18 @@ fn runs(name: &str) -> bool {
     std::env::var("RECONNECT_ONLY")
         .ok()
         .is_none_or(|only| only.split(',').any(|n| n == name))
+}
+
+/// The HTTP versions the extra passes run: `RECONNECT_VERSIONS=http1,http2` (both by default).
+fn versions() -> Vec<Version> {
+    let only = std::env::var("RECONNECT_VERSIONS").ok();
+    [Version::Http1, Version::Http2]
+        .into_iter()
+        .filter(|v| {
+            only.as_deref()
+                .is_none_or(|only| only.split(',').any(|n| n == v.name()))
+        })
+        .collect()
 }
 
 /// A duration in microseconds.
