@@ -447,13 +447,15 @@ where
                 || catch_unwind(AssertUnwindSafe(|| conn.closed_gracefully())).unwrap_or(false);
             // Publishes that the next round begins now (the state said: at the attempt's own
             // next round).
-            let next_round_now = || {
+            let next_round_now = |now: Instant| {
                 shared.slot.set_state(State::Connecting {
                     attempt: 0,
-                    next_attempt_at: Some(Instant::now()),
+                    next_attempt_at: Some(now),
                     last_error: None,
                 })
             };
+            // The clock, read once for the steps that follow without a wait between them.
+            let mut now = Instant::now();
             let replace_at_once = match death {
                 Death::Closed => {
                     // Gone by itself: nothing to close; one step for the slot and the state.
@@ -461,10 +463,10 @@ where
                     let cleared =
                         shared
                             .slot
-                            .clear_current(generation, graceful.then(Instant::now), None);
+                            .clear_current(generation, graceful.then_some(now), None);
                     if !cleared && graceful {
                         // A handle that met it dead cleared it first.
-                        next_round_now();
+                        next_round_now(now);
                     }
                     graceful
                 }
@@ -478,29 +480,28 @@ where
                     shared.slot.clear_current(generation, None, None);
                     // Ours to close; a dead connection holds up the next one for the close
                     // timeout at most.
-                    let deadline = deadline_after(Instant::now(), shared.close_timeout);
+                    let deadline = deadline_after(now, shared.close_timeout);
                     Box::pin(self.close_until(&conn, deadline)).await;
+                    now = Instant::now();
                     let graceful = matches!(death, Death::Reported | Death::Closing) && graceful();
                     if graceful {
-                        next_round_now();
+                        next_round_now(now);
                     }
                     graceful
                 }
             };
-            if replace_at_once || connected_at.elapsed() >= self.backoff_reset_after {
+            if replace_at_once
+                || now.saturating_duration_since(connected_at) >= self.backoff_reset_after
+            {
                 // A stable connection: the policy starts again from its first delay.
                 self.backoff.reset();
             }
-            let next_round_at = if replace_at_once {
-                Instant::now()
-            } else {
-                deadline
-            };
+            let next_round_at = if replace_at_once { now } else { deadline };
             drop(conn);
             // Its successor is the connection of the attempt that starts now; none if the
             // next round must first wait out the delay (a request waiting for the successor
             // would wait that long).
-            predecessor = (next_round_at <= Instant::now()).then_some(announcer);
+            predecessor = (next_round_at <= now).then_some(announcer);
             self.events.emit(Event::Disconnected).await;
 
             if shared
@@ -511,7 +512,14 @@ where
                 shared.begin_close();
                 return None;
             }
-            if !self.wait_until(next_round_at).await {
+            // A round due already (`now` was read before the `Disconnected` handler) starts
+            // without reading the clock again.
+            let go_on = if next_round_at <= now {
+                !stop.is_set()
+            } else {
+                self.wait_until(next_round_at).await
+            };
+            if !go_on {
                 return None;
             }
         }
@@ -573,12 +581,15 @@ where
             Guarded::TimedOut => return Some(Err(ConnectError::timed_out(limit))),
             Guarded::Stopped => return None,
         };
-        let spent = start.elapsed();
+        let new_address = last_address.as_ref() != Some(&address);
+        // The time a handler takes does not count against the attempt: without one to await,
+        // the deadline stays `limit` after the start.
+        let spent = (new_address && self.events.on_event.is_some()).then(|| start.elapsed());
         // No timer of the attempt's while an `ObtainedAddress` handler runs: on a paused clock,
         // tokio would move the clock to it whenever the handler waited on anything else.
         timer.disarm();
 
-        if last_address.as_ref() != Some(&address) {
+        if new_address {
             *last_address = Some(address.clone());
             self.events
                 .emit(Event::ObtainedAddress(address.clone()))
@@ -587,8 +598,10 @@ where
                 return None;
             }
         }
-        // The time the handler took does not count against the attempt.
-        let deadline = deadline_after(Instant::now(), limit.saturating_sub(spent));
+        let deadline = match spent {
+            Some(spent) => deadline_after(Instant::now(), limit.saturating_sub(spent)),
+            None => deadline_after(start, limit),
+        };
         // A driver of the runtime's may take over the connect's tasks and deadlines; it keeps
         // the connection's task only without an `on_event` handler (which it awaits while the
         // connection is current: the connection's task could not run then).
