@@ -2,10 +2,14 @@
 //! checked with one atomic load, awaited by any number of tasks.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
+use pin_project_lite::pin_project;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 /// A one-shot flag, embedded where it is shared.
 #[derive(Debug, Default)]
@@ -39,8 +43,58 @@ impl Flag {
     }
 
     /// Resolves once the flag is set.
-    pub(crate) async fn wait(&self) {
-        wait_until(&self.notify, || self.is_set().then_some(())).await
+    pub(crate) fn wait(&self) -> FlagWait<'_> {
+        FlagWait {
+            flag: self,
+            notified: self.notify.notified(),
+            registered: None,
+        }
+    }
+}
+
+pin_project! {
+    /// [`Flag::wait`]'s future. Polled again with the waker it registered last (a driver's
+    /// `select!` polls its stop signal at every wake-up), it only loads the flag: each poll of
+    /// the `Notified` under it takes the `Notify`'s lock.
+    pub(crate) struct FlagWait<'a> {
+        flag: &'a Flag,
+        // Made with the future, before the flag is first checked: a `set` after that check
+        // notifies it even before it is polled.
+        #[pin]
+        notified: Notified<'a>,
+        registered: Option<Waker>,
+    }
+}
+
+impl Future for FlagWait<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        // Twice at most: a `Notified` resolves only after the flag was set (`set` notifies
+        // after setting), and each new one is made before the flag is checked again.
+        loop {
+            if this.flag.is_set() {
+                return Poll::Ready(());
+            }
+            if this
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                return Poll::Pending;
+            }
+            match this.notified.as_mut().poll(cx) {
+                Poll::Pending => {
+                    *this.registered = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Poll::Ready(()) => {
+                    *this.registered = None;
+                    this.notified.set(this.flag.notify.notified());
+                }
+            }
+        }
     }
 }
 
@@ -57,12 +111,6 @@ impl Signal {
     #[inline]
     pub(crate) fn is_set(&self) -> bool {
         self.0.is_set()
-    }
-
-    /// See [`Flag::is_set_seqcst`].
-    #[inline]
-    pub(crate) fn is_set_seqcst(&self) -> bool {
-        self.0.is_set_seqcst()
     }
 
     /// Resolves once the signal is set; borrows nothing.
@@ -91,7 +139,61 @@ pub(crate) async fn wait_until<T>(notify: &Notify, mut check: impl FnMut() -> Op
 
 #[cfg(test)]
 mod tests {
-    use super::Signal;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::{Flag, Signal};
+
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting() -> (Arc<Counting>, Waker) {
+        let count = Arc::new(Counting(AtomicUsize::new(0)));
+        (count.clone(), Waker::from(count))
+    }
+
+    // A wait polled again with the waker it registered stays registered; polled with another
+    // waker, it wakes that one; set between polls, it resolves at its next poll; set before it
+    // is first polled, it resolves at once.
+    #[test]
+    fn a_wait_wakes_the_waker_it_was_polled_with_last() {
+        let flag = Flag::default();
+        let (a, wa) = counting();
+        let (b, wb) = counting();
+        let mut wait = pin!(flag.wait());
+        for _ in 0..3 {
+            assert!(
+                wait.as_mut()
+                    .poll(&mut Context::from_waker(&wa))
+                    .is_pending()
+            );
+        }
+        assert!(
+            wait.as_mut()
+                .poll(&mut Context::from_waker(&wb))
+                .is_pending()
+        );
+        assert!(flag.set());
+        assert_eq!(a.0.load(Ordering::SeqCst), 0, "a is no longer registered");
+        assert_eq!(b.0.load(Ordering::SeqCst), 1);
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&wb)).is_ready());
+
+        let flag = Flag::default();
+        let mut early = pin!(flag.wait());
+        flag.set();
+        assert_eq!(
+            early.as_mut().poll(&mut Context::from_waker(&wa)),
+            Poll::Ready(())
+        );
+    }
 
     // A waiter started before the signal is set resolves when it is; one started after resolves
     // at once; only the first `set` reports setting it.

@@ -201,8 +201,9 @@ where
     /// Sends `request`; with `resend`, a request that hyper hands back unsent may go to the
     /// successor (see [`resend_on_successor`]), once: a resent request is sent without it.
     fn send(&mut self, mut request: http::Request<B>, resend: bool) -> ResponseFuture {
-        let authority = &self.shared.authority;
-        let in_flight = InFlight::new(&self.shared);
+        let shared = &self.shared;
+        let authority = || shared.authority();
+        let in_flight = InFlight::new(shared);
         match &mut self.sender {
             Sender::Http1 { send, permit, .. } => {
                 let turn = permit
@@ -218,8 +219,7 @@ where
                 )))
             }
             Sender::Http2(send) => {
-                let added =
-                    Added::scheme_and_authority(&mut request, authority, self.shared.secure);
+                let added = Added::scheme_and_authority(&mut request, authority, shared.secure);
                 let resend = resend.then_some(added);
                 let sent = send.try_send_request(request);
                 ResponseFuture::new(Box::pin(async move {
@@ -261,8 +261,8 @@ enum Added {
 
 impl Added {
     /// HTTP/1.1: a request without a `Host` header gets one, from its URI's authority or else
-    /// the connection's `authority`.
-    fn host<B>(request: &mut http::Request<B>, authority: &str) -> Added {
+    /// the connection's `authority` (asked for only then).
+    fn host<'a, B>(request: &mut http::Request<B>, authority: impl FnOnce() -> &'a str) -> Added {
         if request.headers().contains_key(http::header::HOST) {
             return Added::Nothing;
         }
@@ -270,7 +270,7 @@ impl Added {
             .uri()
             .authority()
             .map(|a| a.to_string())
-            .unwrap_or_else(|| authority.to_owned());
+            .unwrap_or_else(|| authority().to_owned());
         match http::HeaderValue::from_str(&host) {
             Ok(value) => {
                 request.headers_mut().insert(http::header::HOST, value);
@@ -281,10 +281,10 @@ impl Added {
     }
 
     /// HTTP/2: a request whose URI has no scheme or authority gets `http` (`https` if `secure`)
-    /// and the connection's `authority` (and the path `/` if it has none).
-    fn scheme_and_authority<B>(
+    /// and the connection's `authority` (asked for only then; and the path `/` if it has none).
+    fn scheme_and_authority<'a, B>(
         request: &mut http::Request<B>,
-        authority: &str,
+        authority: impl FnOnce() -> &'a str,
         secure: bool,
     ) -> Added {
         if request.uri().scheme().is_some() && request.uri().authority().is_some() {
@@ -298,7 +298,7 @@ impl Added {
             http::uri::Scheme::HTTP
         });
         if parts.authority.is_none() {
-            parts.authority = http::uri::Authority::try_from(authority).ok();
+            parts.authority = http::uri::Authority::try_from(authority()).ok();
         }
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
@@ -644,9 +644,9 @@ mod tests {
                 let original = request(uri, host);
                 let mut sent = request(uri, host);
                 let added = if http2 {
-                    Added::scheme_and_authority(&mut sent, "old:3", false)
+                    Added::scheme_and_authority(&mut sent, || "old:3", false)
                 } else {
-                    Added::host(&mut sent, "old:3")
+                    Added::host(&mut sent, || "old:3")
                 };
                 let (original_uri, original_hosts) = parts(&original);
                 let expected_sent = if http2 {

@@ -350,16 +350,11 @@ where
             probe,
         } = dialed;
         // What requests name as their authority when they name none: the configured one, else
-        // the name asked for, else the TLS server name, else the TCP peer, else `localhost`.
+        // the name asked for, else the TLS server name, else (made when first needed) the TCP
+        // peer, else `localhost`.
         let configured = self.authority.as_ref().map(|a| a.to_string());
         let tls_name = server_name.map(|name| tls_authority(name, &peer));
-        let authority = configured
-            .or(name)
-            .or(tls_name)
-            .unwrap_or_else(|| match &peer {
-                Peer::Tcp(address) => address.to_string(),
-                _ => "localhost".to_owned(),
-            });
+        let authority = configured.or(name).or(tls_name);
         let handshake =
             |e: hyper::Error| HttpConnectError::new(ConnectErrorKind::Handshake, Some(e.into()));
         let shared = Arc::new(ConnShared::new(
@@ -370,10 +365,11 @@ where
             self.connect_timeout,
             probe,
         ));
-        let greeted = Arc::new(Greeting::default());
+        // HTTP/2 only: the server's preface, watched.
+        let greeted = (self.version == Version::Http2).then(|| Arc::new(Greeting::default()));
         let io = TokioIo::new(Watched {
             inner: io,
-            preface: (self.version == Version::Http2).then(|| Preface::new(greeted.clone())),
+            preface: greeted.clone().map(Preface::new),
             // An HTTP/1.1 server sends nothing but responses: its first byte means it served,
             // unless a response turns out not to be one (`ConnShared::failed`). (HTTP/2 servers
             // send frames of their own; there a response head counts.)
@@ -416,7 +412,7 @@ where
         // Until the connection is handed over, dropping this future (the connect timeout) or
         // failing ends the connection task.
         let mut guard = AbortOnDrop(task);
-        if self.version == Version::Http2 {
+        if let Some(greeted) = greeted {
             // The server's connection preface: a whole SETTINGS frame.
             tokio::select! {
                 _ = greeted.done.wait() => {

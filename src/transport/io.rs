@@ -12,13 +12,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::dial::BoxIo;
 use super::shared::ConnShared;
-use crate::signal::Signal;
+use crate::signal::Flag;
 
 /// What the server's HTTP/2 connection preface turned out to be.
 #[derive(Default)]
 pub(super) struct Greeting {
     /// Set once the first frame has been read whole (or found not to be SETTINGS).
-    pub(super) done: Signal,
+    pub(super) done: Flag,
     /// The type of a first frame that was not SETTINGS, plus one; zero if it was.
     not_settings: AtomicUsize,
 }

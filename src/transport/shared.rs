@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::dial::Peer;
 use super::io::{Peeked, Probe};
-use crate::signal::{Signal, wait_until};
+use crate::signal::{Flag, wait_until};
 
 /// The HTTP version a connector speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,18 +23,19 @@ pub(super) enum Version {
 
 pub(super) struct ConnShared {
     pub(super) peer: Peer,
-    /// What requests that name none are sent with as their authority (`Host`, `:authority`).
-    pub(super) authority: String,
+    /// What requests that name none are sent with as their authority (`Host`, `:authority`):
+    /// given, or else made from the TCP peer when first asked for (see [`Self::authority`]).
+    authority: OnceLock<String>,
     pub(super) version: Version,
     /// Over TLS: requests without a scheme are `https`.
     pub(super) secure: bool,
     /// Set by `close`, or once hyper's connection has ended while responses are still being
     /// read: no new requests.
-    pub(super) closing: Signal,
+    pub(super) closing: Flag,
     /// The connection's task, woken by `close`.
     pub(super) task: AtomicWaker,
     /// Set when hyper's connection task has ended and the socket is closed.
-    pub(super) finished: Signal,
+    pub(super) finished: Flag,
     /// Requests sent whose response (body included) is not finished.
     pub(super) in_flight: AtomicUsize,
     pub(super) idle: Notify,
@@ -81,20 +82,24 @@ pub(super) const PROBE_AFTER_IDLE: Duration = Duration::from_millis(1);
 impl ConnShared {
     pub(super) fn new(
         peer: Peer,
-        authority: String,
+        authority: Option<String>,
         version: Version,
         secure: bool,
         resend_limit: Duration,
         probe: Option<Probe>,
     ) -> Self {
+        let given = OnceLock::new();
+        if let Some(authority) = authority {
+            let _ = given.set(authority);
+        }
         ConnShared {
             peer,
-            authority,
+            authority: given,
             version,
             secure,
-            closing: Signal::default(),
+            closing: Flag::default(),
             task: AtomicWaker::new(),
-            finished: Signal::default(),
+            finished: Flag::default(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             served: AtomicBool::new(false),
@@ -108,6 +113,17 @@ impl ConnShared {
             born: Instant::now(),
             idle_since: AtomicU64::new(0),
         }
+    }
+
+    /// What requests that name none are sent with as their authority: the one given, or else
+    /// the TCP peer's address (`localhost` for a peer that is not TCP), made when first asked
+    /// for: most requests name their own, and formatting an address costs a reconnect more
+    /// than the rest of the connection's set-up.
+    pub(super) fn authority(&self) -> &str {
+        self.authority.get_or_init(|| match &self.peer {
+            Peer::Tcp(address) => address.to_string(),
+            _ => "localhost".to_owned(),
+        })
     }
 
     /// Whether this connection, idle for [`PROBE_AFTER_IDLE`] or more, is found closed or
@@ -292,7 +308,7 @@ mod tests {
     fn waiters_for_the_end_are_woken_by_it_or_refused_after_it() {
         let shared = ConnShared::new(
             Peer::Stream,
-            String::new(),
+            None,
             Version::Http1,
             false,
             Duration::from_secs(1),
