@@ -113,6 +113,12 @@ impl Signal {
         self.0.is_set()
     }
 
+    /// See [`Flag::is_set_seqcst`].
+    #[inline]
+    pub(crate) fn is_set_seqcst(&self) -> bool {
+        self.0.is_set_seqcst()
+    }
+
     /// Resolves once the signal is set; borrows nothing.
     pub(crate) fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
         let this = self.0.clone();

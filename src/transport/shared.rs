@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::dial::Peer;
 use super::io::{Peeked, Probe};
-use crate::signal::{Flag, wait_until};
+use crate::signal::{Flag, Signal, wait_until};
 
 /// The HTTP version a connector speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub(super) struct ConnShared {
     pub(super) secure: bool,
     /// Set by `close`, or once hyper's connection has ended while responses are still being
     /// read: no new requests.
-    pub(super) closing: Flag,
+    pub(super) closing: Signal,
     /// The connection's task, woken by `close`.
     pub(super) task: AtomicWaker,
     /// Set when hyper's connection task has ended and the socket is closed.
@@ -97,7 +97,7 @@ impl ConnShared {
             authority: given,
             version,
             secure,
-            closing: Flag::default(),
+            closing: Signal::default(),
             task: AtomicWaker::new(),
             finished: Flag::default(),
             in_flight: AtomicUsize::new(0),
