@@ -583,7 +583,7 @@ where
         };
         let new_address = last_address.as_ref() != Some(&address);
         // The time a handler takes does not count against the attempt: without one to await,
-        // the deadline stays `limit` after the start.
+        // the deadline stays `limit` after the start (or now, if that has passed).
         let spent = (new_address && self.events.on_event.is_some()).then(|| start.elapsed());
         // No timer of the attempt's while an `ObtainedAddress` handler runs: on a paused clock,
         // tokio would move the clock to it whenever the handler waited on anything else.
@@ -600,7 +600,9 @@ where
         }
         let deadline = match spent {
             Some(spent) => deadline_after(Instant::now(), limit.saturating_sub(spent)),
-            None => deadline_after(start, limit),
+            // As `now + (limit - spent)`: never before now (a lookup seen done after its
+            // deadline, before the timer fired, leaves the connect until the timer's tick).
+            None => deadline_after(start, limit).max(Instant::now()),
         };
         // A driver of the runtime's may take over the connect's tasks and deadlines; it keeps
         // the connection's task only without an `on_event` handler (which it awaits while the
