@@ -111,6 +111,8 @@ mod shared;
 mod signal;
 mod slot;
 mod state;
+#[cfg(test)]
+mod testing;
 #[cfg(feature = "hyper")]
 pub mod transport;
 

@@ -147,24 +147,11 @@ pub(crate) async fn wait_until<T>(notify: &Notify, mut check: impl FnMut() -> Op
 mod tests {
     use std::future::Future;
     use std::pin::pin;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Context, Poll, Wake, Waker};
+    use std::sync::atomic::Ordering;
+    use std::task::{Context, Poll};
 
     use super::{Flag, Signal};
-
-    struct Counting(AtomicUsize);
-
-    impl Wake for Counting {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn counting() -> (Arc<Counting>, Waker) {
-        let count = Arc::new(Counting(AtomicUsize::new(0)));
-        (count.clone(), Waker::from(count))
-    }
+    use crate::testing::counting;
 
     // A wait polled again with the waker it registered stays registered; polled with another
     // waker, it wakes that one; set between polls, it resolves at its next poll; set before it

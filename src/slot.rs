@@ -497,10 +497,9 @@ fn register(wakers: &mut HashMap<u64, Waker>, id: u64, waker: &Waker) {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize;
-    use std::task::Wake;
 
     use super::*;
+    use crate::testing::counting;
 
     #[derive(Clone, Debug, PartialEq)]
     struct Conn(u32);
@@ -511,19 +510,6 @@ mod tests {
             false
         }
         async fn close_finished(&self) {}
-    }
-
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn counting() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        (count.clone(), Waker::from(count))
     }
 
     fn error(text: &'static str) -> ConnectError {

@@ -287,20 +287,11 @@ impl Drop for InFlight {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Wake, Waker};
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     use super::{ConnShared, Peer, Version};
-
-    struct Counting(AtomicUsize);
-
-    impl Wake for Counting {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::testing::counting;
 
     // Waiters for the end of the connection's task are woken once when it ends, each task once
     // however often it asked; asking after the end is refused.
@@ -314,11 +305,7 @@ mod tests {
             Duration::from_secs(1),
             None,
         );
-        let (a, b) = (
-            Arc::new(Counting(AtomicUsize::new(0))),
-            Arc::new(Counting(AtomicUsize::new(0))),
-        );
-        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let ((a, wa), (b, wb)) = (counting(), counting());
         assert!(shared.wake_at_end(&wa));
         assert!(shared.wake_at_end(&wa));
         assert!(shared.wake_at_end(&wb));
