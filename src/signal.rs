@@ -77,18 +77,11 @@ impl Future for FlagWait<'_> {
             if this.flag.is_set() {
                 return Poll::Ready(());
             }
-            if this
-                .registered
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
+            if !waker_changed(this.registered, cx.waker()) {
                 return Poll::Pending;
             }
             match this.notified.as_mut().poll(cx) {
-                Poll::Pending => {
-                    *this.registered = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
+                Poll::Pending => return Poll::Pending,
                 Poll::Ready(()) => {
                     *this.registered = None;
                     this.notified.set(this.flag.notify.notified());
@@ -96,6 +89,17 @@ impl Future for FlagWait<'_> {
             }
         }
     }
+}
+
+/// Whether `waker` is not the one in `registered` (none yet, or another task's); if so, it
+/// becomes the one there. For a waiter that registers with what it waits on only when the
+/// waker changes.
+pub(crate) fn waker_changed(registered: &mut Option<Waker>, waker: &Waker) -> bool {
+    if registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
+        return false;
+    }
+    *registered = Some(waker.clone());
+    true
 }
 
 /// A [`Flag`] of its own: cloneable, all clones share one flag.

@@ -523,9 +523,8 @@ async fn drive(
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
             return Poll::Ready(Some(result));
         }
-        if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if crate::signal::waker_changed(&mut registered, cx.waker()) {
             shared.task.register(cx.waker());
-            registered = Some(cx.waker().clone());
         }
         if shared.closing.is_set() {
             return Poll::Ready(None);

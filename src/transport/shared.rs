@@ -88,13 +88,9 @@ impl ConnShared {
         resend_limit: Duration,
         probe: Option<Probe>,
     ) -> Self {
-        let given = OnceLock::new();
-        if let Some(authority) = authority {
-            let _ = given.set(authority);
-        }
         ConnShared {
             peer,
-            authority: given,
+            authority: authority.map(OnceLock::from).unwrap_or_default(),
             version,
             secure,
             closing: Signal::default(),
