@@ -25,7 +25,7 @@ use crate::handover::{self, Adopted, Scope};
 use crate::layer::Config;
 use crate::service::Persistent;
 use crate::shared::{Shared, deadline_after};
-use crate::signal::Flag;
+use crate::signal::Bell;
 use crate::state::State;
 
 /// A new persistent connection: its first handle, and the driver's future (which nothing has
@@ -127,7 +127,7 @@ async fn guarded<S, R>(
     service: &mut S,
     request: R,
     deadline: Instant,
-    stop: &Flag,
+    stop: &Bell,
     timer: &mut AttemptTimer,
     mut scope: Option<&mut Scope>,
 ) -> Guarded<S::Response>
@@ -419,7 +419,7 @@ where
                             Death::Panicked
                         }
                     },
-                    _ = shared.commands.dead.notified() => {
+                    _ = shared.commands.dead.taken() => {
                         if !shared.slot.is_current(generation) {
                             break Death::Reported;
                         }
@@ -640,16 +640,20 @@ where
     /// Logs `event`, publishes it to the streams, and awaits the handler (in a future of its
     /// own, so that the driver's future stays small where there is none).
     async fn emit(&self, event: Event<A, C>) {
-        self.publish(&event);
-        if let Some(on_event) = &self.on_event {
-            Box::pin(self.handle(on_event, event)).await;
+        match &self.on_event {
+            // The event itself is kept as the last one: no copy.
+            None => self.publish(event),
+            Some(on_event) => {
+                self.publish(event.clone());
+                Box::pin(self.handle(on_event, event)).await;
+            }
         }
     }
 
     /// Logs `event` and publishes it to the streams.
-    fn publish(&self, event: &Event<A, C>) {
+    fn publish(&self, event: Event<A, C>) {
         let server = &*self.shared.server_name;
-        match event {
+        match &event {
             Event::AttemptingToConnect => tracing::info!(server, "attempting to connect"),
             Event::ObtainedAddress(address) => {
                 tracing::info!(server, ?address, "obtained address")

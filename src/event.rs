@@ -147,9 +147,9 @@ impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
         }
     }
 
-    pub(crate) fn publish(&self, event: &Event<A, C>) {
+    /// Sends `event` to the streams and keeps it as the last one.
+    pub(crate) fn publish(&self, event: Event<A, C>) {
         let mut state = self.lock();
-        state.last = Some(event.clone());
         if let Some(sender) = &state.sender {
             if sender.receiver_count() == 0 {
                 // Every stream is gone: so is the buffer, until the next `events()`.
@@ -158,6 +158,10 @@ impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
                 let _ = sender.send(event.clone());
             }
         }
+        let replaced = state.last.replace(event);
+        drop(state);
+        // The event before (a connection, say) is dropped once the lock is released.
+        drop(replaced);
     }
 
     pub(crate) fn subscribe(&self) -> Events<A, C> {

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::event::Hub;
 use crate::layer::Config;
-use crate::signal::Flag;
+use crate::signal::Bell;
 use crate::slot::Slot;
 
 pub(crate) struct Shared<A, C> {
@@ -37,10 +37,10 @@ pub(crate) struct Shared<A, C> {
 #[derive(Default)]
 pub(crate) struct Commands {
     /// Set when closing begins: stops the driver's waiting.
-    pub(crate) stop: Flag,
-    /// A handle saw the current connection fail (its `poll_ready`, or its `is_closed`
-    /// panicked).
-    pub(crate) dead: Notify,
+    pub(crate) stop: Bell,
+    /// Rung when a handle saw the current connection fail (its `poll_ready`, or its
+    /// `is_closed` panicked) or closing; taken by the driver.
+    pub(crate) dead: Bell,
     /// `reconnect_now` was called: cut the current wait short.
     pub(crate) reconnect: Notify,
     /// Close the persistent connection once the current connection dies.
@@ -110,7 +110,7 @@ impl<A, C> Shared<A, C> {
     /// at once, and the driver is told.
     pub(crate) fn report_dead(&self, generation: u64, found_by: Option<u64>) {
         if self.slot.clear_current(generation, None, found_by) {
-            self.commands.dead.notify_one();
+            self.commands.dead.ring();
         }
     }
 
@@ -129,7 +129,7 @@ impl<A, C> Shared<A, C> {
     /// gives it the close timeout to finish before the next round.
     pub(crate) fn report_closing(&self, generation: u64) {
         if self.slot.generation() == generation {
-            self.commands.dead.notify_one();
+            self.commands.dead.ring();
         }
     }
 
@@ -139,7 +139,7 @@ impl<A, C> Shared<A, C> {
         self.slot.begin_close(|| {
             // Under the slot's lock, so that whoever sees the slot closed also sees the driver
             // told to stop.
-            self.commands.stop.set();
+            self.commands.stop.ring();
             deadline_after(Instant::now(), self.close_timeout)
         });
     }
@@ -150,6 +150,9 @@ impl<A, C> Shared<A, C> {
         self.begin_close();
         self.slot.finish();
         self.hub.finish();
+        // The driver waits no more.
+        self.commands.stop.forget();
+        self.commands.dead.forget();
     }
 }
 

@@ -1,10 +1,11 @@
 //! Waiting for a condition behind a `Notify`, and a one-shot signal built on it: set once,
-//! checked with one atomic load, awaited by any number of tasks.
+//! checked with one atomic load, awaited by any number of tasks. And a [`Bell`], the lighter
+//! signal that one task (the driver) waits for.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
@@ -102,6 +103,117 @@ pub(crate) fn waker_changed(registered: &mut Option<Waker>, waker: &Waker) -> bo
     true
 }
 
+/// A flag that one task waits for (the driver: its stop signal, the reports of a dead
+/// connection): setting it wakes the waker that task registered last. Lighter than a [`Flag`]
+/// for its waiter: polled again with the waker it registered, a wait only loads the flag and
+/// compares the waker with the one registered (no lock, no list of waiters). For one waiting
+/// task: a second task waiting on the same bell would take the first one's place.
+///
+/// The waker stays registered when it is woken (until it is replaced, or [`Self::forget`]
+/// drops it): a waker taken away by one ring, while its task cleared the flag of an earlier
+/// one, would leave the next ring with nobody to wake.
+#[derive(Debug, Default)]
+pub(crate) struct Bell {
+    set: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+    /// Which waker is registered (its data and vtable pointers; zero for none), written under
+    /// the lock: the waiting task, the only one to register, compares its own with them.
+    registered: [AtomicUsize; 2],
+}
+
+impl Bell {
+    /// Sets the flag and wakes the waiting task. Returns true for the call that set it.
+    pub(crate) fn ring(&self) -> bool {
+        // Sequentially consistent, as `Flag::set`.
+        let first = !self.set.swap(true, Ordering::SeqCst);
+        // Set before the wake-up, and the waker read under the lock it is registered under:
+        // a task that registered, then found the flag clear, is woken.
+        if let Some(waker) = &*self.lock() {
+            waker.wake_by_ref();
+        }
+        first
+    }
+
+    #[inline]
+    pub(crate) fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// Ready once the flag is set; the flag stays set.
+    pub(crate) fn poll_set(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_set() || (self.register(cx.waker()) && self.is_set()) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Ready once the flag is set, which it clears: for a bell rung again and again, every ring
+    /// since the last take is taken at once.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.take() || (self.register(cx.waker()) && self.take()) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Registers `waker` unless it is the one registered already; true if it was not (the
+    /// flag is then to be checked again: a `ring` before the registration is seen now).
+    fn register(&self, waker: &Waker) -> bool {
+        let identity = identity(waker);
+        // Only the waiting task registers: if its waker is the one there, it stays there.
+        if self.registered[0].load(Ordering::Relaxed) == identity[0]
+            && self.registered[1].load(Ordering::Relaxed) == identity[1]
+        {
+            return false;
+        }
+        let mut registered = self.lock();
+        *registered = Some(waker.clone());
+        self.registered[0].store(identity[0], Ordering::Relaxed);
+        self.registered[1].store(identity[1], Ordering::Relaxed);
+        // The lock, released, orders the registration before the flag's check that follows.
+        true
+    }
+
+    /// Clears the flag; true if it was set.
+    fn take(&self) -> bool {
+        // A plain load first: the read-modify-write only when there is something to take.
+        self.set.load(Ordering::Acquire) && self.set.swap(false, Ordering::AcqRel)
+    }
+
+    /// Resolves once the flag is set (see [`Self::poll_set`]).
+    pub(crate) fn wait(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(move |cx| self.poll_set(cx))
+    }
+
+    /// Resolves once the flag is set, and clears it (see [`Self::poll_take`]).
+    pub(crate) fn taken(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(move |cx| self.poll_take(cx))
+    }
+
+    /// Drops the registered waker (the waiting task is gone: its waker would keep the task's
+    /// memory alive as long as the bell).
+    pub(crate) fn forget(&self) {
+        let mut registered = self.lock();
+        self.registered[0].store(0, Ordering::Relaxed);
+        self.registered[1].store(0, Ordering::Relaxed);
+        let forgotten = registered.take();
+        drop(registered);
+        drop(forgotten);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        self.waker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A waker's identity, as `Waker::will_wake` compares them: its data and vtable pointers.
+fn identity(waker: &Waker) -> [usize; 2] {
+    [
+        waker.data() as usize,
+        std::ptr::from_ref(waker.vtable()) as usize,
+    ]
+}
+
 /// A [`Flag`] of its own: cloneable, all clones share one flag.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Signal(Arc<Flag>);
@@ -154,7 +266,7 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::task::{Context, Poll};
 
-    use super::{Flag, Signal};
+    use super::{Bell, Flag, Signal};
     use crate::testing::counting;
 
     // A wait polled again with the waker it registered stays registered; polled with another
@@ -190,6 +302,58 @@ mod tests {
             early.as_mut().poll(&mut Context::from_waker(&wa)),
             Poll::Ready(())
         );
+    }
+
+    // A bell's waker stays registered when woken: a waiter that took one ring and polls again
+    // with the same waker (which it then does not register again) is woken by the next ring;
+    // polled with another waker, that one replaces it.
+    #[test]
+    fn a_bell_wakes_its_waiter_at_every_ring() {
+        let bell = Bell::default();
+        let (a, wa) = counting();
+        let (b, wb) = counting();
+        let mut cx = Context::from_waker(&wa);
+        assert!(bell.poll_take(&mut cx).is_pending());
+        for ring in 1..=3 {
+            assert!(bell.ring());
+            assert_eq!(a.0.load(Ordering::SeqCst), ring);
+            assert!(bell.poll_take(&mut cx).is_ready());
+            assert!(bell.poll_take(&mut cx).is_pending());
+        }
+        // Rung twice before a take: one take.
+        bell.ring();
+        assert!(!bell.ring());
+        assert!(bell.poll_take(&mut cx).is_ready());
+        assert!(bell.poll_take(&mut cx).is_pending());
+
+        let mut cx = Context::from_waker(&wb);
+        assert!(bell.poll_take(&mut cx).is_pending());
+        bell.ring();
+        assert_eq!(a.0.load(Ordering::SeqCst), 5, "a is no longer registered");
+        assert_eq!(b.0.load(Ordering::SeqCst), 1);
+
+        // Forgotten: no one to wake.
+        bell.forget();
+        assert!(bell.poll_take(&mut cx).is_ready());
+        bell.ring();
+        assert_eq!(b.0.load(Ordering::SeqCst), 1);
+    }
+
+    // A bell's set flag stays set: `poll_set` is ready at once after a ring, before or after
+    // it registered.
+    #[test]
+    fn a_set_bell_stays_set() {
+        let bell = Bell::default();
+        let (a, wa) = counting();
+        let mut cx = Context::from_waker(&wa);
+        assert!(bell.poll_set(&mut cx).is_pending());
+        assert!(!bell.is_set());
+        assert!(bell.ring());
+        assert_eq!(a.0.load(Ordering::SeqCst), 1);
+        for _ in 0..2 {
+            assert!(bell.poll_set(&mut cx).is_ready());
+        }
+        assert!(bell.is_set());
     }
 
     // A waiter started before the signal is set resolves when it is; one started after resolves
