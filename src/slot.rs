@@ -17,6 +17,7 @@
 //! Wakers are woken, and the `Notify` notified, after the lock is released.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -72,7 +73,36 @@ struct Inner<C> {
     failing: Option<ConnectError>,
     /// Handles waiting in `poll_ready`, by handle id; all are woken on every change of
     /// `generation`.
-    wakers: HashMap<u64, Waker>,
+    wakers: WakerMap,
+}
+
+/// The largest map of wakers kept for the next waiters once its wakers are woken.
+const KEPT_WAKERS: usize = 64;
+
+/// Wakers by handle id. The ids are the crate's own counter, never chosen from outside: a
+/// multiplicative hash spreads them, without the cost of a keyed one.
+type WakerMap = HashMap<u64, Waker, BuildHasherDefault<IdHasher>>;
+
+/// Hashes a handle id: Fibonacci hashing, whose high bits (hashbrown's tags) and low bits (its
+/// buckets) both vary with consecutive ids.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` ids are hashed; any other key still hashes, byte by byte.
+        for &byte in bytes {
+            self.write_u64(self.0 ^ u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// What a handle without a usable connection finds.
@@ -102,12 +132,20 @@ pub(crate) enum Live<C> {
 
 /// Wakers taken out under the lock, woken when dropped (after the lock is released).
 #[derive(Default)]
-struct Wakers(HashMap<u64, Waker>);
+struct Wakers(WakerMap);
+
+impl Wakers {
+    fn wake_all(&mut self) {
+        for (_, waker) in self.0.drain() {
+            waker.wake();
+        }
+    }
+}
 
 impl Drop for Wakers {
     fn drop(&mut self) {
-        for (_, waker) in self.0.drain() {
-            waker.wake();
+        if !self.0.is_empty() {
+            self.wake_all();
         }
     }
 }
@@ -132,7 +170,7 @@ impl<C> Slot<C> {
                 outcomes: 0,
                 recent: Default::default(),
                 failing: None,
-                wakers: HashMap::new(),
+                wakers: WakerMap::default(),
             }),
             changed: Notify::new(),
         }
@@ -154,7 +192,18 @@ impl<C> Slot<C> {
         if effects.notify {
             self.changed.notify_waiters();
         }
-        drop(effects.wakers);
+        if let Some(mut woken) = effects.wakers.take() {
+            woken.wake_all();
+            // The emptied map goes back, its room kept for the next waiters (who register at
+            // once, in their next `poll_ready`), unless one was made meanwhile, or it is large
+            // (the room of a herd is given back).
+            if (1..=KEPT_WAKERS).contains(&woken.0.capacity()) {
+                let mut inner = self.lock();
+                if inner.wakers.capacity() == 0 {
+                    std::mem::swap(&mut inner.wakers, &mut woken.0);
+                }
+            }
+        }
         result
     }
 
@@ -202,7 +251,7 @@ impl<C> Slot<C> {
             if fail_fast {
                 inner.failing = Some(error.clone());
                 // Handles waiting in poll_ready now fail fast.
-                effects.wakers = Wakers(std::mem::take(&mut inner.wakers));
+                effects.wakers = Some(Wakers(std::mem::take(&mut inner.wakers)));
             }
             inner.record_outcome(Err(error.clone()));
             inner.set_state(state, effects);
@@ -420,7 +469,8 @@ impl<C: Closable + Clone> Slot<C> {
 #[derive(Default)]
 struct Effects {
     notify: bool,
-    wakers: Wakers,
+    /// The wakers of a change of generation.
+    wakers: Option<Wakers>,
 }
 
 impl<C> Inner<C> {
@@ -428,7 +478,7 @@ impl<C> Inner<C> {
     fn bump(&mut self, shared: &AtomicU64, effects: &mut Effects) {
         self.generation += 1;
         shared.store(self.generation, Ordering::Release);
-        effects.wakers = Wakers(std::mem::take(&mut self.wakers));
+        effects.wakers = Some(Wakers(std::mem::take(&mut self.wakers)));
         effects.notify = true;
     }
 
@@ -485,7 +535,7 @@ impl<C: Closable + Clone> Inner<C> {
     }
 }
 
-fn register(wakers: &mut HashMap<u64, Waker>, id: u64, waker: &Waker) {
+fn register(wakers: &mut WakerMap, id: u64, waker: &Waker) {
     match wakers.get_mut(&id) {
         Some(old) => old.clone_from(waker),
         None => {
