@@ -150,18 +150,21 @@ impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
     /// Sends `event` to the streams and keeps it as the last one.
     pub(crate) fn publish(&self, event: Event<A, C>) {
         let mut state = self.lock();
+        let mut unwatched = None;
         if let Some(sender) = &state.sender {
             if sender.receiver_count() == 0 {
                 // Every stream is gone: so is the buffer, until the next `events()`.
-                state.sender = None;
+                unwatched = state.sender.take();
             } else {
                 let _ = sender.send(event.clone());
             }
         }
         let replaced = state.last.replace(event);
         drop(state);
-        // The event before (a connection, say) is dropped once the lock is released.
+        // The event before (a connection, say) and an unwatched buffer are dropped once the
+        // lock is released.
         drop(replaced);
+        drop(unwatched);
     }
 
     pub(crate) fn subscribe(&self) -> Events<A, C> {
@@ -192,7 +195,9 @@ impl<A, C> Hub<A, C> {
     pub(crate) fn finish(&self) {
         let mut state = self.lock();
         state.finished = true;
-        state.sender = None;
+        let sender = state.sender.take();
+        drop(state);
+        drop(sender);
     }
 }
 

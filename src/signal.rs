@@ -127,9 +127,11 @@ impl Bell {
         // Sequentially consistent, as `Flag::set`.
         let first = !self.set.swap(true, Ordering::SeqCst);
         // Set before the wake-up, and the waker read under the lock it is registered under:
-        // a task that registered, then found the flag clear, is woken.
-        if let Some(waker) = &*self.lock() {
-            waker.wake_by_ref();
+        // a task that registered, then found the flag clear, is woken. Woken once the lock is
+        // released (an executor may poll the task within `wake`).
+        let waker = self.lock().clone();
+        if let Some(waker) = waker {
+            waker.wake();
         }
         first
     }
@@ -159,17 +161,24 @@ impl Bell {
     /// Registers `waker` unless it is the one registered already; true if it was not (the
     /// flag is then to be checked again: a `ring` before the registration is seen now).
     fn register(&self, waker: &Waker) -> bool {
-        let identity = identity(waker);
+        let polled = identity(waker);
         // Only the waiting task registers: if its waker is the one there, it stays there.
-        if self.registered[0].load(Ordering::Relaxed) == identity[0]
-            && self.registered[1].load(Ordering::Relaxed) == identity[1]
+        if self.registered[0].load(Ordering::Relaxed) == polled[0]
+            && self.registered[1].load(Ordering::Relaxed) == polled[1]
         {
             return false;
         }
+        // The identity kept is the registered clone's: alive in the bell, no other waker can
+        // have it unless it wakes the same task (the borrowed waker's own may be reused once
+        // that waker is gone, and a clone need not share it).
+        let waker = waker.clone();
+        let kept = identity(&waker);
         let mut registered = self.lock();
-        *registered = Some(waker.clone());
-        self.registered[0].store(identity[0], Ordering::Relaxed);
-        self.registered[1].store(identity[1], Ordering::Relaxed);
+        let replaced = registered.replace(waker);
+        self.registered[0].store(kept[0], Ordering::Relaxed);
+        self.registered[1].store(kept[1], Ordering::Relaxed);
+        drop(registered);
+        drop(replaced);
         // The lock, released, orders the registration before the flag's check that follows.
         true
     }

@@ -2,6 +2,10 @@
 
 mod support;
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, RawWaker, RawWakerVTable, Waker};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -51,4 +55,111 @@ async fn dropping_the_driver_closes_the_handles() {
     assert!(p.is_closed());
     assert!(matches!(waiting.await.unwrap(), Err(Closed { .. })));
     assert_eq!(p.close().now_or_never(), Some(()));
+}
+
+// A driver moved from one task to another, both polled at one place of an executor (a worker's
+// slot: the waker a poll borrows points at the slot, and its clones are wakers of the task
+// polled there, as `will_wake` allows): once it runs in the second task, closing wakes that
+// task, not the first. (The driver remembers which waker it registered by the clone it keeps:
+// the borrowed one's address stands for another task once the slot moves on.)
+#[test]
+fn a_driver_moved_to_another_task_is_woken_there() {
+    // Polled by hand outside any task, in the runtime's context.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let start = Instant::now();
+    let (p, driver) = PersistentLayer::new("pair", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .pair(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let mut driver = Box::pin(driver);
+    let a = Arc::new(AtomicUsize::new(0));
+    let b = Arc::new(AtomicUsize::new(0));
+    let place = Place(Mutex::new(a.clone()));
+
+    // Task A polls the driver until it is connected and waits.
+    for _ in 0..20 {
+        let w = place.waker();
+        assert!(
+            driver
+                .as_mut()
+                .poll(&mut Context::from_waker(&w))
+                .is_pending()
+        );
+        if p.current_connection().is_some() {
+            break;
+        }
+    }
+    assert!(p.current_connection().is_some());
+
+    // The driver moves to task B, polled at the same place.
+    *place.0.lock().unwrap() = b.clone();
+    let w = place.waker();
+    assert!(
+        driver
+            .as_mut()
+            .poll(&mut Context::from_waker(&w))
+            .is_pending()
+    );
+    let (a0, b0) = (a.load(Ordering::SeqCst), b.load(Ordering::SeqCst));
+    let _closing = p.close();
+    assert_eq!(a.load(Ordering::SeqCst), a0, "A no longer polls the driver");
+    assert_eq!(b.load(Ordering::SeqCst), b0 + 1, "B polls it now");
+}
+
+/// A place where an executor polls its tasks, naming the task polled there now.
+struct Place(Mutex<Arc<AtomicUsize>>);
+
+impl Place {
+    /// The waker a poll at this place borrows: it points at the place; its clones are wakers of
+    /// the task there (each counts its wake-ups).
+    fn waker(&self) -> Waker {
+        // SAFETY: the vtable's functions take the pointer as a `Place`, which outlives every
+        // borrowed waker of the test (clones are task wakers of their own).
+        unsafe { Waker::from_raw(RawWaker::new(self as *const Place as *const (), &PLACE)) }
+    }
+}
+
+static PLACE: RawWakerVTable = RawWakerVTable::new(place_clone, place_wake, place_wake, noop);
+static TASK: RawWakerVTable =
+    RawWakerVTable::new(task_clone, task_wake, task_wake_by_ref, task_drop);
+
+unsafe fn place_clone(place: *const ()) -> RawWaker {
+    // SAFETY: see `Place::waker`.
+    let place = unsafe { &*(place as *const Place) };
+    let task = place.0.lock().unwrap().clone();
+    RawWaker::new(Arc::into_raw(task) as *const (), &TASK)
+}
+
+unsafe fn place_wake(place: *const ()) {
+    // SAFETY: see `Place::waker`.
+    let place = unsafe { &*(place as *const Place) };
+    place.0.lock().unwrap().fetch_add(1, Ordering::SeqCst);
+}
+
+unsafe fn noop(_: *const ()) {}
+
+// A task's waker: an `Arc<AtomicUsize>` counting its wake-ups, one strong count per waker.
+unsafe fn task_clone(task: *const ()) -> RawWaker {
+    // SAFETY: `task` came from `Arc::into_raw` and its waker holds a count.
+    unsafe { Arc::increment_strong_count(task as *const AtomicUsize) };
+    RawWaker::new(task, &TASK)
+}
+
+unsafe fn task_wake(task: *const ()) {
+    // SAFETY: as in `task_clone`; the waker's count is given back.
+    let task = unsafe { Arc::from_raw(task as *const AtomicUsize) };
+    task.fetch_add(1, Ordering::SeqCst);
+}
+
+unsafe fn task_wake_by_ref(task: *const ()) {
+    // SAFETY: as in `task_clone`.
+    let task = unsafe { &*(task as *const AtomicUsize) };
+    task.fetch_add(1, Ordering::SeqCst);
+}
+
+unsafe fn task_drop(task: *const ()) {
+    // SAFETY: as in `task_wake`.
+    drop(unsafe { Arc::from_raw(task as *const AtomicUsize) });
 }
