@@ -77,16 +77,20 @@ fn a_driver_moved_to_another_task_is_woken_there() {
     let a = Arc::new(AtomicUsize::new(0));
     let b = Arc::new(AtomicUsize::new(0));
     let place = Place(Mutex::new(a.clone()));
-
-    // Task A polls the driver until it is connected and waits.
-    for _ in 0..20 {
-        let w = place.waker();
+    // One poll of the driver at `place`, which must leave it waiting.
+    let mut poll_at = |place: &Place| {
+        let waker = place.waker();
         assert!(
             driver
                 .as_mut()
-                .poll(&mut Context::from_waker(&w))
+                .poll(&mut Context::from_waker(&waker))
                 .is_pending()
         );
+    };
+
+    // Task A polls the driver until it is connected and waits.
+    for _ in 0..20 {
+        poll_at(&place);
         if p.current_connection().is_some() {
             break;
         }
@@ -95,13 +99,7 @@ fn a_driver_moved_to_another_task_is_woken_there() {
 
     // The driver moves to task B, polled at the same place.
     *place.0.lock().unwrap() = b.clone();
-    let w = place.waker();
-    assert!(
-        driver
-            .as_mut()
-            .poll(&mut Context::from_waker(&w))
-            .is_pending()
-    );
+    poll_at(&place);
     let (a0, b0) = (a.load(Ordering::SeqCst), b.load(Ordering::SeqCst));
     let _closing = p.close();
     assert_eq!(a.load(Ordering::SeqCst), a0, "A no longer polls the driver");
