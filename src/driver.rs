@@ -142,10 +142,9 @@ where
         service.call(request).await.map_err(Into::into)
     })
     .catch_unwind();
-    let stopped = stop.wait();
-    tokio::pin!(call, stopped);
+    tokio::pin!(call);
     std::future::poll_fn(|cx| {
-        if stopped.as_mut().poll(cx).is_ready() {
+        if stop.poll_set(cx).is_ready() {
             return Poll::Ready(Guarded::Stopped);
         }
         // Each round either ends, waits, or forgets a deadline that has come (the timer fires

@@ -251,7 +251,7 @@ impl<C> Slot<C> {
             if fail_fast {
                 inner.failing = Some(error.clone());
                 // Handles waiting in poll_ready now fail fast.
-                effects.wakers = Some(Wakers(std::mem::take(&mut inner.wakers)));
+                inner.hand_wakers(effects);
             }
             inner.record_outcome(Err(error.clone()));
             inner.set_state(state, effects);
@@ -478,8 +478,13 @@ impl<C> Inner<C> {
     fn bump(&mut self, shared: &AtomicU64, effects: &mut Effects) {
         self.generation += 1;
         shared.store(self.generation, Ordering::Release);
-        effects.wakers = Some(Wakers(std::mem::take(&mut self.wakers)));
+        self.hand_wakers(effects);
         effects.notify = true;
+    }
+
+    /// Hands every registered waker to `effects`, to be woken once the lock is released.
+    fn hand_wakers(&mut self, effects: &mut Effects) {
+        effects.wakers = Some(Wakers(std::mem::take(&mut self.wakers)));
     }
 
     fn set_state(&mut self, state: State, effects: &mut Effects) {
