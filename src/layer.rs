@@ -300,8 +300,8 @@ where
     /// tower's `Buffer::pair`). [`layer`](Layer::layer) spawns that future with
     /// [`tokio::spawn`].
     ///
-    /// The driver needs a tokio runtime for its timers (the future panics if polled outside
-    /// one). Until the future is polled nothing happens: no attempt, no event. Dropping it
+    /// The driver needs a tokio runtime with time enabled for its timers (see Panics). Until
+    /// the future is polled nothing happens: no attempt, no event. Dropping it
     /// (unpolled, or mid-way) ends the persistent connection: every handle sees it closed at
     /// once. A driver of yours takes nothing over from the connector (the HTTP connector's
     /// connection task runs in a task of its own, its connect timeout on a timer of its own;
@@ -309,7 +309,11 @@ where
     ///
     /// # Panics
     ///
-    /// The returned future panics if polled outside a tokio runtime; `pair` itself does not.
+    /// `pair` itself does not. The returned future, polled outside a tokio runtime with time
+    /// enabled, panics when it first needs a timer: at the first address lookup or connect that
+    /// does not finish in the poll that starts it, the first retry delay, or closing. (An
+    /// attempt that finishes at once and a connection that stays up need none; your connector
+    /// may need a runtime of its own: the HTTP connector's does.)
     ///
     /// # Cancel safety
     ///
