@@ -527,7 +527,8 @@ async fn http1_close_after_a_response_is_graceful_once_its_body_is_read() {
 }
 
 // The connector's Duration settings accept Duration::MAX and zero without a panic: the
-// deadlines saturate, the keep-alive is held within [1 ms, 1 year].
+// deadlines saturate, the keep-alive's interval is held within [1 ms, 1 year], its timeout
+// within [100 ms, 1 year].
 #[tokio::test]
 async fn connector_settings_accept_every_value() {
     let server = HttpServer::start("s").await.unwrap();
@@ -561,5 +562,39 @@ async fn connector_settings_accept_every_value() {
         Ok(_) => {}
         Err(error) => assert_eq!(error.text(), "connect failed: connect timed out after 0ns"),
     }
+    timeout(LIMIT, client.close()).await.unwrap();
+}
+
+// A keep-alive of zero on a healthy HTTP/2 server: its timeout is held to 100 ms, so that PINGs
+// answered a few milliseconds late on a busy machine do not close the connection. One
+// connection serves a second of requests with idle gaps between them, where PINGs go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_keep_alive_keeps_a_healthy_connection() {
+    let server = HttpServer::start("s").await.unwrap();
+    let connector = HttpConnector::http2().http2_keep_alive(Duration::ZERO, Duration::ZERO);
+    let (client, log) = client(server.address, connector, |layer| {
+        layer.retry_delay(|| Duration::from_millis(50))
+    });
+    let start = Instant::now();
+    let mut served = 0;
+    // Bounded by time: a second, and each request by LIMIT.
+    while start.elapsed() < Duration::from_secs(1) {
+        let response = timeout(LIMIT, client.clone().oneshot(get("/k")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, "s /k");
+        served += 1;
+        // An idle gap, for the PINGs.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(served > 10, "{served} requests");
+    assert_eq!(
+        log.times("connected").len(),
+        1,
+        "{served} requests: {:?}",
+        log.lines()
+    );
+    assert!(log.times("disconnected").is_empty(), "{:?}", log.lines());
     timeout(LIMIT, client.close()).await.unwrap();
 }

@@ -80,8 +80,13 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default time a graceful close waits for requests in flight.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The shortest HTTP/2 keep-alive interval and timeout; shorter ones are held to it.
+/// The shortest HTTP/2 keep-alive interval; shorter ones are held to it.
 pub const MIN_KEEP_ALIVE: Duration = Duration::from_millis(1);
+
+/// The shortest HTTP/2 keep-alive timeout; shorter ones are held to it. A healthy server's
+/// answer to a PING can take a few milliseconds on a busy machine: a shorter timeout would close
+/// its connection again and again.
+pub const MIN_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The longest HTTP/2 keep-alive interval and timeout; longer ones are held to it.
 pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(365 * 86_400);
@@ -200,12 +205,16 @@ impl<B, D> HttpConnector<B, D> {
     /// the answer takes longer than `timeout`, so that a server that stops answering is noticed
     /// and replaced. Default: off.
     ///
-    /// Every value is accepted: both are held within [`MIN_KEEP_ALIVE`] (1 ms, so that zero
-    /// cannot become a flood of PINGs) and [`MAX_KEEP_ALIVE`] (one year, beyond which hyper's
-    /// timer could not represent the deadline).
+    /// Every value is accepted. The interval is held within [`MIN_KEEP_ALIVE`] (1 ms, so that
+    /// zero is not a busy loop of PINGs) and [`MAX_KEEP_ALIVE`] (one year, beyond which hyper's
+    /// timer could not represent the deadline); the timeout within [`MIN_KEEP_ALIVE_TIMEOUT`]
+    /// (100 ms, so that a healthy server's connection is not closed for a PING answered a few
+    /// milliseconds late) and [`MAX_KEEP_ALIVE`].
     pub fn http2_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
-        let bound = |d: Duration| d.clamp(MIN_KEEP_ALIVE, MAX_KEEP_ALIVE);
-        self.keep_alive = Some((bound(interval), bound(timeout)));
+        self.keep_alive = Some((
+            interval.clamp(MIN_KEEP_ALIVE, MAX_KEEP_ALIVE),
+            timeout.clamp(MIN_KEEP_ALIVE_TIMEOUT, MAX_KEEP_ALIVE),
+        ));
         self
     }
 }
