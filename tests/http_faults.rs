@@ -21,8 +21,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
-use tower::{ServiceBuilder, ServiceExt};
-use tower_persistent::transport::{HttpConnection, HttpConnector};
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_persistent::transport::{ClosedInFlight, HttpConnection, HttpConnector};
 use tower_persistent::{Closable, Event, Persistent, PersistentLayer};
 
 /// Every wait of these tests is bounded by this.
@@ -597,4 +597,41 @@ async fn a_zero_keep_alive_keeps_a_healthy_connection() {
     );
     assert!(log.times("disconnected").is_empty(), "{:?}", log.lines());
     timeout(LIMIT, client.close()).await.unwrap();
+}
+
+// A graceful close that waits its close timeout for a request in flight and then closes the
+// socket: the request fails with ClosedInFlight (not with hyper's word for a dispatch task
+// dropped by its runtime), over HTTP/1.1 and HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cut_off_by_a_close_fails_with_closed_in_flight() {
+    let server = HttpServer::start("s").await.unwrap();
+    for connector in [HttpConnector::http1(), HttpConnector::http2()] {
+        let close_timeout = Duration::from_millis(200);
+        let (client, _) = client(
+            server.address,
+            connector.close_timeout(close_timeout),
+            |l| l,
+        );
+        let mut handle = client.clone();
+        // The server never answers `/hang`.
+        let ready = timeout(LIMIT, handle.ready()).await.unwrap().unwrap();
+        let response = tokio::spawn(ready.call(get("/hang")));
+        let closing = Instant::now();
+        timeout(LIMIT, client.close()).await.unwrap();
+        assert!(
+            closing.elapsed() >= close_timeout,
+            "{:?}",
+            closing.elapsed()
+        );
+        let error = timeout(LIMIT, response)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert!(error.is::<ClosedInFlight>(), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "connection closed with the request in flight: its close timed out"
+        );
+    }
 }

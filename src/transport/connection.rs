@@ -237,7 +237,7 @@ where
                                 ))
                                 .await
                             }
-                            _ => Err(error.into_error().into()),
+                            _ => Err(failed(in_flight.connection(), error.into_error())),
                         },
                     }
                 }))
@@ -417,10 +417,41 @@ async fn send_http1<B: Body + Send + 'static>(
                     .await;
                 }
             }
-            _ => return Err(error.into_error().into()),
+            _ => return Err(failed(in_flight.connection(), error.into_error())),
         }
     }
 }
+
+/// The error a request failed with: hyper's, or [`ClosedInFlight`] if a close of ours cut it
+/// off (hyper's error then speaks of a dispatch task dropped by its runtime).
+fn failed(shared: &ConnShared, error: hyper::Error) -> BoxError {
+    if shared.cut_off.load(Ordering::Acquire) {
+        ClosedInFlight::new().into()
+    } else {
+        error.into()
+    }
+}
+
+/// A request was in flight on an [`HttpConnection`] whose graceful
+/// [`close`](crate::Closable::close) waited the connector's
+/// [`close_timeout`](super::HttpConnector::close_timeout) for it, then closed the socket. The
+/// server may have received it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosedInFlight(());
+
+impl ClosedInFlight {
+    pub(super) fn new() -> Self {
+        ClosedInFlight(())
+    }
+}
+
+impl fmt::Display for ClosedInFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection closed with the request in flight: its close timed out")
+    }
+}
+
+impl std::error::Error for ClosedInFlight {}
 
 pub(super) enum Sender<B> {
     Http1 {
@@ -554,7 +585,12 @@ async fn drive(
             let drained = tokio::time::timeout(close_timeout, shared.wait_idle());
             tokio::select! {
                 _ = &mut conn => {}
-                _ = drained => {}
+                _ = drained => {
+                    // What the requests still in flight fail with, once the socket is closed.
+                    if shared.in_flight.load(Ordering::Acquire) != 0 {
+                        shared.cut();
+                    }
+                }
             }
             tracing::debug!(peer = %shared.peer, "http connection closed");
         }

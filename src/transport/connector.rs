@@ -382,7 +382,9 @@ where
             // An HTTP/1.1 server sends nothing but responses: its first byte means it served,
             // unless a response turns out not to be one (`ConnShared::failed`). (HTTP/2 servers
             // send frames of their own; there a response head counts.)
-            first_byte: (self.version == Version::Http1).then(|| shared.clone()),
+            first_byte: self.version == Version::Http1,
+            shared: shared.clone(),
+            registered: None,
         });
         let (sender, driver): (Sender<B>, ConnDriver) = match self.version {
             Version::Http1 => {

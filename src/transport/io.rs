@@ -5,14 +5,15 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::ClosedInFlight;
 use super::dial::BoxIo;
 use super::shared::ConnShared;
-use crate::signal::Flag;
+use crate::signal::{Flag, waker_changed};
 
 /// What the server's HTTP/2 connection preface turned out to be.
 #[derive(Default)]
@@ -85,12 +86,42 @@ impl Preface {
 
 pin_project! {
     /// The stream (TCP, Unix, TLS or yours), watching the server's HTTP/2 preface until it is
-    /// whole, or the first byte of an HTTP/1.1 server.
+    /// whole, or the first byte of an HTTP/1.1 server; and failing every read and write once a
+    /// close has cut the connection off ([`ConnShared::cut`]).
     pub(super) struct Watched {
         pub(super) inner: BoxIo,
         pub(super) preface: Option<Preface>,
-        pub(super) first_byte: Option<Arc<ConnShared>>,
+        // HTTP/1.1, until the server's first byte: it means the server served.
+        pub(super) first_byte: bool,
+        pub(super) shared: Arc<ConnShared>,
+        // The waker registered with `shared.io_waker` (registered again only when it changes).
+        pub(super) registered: Option<Waker>,
     }
+}
+
+/// What a read or write of a stream that was cut off fails with.
+fn cut_off() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, ClosedInFlight::new())
+}
+
+/// After a read or write of the stream: if it waits, the waiting task is registered to be woken
+/// by a cut (and a cut that came meanwhile fails it at once).
+fn waited<T>(
+    polled: Poll<io::Result<T>>,
+    shared: &ConnShared,
+    registered: &mut Option<Waker>,
+    cx: &Context<'_>,
+) -> Poll<io::Result<T>> {
+    if polled.is_ready() {
+        return polled;
+    }
+    if waker_changed(registered, cx.waker()) {
+        shared.io_waker.register(cx.waker());
+    }
+    if shared.cut_off.load(Ordering::Acquire) {
+        return Poll::Ready(Err(cut_off()));
+    }
+    Poll::Pending
 }
 
 impl AsyncRead for Watched {
@@ -100,6 +131,9 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        if this.shared.cut_off.load(Ordering::Acquire) {
+            return Poll::Ready(Err(cut_off()));
+        }
         let before = buf.filled().len();
         let polled = this.inner.as_mut().poll_read(cx, buf);
         let read = &buf.filled()[before..];
@@ -108,12 +142,11 @@ impl AsyncRead for Watched {
                 *this.preface = None;
             }
         }
-        if !read.is_empty() {
-            if let Some(shared) = this.first_byte.take() {
-                shared.mark_served();
-            }
+        if !read.is_empty() && *this.first_byte {
+            *this.first_byte = false;
+            this.shared.mark_served();
         }
-        polled
+        waited(polled, this.shared, this.registered, cx)
     }
 }
 
@@ -123,11 +156,21 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.as_mut().poll_write(cx, buf)
+        let this = self.project();
+        if this.shared.cut_off.load(Ordering::Acquire) {
+            return Poll::Ready(Err(cut_off()));
+        }
+        let polled = this.inner.as_mut().poll_write(cx, buf);
+        waited(polled, this.shared, this.registered, cx)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.as_mut().poll_flush(cx)
+        let this = self.project();
+        if this.shared.cut_off.load(Ordering::Acquire) {
+            return Poll::Ready(Err(cut_off()));
+        }
+        let polled = this.inner.as_mut().poll_flush(cx);
+        waited(polled, this.shared, this.registered, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -139,7 +182,12 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.as_mut().poll_write_vectored(cx, bufs)
+        let this = self.project();
+        if this.shared.cut_off.load(Ordering::Acquire) {
+            return Poll::Ready(Err(cut_off()));
+        }
+        let polled = this.inner.as_mut().poll_write_vectored(cx, bufs);
+        waited(polled, this.shared, this.registered, cx)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -98,7 +98,11 @@
 //!   (rustls reports the truncation): not in good order.
 //! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`
 //!   fails), lets the requests in flight finish, bodies included, for up to the
-//!   [`close_timeout`](HttpConnector::close_timeout) (default 5 s), then closes the socket.
+//!   [`close_timeout`](HttpConnector::close_timeout) (default 5 s), then cuts off those still
+//!   in flight and closes the socket: they fail with [`ClosedInFlight`] (they may have reached
+//!   the server), and a body still being read fails. (Over HTTP/2 hyper drives the stream in a
+//!   task of its own, which would keep the connection open, and such a request waiting, for as
+//!   long as the server did not answer: the stream fails every read and write once cut off.)
 //! - **Requests handed back unsent**: a request that reached hyper just as the connection ended
 //!   (a server closing an idle connection, the client not yet aware) is handed back by hyper
 //!   unsent: it never reached the server. If the connection belongs to a persistent connection
@@ -246,7 +250,7 @@ mod shared;
 mod tls;
 
 pub use body::{ResponseBody, ResponseFuture};
-pub use connection::HttpConnection;
+pub use connection::{ClosedInFlight, HttpConnection};
 pub use connector::{
     Connecting, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HttpConnectError, HttpConnector,
     MAX_KEEP_ALIVE, MIN_KEEP_ALIVE, MIN_KEEP_ALIVE_TIMEOUT,

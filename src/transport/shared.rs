@@ -47,6 +47,12 @@ pub(super) struct ConnShared {
     pub(super) failed: AtomicBool,
     /// hyper's connection ended without error before any close of ours.
     pub(super) ended_by_peer: AtomicBool,
+    /// A graceful close of ours waited its close timeout for requests in flight, then cut them
+    /// off: the stream fails every read and write from then on (see [`Self::cut`]).
+    pub(super) cut_off: AtomicBool,
+    /// The task that reads and writes the stream, registered when it waits on it: woken by
+    /// [`Self::cut`].
+    pub(super) io_waker: AtomicWaker,
     /// The probe found the connection reset. (On Linux, even a peek takes a socket's pending
     /// error: hyper may then read a plain end of stream, which must not count as a close in
     /// good order.)
@@ -101,6 +107,8 @@ impl ConnShared {
             served: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             ended_by_peer: AtomicBool::new(false),
+            cut_off: AtomicBool::new(false),
+            io_waker: AtomicWaker::new(),
             reset_by_peer: AtomicBool::new(false),
             successor: OnceLock::new(),
             resend_limit,
@@ -222,6 +230,16 @@ impl ConnShared {
     /// so (see `Closable::set_successor`).
     pub(super) fn successor<T: 'static>(&self) -> Option<&T> {
         self.successor.get()?.downcast_ref::<T>()
+    }
+
+    /// Cuts off the requests in flight, once a graceful close has waited its close timeout for
+    /// them: the stream fails every read and write from now on, and the task that waits on it
+    /// is woken. Over HTTP/1.1 hyper's connection, dropped next, ends them anyway; over HTTP/2
+    /// hyper's own task drives the stream, and would keep it open for as long as a stream is
+    /// open on it (a request the server never answers would wait for good).
+    pub(super) fn cut(&self) {
+        self.cut_off.store(true, Ordering::Release);
+        self.io_waker.wake();
     }
 
     /// The server answered on this connection.
