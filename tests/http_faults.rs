@@ -635,3 +635,98 @@ async fn a_request_cut_off_by_a_close_fails_with_closed_in_flight() {
         );
     }
 }
+
+/// A bare HTTP/2 connection to `address` whose close waits 200 ms for requests in flight.
+async fn http2_closing_after_200ms<B>(address: SocketAddr) -> HttpConnection<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connector = HttpConnector::<B>::http2().close_timeout(Duration::from_millis(200));
+    timeout(LIMIT, connector.oneshot(address))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+// Over HTTP/2 hyper drives the stream in a task of its own, for as long as a stream is open on
+// it, even once its connection has ended. A close of ours after the server began to shut down
+// (GOAWAY), with a request in flight that it never answers: the request is cut off at the
+// close timeout, and the socket closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_after_a_goaway_cuts_off_the_request_left() {
+    let server = HttpServer::start("s").await.unwrap();
+    let conn: Conn = http2_closing_after_200ms(server.address).await;
+    let ready = timeout(LIMIT, conn.clone().ready_oneshot())
+        .await
+        .unwrap()
+        .unwrap();
+    let response = tokio::spawn(ready.clone().call(get("/goaway-hang")));
+    assert!(server.stats.requests(1, LIMIT).await);
+    // Nothing tells when the client has read the GOAWAY that follows: either order of the
+    // GOAWAY and the close must pass; this wait makes the GOAWAY first the likely one.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    timeout(LIMIT, conn.close()).await.unwrap();
+    let error = timeout(LIMIT, response)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(error.is::<ClosedInFlight>(), "{error:?}");
+    assert!(server.stats.ended(1, LIMIT).await, "the socket is open");
+}
+
+// A close begun, then every handle dropped, a request in flight that the server never
+// answers: the request is cut off at the close timeout, and the socket closed. (With its last
+// handle, hyper's connection ends; its own task goes on driving the stream.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_then_the_handles_dropped_cuts_off_the_request() {
+    let server = HttpServer::start("s").await.unwrap();
+    let conn: Conn = http2_closing_after_200ms(server.address).await;
+    let mut ready = timeout(LIMIT, conn.clone().ready_oneshot())
+        .await
+        .unwrap()
+        .unwrap();
+    let response = tokio::spawn(ready.call(get("/hang")));
+    drop(ready);
+    assert!(server.stats.requests(1, LIMIT).await);
+    // Closing begins at the call; the future is not awaited.
+    drop(conn.close());
+    drop(conn);
+    let error = timeout(LIMIT, response)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(error.is::<ClosedInFlight>(), "{error:?}");
+    assert!(server.stats.ended(1, LIMIT).await, "the socket is open");
+}
+
+// A request body still being sent after its response has come whole (the server answered
+// early): nothing is counted in flight, yet the stream is open. A close gives it the close
+// timeout, then closes the socket and drops the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_ends_an_upload_that_outlives_its_response() {
+    type Upload = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+    let server = HttpServer::start("s").await.unwrap();
+    let mut conn: HttpConnection<Upload> = http2_closing_after_200ms(server.address).await;
+    // Resolves once the body is dropped (its sender goes with it).
+    let (body_alive, body_dropped) = tokio::sync::oneshot::channel::<()>();
+    let chunks = futures_util::stream::repeat_with(move || {
+        let _alive = &body_alive;
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from_static(&[b'u'; 1024])))
+    });
+    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(chunks));
+    let request = http::Request::post("/drain").body(body).unwrap();
+    let response = timeout(LIMIT, async {
+        conn.ready().await.unwrap().call(request).await.unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(text(response).await, "s /drain");
+    assert_eq!(conn.in_flight(), 0);
+    timeout(LIMIT, conn.close()).await.unwrap();
+    assert!(server.stats.ended(1, LIMIT).await, "the socket is open");
+    // The body is dropped: nothing sends it any more.
+    assert!(timeout(LIMIT, body_dropped).await.is_ok());
+}

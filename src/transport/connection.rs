@@ -21,7 +21,9 @@ use super::shared::{ConnShared, InFlight, Version};
 use crate::closable::WeakSuccessor;
 use crate::error::{BoxError, ConnectionClosed};
 use crate::handover;
+use crate::shared::deadline_after;
 use crate::{Closable, Successor};
+use tokio::time::Instant;
 
 /// An HTTP/1.1 or HTTP/2 connection made by [`HttpConnector`](super::HttpConnector): a cloneable
 /// `Service<http::Request<B>>` and [`Closable`].
@@ -98,6 +100,7 @@ impl<B> tower::load::Load for HttpConnection<B> {
 
 impl<B: Send + 'static> Closable for HttpConnection<B> {
     fn close(&self) -> impl Future<Output = ()> + Send {
+        self.shared.close_asked.store(true, Ordering::Release);
         self.shared.closing.set();
         self.shared.task.wake();
         self.shared.finished.wait()
@@ -537,15 +540,14 @@ fn identity<B: 'static>(conn: &dyn std::any::Any) -> Option<usize> {
 ///
 /// However it ends, `permits` is closed (clones waiting for the HTTP/1.1 turn learn that it is
 /// over), and then `finished` releases the probe and finishes the connection: they are the
-/// first parameters, dropped last.
+/// first parameters, dropped last (or earlier, see [`outlive`]).
 async fn drive(
-    _finished: FinishOnDrop,
+    finished: FinishOnDrop,
     permits: CloseOnDrop,
     mut conn: ConnDriver,
     shared: Arc<ConnShared>,
     close_timeout: Duration,
 ) {
-    let permits = &permits.0;
     // hyper's connection first, and the close of ours checked only when it has nothing to do:
     // `close` wakes this task through `task` (cheaper, per wake-up, than a `Notify` waiter),
     // registered again only when the waker changes (only `close` takes it out).
@@ -564,6 +566,8 @@ async fn drive(
     })
     .await;
     let ended_by_peer = matches!(ended, Some(Ok(())));
+    // When a close of ours must be over: what is still open on the stream then is cut off.
+    let mut deadline = None;
     match ended {
         Some(Ok(())) if shared.reset_by_peer.load(Ordering::Acquire) => {
             // The probe took the reset's error; hyper read the end of stream that followed.
@@ -579,14 +583,15 @@ async fn drive(
         None => {
             // Graceful close: no new requests (poll_ready fails from now on); let those in
             // flight finish, within the close timeout.
-            if let Some(permits) = permits {
+            let at = deadline_after(Instant::now(), close_timeout);
+            deadline = Some(at);
+            if let Some(permits) = &permits.0 {
                 permits.close();
             }
-            let drained = tokio::time::timeout(close_timeout, shared.wait_idle());
             tokio::select! {
                 _ = &mut conn => {}
-                _ = drained => {
-                    // What the requests still in flight fail with, once the socket is closed.
+                _ = tokio::time::timeout_at(at, shared.wait_idle()) => {
+                    // Requests still in flight: cut off (they fail with `ClosedInFlight`).
                     if shared.in_flight.load(Ordering::Acquire) != 0 {
                         shared.cut();
                     }
@@ -595,8 +600,8 @@ async fn drive(
             tracing::debug!(peer = %shared.peer, "http connection closed");
         }
     }
-    // Closes the socket, and hands back the requests still queued, before the connection
-    // counts as finished.
+    // Closes the socket (over HTTP/1.1), and hands back the requests still queued, before the
+    // connection counts as finished.
     drop(conn);
     if ended_by_peer && shared.in_flight.load(Ordering::Acquire) != 0 {
         // hyper's connection also ends without an error of its own when a response failed (an
@@ -606,7 +611,7 @@ async fn drive(
         // at once (no new request), and finishes once they are read or dropped, or after
         // `VERDICT_GRACE` (the close timeout, if shorter), whichever comes first.
         shared.closing.set();
-        if let Some(permits) = permits {
+        if let Some(permits) = &permits.0 {
             permits.close();
         }
         shared.release_probe();
@@ -614,7 +619,60 @@ async fn drive(
         let grace = close_timeout.min(VERDICT_GRACE);
         let _ = tokio::time::timeout(grace, shared.wait_idle()).await;
     }
+    if shared.stream_closed.is_set() {
+        return;
+    }
+    // Over HTTP/2 hyper's own task drives the stream, for as long as a stream is open on it.
+    let deadline = match deadline {
+        Some(at) => at,
+        None => {
+            // Ended without a close of ours: finished now, so that a persistent connection
+            // replaces it at once; the streams still open (those that a server's GOAWAY lets
+            // finish) go on until they end, or until a close of ours gives them its close
+            // timeout.
+            drop(permits);
+            drop(finished);
+            if !outlive(&shared).await {
+                return;
+            }
+            deadline_after(Instant::now(), close_timeout)
+        }
+    };
+    if tokio::time::timeout_at(deadline, shared.stream_closed.wait())
+        .await
+        .is_err()
+    {
+        shared.cut();
+        if tokio::time::timeout(CUT_GRACE, shared.stream_closed.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(peer = %shared.peer, "http connection cut off, its stream still open");
+        }
+    }
 }
+
+/// Waits, once hyper's connection has ended by itself, until its stream is closed (false) or a
+/// close of ours is asked for (true).
+async fn outlive(shared: &ConnShared) -> bool {
+    let closed = shared.stream_closed.wait();
+    tokio::pin!(closed);
+    std::future::poll_fn(|cx| {
+        if closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        shared.task.register(cx.waker());
+        if shared.close_asked.load(Ordering::Acquire) {
+            return Poll::Ready(true);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// How long a stream cut off is given to close: the task that drives it is woken, and fails
+/// at its next read or write.
+const CUT_GRACE: Duration = Duration::from_millis(100);
 
 /// How long a connection that the server ended with responses still to be read waits for
 /// them before it finishes (see `drive`): callers that read what they asked for do so within

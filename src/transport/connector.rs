@@ -17,7 +17,7 @@ use tower_service::Service;
 
 use super::connection::{ConnDriver, HttpConnection, Sender};
 use super::dial::{Dial, Dialed, Dialer, Over, OverHyper, Peer};
-use super::io::{Greeting, Preface, Watched};
+use super::io::{ClosedOnDrop, Greeting, Preface, Watched};
 use super::shared::{ConnShared, Version};
 use crate::error::{BoxError, KindError};
 
@@ -383,7 +383,7 @@ where
             // unless a response turns out not to be one (`ConnShared::failed`). (HTTP/2 servers
             // send frames of their own; there a response head counts.)
             first_byte: self.version == Version::Http1,
-            shared: shared.clone(),
+            shared: ClosedOnDrop(shared.clone()),
             registered: None,
         });
         let (sender, driver): (Sender<B>, ConnDriver) = match self.version {

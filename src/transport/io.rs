@@ -93,9 +93,19 @@ pin_project! {
         pub(super) preface: Option<Preface>,
         // HTTP/1.1, until the server's first byte: it means the server served.
         pub(super) first_byte: bool,
-        pub(super) shared: Arc<ConnShared>,
+        pub(super) shared: ClosedOnDrop,
         // The waker registered with `shared.io_waker` (registered again only when it changes).
         pub(super) registered: Option<Waker>,
+    }
+}
+
+/// The connection's shared state, held by its stream: dropped with it, it says that the
+/// stream is closed (`ConnShared::stream_closed`).
+pub(super) struct ClosedOnDrop(pub(super) Arc<ConnShared>);
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        self.0.stream_closed.set();
     }
 }
 
@@ -131,7 +141,7 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
-        if this.shared.cut_off.load(Ordering::Acquire) {
+        if this.shared.0.cut_off.load(Ordering::Acquire) {
             return Poll::Ready(Err(cut_off()));
         }
         let before = buf.filled().len();
@@ -144,9 +154,9 @@ impl AsyncRead for Watched {
         }
         if !read.is_empty() && *this.first_byte {
             *this.first_byte = false;
-            this.shared.mark_served();
+            this.shared.0.mark_served();
         }
-        waited(polled, this.shared, this.registered, cx)
+        waited(polled, &this.shared.0, this.registered, cx)
     }
 }
 
@@ -157,20 +167,20 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        if this.shared.cut_off.load(Ordering::Acquire) {
+        if this.shared.0.cut_off.load(Ordering::Acquire) {
             return Poll::Ready(Err(cut_off()));
         }
         let polled = this.inner.as_mut().poll_write(cx, buf);
-        waited(polled, this.shared, this.registered, cx)
+        waited(polled, &this.shared.0, this.registered, cx)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        if this.shared.cut_off.load(Ordering::Acquire) {
+        if this.shared.0.cut_off.load(Ordering::Acquire) {
             return Poll::Ready(Err(cut_off()));
         }
         let polled = this.inner.as_mut().poll_flush(cx);
-        waited(polled, this.shared, this.registered, cx)
+        waited(polled, &this.shared.0, this.registered, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -183,11 +193,11 @@ impl AsyncWrite for Watched {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        if this.shared.cut_off.load(Ordering::Acquire) {
+        if this.shared.0.cut_off.load(Ordering::Acquire) {
             return Poll::Ready(Err(cut_off()));
         }
         let polled = this.inner.as_mut().poll_write_vectored(cx, bufs);
-        waited(polled, this.shared, this.registered, cx)
+        waited(polled, &this.shared.0, this.registered, cx)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -100,9 +100,16 @@
 //!   fails), lets the requests in flight finish, bodies included, for up to the
 //!   [`close_timeout`](HttpConnector::close_timeout) (default 5 s), then cuts off those still
 //!   in flight and closes the socket: they fail with [`ClosedInFlight`] (they may have reached
-//!   the server), and a body still being read fails. (Over HTTP/2 hyper drives the stream in a
-//!   task of its own, which would keep the connection open, and such a request waiting, for as
-//!   long as the server did not answer: the stream fails every read and write once cut off.)
+//!   the server), and a body still being read fails; `close` resolves once the socket is
+//!   closed. Over HTTP/2 hyper drives the stream in a task of its own, for as long as a stream
+//!   is open on it, even once its connection has ended (the last handle dropped, say): a
+//!   request the server never answered, or a request body still being sent after its response
+//!   came, would keep the socket open for good. So whatever is open on the stream at the close
+//!   timeout is cut off: the stream fails every read and write. A connection that ended by
+//!   itself (the server's GOAWAY) counts as closed at once, while the requests it had taken
+//!   may still be answered: they go on, without a bound of ours, until a `close` of yours
+//!   gives them its close timeout (then `close` resolves at once, and the cut comes at the
+//!   timeout).
 //! - **Requests handed back unsent**: a request that reached hyper just as the connection ended
 //!   (a server closing an idle connection, the client not yet aware) is handed back by hyper
 //!   unsent: it never reached the server. If the connection belongs to a persistent connection

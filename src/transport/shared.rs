@@ -34,8 +34,14 @@ pub(super) struct ConnShared {
     pub(super) closing: Signal,
     /// The connection's task, woken by `close`.
     pub(super) task: AtomicWaker,
-    /// Set when hyper's connection task has ended and the socket is closed.
+    /// Set when hyper's connection task has ended and the socket is closed (except over
+    /// HTTP/2 after the server ended the connection: see `stream_closed`).
     pub(super) finished: Flag,
+    /// Set once the stream is dropped, which closes the socket: with hyper's connection, or
+    /// over HTTP/2 with hyper's own task, which drives the streams still open on it.
+    pub(super) stream_closed: Flag,
+    /// A close of ours was asked for (`close`).
+    pub(super) close_asked: AtomicBool,
     /// Requests sent whose response (body included) is not finished.
     pub(super) in_flight: AtomicUsize,
     pub(super) idle: Notify,
@@ -47,8 +53,8 @@ pub(super) struct ConnShared {
     pub(super) failed: AtomicBool,
     /// hyper's connection ended without error before any close of ours.
     pub(super) ended_by_peer: AtomicBool,
-    /// A graceful close of ours waited its close timeout for requests in flight, then cut them
-    /// off: the stream fails every read and write from then on (see [`Self::cut`]).
+    /// A close of ours waited its close timeout for requests in flight, then cut them off: the
+    /// stream fails every read and write from then on (see [`Self::cut`]).
     pub(super) cut_off: AtomicBool,
     /// The task that reads and writes the stream, registered when it waits on it: woken by
     /// [`Self::cut`].
@@ -102,6 +108,8 @@ impl ConnShared {
             closing: Signal::default(),
             task: AtomicWaker::new(),
             finished: Flag::default(),
+            stream_closed: Flag::default(),
+            close_asked: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             served: AtomicBool::new(false),
@@ -232,11 +240,12 @@ impl ConnShared {
         self.successor.get()?.downcast_ref::<T>()
     }
 
-    /// Cuts off the requests in flight, once a graceful close has waited its close timeout for
+    /// Cuts off the requests in flight, once a close of ours has waited its close timeout for
     /// them: the stream fails every read and write from now on, and the task that waits on it
     /// is woken. Over HTTP/1.1 hyper's connection, dropped next, ends them anyway; over HTTP/2
     /// hyper's own task drives the stream, and would keep it open for as long as a stream is
-    /// open on it (a request the server never answers would wait for good).
+    /// open on it (a request the server never answers, a request body the server never reads:
+    /// for good).
     pub(super) fn cut(&self) {
         self.cut_off.store(true, Ordering::Release);
         self.io_waker.wake();

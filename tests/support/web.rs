@@ -2,6 +2,8 @@
 //! integration tests and the failover example.
 //!
 //! A server answers `"<name> <path>"`. The path `/slow` answers after 300 ms, `/hang` never;
+//! `/goaway-hang` begins the connection's graceful shutdown (HTTP/2: GOAWAY), then never
+//! answers; `/drain` answers at once, and reads the request body in the background to its end;
 //! paths starting with `/big` add a newline and 256 KiB of padding; `/host` answers
 //! `"<name> host <Host header>"`.
 #![allow(dead_code, unreachable_pub)]
@@ -28,6 +30,36 @@ pub struct Stats {
     pub requests: AtomicUsize,
     pub concurrent: AtomicUsize,
     pub max_concurrent: AtomicUsize,
+    /// Connections served to their end (the client closed the socket, say).
+    pub ended: AtomicUsize,
+    /// Notified when a request arrives or a connection ends.
+    pub changed: tokio::sync::Notify,
+}
+
+impl Stats {
+    /// Waits until `n` connections have ended; false if they have not within `limit`.
+    pub async fn ended(&self, n: usize, limit: Duration) -> bool {
+        self.reach(&self.ended, n, limit).await
+    }
+
+    /// Waits until `n` requests have arrived; false if they have not within `limit`.
+    pub async fn requests(&self, n: usize, limit: Duration) -> bool {
+        self.reach(&self.requests, n, limit).await
+    }
+
+    async fn reach(&self, count: &AtomicUsize, n: usize, limit: Duration) -> bool {
+        tokio::time::timeout(limit, async {
+            loop {
+                let changed = self.changed.notified();
+                if count.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
 }
 
 /// How a server treats its connections.
@@ -146,12 +178,18 @@ async fn serve<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // This connection's graceful shutdown, begun by `/goaway-hang`.
+    let goaway = CancellationToken::new();
+    let service_stats = stats.clone();
+    let service_goaway = goaway.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let stats = stats.clone();
+        let stats = service_stats.clone();
+        let goaway = service_goaway.clone();
         async move {
             let now = stats.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
             stats.max_concurrent.fetch_max(now, Ordering::SeqCst);
             stats.requests.fetch_add(1, Ordering::SeqCst);
+            stats.changed.notify_waiters();
             let path = request.uri().path().to_owned();
             let host = request
                 .headers()
@@ -159,11 +197,21 @@ async fn serve<S>(
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("")
                 .to_owned();
-            // Read the request body whole.
-            let _ = request.into_body().collect().await;
+            if path == "/drain" {
+                // Answers at once; the request body is read on, to its end.
+                let mut body = request.into_body();
+                tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+            } else {
+                // Read the request body whole.
+                let _ = request.into_body().collect().await;
+            }
             match path.as_str() {
                 "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
                 "/hang" => std::future::pending::<()>().await,
+                "/goaway-hang" => {
+                    goaway.cancel();
+                    std::future::pending::<()>().await
+                }
                 _ => {}
             }
             stats.concurrent.fetch_sub(1, Ordering::SeqCst);
@@ -187,11 +235,16 @@ async fn serve<S>(
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
-        _ = graceful.cancelled() => {
+        _ = async { tokio::select! {
+            _ = graceful.cancelled() => {}
+            _ = goaway.cancelled() => {}
+        } } => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
     }
+    stats.ended.fetch_add(1, Ordering::SeqCst);
+    stats.changed.notify_waiters();
 }
 
 /// A server that accepts connections and never sends a byte; it holds them until dropped.
