@@ -619,7 +619,7 @@ async fn drive(
         let grace = close_timeout.min(VERDICT_GRACE);
         let _ = tokio::time::timeout(grace, shared.wait_idle()).await;
     }
-    if shared.stream_closed.is_set() {
+    if shared.is_stream_closed() {
         return;
     }
     // Over HTTP/2 hyper's own task drives the stream, for as long as a stream is open on it.
@@ -638,12 +638,12 @@ async fn drive(
             deadline_after(Instant::now(), close_timeout)
         }
     };
-    if tokio::time::timeout_at(deadline, shared.stream_closed.wait())
+    if tokio::time::timeout_at(deadline, shared.stream_closed())
         .await
         .is_err()
     {
         shared.cut();
-        if tokio::time::timeout(CUT_GRACE, shared.stream_closed.wait())
+        if tokio::time::timeout(CUT_GRACE, shared.stream_closed())
             .await
             .is_err()
         {
@@ -655,10 +655,8 @@ async fn drive(
 /// Waits, once hyper's connection has ended by itself, until its stream is closed (false) or a
 /// close of ours is asked for (true).
 async fn outlive(shared: &ConnShared) -> bool {
-    let closed = shared.stream_closed.wait();
-    tokio::pin!(closed);
     std::future::poll_fn(|cx| {
-        if closed.as_mut().poll(cx).is_ready() {
+        if shared.poll_stream_closed(cx).is_ready() {
             return Poll::Ready(false);
         }
         shared.task.register(cx.waker());

@@ -383,6 +383,7 @@ where
             // unless a response turns out not to be one (`ConnShared::failed`). (HTTP/2 servers
             // send frames of their own; there a response head counts.)
             first_byte: self.version == Version::Http1,
+            cuttable: self.version == Version::Http2,
             shared: ClosedOnDrop(shared.clone()),
             registered: None,
         });

@@ -93,6 +93,10 @@ pin_project! {
         pub(super) preface: Option<Preface>,
         // HTTP/1.1, until the server's first byte: it means the server served.
         pub(super) first_byte: bool,
+        // HTTP/2: the stream fails once cut off, and a task waiting on it is registered, for
+        // the cut to wake it. (Over HTTP/1.1 hyper's connection, which reads and writes the
+        // stream, is dropped at once.)
+        pub(super) cuttable: bool,
         pub(super) shared: ClosedOnDrop,
         // The waker registered with `shared.io_waker` (registered again only when it changes).
         pub(super) registered: Option<Waker>,
@@ -100,12 +104,12 @@ pin_project! {
 }
 
 /// The connection's shared state, held by its stream: dropped with it, it says that the
-/// stream is closed (`ConnShared::stream_closed`).
+/// stream is closed (`ConnShared::stream_dropped`).
 pub(super) struct ClosedOnDrop(pub(super) Arc<ConnShared>);
 
 impl Drop for ClosedOnDrop {
     fn drop(&mut self) {
-        self.0.stream_closed.set();
+        self.0.stream_dropped();
     }
 }
 
@@ -116,13 +120,15 @@ fn cut_off() -> io::Error {
 
 /// After a read or write of the stream: if it waits, the waiting task is registered to be woken
 /// by a cut (and a cut that came meanwhile fails it at once).
+#[inline]
 fn waited<T>(
     polled: Poll<io::Result<T>>,
+    cuttable: bool,
     shared: &ConnShared,
     registered: &mut Option<Waker>,
     cx: &Context<'_>,
 ) -> Poll<io::Result<T>> {
-    if polled.is_ready() {
+    if !cuttable || polled.is_ready() {
         return polled;
     }
     if waker_changed(registered, cx.waker()) {
@@ -141,7 +147,7 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
-        if this.shared.0.cut_off.load(Ordering::Acquire) {
+        if *this.cuttable && this.shared.0.cut_off.load(Ordering::Acquire) {
             return Poll::Ready(Err(cut_off()));
         }
         let before = buf.filled().len();
@@ -156,7 +162,7 @@ impl AsyncRead for Watched {
             *this.first_byte = false;
             this.shared.0.mark_served();
         }
-        waited(polled, &this.shared.0, this.registered, cx)
+        waited(polled, *this.cuttable, &this.shared.0, this.registered, cx)
     }
 }
 
@@ -167,20 +173,20 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        if this.shared.0.cut_off.load(Ordering::Acquire) {
+        if *this.cuttable && this.shared.0.cut_off.load(Ordering::Acquire) {
             return Poll::Ready(Err(cut_off()));
         }
         let polled = this.inner.as_mut().poll_write(cx, buf);
-        waited(polled, &this.shared.0, this.registered, cx)
+        waited(polled, *this.cuttable, &this.shared.0, this.registered, cx)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        if this.shared.0.cut_off.load(Ordering::Acquire) {
+        if *this.cuttable && this.shared.0.cut_off.load(Ordering::Acquire) {
             return Poll::Ready(Err(cut_off()));
         }
         let polled = this.inner.as_mut().poll_flush(cx);
-        waited(polled, &this.shared.0, this.registered, cx)
+        waited(polled, *this.cuttable, &this.shared.0, this.registered, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -193,11 +199,11 @@ impl AsyncWrite for Watched {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        if this.shared.0.cut_off.load(Ordering::Acquire) {
+        if *this.cuttable && this.shared.0.cut_off.load(Ordering::Acquire) {
             return Poll::Ready(Err(cut_off()));
         }
         let polled = this.inner.as_mut().poll_write_vectored(cx, bufs);
-        waited(polled, &this.shared.0, this.registered, cx)
+        waited(polled, *this.cuttable, &this.shared.0, this.registered, cx)
     }
 
     fn is_write_vectored(&self) -> bool {

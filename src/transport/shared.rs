@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
@@ -39,7 +40,9 @@ pub(super) struct ConnShared {
     pub(super) finished: Flag,
     /// Set once the stream is dropped, which closes the socket: with hyper's connection, or
     /// over HTTP/2 with hyper's own task, which drives the streams still open on it.
-    pub(super) stream_closed: Flag,
+    stream_closed: AtomicBool,
+    /// The connection's task, while it waits for `stream_closed`.
+    stream_waiter: AtomicWaker,
     /// A close of ours was asked for (`close`).
     pub(super) close_asked: AtomicBool,
     /// Requests sent whose response (body included) is not finished.
@@ -108,7 +111,8 @@ impl ConnShared {
             closing: Signal::default(),
             task: AtomicWaker::new(),
             finished: Flag::default(),
-            stream_closed: Flag::default(),
+            stream_closed: AtomicBool::new(false),
+            stream_waiter: AtomicWaker::new(),
             close_asked: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -238,6 +242,33 @@ impl ConnShared {
     /// so (see `Closable::set_successor`).
     pub(super) fn successor<T: 'static>(&self) -> Option<&T> {
         self.successor.get()?.downcast_ref::<T>()
+    }
+
+    /// The stream is dropped: the socket is closed.
+    pub(super) fn stream_dropped(&self) {
+        self.stream_closed.store(true, Ordering::Release);
+        self.stream_waiter.wake();
+    }
+
+    pub(super) fn is_stream_closed(&self) -> bool {
+        self.stream_closed.load(Ordering::Acquire)
+    }
+
+    /// Ready once the stream is dropped.
+    pub(super) fn poll_stream_closed(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.is_stream_closed() {
+            return Poll::Ready(());
+        }
+        self.stream_waiter.register(cx.waker());
+        if self.is_stream_closed() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Resolves once the stream is dropped.
+    pub(super) fn stream_closed(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.poll_stream_closed(cx))
     }
 
     /// Cuts off the requests in flight, once a close of ours has waited its close timeout for
