@@ -623,6 +623,12 @@ async fn drive(
         return;
     }
     // Over HTTP/2 hyper's own task drives the stream, for as long as a stream is open on it.
+    // A close of ours asked for as hyper's connection ended (its end seen first, a GOAWAY, say,
+    // found as the close woke it) is a close of ours all the same: finished once the stream is
+    // closed.
+    if deadline.is_none() && shared.close_asked.load(Ordering::Acquire) {
+        deadline = Some(deadline_after(Instant::now(), close_timeout));
+    }
     let deadline = match deadline {
         Some(at) => at,
         None => {

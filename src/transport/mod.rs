@@ -105,11 +105,14 @@
 //!   is open on it, even once its connection has ended (the last handle dropped, say): a
 //!   request the server never answered, or a request body still being sent after its response
 //!   came, would keep the socket open for good. So whatever is open on the stream at the close
-//!   timeout is cut off: the stream fails every read and write. A connection whose hyper
+//!   timeout is cut off: the stream fails every read and write. (Over HTTP/1.1 the close drops
+//!   hyper's connection, and the stream with it, once nothing is in flight: a request body
+//!   still being sent after its response came is dropped then.) A connection whose hyper
 //!   connection ended by itself (after the server's GOAWAY, say) counts as closed then, while
 //!   the requests the server took may still be answered: they go on, without a bound of ours,
 //!   until a `close` of yours gives them its close timeout (then `close` resolves at once, and
-//!   the cut comes at the timeout).
+//!   the cut comes at the timeout; a `close` that finds that end as it wakes the connection
+//!   resolves once the socket is closed).
 //! - **Requests handed back unsent**: a request that reached hyper just as the connection ended
 //!   (a server closing an idle connection, the client not yet aware) is handed back by hyper
 //!   unsent: it never reached the server. If the connection belongs to a persistent connection
