@@ -22,8 +22,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_persistent::transport::{ClosedInFlight, HttpConnection, HttpConnector};
-use tower_persistent::{Closable, Event, Persistent, PersistentLayer};
+use tower_persistent::transport::{ClosedInFlight, HttpConnection, HttpConnector, ResponseBody};
+use tower_persistent::{BoxError, Closable, Event, Persistent, PersistentLayer};
 
 /// Every wait of these tests is bounded by this.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -636,6 +636,36 @@ async fn a_request_cut_off_by_a_close_fails_with_closed_in_flight() {
     }
 }
 
+/// A request for `path` on a clone of `conn`, sent: the server has it.
+async fn sent(
+    conn: &Conn,
+    server: &HttpServer,
+    path: &str,
+) -> tokio::task::JoinHandle<Result<http::Response<ResponseBody>, BoxError>> {
+    let mut ready = timeout(LIMIT, conn.clone().ready_oneshot())
+        .await
+        .unwrap()
+        .unwrap();
+    let response = tokio::spawn(ready.call(get(path)));
+    assert!(server.stats.requests(1, LIMIT).await);
+    response
+}
+
+/// `response`'s request was cut off by a close, and the socket closed: the server's
+/// connection ended.
+async fn assert_cut_off(
+    response: tokio::task::JoinHandle<Result<http::Response<ResponseBody>, BoxError>>,
+    server: &HttpServer,
+) {
+    let error = timeout(LIMIT, response)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(error.is::<ClosedInFlight>(), "{error:?}");
+    assert!(server.stats.ended(1, LIMIT).await, "the socket is open");
+}
+
 /// A bare HTTP/2 connection to `address` whose close waits 200 ms for requests in flight.
 async fn http2_closing_after_200ms<B>(address: SocketAddr) -> HttpConnection<B>
 where
@@ -657,12 +687,7 @@ where
 async fn a_close_after_a_goaway_cuts_off_the_request_left() {
     let server = HttpServer::start("s").await.unwrap();
     let conn: Conn = http2_closing_after_200ms(server.address).await;
-    let ready = timeout(LIMIT, conn.clone().ready_oneshot())
-        .await
-        .unwrap()
-        .unwrap();
-    let response = tokio::spawn(ready.clone().call(get("/goaway-hang")));
-    assert!(server.stats.requests(1, LIMIT).await);
+    let response = sent(&conn, &server, "/goaway-hang").await;
     // Nothing tells when the client has read the GOAWAY that follows: either order of the
     // GOAWAY and the close must pass; this wait makes the GOAWAY first the likely one.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -675,13 +700,7 @@ async fn a_close_after_a_goaway_cuts_off_the_request_left() {
         "{:?}",
         closing.elapsed()
     );
-    let error = timeout(LIMIT, response)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
-    assert!(error.is::<ClosedInFlight>(), "{error:?}");
-    assert!(server.stats.ended(1, LIMIT).await, "the socket is open");
+    assert_cut_off(response, &server).await;
 }
 
 // A close begun, then every handle dropped, a request in flight that the server never
@@ -691,23 +710,11 @@ async fn a_close_after_a_goaway_cuts_off_the_request_left() {
 async fn a_close_then_the_handles_dropped_cuts_off_the_request() {
     let server = HttpServer::start("s").await.unwrap();
     let conn: Conn = http2_closing_after_200ms(server.address).await;
-    let mut ready = timeout(LIMIT, conn.clone().ready_oneshot())
-        .await
-        .unwrap()
-        .unwrap();
-    let response = tokio::spawn(ready.call(get("/hang")));
-    drop(ready);
-    assert!(server.stats.requests(1, LIMIT).await);
+    let response = sent(&conn, &server, "/hang").await;
     // Closing begins at the call; the future is not awaited.
     drop(conn.close());
     drop(conn);
-    let error = timeout(LIMIT, response)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
-    assert!(error.is::<ClosedInFlight>(), "{error:?}");
-    assert!(server.stats.ended(1, LIMIT).await, "the socket is open");
+    assert_cut_off(response, &server).await;
 }
 
 // A request body still being sent after its response has come whole (the server answered
