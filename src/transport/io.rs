@@ -118,17 +118,25 @@ fn cut_off() -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionAborted, ClosedInFlight::new())
 }
 
-/// After a read or write of the stream: if it waits, the waiting task is registered to be woken
-/// by a cut (and a cut that came meanwhile fails it at once).
+/// A read or write of the stream, `io`. Over HTTP/2 (`cuttable`): failed once the stream was
+/// cut off, and, if it waits, the waiting task registered to be woken by a cut (and a cut that
+/// came meanwhile fails it at once).
 #[inline]
-fn waited<T>(
-    polled: Poll<io::Result<T>>,
+fn cuttable_io<T>(
     cuttable: bool,
     shared: &ConnShared,
     registered: &mut Option<Waker>,
-    cx: &Context<'_>,
+    cx: &mut Context<'_>,
+    io: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<T>>,
 ) -> Poll<io::Result<T>> {
-    if !cuttable || polled.is_ready() {
+    if !cuttable {
+        return io(cx);
+    }
+    if shared.cut_off.load(Ordering::Acquire) {
+        return Poll::Ready(Err(cut_off()));
+    }
+    let polled = io(cx);
+    if polled.is_ready() {
         return polled;
     }
     if waker_changed(registered, cx.waker()) {
@@ -147,22 +155,23 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
-        if *this.cuttable && this.shared.0.cut_off.load(Ordering::Acquire) {
-            return Poll::Ready(Err(cut_off()));
-        }
-        let before = buf.filled().len();
-        let polled = this.inner.as_mut().poll_read(cx, buf);
-        let read = &buf.filled()[before..];
-        if let Some(preface) = this.preface {
-            if preface.feed(read) {
-                *this.preface = None;
+        let (inner, preface, first_byte, shared) =
+            (this.inner, this.preface, this.first_byte, &this.shared.0);
+        cuttable_io(*this.cuttable, shared, this.registered, cx, |cx| {
+            let before = buf.filled().len();
+            let polled = inner.as_mut().poll_read(cx, buf);
+            let read = &buf.filled()[before..];
+            if let Some(watching) = preface {
+                if watching.feed(read) {
+                    *preface = None;
+                }
             }
-        }
-        if !read.is_empty() && *this.first_byte {
-            *this.first_byte = false;
-            this.shared.0.mark_served();
-        }
-        waited(polled, *this.cuttable, &this.shared.0, this.registered, cx)
+            if !read.is_empty() && *first_byte {
+                *first_byte = false;
+                shared.mark_served();
+            }
+            polled
+        })
     }
 }
 
@@ -173,20 +182,18 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        if *this.cuttable && this.shared.0.cut_off.load(Ordering::Acquire) {
-            return Poll::Ready(Err(cut_off()));
-        }
-        let polled = this.inner.as_mut().poll_write(cx, buf);
-        waited(polled, *this.cuttable, &this.shared.0, this.registered, cx)
+        let inner = this.inner;
+        cuttable_io(*this.cuttable, &this.shared.0, this.registered, cx, |cx| {
+            inner.as_mut().poll_write(cx, buf)
+        })
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        if *this.cuttable && this.shared.0.cut_off.load(Ordering::Acquire) {
-            return Poll::Ready(Err(cut_off()));
-        }
-        let polled = this.inner.as_mut().poll_flush(cx);
-        waited(polled, *this.cuttable, &this.shared.0, this.registered, cx)
+        let inner = this.inner;
+        cuttable_io(*this.cuttable, &this.shared.0, this.registered, cx, |cx| {
+            inner.as_mut().poll_flush(cx)
+        })
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -199,11 +206,10 @@ impl AsyncWrite for Watched {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        if *this.cuttable && this.shared.0.cut_off.load(Ordering::Acquire) {
-            return Poll::Ready(Err(cut_off()));
-        }
-        let polled = this.inner.as_mut().poll_write_vectored(cx, bufs);
-        waited(polled, *this.cuttable, &this.shared.0, this.registered, cx)
+        let inner = this.inner;
+        cuttable_io(*this.cuttable, &this.shared.0, this.registered, cx, |cx| {
+            inner.as_mut().poll_write_vectored(cx, bufs)
+        })
     }
 
     fn is_write_vectored(&self) -> bool {
