@@ -692,8 +692,8 @@ async fn a_close_after_a_goaway_cuts_off_the_request_left() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let closing = Instant::now();
     timeout(LIMIT, conn.close()).await.unwrap();
-    // hyper's connection finds the GOAWAY when the close wakes it, and ends: the close goes on
-    // all the same, until the request is cut off and the socket closed.
+    // hyper's connection has ended on the GOAWAY (by itself, or when the close woke it): the
+    // close goes on all the same, until the request is cut off and the socket closed.
     assert!(
         closing.elapsed() >= Duration::from_millis(200),
         "{:?}",

@@ -99,11 +99,23 @@ impl<B> tower::load::Load for HttpConnection<B> {
 }
 
 impl<B: Send + 'static> Closable for HttpConnection<B> {
+    /// Resolves once the socket is closed: after the requests in flight, bounded by the
+    /// connector's close timeout (see the [module docs](super)).
     fn close(&self) -> impl Future<Output = ()> + Send {
         self.shared.close_asked.store(true, Ordering::Release);
         self.shared.closing.set();
         self.shared.task.wake();
-        self.shared.finished.wait()
+        let shared = self.shared.clone();
+        async move {
+            shared.finished.wait().await;
+            // Finished before this close (hyper's connection ended by itself), the stream may
+            // still be open over HTTP/2, in hyper's own task: the connection's task cuts it off
+            // at the close timeout. Bounded here too, should that task be gone.
+            if !shared.is_stream_closed() {
+                let bound = shared.close_timeout.saturating_add(CUT_GRACE);
+                let _ = tokio::time::timeout(bound, shared.stream_closed()).await;
+            }
+        }
     }
 
     fn is_closed(&self) -> bool {

@@ -372,6 +372,7 @@ where
             self.version,
             secure,
             self.connect_timeout,
+            self.close_timeout,
             probe,
         ));
         // HTTP/2 only: the server's preface, watched.

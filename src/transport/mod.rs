@@ -110,9 +110,8 @@
 //!   still being sent after its response came is dropped then.) A connection whose hyper
 //!   connection ended by itself (after the server's GOAWAY, say) counts as closed then, while
 //!   the requests the server took may still be answered: they go on, without a bound of ours,
-//!   until a `close` of yours gives them its close timeout (then `close` resolves at once, and
-//!   the cut comes at the timeout; a `close` that finds that end as it wakes the connection
-//!   resolves once the socket is closed).
+//!   until a `close` of yours gives them its close timeout (that `close` too resolves once they
+//!   are cut off and the socket closed).
 //! - **Requests handed back unsent**: a request that reached hyper just as the connection ended
 //!   (a server closing an idle connection, the client not yet aware) is handed back by hyper
 //!   unsent: it never reached the server. If the connection belongs to a persistent connection

@@ -73,6 +73,9 @@ pub(super) struct ConnShared {
     /// How long a request handed back unsent waits for the successor at most: the
     /// connector's connect timeout.
     pub(super) resend_limit: Duration,
+    /// How long a close of ours waits for what is open on the stream: the connector's close
+    /// timeout.
+    pub(super) close_timeout: Duration,
     /// A probe of the socket (TCP connections of the connector's own), released as soon as
     /// hyper's connection is dropped (so that it keeps no socket open).
     probe: Mutex<Option<Probe>>,
@@ -101,6 +104,7 @@ impl ConnShared {
         version: Version,
         secure: bool,
         resend_limit: Duration,
+        close_timeout: Duration,
         probe: Option<Probe>,
     ) -> Self {
         ConnShared {
@@ -124,6 +128,7 @@ impl ConnShared {
             reset_by_peer: AtomicBool::new(false),
             successor: OnceLock::new(),
             resend_limit,
+            close_timeout,
             probe: Mutex::new(probe),
             waiting_for_end: Mutex::new(Some(Vec::new())),
             born: Instant::now(),
@@ -356,6 +361,7 @@ mod tests {
             None,
             Version::Http1,
             false,
+            Duration::from_secs(1),
             Duration::from_secs(1),
             None,
         );
