@@ -301,6 +301,23 @@ impl<A: Clone> Service<()> for Watch<A> {
     }
 }
 
+/// Refuses an entry name a [`Catalog`] lookup could never find, or that is not one file name.
+fn check_entry_name(name: &str) -> io::Result<()> {
+    let why = if name.is_empty() {
+        "it is empty"
+    } else if name.starts_with('.') {
+        "it begins with `.`, and lookups pass hidden files over"
+    } else if name.contains(['/', '\\', '\0']) {
+        "it holds a path separator or a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("cannot publish a catalog entry named {name:?}: {why}"),
+    ))
+}
+
 /// The longest file a [`Catalog`] reads as an entry, in bytes (a socket address takes at most
 /// 47); longer files are passed over unread.
 pub const MAX_CATALOG_ENTRY: u64 = 1024;
@@ -336,7 +353,10 @@ impl Catalog {
     ///
     /// # Errors
     ///
-    /// If the directory or the file cannot be written.
+    /// An error of kind [`InvalidInput`](io::ErrorKind::InvalidInput), before anything is
+    /// written, if `name` is not one a lookup can find: empty, beginning with `.` (hidden, so
+    /// passed over), or holding a path separator or a NUL byte. Otherwise, if the directory or
+    /// the file cannot be written (the temporary file is then removed).
     ///
     /// # Cancel safety
     ///
@@ -347,12 +367,20 @@ impl Catalog {
         name: &str,
         address: SocketAddr,
     ) -> io::Result<Publication> {
+        check_entry_name(name)?;
         let dir = dir.as_ref().to_owned();
         tokio::fs::create_dir_all(&dir).await?;
         let path = dir.join(name);
         let temporary = dir.join(format!(".{name}.tmp"));
-        tokio::fs::write(&temporary, address.to_string()).await?;
-        tokio::fs::rename(&temporary, &path).await?;
+        let written = match tokio::fs::write(&temporary, address.to_string()).await {
+            Ok(()) => tokio::fs::rename(&temporary, &path).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
+            // Whatever of it was written goes (there may be nothing to remove).
+            let _ = tokio::fs::remove_file(&temporary).await;
+            return Err(error);
+        }
         Ok(Publication {
             entry: Some(Entry::File(path)),
         })

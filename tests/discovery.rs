@@ -66,6 +66,47 @@ async fn dns_resolves_and_rotates() {
     assert!(std::error::Error::source(&error).is_some());
 }
 
+// A name a lookup could never find, or that is not one file name, is refused before anything
+// is written; a write that fails leaves no temporary file behind.
+#[tokio::test]
+async fn catalog_refuses_names_it_could_not_find() {
+    let dir = support::temp::TempDir::new("catalog-names").unwrap();
+    for name in [
+        "",
+        ".",
+        "..",
+        ".hidden",
+        "a/b",
+        "../escape",
+        "/tmp/abs",
+        "nul\0byte",
+    ] {
+        let error = Catalog::publish(dir.path(), name, addr("127.0.0.1:1"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{name:?}");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("cannot publish a catalog entry named {name:?}: ")),
+            "{error}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    // A directory where the entry would go: the rename fails, and the temporary file goes.
+    std::fs::create_dir(dir.path().join("taken")).unwrap();
+    std::fs::write(dir.path().join("taken").join("inside"), "x").unwrap();
+    Catalog::publish(dir.path(), "taken", addr("127.0.0.1:1"))
+        .await
+        .unwrap_err();
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["taken"]);
+}
+
 // The catalog answers published replicas in name order and in turn; entries that are hidden or
 // not addresses are passed over; withdrawn and dropped entries are gone, abandoned ones stay.
 #[tokio::test]
