@@ -283,6 +283,10 @@ where
     }
 
     async fn run(mut self) {
+        if !self.shared().driver_started() {
+            // Closed before this first poll: closing finished without the driver.
+            return;
+        }
         if let Some(conn) = self.connection_loop().await {
             // Closing began while `conn` was current: its task, if adopted, runs on its own.
             self.adopted.release();

@@ -72,6 +72,9 @@ pub struct PersistentLayer<G, A, C> {
 pub(crate) struct Config {
     pub(crate) server_name: Arc<str>,
     pub(crate) policy: RetryPolicy,
+    /// The jitter set by [`PersistentLayer::jitter`]: it applies to every constant or
+    /// exponential policy set before or after it.
+    pub(crate) jitter: Option<f64>,
     pub(crate) backoff_reset_after: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) close_timeout: Duration,
@@ -94,6 +97,7 @@ impl<G, A, C> PersistentLayer<G, A, C> {
             config: Config {
                 server_name: Arc::from(server_name.into()),
                 policy: RetryPolicy::default(),
+                jitter: None,
                 backoff_reset_after: DEFAULT_BACKOFF_RESET_AFTER,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -112,11 +116,14 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// within [`MIN_RETRY_DELAY`](crate::MIN_RETRY_DELAY) and
     /// [`MAX_RETRY_DELAY`](crate::MAX_RETRY_DELAY); see the [`backoff`](crate::backoff) module.
     /// This makes the policy a constant one: it replaces a [`retry_policy`](Self::retry_policy).
+    /// Its jitter is the one set with [`jitter`](Self::jitter), before or after this call; else
+    /// that of the constant policy it replaces; else the default.
     pub fn retry_delay<F>(mut self, retry_delay: F) -> Self
     where
         F: Fn() -> Duration + Send + Sync + 'static,
     {
         self.config.policy.set_delay_fn(Arc::new(retry_delay));
+        self.apply_jitter();
         self
     }
 
@@ -129,6 +136,12 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// Every value is accepted: one outside `[0, 1]` is held to it (a negative jitter is `0`,
     /// one above `1` is `1`), and NaN leaves the jitter unchanged; either is logged at WARN.
     /// [`RetryPolicy::constant`] rejects such values with an error instead.
+    ///
+    /// The order of the calls does not matter: the jitter set here applies to the constant or
+    /// exponential policy in use at the end, whether it was set by
+    /// [`retry_delay`](Self::retry_delay) or [`retry_policy`](Self::retry_policy) before this
+    /// call or after it (it overrides the jitter of a policy given to `retry_policy`). The other
+    /// policies have their own randomness, which it leaves alone.
     pub fn jitter(mut self, jitter: f64) -> Self {
         if let Err(invalid) = check_jitter(jitter) {
             if jitter.is_nan() {
@@ -137,16 +150,27 @@ impl<G, A, C> PersistentLayer<G, A, C> {
             }
             tracing::warn!(server = %self.config.server_name, "{invalid}; held to [0, 1]");
         }
-        self.config.policy.set_jitter(jitter.clamp(0.0, 1.0));
+        self.config.jitter = Some(jitter.clamp(0.0, 1.0));
+        self.apply_jitter();
         self
+    }
+
+    /// Gives the policy in use the jitter set with [`jitter`](Self::jitter), if any.
+    fn apply_jitter(&mut self) {
+        if let Some(jitter) = self.config.jitter {
+            self.config.policy.set_jitter(jitter);
+        }
     }
 
     /// The retry policy: how long to wait between the starts of two attempts.
     ///
     /// Default: a constant 10 s, ±30 %. See the [`backoff`](crate::backoff) module for the
     /// others (exponential as gRPC's, full jitter, decorrelated jitter, your own function).
+    /// A jitter set with [`jitter`](Self::jitter), before or after this call, replaces the
+    /// jitter of a constant or exponential policy.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.config.policy = policy;
+        self.apply_jitter();
         self
     }
 
@@ -303,7 +327,12 @@ where
     /// The driver needs a tokio runtime with time enabled for its timers (see Panics). Until
     /// the future is polled nothing happens: no attempt, no event. Dropping it
     /// (unpolled, or mid-way) ends the persistent connection: every handle sees it closed at
-    /// once. A driver of yours takes nothing over from the connector (the HTTP connector's
+    /// once. Closing begun before its first poll ([`close`](Persistent::close), or the last
+    /// handle dropped) finishes at once without it, as there is nothing to close: `close()`
+    /// resolves, and the future, polled later, ends at its first poll. Once polled, keep it on
+    /// one runtime: its timers are that runtime's (as every tokio timer), and a driver polled
+    /// again after that runtime shut down panics in tokio's timer, which ends the persistent
+    /// connection as dropping the driver does. A driver of yours takes nothing over from the connector (the HTTP connector's
     /// connection task runs in a task of its own, its connect timeout on a timer of its own;
     /// see the [transport docs](crate::transport)): requests never wait on your polling it.
     ///

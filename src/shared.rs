@@ -8,7 +8,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -28,6 +28,8 @@ pub(crate) struct Shared<A, C> {
     pub(crate) commands: Commands,
     pub(crate) hub: Hub<A, C>,
     handles: Handles,
+    /// Whether the driver was ever polled: see [`Shared::driver_started`].
+    driver: AtomicU8,
     /// The connection's `Closable::is_closed`, for code whose bounds do not name `Closable`
     /// (the handle's `Service` impl).
     is_closed: fn(&C) -> bool,
@@ -46,6 +48,13 @@ pub(crate) struct Commands {
     /// Close the persistent connection once the current connection dies.
     pub(crate) close_when_current_closed: AtomicBool,
 }
+
+/// The driver was never polled.
+const DRIVER_UNPOLLED: u8 = 0;
+/// The driver was polled: it runs the loop, and closing waits for it.
+const DRIVER_RUNNING: u8 = 1;
+/// Closing began before the driver was ever polled: closing finished at once, without it.
+const DRIVER_GIVEN_UP: u8 = 2;
 
 /// Counts the handles, and numbers them.
 #[derive(Default)]
@@ -69,6 +78,7 @@ where
             commands: Commands::default(),
             hub: Hub::new(config.event_capacity),
             handles: Handles::default(),
+            driver: AtomicU8::new(DRIVER_UNPOLLED),
             is_closed: C::is_closed,
         }
     }
@@ -142,12 +152,46 @@ impl<A, C> Shared<A, C> {
             self.commands.stop.ring();
             deadline_after(Instant::now(), self.close_timeout)
         });
+        // A driver never polled has nothing to close, and may never run (a `pair()` driver
+        // kept but never spawned): closing finishes here, and the driver, if polled later,
+        // ends at its first poll.
+        if self
+            .driver
+            .compare_exchange(
+                DRIVER_UNPOLLED,
+                DRIVER_GIVEN_UP,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            self.finished();
+        }
+    }
+
+    /// Called by the driver at its first poll: true if it is to run the loop, false if closing
+    /// began (and finished) before it was polled.
+    pub(crate) fn driver_started(&self) -> bool {
+        match self.driver.compare_exchange(
+            DRIVER_UNPOLLED,
+            DRIVER_RUNNING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(state) => state == DRIVER_RUNNING,
+        }
     }
 
     /// Closing finished (or the driver is gone): wakes every waiter for good and ends the event
     /// streams.
     pub(crate) fn finish(&self) {
         self.begin_close();
+        self.finished();
+    }
+
+    /// What [`finish`](Self::finish) does once closing began. Idempotent.
+    fn finished(&self) {
         self.slot.finish();
         self.hub.finish();
         // The driver waits no more.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, RawWaker, RawWakerVTable, Waker};
 use std::time::Duration;
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use support::*;
 use tokio::time::Instant;
 use tower_persistent::{Closed, PersistentLayer};
@@ -55,6 +55,44 @@ async fn dropping_the_driver_closes_the_handles() {
     assert!(p.is_closed());
     assert!(matches!(waiting.await.unwrap(), Err(Closed { .. })));
     assert_eq!(p.close().now_or_never(), Some(()));
+}
+
+// Closing begun before the driver is ever polled finishes without it, as there is nothing to
+// close: `close()` resolves at once (a driver kept but never spawned does not hold it up), the
+// events end with none delivered, and the driver, polled afterwards, ends at its first poll
+// without an attempt. The same when the last handle is dropped instead.
+#[tokio::test(start_paused = true)]
+async fn closing_before_the_driver_is_ever_polled_finishes_without_it() {
+    let start = Instant::now();
+    let recorder = Recorder::new(start);
+    let lookup = Script::new(start, [], Step::Ok("a"));
+    let (p, driver) = PersistentLayer::new("pair", Lookup(lookup.clone()))
+        .on_event(recorder.handler())
+        .pair(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let events = p.events();
+    assert_eq!(p.close().now_or_never(), Some(()));
+    assert_eq!(p.close_finished().now_or_never(), Some(()));
+    assert!(p.state().is_closed());
+    assert!(matches!(
+        p.connected().now_or_never(),
+        Some(Err(Closed { .. }))
+    ));
+    assert_eq!(
+        events.collect::<Vec<_>>().now_or_never().map(|e| e.len()),
+        Some(0)
+    );
+    assert_eq!(driver.now_or_never(), Some(()));
+    assert!(lookup.calls().is_empty(), "no attempt");
+    assert!(recorder.log().is_empty(), "no event");
+
+    let lookup = Script::new(start, [], Step::Ok("a"));
+    let (p, driver) = PersistentLayer::new("pair", Lookup(lookup.clone()))
+        .pair(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let finished = p.close_finished();
+    drop(p);
+    assert_eq!(finished.now_or_never(), Some(()));
+    assert_eq!(driver.now_or_never(), Some(()));
+    assert!(lookup.calls().is_empty(), "no attempt");
 }
 
 // A driver moved from one task to another, both polled at one place of an executor (a worker's

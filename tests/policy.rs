@@ -225,6 +225,67 @@ async fn the_loop_follows_the_exponential_policy() {
     }
 }
 
+// A jitter set with `jitter` applies whatever the order of the calls: before or after
+// `retry_delay` or `retry_policy`, over a policy that came with a jitter of its own, or after
+// one (full jitter) that has none.
+#[tokio::test(start_paused = true)]
+async fn the_jitter_applies_whatever_the_order_of_the_calls() {
+    type Configure = fn(
+        PersistentLayer<Lookup, &'static str, Conn>,
+    ) -> PersistentLayer<Lookup, &'static str, Conn>;
+    let orders: [(&str, Configure, [u64; 4]); 5] = [
+        (
+            "retry_policy(full jitter), jitter, retry_delay",
+            |l| {
+                l.retry_policy(RetryPolicy::full_jitter(S, 2 * S).unwrap())
+                    .jitter(0.0)
+                    .retry_delay(|| S)
+            },
+            [0, 1000, 2000, 3000],
+        ),
+        (
+            "jitter, retry_delay",
+            |l| l.jitter(0.0).retry_delay(|| S),
+            [0, 1000, 2000, 3000],
+        ),
+        (
+            "jitter, retry_policy(constant ±50 %)",
+            |l| {
+                l.jitter(0.0)
+                    .retry_policy(RetryPolicy::constant(S, 0.5).unwrap())
+            },
+            [0, 1000, 2000, 3000],
+        ),
+        (
+            "retry_policy(constant ±50 %), jitter",
+            |l| {
+                l.retry_policy(RetryPolicy::constant(S, 0.5).unwrap())
+                    .jitter(0.0)
+            },
+            [0, 1000, 2000, 3000],
+        ),
+        (
+            "jitter, retry_policy(gRPC's exponential)",
+            |l| {
+                l.jitter(0.0)
+                    .retry_policy(RetryPolicy::exponential(Exponential::grpc()).unwrap())
+            },
+            [0, 1000, 2600, 5160],
+        ),
+    ];
+    for (order, configure, expected) in orders {
+        let start = Instant::now();
+        let lookup = Script::new(start, [], Step::Err("down"));
+        let p = configure(PersistentLayer::new("jitter", Lookup(lookup.clone())))
+            .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+        while lookup.calls().len() < expected.len() {
+            let _ = p.connected_or_failed_to_connect().await;
+        }
+        p.close().await;
+        assert_eq!(lookup.calls()[..], expected, "{order}");
+    }
+}
+
 /// A connector whose connections are closed as soon as they are made.
 fn flapping_connector(
     start: Instant,
