@@ -60,6 +60,20 @@ pub trait Closable {
     {
         let _ = successor;
     }
+
+    /// Called by the persistent connection when it gives the connection up: its
+    /// [`close`](Closable::close) did not finish within the persistent connection's close
+    /// timeout (or panicked), and the connection is dropped. A connection whose resources
+    /// outlive the persistent connection's clones of it (a task of its own, a socket, requests
+    /// still in flight, which other clones may hold) should release them now, failing what is
+    /// still in flight, rather than at a later deadline of its own.
+    ///
+    /// [`HttpConnection`](crate::transport::HttpConnection) cuts off what is still open on it
+    /// (requests in flight fail with [`ClosedInFlight`](crate::transport::ClosedInFlight)) and
+    /// closes its socket.
+    ///
+    /// Default: nothing (the persistent connection's clones are dropped).
+    fn abort(&self) {}
 }
 
 /// Where the persistent connection announces the connection that replaces one that died: given

@@ -254,16 +254,33 @@ async fn close_connection<C: Closable>(
     let closing = AssertUnwindSafe(async { conn.close().await }).catch_unwind();
     match timeout_at(deadline, closing).await {
         Ok(Ok(())) => {}
-        Ok(Err(payload)) => tracing::error!(
+        Ok(Err(payload)) => {
+            tracing::error!(
+                server,
+                panic = %panic_message(&*payload),
+                "the connection's close panicked; dropping it",
+            );
+            abort(server, conn);
+        }
+        Err(_) => {
+            tracing::warn!(
+                server,
+                ?close_timeout,
+                "the connection did not finish closing within the close timeout; dropping it",
+            );
+            abort(server, conn);
+        }
+    }
+}
+
+/// Gives `conn` up (`Closable::abort`), a panic of it caught.
+fn abort<C: Closable>(server: &str, conn: &C) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| conn.abort())) {
+        tracing::error!(
             server,
             panic = %panic_message(&*payload),
-            "the connection's close panicked; dropping it",
-        ),
-        Err(_) => tracing::warn!(
-            server,
-            ?close_timeout,
-            "the connection did not finish closing within the close timeout; dropping it",
-        ),
+            "the connection's abort panicked",
+        );
     }
 }
 

@@ -87,7 +87,8 @@ fn alive_tasks() -> usize {
 }
 
 // A connection whose close never finishes is given up after the close timeout (10 s by
-// default): close() resolves then, Disconnected is delivered, and the driver task ends.
+// default): it is told so (`abort`, once, then), close() resolves, Disconnected is delivered,
+// and the driver task ends.
 #[tokio::test(start_paused = true)]
 async fn close_gives_up_a_connection_whose_close_never_finishes() {
     let start = Instant::now();
@@ -101,9 +102,13 @@ async fn close_gives_up_a_connection_whose_close_never_finishes() {
     assert_eq!(alive_tasks(), 1, "the driver");
 
     until(start, 100).await;
-    p.close().await;
+    let closing = tokio::spawn(p.close());
+    until(start, 10_099).await;
+    assert_eq!(connect.conn(1).aborts(), 0, "not before the close timeout");
+    closing.await.unwrap();
     assert_eq!(ms(start), 10_100);
     assert!(connect.conn(1).closing_began());
+    assert_eq!(connect.conn(1).aborts(), 1);
     assert_eq!(
         log.get(),
         [round(0, 1), timeline(&[(10_100, "Disconnected")])].concat()
@@ -155,6 +160,7 @@ async fn a_dead_connection_whose_close_hangs_holds_up_the_next_for_the_close_tim
     let (id, _) = p.ready().await.unwrap().call(7).await.unwrap();
     assert_eq!(id, 2);
     assert_eq!(ms(start), 2100);
+    assert_eq!(connect.conn(1).aborts(), 1, "given up");
     assert_eq!(
         log.get(),
         [
@@ -223,6 +229,9 @@ async fn a_panicking_close_counts_as_closed() {
     until(start, 1500).await;
     p.close().await;
     assert_eq!(ms(start), 1500);
+    // Given up, each (its close gave no future to wait for).
+    assert_eq!(connect.conn(1).aborts(), 1);
+    assert_eq!(connect.conn(2).aborts(), 1);
     assert_eq!(
         log.get(),
         [
@@ -663,4 +672,9 @@ async fn a_graceful_close_met_first_by_a_handle_publishes_the_next_round_as_now(
     assert_eq!(ms(start), 1000, "replaced at once");
     assert!(handle.is_woken());
     assert!(handle.poll_ready::<u32>().is_ready());
+    drop(handle);
+    p.close().await;
+    // Closed in time, each: neither was given up.
+    assert_eq!(connect.conn(1).aborts(), 0);
+    assert_eq!(connect.conn(2).aborts(), 0);
 }

@@ -630,6 +630,52 @@ async fn a_request_cut_off_by_a_close_fails_with_closed_in_flight() {
     }
 }
 
+// The persistent connection's close timeout bounds the whole close: a connection whose own
+// close would wait longer for a request in flight (the connector's close timeout is
+// `Duration::MAX`) is given up at it (`Closable::abort`), and the request is cut off then,
+// though a handle still holds a clone of the connection; the socket closes. Over HTTP/1.1 and
+// HTTP/2, with the connection's task run by the driver (no event handler) or spawned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_given_up_by_the_persistent_connection_cuts_off_the_request() {
+    let server = HttpServer::start("s").await.unwrap();
+    let close_timeout = Duration::from_millis(200);
+    let mut round = 0;
+    for handler in [false, true] {
+        for connector in [HttpConnector::http1(), HttpConnector::http2()] {
+            let connector = connector.close_timeout(Duration::MAX);
+            let client = if handler {
+                client(server.address, connector, |l| {
+                    l.close_timeout(close_timeout)
+                })
+                .0
+            } else {
+                ServiceBuilder::new()
+                    .layer(
+                        PersistentLayer::new(
+                            "web",
+                            tower_persistent::discovery::Fixed::new(server.address),
+                        )
+                        .close_timeout(close_timeout),
+                    )
+                    .service(connector)
+            };
+            round += 1;
+            let mut handle = client.clone();
+            // The server never answers `/hang`.
+            let ready = timeout(LIMIT, handle.ready()).await.unwrap().unwrap();
+            let response = tokio::spawn(ready.call(get("/hang")));
+            assert!(server.stats.requests(round, LIMIT).await);
+            let closing = Instant::now();
+            timeout(LIMIT, client.close()).await.unwrap();
+            let took = closing.elapsed();
+            assert!(took >= close_timeout, "{took:?}");
+            // (Before, the request waited for good, and the socket stayed open.)
+            assert_cut_off(response, &server, round).await;
+            drop(handle);
+        }
+    }
+}
+
 /// A request for `path` on a clone of `conn`, sent: the server has it.
 async fn sent(
     conn: &Conn,

@@ -122,6 +122,18 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
         self.shared.closing.is_set() || self.shared.finished.is_set()
     }
 
+    /// Closes the connection (if no close began yet) and cuts off at once what is still open
+    /// on it, without waiting for the connector's close timeout: requests in flight fail with
+    /// [`ClosedInFlight`], and the socket closes. A persistent connection calls it when the
+    /// connection's close outlasts its own close timeout (shorter than the connector's, or the
+    /// connector's `Duration::MAX`).
+    fn abort(&self) {
+        self.shared.aborted.set();
+        self.shared.close_asked.store(true, Ordering::Release);
+        self.shared.closing.set();
+        self.shared.task.wake();
+    }
+
     fn close_finished(&self) -> impl Future<Output = ()> + Send {
         self.shared.finished.wait()
     }
@@ -602,7 +614,7 @@ async fn drive(
             }
             tokio::select! {
                 _ = &mut conn => {}
-                _ = tokio::time::timeout_at(at, shared.wait_idle()) => {
+                _ = until(&shared, at, shared.wait_idle()) => {
                     // Requests still in flight: cut off (they fail with `ClosedInFlight`).
                     if shared.in_flight.load(Ordering::Acquire) != 0 {
                         shared.cut();
@@ -656,10 +668,7 @@ async fn drive(
             deadline_after(Instant::now(), close_timeout)
         }
     };
-    if tokio::time::timeout_at(deadline, shared.stream_closed())
-        .await
-        .is_err()
-    {
+    if !until(&shared, deadline, shared.stream_closed()).await {
         shared.cut();
         if tokio::time::timeout(CUT_GRACE, shared.stream_closed())
             .await
@@ -667,6 +676,16 @@ async fn drive(
         {
             tracing::warn!(peer = %shared.peer, "http connection cut off, its stream still open");
         }
+    }
+}
+
+/// Waits for `what` until `deadline`, or until the connection is given up
+/// (`Closable::abort`): true if `what` finished.
+async fn until(shared: &ConnShared, deadline: Instant, what: impl Future) -> bool {
+    tokio::select! {
+        biased;
+        finished = tokio::time::timeout_at(deadline, what) => finished.is_ok(),
+        () = shared.aborted.wait() => false,
     }
 }
 

@@ -195,7 +195,9 @@ impl<B, D> HttpConnector<B, D> {
     /// closes the socket anyway. Default: [`DEFAULT_CLOSE_TIMEOUT`] (5 s), within the persistent
     /// connection's own [`close_timeout`](crate::PersistentLayer::close_timeout) (10 s), which
     /// bounds the whole close. Every value is accepted: zero closes at once, `Duration::MAX`
-    /// waits for every request (the persistent connection's close timeout still applies).
+    /// waits for every request (the persistent connection's close timeout still applies: when
+    /// it runs out, the persistent connection gives the connection up, and what is still in
+    /// flight is cut off then, see [`Closable::abort`](crate::Closable::abort)).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self

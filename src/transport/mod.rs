@@ -111,7 +111,11 @@
 //!   connection ended by itself (after the server's GOAWAY, say) counts as closed then, while
 //!   the requests the server took may still be answered: they go on, without a bound of ours,
 //!   until a `close` of yours gives them its close timeout (that `close` too resolves once they
-//!   are cut off and the socket closed).
+//!   are cut off and the socket closed). Under a persistent connection whose own
+//!   [`close_timeout`](crate::PersistentLayer::close_timeout) runs out first (it is shorter, or
+//!   the connector's is `Duration::MAX`), the connection is given up
+//!   ([`abort`](crate::Closable::abort)): what is still open is cut off then, in the same way,
+//!   though a handle may still hold a clone of the connection.
 //! - **Requests handed back unsent**: a request that reached hyper just as the connection ended
 //!   (a server closing an idle connection, the client not yet aware) is handed back by hyper
 //!   unsent: it never reached the server. If the connection belongs to a persistent connection

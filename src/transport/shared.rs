@@ -45,6 +45,9 @@ pub(super) struct ConnShared {
     stream_waiter: AtomicWaker,
     /// A close of ours was asked for (`close`).
     pub(super) close_asked: AtomicBool,
+    /// The connection was given up (`Closable::abort`): whatever a close of ours waits for is
+    /// cut off at once, instead of at its close timeout.
+    pub(super) aborted: Flag,
     /// Requests sent whose response (body included) is not finished.
     pub(super) in_flight: AtomicUsize,
     pub(super) idle: Notify,
@@ -118,6 +121,7 @@ impl ConnShared {
             stream_closed: AtomicBool::new(false),
             stream_waiter: AtomicWaker::new(),
             close_asked: AtomicBool::new(false),
+            aborted: Flag::default(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             served: AtomicBool::new(false),

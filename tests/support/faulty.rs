@@ -49,6 +49,8 @@ struct FaultyState {
     calls: AtomicUsize,
     /// Calls of `close`.
     closes: AtomicUsize,
+    /// Calls of `abort`.
+    aborts: AtomicUsize,
     /// The waker of the last pending `poll_ready`.
     waiting: Mutex<Option<Waker>>,
 }
@@ -63,6 +65,7 @@ impl Faulty {
                 closed: CancellationToken::new(),
                 calls: AtomicUsize::new(0),
                 closes: AtomicUsize::new(0),
+                aborts: AtomicUsize::new(0),
                 waiting: Mutex::new(None),
             }),
         }
@@ -95,6 +98,11 @@ impl Faulty {
     /// How many times `close` was called.
     pub fn closes(&self) -> usize {
         self.state.closes.load(Ordering::SeqCst)
+    }
+
+    /// How many times `abort` was called (the persistent connection gave the connection up).
+    pub fn aborts(&self) -> usize {
+        self.state.aborts.load(Ordering::SeqCst)
     }
 
     /// Requests that reached this connection.
@@ -145,6 +153,10 @@ impl Closable for Faulty {
             }
             closed.cancelled().await;
         }
+    }
+
+    fn abort(&self) {
+        self.state.aborts.fetch_add(1, Ordering::SeqCst);
     }
 
     fn closed_gracefully(&self) -> bool {
