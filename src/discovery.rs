@@ -483,7 +483,9 @@ impl Publication {
     /// # Errors
     ///
     /// If the file cannot be removed (a file already gone is not an error), or etcd does not
-    /// answer within its timeout.
+    /// answer within its timeout. The withdrawal of an etcd entry takes that timeout at most,
+    /// or twice it while the entry is being published again under a new lease (that is
+    /// finished first, so that the lease revoked is the last one granted).
     ///
     /// # Cancel safety
     ///

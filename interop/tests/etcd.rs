@@ -291,6 +291,56 @@ async fn an_invalid_endpoint_is_refused() {
     );
 }
 
+// With etcd out of reach, a withdrawal takes the revoke's timeout, and no more: the keep-alive
+// turn under way is given up, and no other starts. Here each turn fails at its timeout, a
+// whole period (a third of the TTL), so that the next turn is always due as one ends (before,
+// a withdrawal waited for the turn under way, then for a geometric number of further turns:
+// 1.5 to 2 timeouts, often more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(etcd),
+    ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
+)]
+async fn a_withdrawal_with_etcd_down_takes_one_timeout() {
+    let binary = etcd_binary().expect(INSTALL);
+    let mut cluster = Cluster::start(&binary, 1).await.unwrap();
+    let endpoints = cluster.endpoints();
+    let etcd_timeout = Duration::from_secs(1);
+    let discovery = Etcd::connect(&endpoints, PREFIX)
+        .await
+        .unwrap()
+        .timeout(etcd_timeout);
+    let mut publications = Vec::new();
+    for n in 0..8 {
+        let publication = timeout(
+            LIMIT,
+            discovery.publish(&format!("r{n}"), "127.0.0.1:9009", Duration::from_secs(3)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        publications.push(publication);
+    }
+    cluster.kill_all().await;
+    // Two and a half periods with etcd gone: each registration is in a keep-alive turn that
+    // fails at its timeout (the scenario itself, not a wait for a signal).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let withdrawals = publications.into_iter().map(|publication| async move {
+        let start = Instant::now();
+        let withdrawn = timeout(LIMIT, publication.withdraw()).await.unwrap();
+        (start.elapsed(), withdrawn)
+    });
+    for (took, withdrawn) in futures_util::future::join_all(withdrawals).await {
+        let error = withdrawn.unwrap_err();
+        assert!(
+            error.to_string().contains("did not answer lease revoke"),
+            "{error}"
+        );
+        assert!(took >= etcd_timeout, "{took:?}");
+        assert!(took < etcd_timeout + Duration::from_millis(500), "{took:?}");
+    }
+}
+
 // A registration whose lease is lost is published again under a new lease, and a withdrawal
 // waits for that to finish, then revokes the new lease: the key does not come back. Settings
 // at their limits (`Duration::MAX`) keep every request bounded.

@@ -154,7 +154,8 @@ impl Etcd<String> {
 impl<A> Etcd<A> {
     /// The deadline of one lookup, and of each etcd request of a registration. Default:
     /// [`DEFAULT_ETCD_TIMEOUT`] (2 s). Every value is accepted: `Duration::MAX` is no
-    /// deadline (the persistent connection's `connect_timeout` still bounds a lookup).
+    /// deadline (the persistent connection's `connect_timeout` still bounds a lookup), and
+    /// `Duration::ZERO` fails every request at once (no etcd answers in no time).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -439,7 +440,10 @@ async fn keep_alive(
     // Whether the last keep-alive failed: the first failure is a WARN, the next ones DEBUG.
     let mut failing = false;
     loop {
+        // The stop first: a turn that took its whole period finds the next tick due already,
+        // and an unbiased choice would start turn after turn before the withdrawal.
         tokio::select! {
+            biased;
             _ = &mut stopped => return,
             _ = ticks.tick() => {}
         }
@@ -457,7 +461,10 @@ async fn keep_alive(
         let id = lease.load(Ordering::Acquire);
         // Whether the lease is still there: asked on the keep-alive stream of the last turn,
         // or a new one (the first time, after a failure or a cancelled try, or a new lease).
-        let renewed = within(
+        // A keep-alive under way when the withdrawal comes is given up: the lease it renews
+        // is the one the withdrawal revokes. (A registration under way is not, above: the
+        // lease revoked must be the last one granted.)
+        let renewing = within(
             timeout,
             || format!("keep-alive of {key}"),
             || {
@@ -497,8 +504,12 @@ async fn keep_alive(
                     }
                 }
             },
-        )
-        .await;
+        );
+        let renewed = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            renewed = renewing => renewed,
+        };
         match renewed {
             Ok(false) => {
                 tracing::warn!(%key, "etcd lease lost (expired or revoked); publishing again");
