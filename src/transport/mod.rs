@@ -150,6 +150,11 @@
 //! `ready()` future of yours dropped by a timeout) while the clone itself is kept: its place in
 //! the queue stays until the clone is polled again or dropped. A `Persistent` handle whose
 //! [`ready_timeout`](crate::PersistentLayer::ready_timeout) ran out gives its place up itself.
+//! The turns are in order on one connection only: when it dies, the `Persistent` handles that
+//! waited for a turn wait for the next connection, and take its turns in the order they are
+//! woken and polled, whatever the order they waited in. Under a server that drops every
+//! connection after one response, a handle can wait many connections for a turn (bound its
+//! wait with [`ready_timeout`](crate::PersistentLayer::ready_timeout) or `tower::timeout`).
 //! HTTP/2 senders are cloned and multiplex requests.
 //!
 //! # Requests
