@@ -301,6 +301,10 @@ impl<A: Clone> Service<()> for Watch<A> {
     }
 }
 
+/// The longest entry name: its temporary file's name (`.{name}.tmp`) is then 255 bytes, the
+/// longest file name of common file systems.
+const MAX_ENTRY_NAME: usize = 250;
+
 /// Refuses an entry name a [`Catalog`] lookup could never find, or that is not one file name.
 fn check_entry_name(name: &str) -> io::Result<()> {
     let why = if name.is_empty() {
@@ -309,6 +313,8 @@ fn check_entry_name(name: &str) -> io::Result<()> {
         "it begins with `.`, and lookups pass hidden files over"
     } else if name.contains(['/', '\\', '\0']) {
         "it holds a path separator or a NUL byte"
+    } else if name.len() > MAX_ENTRY_NAME {
+        "it is longer than 250 bytes (with its temporary file's `.` and `.tmp`, longer than a file name may be)"
     } else {
         return Ok(());
     };
@@ -355,7 +361,8 @@ impl Catalog {
     ///
     /// An error of kind [`InvalidInput`](io::ErrorKind::InvalidInput), before anything is
     /// written, if `name` is not one a lookup can find: empty, beginning with `.` (hidden, so
-    /// passed over), or holding a path separator or a NUL byte. Otherwise, if the directory or
+    /// passed over), holding a path separator or a NUL byte, or longer than 250 bytes (its
+    /// temporary file's name would be longer than a file name may be). Otherwise, if the directory or
     /// the file cannot be written (the temporary file is then removed).
     ///
     /// # Cancel safety
@@ -484,8 +491,9 @@ impl Publication {
     ///
     /// If the file cannot be removed (a file already gone is not an error), or etcd does not
     /// answer within its timeout. The withdrawal of an etcd entry takes that timeout at most,
-    /// or twice it while the entry is being published again under a new lease (that is
-    /// finished first, so that the lease revoked is the last one granted).
+    /// or three times it while the entry is being published again under a new lease (its
+    /// grant and its put are finished first, so that the lease revoked is the last one
+    /// granted).
     ///
     /// # Cancel safety
     ///

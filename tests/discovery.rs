@@ -71,6 +71,7 @@ async fn dns_resolves_and_rotates() {
 #[tokio::test]
 async fn catalog_refuses_names_it_could_not_find() {
     let dir = support::temp::TempDir::new("catalog-names").unwrap();
+    let too_long = "x".repeat(251);
     for name in [
         "",
         ".",
@@ -80,6 +81,7 @@ async fn catalog_refuses_names_it_could_not_find() {
         "../escape",
         "/tmp/abs",
         "nul\0byte",
+        &too_long,
     ] {
         let error = Catalog::publish(dir.path(), name, addr("127.0.0.1:1"))
             .await
@@ -93,6 +95,15 @@ async fn catalog_refuses_names_it_could_not_find() {
         );
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // The longest name allowed is published, and found.
+    let longest = Catalog::publish(dir.path(), &"x".repeat(250), addr("127.0.0.1:1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        Catalog::new(dir.path()).oneshot(()).await.unwrap(),
+        addr("127.0.0.1:1")
+    );
+    longest.withdraw().await.unwrap();
 
     // A directory where the entry would go: the rename fails, and the temporary file goes.
     std::fs::create_dir(dir.path().join("taken")).unwrap();

@@ -463,7 +463,8 @@ async fn keep_alive(
         // or a new one (the first time, after a failure or a cancelled try, or a new lease).
         // A keep-alive under way when the withdrawal comes is given up: the lease it renews
         // is the one the withdrawal revokes. (A registration under way is not, above: the
-        // lease revoked must be the last one granted.)
+        // lease revoked must be the last one granted. It takes up to two timeouts, its grant
+        // and its put.)
         let renewing = within(
             timeout,
             || format!("keep-alive of {key}"),
