@@ -314,7 +314,7 @@ fn check_entry_name(name: &str) -> io::Result<()> {
     } else if name.contains(['/', '\\', '\0']) {
         "it holds a path separator or a NUL byte"
     } else if name.len() > MAX_ENTRY_NAME {
-        "it is longer than 250 bytes (with its temporary file's `.` and `.tmp`, longer than a file name may be)"
+        "it is longer than 250 bytes (its temporary file's name would be too long)"
     } else {
         return Ok(());
     };
@@ -362,8 +362,8 @@ impl Catalog {
     /// An error of kind [`InvalidInput`](io::ErrorKind::InvalidInput), before anything is
     /// written, if `name` is not one a lookup can find: empty, beginning with `.` (hidden, so
     /// passed over), holding a path separator or a NUL byte, or longer than 250 bytes (its
-    /// temporary file's name would be longer than a file name may be). Otherwise, if the directory or
-    /// the file cannot be written (the temporary file is then removed).
+    /// temporary file's name would be longer than a file name may be). Otherwise, if the
+    /// directory or the file cannot be written (the temporary file is then removed).
     ///
     /// # Cancel safety
     ///

@@ -332,9 +332,10 @@ where
     /// resolves, and the future, polled later, ends at its first poll. Once polled, keep it on
     /// one runtime: its timers are that runtime's (as every tokio timer), and a driver polled
     /// again after that runtime shut down panics in tokio's timer, which ends the persistent
-    /// connection as dropping the driver does. A driver of yours takes nothing over from the connector (the HTTP connector's
-    /// connection task runs in a task of its own, its connect timeout on a timer of its own;
-    /// see the [transport docs](crate::transport)): requests never wait on your polling it.
+    /// connection as dropping the driver does. A driver of yours takes nothing over from the
+    /// connector (the HTTP connector's connection task runs in a task of its own, its connect
+    /// timeout on a timer of its own; see the [transport docs](crate::transport)): requests
+    /// never wait on your polling it.
     ///
     /// # Panics
     ///
