@@ -11,7 +11,26 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use support::*;
 use tokio::time::Instant;
-use tower_persistent::{Closed, PersistentLayer};
+use tower_persistent::{Closed, Persistent, PersistentLayer};
+
+/// A `pair()` whose lookup answers `"a"` at once (returned, for its calls) and whose connector
+/// connects at once; with a `recorder`, its events are recorded.
+fn paired(
+    start: Instant,
+    recorder: Option<&Recorder>,
+) -> (
+    Script,
+    Persistent<&'static str, Conn>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let lookup = Script::new(start, [], Step::Ok("a"));
+    let mut layer = PersistentLayer::new("pair", Lookup(lookup.clone()));
+    if let Some(recorder) = recorder {
+        layer = layer.on_event(recorder.handler());
+    }
+    let (p, driver) = layer.pair(Connect::new(Script::new(start, [], Step::Ok(""))));
+    (lookup, p, driver)
+}
 
 // Nothing happens until the driver's future is polled; then the loop runs as under layer(),
 // and the future ends once closing finished.
@@ -19,10 +38,7 @@ use tower_persistent::{Closed, PersistentLayer};
 async fn the_loop_runs_where_the_future_is_polled() {
     let start = Instant::now();
     let recorder = Recorder::new(start);
-    let lookup = Script::new(start, [], Step::Ok("a"));
-    let (p, driver) = PersistentLayer::new("pair", Lookup(lookup.clone()))
-        .on_event(recorder.handler())
-        .pair(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let (lookup, p, driver) = paired(start, Some(&recorder));
     until(start, 5000).await;
     assert!(lookup.calls().is_empty(), "not polled: no attempt");
     assert!(p.current_connection().is_none());
@@ -65,10 +81,7 @@ async fn dropping_the_driver_closes_the_handles() {
 async fn closing_before_the_driver_is_ever_polled_finishes_without_it() {
     let start = Instant::now();
     let recorder = Recorder::new(start);
-    let lookup = Script::new(start, [], Step::Ok("a"));
-    let (p, driver) = PersistentLayer::new("pair", Lookup(lookup.clone()))
-        .on_event(recorder.handler())
-        .pair(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let (lookup, p, driver) = paired(start, Some(&recorder));
     let events = p.events();
     assert_eq!(p.close().now_or_never(), Some(()));
     assert_eq!(p.close_finished().now_or_never(), Some(()));
@@ -85,9 +98,7 @@ async fn closing_before_the_driver_is_ever_polled_finishes_without_it() {
     assert!(lookup.calls().is_empty(), "no attempt");
     assert!(recorder.log().is_empty(), "no event");
 
-    let lookup = Script::new(start, [], Step::Ok("a"));
-    let (p, driver) = PersistentLayer::new("pair", Lookup(lookup.clone()))
-        .pair(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let (lookup, p, driver) = paired(start, None);
     let finished = p.close_finished();
     drop(p);
     assert_eq!(finished.now_or_never(), Some(()));
