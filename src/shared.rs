@@ -169,18 +169,17 @@ impl<A, C> Shared<A, C> {
         }
     }
 
-    /// Called by the driver at its first poll: true if it is to run the loop, false if closing
-    /// began (and finished) before it was polled.
+    /// Called by the driver at its first poll (once): true if it is to run the loop, false if
+    /// closing began (and finished) before it was polled.
     pub(crate) fn driver_started(&self) -> bool {
-        match self.driver.compare_exchange(
-            DRIVER_UNPOLLED,
-            DRIVER_RUNNING,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => true,
-            Err(state) => state == DRIVER_RUNNING,
-        }
+        self.driver
+            .compare_exchange(
+                DRIVER_UNPOLLED,
+                DRIVER_RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
     }
 
     /// Closing finished (or the driver is gone): wakes every waiter for good and ends the event
