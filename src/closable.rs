@@ -288,7 +288,7 @@ where
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn call(&mut self, request: R) -> Self::Future {
         BoxErrorFuture::new(self.inner.call(request))
     }

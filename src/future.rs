@@ -38,7 +38,7 @@ pin_project! {
 }
 
 impl<F> BoxErrorFuture<F> {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(inner: F) -> Self {
         BoxErrorFuture { inner }
     }
@@ -51,7 +51,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().inner.poll(cx).map(|r| r.map_err(Into::into))
     }
@@ -89,7 +89,7 @@ pin_project! {
 struct FailedError(Option<Box<BoxError>>);
 
 impl Drop for FailedError {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         if let Some(error) = self.0.take() {
             drop_error(error);
@@ -99,12 +99,18 @@ impl Drop for FailedError {
 
 #[cold]
 #[inline(never)]
+fn take_error(error: &mut FailedError) -> BoxError {
+    *error.0.take().expect("ResponseFuture polled after completion")
+}
+
+#[cold]
+#[inline(never)]
 fn drop_error(error: Box<BoxError>) {
     drop(error);
 }
 
 impl<F> ResponseFuture<F> {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(future: F) -> Self {
         ResponseFuture {
             state: ResponseState::Called { future },
@@ -127,14 +133,11 @@ where
 {
     type Output = Result<T, BoxError>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             ResponseStateProj::Called { future } => future.poll(cx).map(|r| r.map_err(Into::into)),
-            ResponseStateProj::Failed { error } => Poll::Ready(Err(*error
-                .0
-                .take()
-                .expect("ResponseFuture polled after completion"))),
+            ResponseStateProj::Failed { error } => Poll::Ready(Err(take_error(error))),
         }
     }
 }
