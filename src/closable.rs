@@ -278,7 +278,7 @@ where
         // Every outcome is made here, each of constants where it can be (the error of a closed
         // connection is zero-sized: its box is a constant), so that a caller that inlines this
         // can drop its own test of `Ready(Ok(()))` on the happy path.
-        if self.closed.is_set() {
+        if self.closed.is_set_relaxed() {
             return Poll::Ready(Err(Box::new(ConnectionClosed::new())));
         }
         match self.inner.poll_ready(cx) {

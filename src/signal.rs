@@ -238,6 +238,15 @@ impl Signal {
         self.0.is_set()
     }
 
+    /// [`is_set`](Self::is_set) for a check that reads nothing published with the flag (a
+    /// ready path's test): a set that happens before the load is seen all the same, and the
+    /// compiler may keep what it read before the load (an acquire load is a load more per
+    /// check on such a path).
+    #[inline]
+    pub(crate) fn is_set_relaxed(&self) -> bool {
+        self.0.set.load(Ordering::Relaxed)
+    }
+
     /// See [`Flag::is_set_seqcst`].
     #[inline]
     pub(crate) fn is_set_seqcst(&self) -> bool {

@@ -208,9 +208,17 @@ impl<C> Slot<C> {
     }
 
     /// The generation of the current connection, for the ready path.
+    ///
+    /// Relaxed: nothing is published with it. A handle that finds its own generation still
+    /// current uses its own copy of the connection; one that finds it changed takes the slot's
+    /// lock, which orders what follows. A change that happens before the load (a `close()`
+    /// that returned before the call, say) is seen all the same: a load sees the latest store
+    /// to its location that happens before it. (An acquire load would also keep the compiler
+    /// from reusing what it read before, such as the handle's pointer to this slot: a load
+    /// more per check on the ready path.)
     #[inline]
     pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// Whether the connection of `generation` is still current.
