@@ -4,7 +4,9 @@
 //! tight `poll_ready` + `call` + poll without a runtime; `ready().await` + `call().await` on a
 //! current-thread runtime, as `benches/overhead.rs`), the loop runs under callgrind twice, for
 //! `N` and `2N` requests, counting only inside the loop's function; the difference divided by
-//! `N` is the cost of one request, setup and loop entry cancelled out.
+//! `N` is the cost of one request, setup and loop entry cancelled out. A second family does the
+//! same over an inner service written as the README writes one (`service_fn` over an async
+//! block), under `ClosableService`, against its own bare service and `Reconnect`.
 //!
 //! ```text
 //! cargo bench --bench instructions        # needs valgrind (Debian's package)
@@ -20,11 +22,18 @@ use services::*;
 use tower::{Service, ServiceExt};
 
 const N: u64 = 20_000;
-const SERVICES: [&str; 4] = [
-    "bare",
-    "persistent",
-    "persistent_closable_service",
-    "reconnect",
+/// Each family: its services, the first the bare inner service and the last tower's
+/// `Reconnect` over it, the baselines of the others.
+const FAMILIES: [&[&str]; 2] = [
+    // `Inner`: a hand-written service whose future is `Ready`.
+    &[
+        "bare",
+        "persistent",
+        "persistent_closable_service",
+        "reconnect",
+    ],
+    // `fn_inner`: `service_fn` over an async block, as the README writes one.
+    &["fn_bare", "fn_persistent_closable_service", "fn_reconnect"],
 ];
 const LOOPS: [&str; 2] = ["tight", "async"];
 
@@ -83,6 +92,9 @@ fn child(service: &str, kind: &str, n: u64) {
         "persistent" => run(&rt, kind, persistent(), n),
         "persistent_closable_service" => run(&rt, kind, persistent_closable(), n),
         "reconnect" => run(&rt, kind, reconnect(), n),
+        "fn_bare" => run(&rt, kind, fn_inner(), n),
+        "fn_persistent_closable_service" => run(&rt, kind, fn_persistent_closable(), n),
+        "fn_reconnect" => run(&rt, kind, fn_reconnect(), n),
         other => panic!("unknown service {other}"),
     }
 }
@@ -144,18 +156,20 @@ fn main() {
             let two = count(service, kind, 2 * N)?;
             Some(two.saturating_sub(one) as f64 / N as f64)
         };
-        let figures: Vec<(&str, Option<f64>)> =
-            SERVICES.iter().map(|s| (*s, per_request(s))).collect();
-        let bare = figures[0].1;
-        let reconnect = figures[3].1;
-        for (service, figure) in &figures {
-            match figure {
-                Some(f) => println!(
-                    "{service:<30} {kind:>6} {f:>14.1} {:>10} {:>12}",
-                    bare.map_or("-".into(), |b| format!("{:+.1}", f - b)),
-                    reconnect.map_or("-".into(), |r| format!("{:.3}", f / r)),
-                ),
-                None => println!("{service:<30} {kind:>6} {:>14}", "failed"),
+        for family in FAMILIES {
+            let figures: Vec<(&str, Option<f64>)> =
+                family.iter().map(|s| (*s, per_request(s))).collect();
+            let bare = figures[0].1;
+            let reconnect = figures[figures.len() - 1].1;
+            for (service, figure) in &figures {
+                match figure {
+                    Some(f) => println!(
+                        "{service:<30} {kind:>6} {f:>14.1} {:>10} {:>12}",
+                        bare.map_or("-".into(), |b| format!("{:+.1}", f - b)),
+                        reconnect.map_or("-".into(), |r| format!("{:.3}", f / r)),
+                    ),
+                    None => println!("{service:<30} {kind:>6} {:>14}", "failed"),
+                }
             }
         }
     }

@@ -104,6 +104,33 @@ pub fn reconnect() -> Reconnecting {
     )
 }
 
+/// The inner service as the README writes one: `service_fn` over an async block, with
+/// `io::Error` (an async block's future leaves no niche for a wrapper's own state).
+pub fn fn_inner() -> impl Service<
+    u64,
+    Response = u64,
+    Error = std::io::Error,
+    Future = impl Future<Output = Result<u64, std::io::Error>> + Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    service_fn(|n: u64| async move { Ok::<_, std::io::Error>(n + 1) })
+}
+
+/// A connected `Persistent` over `ClosableService` over [`fn_inner`].
+pub fn fn_persistent_closable()
+-> impl Service<u64, Response = u64, Error = tower_persistent::BoxError> + Clone {
+    PersistentLayer::new("bench", service_fn(|()| ready(Ok::<_, Infallible>(())))).layer(
+        service_fn(|()| ready(Ok::<_, Infallible>(ClosableService::new(fn_inner())))),
+    )
+}
+
+/// tower's `Reconnect` over [`fn_inner`].
+pub fn fn_reconnect() -> impl Service<u64, Response = u64, Error = tower_persistent::BoxError> {
+    Reconnect::new(service_fn(|()| ready(Ok::<_, Infallible>(fn_inner()))), ())
+}
+
 /// One `poll_ready` + `call` + poll of the response, without a runtime (the services answer at
 /// once). Panics if any of them is not ready.
 #[inline(always)]
