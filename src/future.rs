@@ -100,7 +100,10 @@ impl Drop for FailedError {
 #[cold]
 #[inline(never)]
 fn take_error(error: &mut FailedError) -> BoxError {
-    *error.0.take().expect("ResponseFuture polled after completion")
+    *error
+        .0
+        .take()
+        .expect("ResponseFuture polled after completion")
 }
 
 #[cold]
