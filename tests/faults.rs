@@ -453,6 +453,44 @@ async fn a_call_after_close_never_reaches_the_connection() {
     closing.await;
 }
 
+// The same across threads, 200 times: a handle made ready on one thread, then a close()
+// begun on another before the call (a channel orders them); the call fails with Closed and
+// never reaches the connection. (The ready path reads the generation relaxed: what happens
+// before the load must still be seen.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_after_a_close_on_another_thread_never_reaches_the_connection() {
+    for round in 0..200 {
+        let connect = FaultyConnect::default();
+        let p = layer(&Log::new(Instant::now())).layer(connect.clone());
+        p.connected().await.unwrap();
+        let mut handle = p.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+        let caller = std::thread::spawn(move || {
+            let mut cx = Context::from_waker(Waker::noop());
+            // Connected: ready at once.
+            match Service::<u32>::poll_ready(&mut handle, &mut cx) {
+                Poll::Ready(Ok(())) => {}
+                _ => panic!("a connected handle is ready at once"),
+            }
+            ready_tx.send(()).unwrap();
+            closed_rx.recv().unwrap();
+            let mut call = std::pin::pin!(handle.call(1));
+            match std::future::Future::poll(call.as_mut(), &mut cx) {
+                Poll::Ready(result) => result.map(|_| ()),
+                Poll::Pending => panic!("a call after close() fails at once"),
+            }
+        });
+        ready_rx.recv().unwrap();
+        let closing = p.close();
+        closed_tx.send(()).unwrap();
+        let error = caller.join().unwrap().unwrap_err();
+        assert!(error.is::<Closed>(), "round {round}: {error}");
+        assert_eq!(connect.conn(1).calls(), 0, "round {round}");
+        closing.await;
+    }
+}
+
 // A driver dropped with its runtime before it ever ran: every handle learns at once that the
 // persistent connection is closed.
 #[test]
