@@ -57,6 +57,40 @@ async fn poll_ready_waits_and_wakes_every_clone() {
     assert_eq!(first.call(5).await.unwrap(), (1, 5));
 }
 
+// A `ClosableService` closed on one thread refuses the next request of a clone on another (a
+// channel orders the close before it), and the inner service sees none: 200 rounds. (Its
+// ready path reads the closed flag relaxed: what happens before the load must still be seen.)
+#[test]
+fn a_closable_service_closed_on_another_thread_refuses_the_next_request() {
+    for round in 0..200 {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let conn = ClosableService::new(service_fn(move |n: u32| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok::<_, io::Error>(n))
+        }));
+        let mut other = conn.clone();
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+        let caller = std::thread::spawn(move || {
+            closed_rx.recv().unwrap();
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match Service::<u32>::poll_ready(&mut other, &mut cx) {
+                Poll::Ready(Err(error)) => error,
+                Poll::Ready(Ok(())) => panic!("round {round}: ready after close()"),
+                Poll::Pending => panic!("round {round}: pending after close()"),
+            }
+        });
+        drop(conn.close());
+        closed_tx.send(()).unwrap();
+        let error = caller.join().unwrap();
+        assert!(
+            error.is::<tower_persistent::ConnectionClosed>(),
+            "round {round}: {error}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "round {round}");
+    }
+}
+
 // A handle that waits on a connection's own `poll_ready` is woken when closing begins.
 #[tokio::test(start_paused = true)]
 async fn pending_on_the_connection_is_woken_by_close() {
