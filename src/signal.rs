@@ -35,6 +35,14 @@ impl Flag {
         self.set.load(Ordering::Acquire)
     }
 
+    /// `is_set` for a check that reads nothing published with the flag (a ready path's test):
+    /// a set that happens before the load is seen all the same, and the compiler may keep what
+    /// it read before the load (an acquire load is a load more per check on such a path).
+    #[inline]
+    pub(crate) fn is_set_relaxed(&self) -> bool {
+        self.set.load(Ordering::Relaxed)
+    }
+
     /// `is_set` in the single total order of sequentially consistent operations, for a
     /// check against another atomic that the setter reads after setting (each side then
     /// sees the other's write, or the other sees its own).
@@ -238,13 +246,10 @@ impl Signal {
         self.0.is_set()
     }
 
-    /// [`is_set`](Self::is_set) for a check that reads nothing published with the flag (a
-    /// ready path's test): a set that happens before the load is seen all the same, and the
-    /// compiler may keep what it read before the load (an acquire load is a load more per
-    /// check on such a path).
+    /// See [`Flag::is_set_relaxed`].
     #[inline]
     pub(crate) fn is_set_relaxed(&self) -> bool {
-        self.0.set.load(Ordering::Relaxed)
+        self.0.is_set_relaxed()
     }
 
     /// See [`Flag::is_set_seqcst`].

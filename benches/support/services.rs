@@ -85,8 +85,15 @@ pub fn persistent() -> Persistent<(), Direct> {
 
 /// A connected `Persistent` over `ClosableService<Inner>`.
 pub fn persistent_closable() -> Persistent<(), ClosableService<Inner>> {
+    persistent_closable_over(Inner)
+}
+
+/// A connected `Persistent` over `ClosableService` over (a clone of) `inner`.
+pub fn persistent_closable_over<S: Clone + Send + Sync + 'static>(
+    inner: S,
+) -> Persistent<(), ClosableService<S>> {
     PersistentLayer::new("bench", service_fn(|()| ready(Ok::<_, Infallible>(())))).layer(
-        service_fn(|()| ready(Ok::<_, Infallible>(ClosableService::new(Inner)))),
+        service_fn(move |()| ready(Ok::<_, Infallible>(ClosableService::new(inner.clone())))),
     )
 }
 
@@ -121,9 +128,7 @@ pub fn fn_inner() -> impl Service<
 /// A connected `Persistent` over `ClosableService` over [`fn_inner`].
 pub fn fn_persistent_closable()
 -> impl Service<u64, Response = u64, Error = tower_persistent::BoxError> + Clone {
-    PersistentLayer::new("bench", service_fn(|()| ready(Ok::<_, Infallible>(())))).layer(
-        service_fn(|()| ready(Ok::<_, Infallible>(ClosableService::new(fn_inner())))),
-    )
+    persistent_closable_over(fn_inner())
 }
 
 /// tower's `Reconnect` over [`fn_inner`].
