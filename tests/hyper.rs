@@ -289,6 +289,40 @@ async fn http1_connection_is_shared_by_many_clones() {
     client.close().await;
 }
 
+// A response future dropped before its first poll costs nothing: over HTTP/1.1 the request never
+// reaches hyper (which closes a connection whose queued request was given up), so the connection
+// stays, whether it served before or not, and the next request goes out on it at once. Over
+// HTTP/2 hyper resets the request's stream, if it sent it, and the connection stays too.
+#[tokio::test]
+async fn a_response_future_dropped_unpolled_leaves_the_connection_alone() {
+    for (connector, http1) in [
+        (HttpConnector::http1(), true),
+        (HttpConnector::http2(), false),
+    ] {
+        for warm in [true, false] {
+            let server = HttpServer::start("s").await.unwrap();
+            // A retry delay longer than the test's limit: a replaced connection would show.
+            let (client, log) =
+                client_retrying_after(fixed(server.address), connector.clone(), LIMIT);
+            if warm {
+                assert_eq!(ask(&client, "/warm").await, "s /warm");
+            }
+            let mut handle = client.clone();
+            timeout(LIMIT, handle.ready()).await.unwrap().unwrap();
+            drop(handle.call(get("/abandoned")));
+            assert_eq!(ask(&client, "/after").await, "s /after", "warm: {warm}");
+            assert_eq!(server.accepted(), 1, "warm: {warm}, http1: {http1}");
+            let p = server.address.port();
+            assert_eq!(log.lines(), reconnected_once(p)[..3], "warm: {warm}");
+            if http1 {
+                let answered = if warm { 2 } else { 1 };
+                assert_eq!(server.stats.requests.load(Ordering::SeqCst), answered);
+            }
+            client.close().await;
+        }
+    }
+}
+
 // HTTP/2 from many clones: one connection, requests multiplexed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_multiplexes_requests_of_many_clones() {

@@ -238,17 +238,17 @@ where
                     .take()
                     .expect("HttpConnection::call was called before poll_ready returned Ready");
                 let added = Added::host(&mut request, authority);
-                let sent = send
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .try_send_request(request);
                 ResponseFuture::new(Box::pin(Http1Sending {
-                    sent,
+                    state: Http1State::Unsent {
+                        request: Some(request),
+                    },
+                    start: |send: &mut http1::SendRequest<B>, request| {
+                        send.try_send_request(request)
+                    },
                     turn: Some(turn),
                     send: send.clone(),
                     in_flight: Some(in_flight),
                     resend: resend.then_some(added),
-                    resending: None,
                 }))
             }
             Sender::Http2(send) => {
@@ -462,58 +462,82 @@ where
 }
 
 pin_project! {
-    /// An HTTP/1.1 request on its way: hyper's future, holding this clone's turn until the
-    /// response head arrives (the next clone cannot take the turn while hyper has yet to take
-    /// this request from its queue: hyper withdraws its ready flag when it does), then the
-    /// response with its body counted in flight. Written out, as [`Http2Sending`] is (304
-    /// bytes, where the async function's state took 1,048); what follows a request handed
-    /// back unsent is [`http1_handed_back`]'s. hyper has the request from `call` on, as over
-    /// HTTP/2 (the async function gave it at the first poll).
-    struct Http1Sending<F, B> {
+    #[project = Http1StateProj]
+    enum Http1State<F, B> {
+        // Not polled yet. hyper gets the request at the first poll, not in `call`: a request
+        // given to hyper and then given up (its future dropped unpolled) makes hyper close the
+        // connection, where a future dropped before its first poll must cost nothing.
+        Unsent { request: Option<http::Request<B>> },
+        Sent { #[pin] sent: F },
+        // Handed back unsent: offered again, or sent on the successor.
+        Resending { resending: Pin<Box<dyn Future<Output = Sent> + Send>> },
+    }
+}
+
+pin_project! {
+    /// An HTTP/1.1 request on its way: hyper's future (made at the first poll by `start`,
+    /// which names its type), holding this clone's turn until the response head arrives (the
+    /// next clone cannot take the turn while hyper has yet to take this request from its
+    /// queue: hyper withdraws its ready flag when it does), then the response with its body
+    /// counted in flight. Written out, as [`Http2Sending`] is (296 bytes, where the async
+    /// function's state took 1,048); what follows a request handed back unsent is
+    /// [`http1_handed_back`]'s.
+    struct Http1Sending<F, S, B> {
         #[pin]
-        sent: F,
-        // Dropped when `sent` is done.
+        state: Http1State<F, B>,
+        start: S,
+        // Dropped when the request is done with (answered, handed to the successor, failed).
         turn: Option<tokio::sync::OwnedSemaphorePermit>,
         send: Arc<Mutex<http1::SendRequest<B>>>,
         // Taken when `sent` is done.
         in_flight: Option<InFlight>,
         resend: Option<Added>,
-        // A request handed back unsent, offered again.
-        resending: Option<Pin<Box<dyn Future<Output = Sent> + Send>>>,
     }
 }
 
-impl<F, B> Future for Http1Sending<F, B>
+impl<F, S, B> Future for Http1Sending<F, S, B>
 where
     F: Future<Output = Result<http::Response<Incoming>, TrySendError<http::Request<B>>>>,
+    S: Fn(&mut http1::SendRequest<B>, http::Request<B>) -> F,
     B: Body + Send + 'static,
 {
     type Output = Sent;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
-        let this = self.project();
-        if let Some(resending) = this.resending {
-            return resending.as_mut().poll(cx);
-        }
-        let sent = ready!(this.sent.poll(cx));
-        let in_flight = this
-            .in_flight
-            .take()
-            .expect("HttpConnection's response future polled after completion");
-        let turn = this.turn.take();
-        match sent {
-            Ok(response) => Poll::Ready(Ok(respond(response, in_flight))),
-            Err(error) => {
-                let mut resending = Box::pin(http1_handed_back(
-                    this.send.clone(),
-                    turn,
-                    error,
-                    in_flight,
-                    this.resend.take(),
-                ));
-                let polled = resending.as_mut().poll(cx);
-                *this.resending = Some(resending);
-                polled
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                Http1StateProj::Unsent { request } => {
+                    let request = request
+                        .take()
+                        .expect("HttpConnection's response future polled after a panic");
+                    let sent = (this.start)(
+                        &mut this.send.lock().unwrap_or_else(|e| e.into_inner()),
+                        request,
+                    );
+                    this.state.set(Http1State::Sent { sent });
+                }
+                Http1StateProj::Sent { sent } => {
+                    let sent = ready!(sent.poll(cx));
+                    let in_flight = this
+                        .in_flight
+                        .take()
+                        .expect("HttpConnection's response future polled after completion");
+                    let turn = this.turn.take();
+                    let error = match sent {
+                        Ok(response) => return Poll::Ready(Ok(respond(response, in_flight))),
+                        Err(error) => error,
+                    };
+                    let resending = Box::pin(http1_handed_back(
+                        this.send.clone(),
+                        turn,
+                        error,
+                        in_flight,
+                        this.resend.take(),
+                    ));
+                    this.state.set(Http1State::Resending { resending });
+                }
+                Http1StateProj::Resending { resending } => return resending.as_mut().poll(cx),
             }
         }
     }
