@@ -292,7 +292,7 @@ async fn http1_connection_is_shared_by_many_clones() {
 // A response future dropped before its first poll costs nothing: over HTTP/1.1 the request never
 // reaches hyper (which closes a connection whose queued request was given up), so the connection
 // stays, whether it served before or not, and the next request goes out on it at once. Over
-// HTTP/2 hyper resets the request's stream, if it sent it, and the connection stays too.
+// HTTP/2 hyper has the request from `call` (and may send it); the connection stays too.
 #[tokio::test]
 async fn a_response_future_dropped_unpolled_leaves_the_connection_alone() {
     for (connector, http1) in [
