@@ -494,10 +494,14 @@ impl<A, C: Clone> Persistent<A, C> {
         let Some(timeout) = self.shared.ready_timeout else {
             return Readied::Pending;
         };
-        let timer = self
-            .ready_timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if timer.as_mut().poll(cx).is_ready() {
+        // Zero: no wait at all (a timer would fire only at its next tick, a millisecond on).
+        let timed_out = timeout.is_zero() || {
+            let timer = self
+                .ready_timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            timer.as_mut().poll(cx).is_ready()
+        };
+        if timed_out {
             self.ready_timer = None;
             self.readiness = Readiness::TimedOut;
             // The connection's own wait is given up too (its place in an HTTP/1.1 connection's

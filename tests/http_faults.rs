@@ -160,24 +160,35 @@ async fn http2_waits_for_a_whole_settings_frame() {
 }
 
 // An HTTP/2 server whose first frame is not SETTINGS fails the attempt with an error that
-// says so.
-#[tokio::test]
+// says so, every time: also an HTTP/1.1 server's answer (read as a frame of type `P`), on which
+// hyper ends its connection as the greeting is found wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_first_frame_must_be_settings() {
-    // A PING frame (type 6) with its 8-byte payload.
-    let (address, _server) =
-        greeting_server(&[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]).await;
-    let (client, _) = client(address, HttpConnector::http2(), |layer| {
-        layer.retry_delay(|| Duration::from_secs(60))
-    });
-    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(
-        error.text(),
-        "connect failed: server's first http/2 frame was not SETTINGS (frame type 0x06)"
-    );
-    client.close().await;
+    // A PING frame (type 6) with its 8-byte payload; an HTTP/1.1 server's refusal.
+    let ping: &[u8] = &[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+    let http1: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+    for (greeting, frame_type) in [(ping, "0x06"), (http1, "0x50")] {
+        for round in 0..20 {
+            let (address, _server) = greeting_server(greeting).await;
+            // A short delay: on two threads the first attempt may fail before the call below
+            // waits for an outcome, which is then the next attempt's.
+            let (client, _) = client(address, HttpConnector::http2(), |layer| {
+                layer.retry_delay(|| Duration::from_millis(10))
+            });
+            let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(
+                error.text(),
+                format!(
+                    "connect failed: server's first http/2 frame was not SETTINGS (frame type {frame_type})"
+                ),
+                "round {round}"
+            );
+            client.close().await;
+        }
+    }
 }
 
 // Many clones racing for one keep-alive HTTP/1.1 connection on two threads: every request that

@@ -70,3 +70,35 @@ async fn every_wait_gets_the_whole_timeout() {
     assert_eq!(ms(start), 7000, "two seconds from the start of this wait");
     p.close().await;
 }
+
+// A ready timeout of zero fails at once a call that would wait at all (no timer's tick first),
+// and leaves alone one whose connection is ready.
+#[tokio::test(start_paused = true)]
+async fn a_ready_timeout_of_zero_fails_a_call_that_would_wait_at_all() {
+    let start = Instant::now();
+    let p = PersistentLayer::new(
+        "test",
+        Lookup(Script::new(
+            start,
+            [Step::After(
+                Duration::from_millis(1500),
+                Box::new(Step::Ok("a")),
+            )],
+            Step::Err("down"),
+        )),
+    )
+    .ready_timeout(Duration::ZERO)
+    .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    // Between two ticks of the timer, where a timer of zero would wait for the next one.
+    tokio::time::advance(Duration::from_micros(500)).await;
+    let asked = Instant::now();
+    let error = p.clone().oneshot(1u32).await.unwrap_err();
+    assert!(error.is::<ReadyTimeout>(), "{error}");
+    assert_eq!(error.to_string(), "no connection was ready within 0ns");
+    assert_eq!(asked.elapsed(), Duration::ZERO);
+
+    // Once the connection is made (1.5 s on), a call finds it ready and is answered.
+    p.connected().await.unwrap();
+    assert_eq!(p.clone().oneshot(2u32).await.unwrap(), (1, 2));
+    p.close().await;
+}

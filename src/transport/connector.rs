@@ -429,7 +429,10 @@ where
         let mut guard = AbortOnDrop(task);
         if let Some(greeted) = greeted {
             // The server's connection preface: a whole SETTINGS frame.
+            // The greeting first: hyper ends its connection on a first frame that is not
+            // SETTINGS, which the stream has seen (and said) before hyper reads it.
             tokio::select! {
+                biased;
                 _ = greeted.done.wait() => {
                     if let Some(frame_type) = greeted.not_settings() {
                         return Err(HttpConnectError::new(
