@@ -8,6 +8,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -527,7 +528,7 @@ where
             if shared
                 .commands
                 .close_when_current_closed
-                .load(std::sync::atomic::Ordering::SeqCst)
+                .load(Ordering::SeqCst)
             {
                 shared.begin_close();
                 return None;
@@ -550,19 +551,40 @@ where
     /// timer would only fire at its next tick, 1 ms later); the timer's wait runs in a future
     /// of its own, so that the driver's future stays small.
     async fn wait_until(&mut self, deadline: Instant) -> bool {
+        if self.reconnect_asked() {
+            self.backoff.reset();
+            return !self.shared().commands.stop.is_set();
+        }
         if deadline <= Instant::now() {
             return !self.shared().commands.stop.is_set();
         }
         Box::pin(self.wait_for_timer(deadline)).await
     }
 
+    /// Whether `reconnect_now` was called since the state that this wait follows was
+    /// published (and not yet answered).
+    fn reconnect_asked(&self) -> bool {
+        let shared = self.shared();
+        let asked = shared.commands.reconnect_asked.swap(0, Ordering::AcqRel);
+        asked != 0 && asked.wrapping_sub(1) == shared.slot.state_version()
+    }
+
     async fn wait_for_timer(&mut self, deadline: Instant) -> bool {
         let shared = self.shared().clone();
+        // Listening before looking again: a `reconnect_now` between the look in `wait_until`
+        // and this wait is seen by one or the other.
+        let mut reconnect = std::pin::pin!(shared.commands.reconnect.notified());
+        reconnect.as_mut().enable();
+        if self.reconnect_asked() {
+            self.backoff.reset();
+            return !shared.commands.stop.is_set();
+        }
         tokio::select! {
             biased;
             _ = shared.commands.stop.wait() => false,
             _ = sleep_until(deadline) => true,
-            _ = shared.commands.reconnect.notified() => {
+            _ = reconnect => {
+                shared.commands.reconnect_asked.store(0, Ordering::Release);
                 self.backoff.reset();
                 true
             }

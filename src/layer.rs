@@ -187,7 +187,10 @@ impl<G, A, C> PersistentLayer<G, A, C> {
 
     /// The deadline of one connection attempt, address lookup and connect together, counted
     /// from the start of the attempt. It is never shorter than that attempt's retry delay (the
-    /// next attempt could not start sooner anyway), as in gRPC. An attempt that runs out of time
+    /// next attempt could not start sooner anyway), as in gRPC. The time an
+    /// [`on_event`](Self::on_event) handler takes over the attempt's
+    /// [`ObtainedAddress`](Event::ObtainedAddress) is not counted: the deadline moves on by
+    /// that much. An attempt that runs out of time
     /// is a [`FailedToConnect`](Event::FailedToConnect) whose error
     /// [`is_timeout`](crate::ConnectError::is_timeout).
     ///
@@ -280,7 +283,10 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// How many events an [`events`](Persistent::events) subscriber may fall behind before it is
     /// told, by an [`Event::Lagged`], how many it missed.
     ///
-    /// Default: [`DEFAULT_EVENT_CAPACITY`] (256). Kept within `[1, 65536]`.
+    /// Default: [`DEFAULT_EVENT_CAPACITY`] (256). Kept within `[1, 65536]`, then rounded up to a
+    /// power of two (the buffer is tokio's broadcast channel, which does so): 100 lets a
+    /// subscriber fall 128 behind. The most recent event, which a new subscriber gets first, is
+    /// kept apart from the buffer.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.config.event_capacity = capacity;
         self

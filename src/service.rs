@@ -310,10 +310,20 @@ where
     }
 
     /// Cuts the current wait for the next attempt short, and starts the retry policy again from
-    /// its first delay (as gRPC's `ResetConnectBackoff`). Does nothing while an attempt is under
-    /// way, while connected, or once closed.
+    /// its first delay (as gRPC's `ResetConnectBackoff`). It counts whenever [`state`](Self::state)
+    /// shows a `next_attempt_at`: also while the wait is about to begin (during a
+    /// `FailedToConnect` or `Disconnected` handler, or while a dead connection is closed), which
+    /// is then not waited. Does nothing while an attempt is under way, while connected, or once
+    /// closed.
     pub fn reconnect_now(&self) {
-        self.shared.commands.reconnect.notify_waiters();
+        let commands = &self.shared.commands;
+        if let Some(version) = self.shared.slot.waiting_version() {
+            commands.reconnect_asked.store(
+                version.wrapping_add(1),
+                std::sync::atomic::Ordering::Release,
+            );
+        }
+        commands.reconnect.notify_waiters();
     }
 
     /// The name given to [`PersistentLayer::new`](crate::PersistentLayer::new).

@@ -45,6 +45,10 @@ pub(crate) struct Commands {
     pub(crate) dead: Bell,
     /// `reconnect_now` was called: cut the current wait short.
     pub(crate) reconnect: Notify,
+    /// `reconnect_now` was called while the state said a wait was due: the version of that
+    /// state, plus one (zero: none). A wait that begins while the state is still that one
+    /// (after a `FailedToConnect` handler, or the close of a dead connection) is not waited.
+    pub(crate) reconnect_asked: AtomicU64,
     /// Close the persistent connection once the current connection dies.
     pub(crate) close_when_current_closed: AtomicBool,
 }

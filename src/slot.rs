@@ -370,6 +370,20 @@ impl<C> Slot<C> {
         self.lock().state_version
     }
 
+    /// The version of the state now if it says that the loop waits, or is about to wait, for
+    /// its next attempt (`Connecting` with a `next_attempt_at`).
+    pub(crate) fn waiting_version(&self) -> Option<u64> {
+        let inner = self.lock();
+        matches!(
+            inner.state,
+            State::Connecting {
+                next_attempt_at: Some(_),
+                ..
+            }
+        )
+        .then_some(inner.state_version)
+    }
+
     /// Waits until `check` finds something in the slot.
     async fn wait<T>(&self, mut check: impl FnMut(&Inner<C>) -> Option<T>) -> T {
         wait_until(&self.changed, || check(&self.lock())).await

@@ -8,7 +8,7 @@ use support::*;
 use tokio::time::Instant;
 use tower::Layer;
 use tower_persistent::backoff::{Exponential, RetryPolicy};
-use tower_persistent::{Closable, PersistentLayer, State};
+use tower_persistent::{Closable, Event, PersistentLayer, State};
 
 /// `State` in a comparable form: (kind, attempt, next attempt in ms from start, last error).
 fn summary(start: Instant, state: &State) -> (String, u32, Option<u64>, Option<String>) {
@@ -112,4 +112,58 @@ async fn reconnect_now_cuts_the_wait_short_and_resets_the_backoff() {
     p.reconnect_now();
     until(start, 100_000).await;
     assert_eq!(lookup.calls().len(), 7);
+}
+
+// `reconnect_now` also counts while the wait is about to begin, whenever the state shows the
+// next attempt's time: during a `FailedToConnect` handler, and during a `Disconnected` one. The
+// wait that follows is then not waited.
+#[tokio::test(start_paused = true)]
+async fn reconnect_now_during_a_handler_cuts_the_coming_wait() {
+    let start = Instant::now();
+    let lookup = Script::new(start, [Step::Err("down")], Step::Ok("a"));
+    let connect = Connect::new(Script::new(start, [], Step::Ok("")));
+    let p = PersistentLayer::new("test", Lookup(lookup.clone()))
+        .retry_delay(|| Duration::from_secs(10))
+        .jitter(0.0)
+        .on_event(|event| async move {
+            if matches!(event, Event::FailedToConnect(_) | Event::Disconnected) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .layer(connect.clone());
+
+    until(start, 10).await;
+    let (kind, attempt, next, _) = summary(start, &p.state());
+    assert_eq!(
+        (kind.as_str(), attempt, next),
+        ("connecting", 1, Some(10_000))
+    );
+    p.reconnect_now();
+    p.connected().await.unwrap();
+    assert_eq!(ms(start), 50, "right after the handler");
+    assert_eq!(lookup.calls(), [0, 50]);
+
+    // The connection ends young: the next round is due 10 s after its attempt began.
+    until(start, 1000).await;
+    connect.conn(1).close().await;
+    until(start, 1010).await;
+    let (kind, attempt, next, _) = summary(start, &p.state());
+    assert_eq!(
+        (kind.as_str(), attempt, next),
+        ("connecting", 0, Some(10_050))
+    );
+    p.reconnect_now();
+    p.connected().await.unwrap();
+    assert_eq!(ms(start), 1050, "right after the handler");
+    assert_eq!(lookup.calls(), [0, 50, 1050]);
+
+    // Asked while connected, it does nothing later: the next wait is waited in full.
+    p.reconnect_now();
+    until(start, 2000).await;
+    connect.conn(2).close().await;
+    until(start, 2100).await;
+    assert_eq!(lookup.calls(), [0, 50, 1050]);
+    until(start, 11_100).await;
+    assert_eq!(lookup.calls(), [0, 50, 1050, 11_050]);
+    p.close().await;
 }
