@@ -551,22 +551,22 @@ where
     /// timer would only fire at its next tick, 1 ms later); the timer's wait runs in a future
     /// of its own, so that the driver's future stays small.
     async fn wait_until(&mut self, deadline: Instant) -> bool {
-        if self.reconnect_asked() {
-            self.backoff.reset();
-            return !self.shared().commands.stop.is_set();
-        }
-        if deadline <= Instant::now() {
+        if self.reconnect_asked() || deadline <= Instant::now() {
             return !self.shared().commands.stop.is_set();
         }
         Box::pin(self.wait_for_timer(deadline)).await
     }
 
     /// Whether `reconnect_now` was called since the state that this wait follows was
-    /// published (and not yet answered).
-    fn reconnect_asked(&self) -> bool {
+    /// published (and not yet answered); if so, the policy starts again.
+    fn reconnect_asked(&mut self) -> bool {
         let shared = self.shared();
         let asked = shared.commands.reconnect_asked.swap(0, Ordering::AcqRel);
-        asked != 0 && asked.wrapping_sub(1) == shared.slot.state_version()
+        let asked = asked != 0 && asked.wrapping_sub(1) == shared.slot.state_version();
+        if asked {
+            self.backoff.reset();
+        }
+        asked
     }
 
     async fn wait_for_timer(&mut self, deadline: Instant) -> bool {
@@ -576,7 +576,6 @@ where
         let mut reconnect = std::pin::pin!(shared.commands.reconnect.notified());
         reconnect.as_mut().enable();
         if self.reconnect_asked() {
-            self.backoff.reset();
             return !shared.commands.stop.is_set();
         }
         tokio::select! {
