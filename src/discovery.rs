@@ -199,7 +199,10 @@ impl<A> fmt::Debug for Resolving<A> {
 /// A `host:port` resolved again at every call, rotating among the results.
 ///
 /// The results of each resolution are sorted, so that the rotation is stable while the records
-/// are; an address that disappears from the records is no longer answered.
+/// are; an address that disappears from the records is no longer answered. It answers socket
+/// addresses: the name is not kept, so an HTTP request that names no authority is sent with
+/// the IP address and port, and over TLS the certificate is checked against the IP address
+/// unless the connector's `TlsConfig::server_name` (or `authority`) says otherwise.
 #[derive(Debug, Clone)]
 pub struct Dns {
     host_port: Arc<str>,

@@ -244,7 +244,9 @@ where
 /// - an [`http::Uri`] (`http://host:port`, port 80 by default; `https://host`, port 443 by
 ///   default, which does not by itself turn TLS on: see [`HttpConnector::tls`](super::HttpConnector::tls));
 /// - the path of a Unix domain socket: a [`PathBuf`], a `&'static Path`, or a string that
-///   starts with `unix:` (`"unix:/run/orders.sock"`), so that discovery can publish one as text.
+///   starts with `unix:` (`"unix:/run/orders.sock"`), so that a lookup answering strings
+///   (`Fixed`, `RoundRobin`, `Watch`, etcd's values) can give one as text. (`Dns` and `Catalog`
+///   answer socket addresses.)
 ///
 /// A name is also what requests name as their authority (the HTTP/1.1 `Host` header, the
 /// HTTP/2 `:authority`) when they do not name one themselves, and what a TLS server's

@@ -18,10 +18,11 @@ use super::shared::Version;
 /// server's certificate is checked against.
 ///
 /// Without a [`server_name`](Self::server_name), a certificate is checked against the address
-/// of each connection: the host of a name (a catalog publishing
+/// of each connection: the host of a name (a lookup answering the string
 /// `replica-3.orders.internal:8443` gets that host's certificate checked against
-/// `replica-3.orders.internal`), or else the IP address dialed. A Unix domain socket or a
-/// stream of yours has neither: set the name.
+/// `replica-3.orders.internal`), or else the IP address dialed. Lookups that answer socket
+/// addresses ([`Dns`](crate::discovery::Dns), [`Catalog`](crate::discovery::Catalog)) keep no
+/// name, and a Unix domain socket or a stream of yours has none: set the name.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
