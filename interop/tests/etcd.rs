@@ -357,6 +357,7 @@ async fn a_lost_lease_is_renewed_and_a_withdrawal_is_final() {
         .await
         .unwrap()
         .timeout(Duration::MAX);
+    let published = Instant::now();
     let publication = timeout(
         LIMIT,
         discovery.publish("r9", "127.0.0.1:9009", Duration::from_secs(2)),
@@ -386,6 +387,10 @@ async fn a_lost_lease_is_renewed_and_a_withdrawal_is_final() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_ne!(second, first);
+    // At the first keep-alive turn (a third of the TTL), which finds the lease gone: not a
+    // turn later (1.33 s).
+    let republished = published.elapsed();
+    assert!(republished < Duration::from_millis(1200), "{republished:?}");
     assert_eq!(
         timeout(LIMIT, discovery.clone().oneshot(()))
             .await

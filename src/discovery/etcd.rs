@@ -58,9 +58,10 @@ const MAX_TTL_SECS: i64 = 9_000_000_000;
 /// reaches answers from its own copy, without waiting for a leader, so that lookups go on
 /// while the cluster elects one; the copy may lag the leader by the time it takes to apply a
 /// change) and answers the next replica in turn, as [`RoundRobin`](super::RoundRobin) does,
-/// keys taken in order. Values that are empty, or do not parse as an `A`, are passed over
-/// (surrounding whitespace is trimmed; with the default `String`, every other value is an
-/// address). A lookup that gets
+/// keys taken in order. Values that are empty, not UTF-8, or do not parse as an `A`, are
+/// passed over (surrounding whitespace is trimmed; with the default `String`, every other value
+/// is an address). Every key under the prefix counts: an empty prefix reads the whole keyspace.
+/// A lookup that gets
 /// no answer within its [`timeout`](Self::timeout) (every member down or unreachable), or
 /// finds no replica, fails with a [`LookupError`] that says which; the persistent connection
 /// reports it as a failed attempt and tries again after its delay. A live connection is never
@@ -107,8 +108,10 @@ impl Etcd<String> {
     /// Connects lazily: this fails only for an endpoint that is not a valid address (a port
     /// out of range included), never because etcd is down. Each member's connection is PINGed
     /// every 2 s (HTTP/2 keep-alive) and dropped if the answer takes longer, so that a member
-    /// that is frozen rather than down is passed over; a connection to a member gets 2 s to
-    /// come up.
+    /// that is frozen rather than down is passed over for a while (its connection comes up
+    /// again at once, the kernel still accepting for it: it keeps taking some tries, and now and
+    /// then a lookup whose every try lands on it fails at its timeout); a connection to a
+    /// member gets 2 s to come up.
     ///
     /// # Errors
     ///
@@ -186,7 +189,7 @@ impl<A> Etcd<A> {
     /// of `ttl` (whole seconds, at least one; etcd may raise it to its own minimum) that a
     /// background task keeps alive, every third of the TTL. Should the lease be lost all the
     /// same (etcd unreachable for longer than the TTL), the task publishes again under a new
-    /// one as soon as etcd answers.
+    /// one at the first keep-alive turn that etcd answers, in that turn.
     ///
     /// [`withdraw`](Publication::withdraw) revokes the lease, which removes the key at once:
     /// await it on clean shutdown. Dropping the [`Publication`] instead stops the keep-alive
@@ -447,15 +450,22 @@ async fn keep_alive(
             _ = &mut stopped => return,
             _ = ticks.tick() => {}
         }
-        if lost {
+        // Publishing again under a new lease; false if etcd did not take it (next turn).
+        let republish = || async {
             match register(&client, &key, &value, ttl_secs, timeout).await {
                 Ok(new) => {
                     lease.store(new.load(Ordering::Acquire), Ordering::Release);
-                    lost = false;
                     tracing::info!(%key, "etcd registration published again under a new lease");
+                    true
                 }
-                Err(error) => tracing::debug!(%key, %error, "etcd registration not yet restored"),
+                Err(error) => {
+                    tracing::debug!(%key, %error, "etcd registration not yet restored");
+                    false
+                }
             }
+        };
+        if lost {
+            lost = !republish().await;
             continue;
         }
         let id = lease.load(Ordering::Acquire);
@@ -514,8 +524,9 @@ async fn keep_alive(
         match renewed {
             Ok(false) => {
                 tracing::warn!(%key, "etcd lease lost (expired or revoked); publishing again");
-                lost = true;
                 failing = false;
+                // At once (etcd has just answered), not a period later.
+                lost = !republish().await;
             }
             Ok(true) => failing = false,
             Err(error) => {
