@@ -25,27 +25,29 @@ async fn a_request_without_a_connection_fails_after_the_ready_timeout() {
     p.close().await;
 }
 
+/// A lookup whose first call answers `a` 1.5 s after `start`; every later one fails.
+fn lookup_answering_after_1500ms(start: Instant) -> Lookup {
+    Lookup(Script::new(
+        start,
+        [Step::After(
+            Duration::from_millis(1500),
+            Box::new(Step::Ok("a")),
+        )],
+        Step::Err("down"),
+    ))
+}
+
 // Each wait has its own timer: a handle that waited 1.5 s for its first connection, then waits
 // again later, gets the whole timeout again; a connection in time answers.
 #[tokio::test(start_paused = true)]
 async fn every_wait_gets_the_whole_timeout() {
     let start = Instant::now();
     let connect = Connect::new(Script::new(start, [], Step::Ok("")));
-    let p = PersistentLayer::new(
-        "test",
-        Lookup(Script::new(
-            start,
-            [Step::After(
-                Duration::from_millis(1500),
-                Box::new(Step::Ok("a")),
-            )],
-            Step::Err("down"),
-        )),
-    )
-    .retry_delay(|| Duration::from_secs(10))
-    .jitter(0.0)
-    .ready_timeout(Duration::from_secs(2))
-    .layer(connect.clone());
+    let p = PersistentLayer::new("test", lookup_answering_after_1500ms(start))
+        .retry_delay(|| Duration::from_secs(10))
+        .jitter(0.0)
+        .ready_timeout(Duration::from_secs(2))
+        .layer(connect.clone());
     let mut handle = p.clone();
     assert_eq!(
         ServiceExt::<u32>::ready(&mut handle)
@@ -76,19 +78,9 @@ async fn every_wait_gets_the_whole_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_ready_timeout_of_zero_fails_a_call_that_would_wait_at_all() {
     let start = Instant::now();
-    let p = PersistentLayer::new(
-        "test",
-        Lookup(Script::new(
-            start,
-            [Step::After(
-                Duration::from_millis(1500),
-                Box::new(Step::Ok("a")),
-            )],
-            Step::Err("down"),
-        )),
-    )
-    .ready_timeout(Duration::ZERO)
-    .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let p = PersistentLayer::new("test", lookup_answering_after_1500ms(start))
+        .ready_timeout(Duration::ZERO)
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
     // Between two ticks of the timer, where a timer of zero would wait for the next one.
     tokio::time::advance(Duration::from_micros(500)).await;
     let asked = Instant::now();
