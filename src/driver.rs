@@ -118,7 +118,9 @@ enum Guarded<T> {
 }
 
 /// Calls `service` with `request` (its `poll_ready` first), catching panics, giving up at
-/// `deadline` (kept by `timer`), and dropping the call as soon as `stop` is set.
+/// `deadline` (kept by `timer`), and dropping the call as soon as `stop` is set. A call given
+/// up is dropped here, its panic caught too: at the deadline, a call that panics as it is
+/// dropped counts as a panic of the call; when closing, the panic is logged.
 ///
 /// With a `scope` (see [`handover`]), each poll of the call runs within it; the tasks handed
 /// over are polled with it, and the deadlines a connector asks the driver to keep are kept by
@@ -143,11 +145,15 @@ where
         service.call(request).await.map_err(Into::into)
     })
     .catch_unwind();
-    tokio::pin!(call);
-    std::future::poll_fn(|cx| {
+    // In an `Option`, so that a call given up is dropped in place, its panic caught.
+    let mut call = std::pin::pin!(Some(call));
+    let outcome = std::future::poll_fn(|cx| {
         if stop.poll_set(cx).is_ready() {
             return Poll::Ready(Guarded::Stopped);
         }
+        let Some(mut call) = call.as_mut().as_pin_mut() else {
+            unreachable!("the call is dropped only once given up");
+        };
         // Each round either ends, waits, or forgets a deadline that has come (the timer fires
         // only once its instant has come); bounded all the same, by yielding.
         for _ in 0..=MAX_DEADLINE_ROUNDS {
@@ -182,7 +188,22 @@ where
         cx.waker().wake_by_ref();
         Poll::Pending
     })
-    .await
+    .await;
+    if !matches!(outcome, Guarded::TimedOut | Guarded::Stopped) {
+        return outcome;
+    }
+    // Given up: dropped now, a panic of its drop caught (a user's future may panic there).
+    match catch_unwind(AssertUnwindSafe(|| call.as_mut().set(None))) {
+        Ok(()) => outcome,
+        Err(payload) if matches!(outcome, Guarded::TimedOut) => Guarded::Panicked(payload),
+        Err(payload) => {
+            tracing::error!(
+                panic = %panic_message(&*payload),
+                "a lookup or connect given up as closing began panicked as it was dropped",
+            );
+            outcome
+        }
+    }
 }
 
 /// More rounds of one poll of a guarded call than a scope has deadlines.

@@ -51,6 +51,76 @@ async fn panics_in_lookup_and_connect_are_failed_attempts() {
     );
 }
 
+// A lookup or a connect given up at the connect timeout whose future panics as it is dropped:
+// a failed attempt whose error says it panicked, and the loop goes on (it ended the driver).
+#[tokio::test(start_paused = true)]
+async fn a_call_that_panics_as_it_is_dropped_at_the_timeout_is_a_failed_attempt() {
+    let start = Instant::now();
+    let recorder = Recorder::new(start);
+    let lookup = Script::new(
+        start,
+        [Step::HangThenPanicOnDrop("lookup dropped")],
+        Step::Ok("a"),
+    );
+    let connect = Connect::new(Script::new(
+        start,
+        [Step::HangThenPanicOnDrop("connect dropped")],
+        Step::Ok(""),
+    ));
+    // Each attempt is given up at 300 ms; the next one starts then (the delay, 100 ms, has
+    // passed).
+    let p = PersistentLayer::new("test", Lookup(lookup))
+        .retry_delay(|| Duration::from_millis(100))
+        .jitter(0.0)
+        .connect_timeout(Duration::from_millis(300))
+        .on_event(recorder.handler())
+        .layer(connect);
+    let mut events = p.events();
+
+    let failure = p.connected_or_failed_to_connect().await.unwrap_err();
+    assert!(failure.is_address() && failure.is_panic());
+    assert_eq!(failure.text(), "address lookup panicked: lookup dropped");
+    let failure = p.connected_or_failed_to_connect().await.unwrap_err();
+    assert!(failure.is_connect() && failure.is_panic());
+    wait_event(&mut events, "connected").await;
+    assert!(!p.is_closed());
+
+    assert_eq!(
+        recorder.log(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (
+                300,
+                "FailedToConnect(address lookup panicked: lookup dropped)"
+            ),
+            (300, "ObtainedAddress(\"a\")"),
+            (600, "FailedToConnect(connect panicked: connect dropped)"),
+            (600, "Connected(1)"),
+        ])
+    );
+    p.close().await;
+}
+
+// A connect under way when closing begins, whose future panics as it is dropped: the close
+// finishes all the same, at once.
+#[tokio::test(start_paused = true)]
+async fn a_connect_that_panics_as_it_is_dropped_by_a_close_does_not_hold_it_up() {
+    let start = Instant::now();
+    let connect = Connect::new(Script::new(
+        start,
+        [Step::HangThenPanicOnDrop("connect dropped")],
+        Step::Ok(""),
+    ));
+    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .connect_timeout(Duration::from_secs(5))
+        .layer(connect.clone());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(connect.script.calls(), vec![0]);
+    p.close().await;
+    assert_eq!(ms(start), 10);
+    assert!(p.is_closed());
+}
+
 /// An address lookup whose `poll_ready` panics on its first call.
 #[derive(Clone)]
 struct PanickyReady(Arc<AtomicUsize>);

@@ -28,6 +28,8 @@ pub enum Step {
     Panic(&'static str),
     /// Never answers; counts in `dropped` when its future is dropped.
     Hang,
+    /// Never answers, and panics with this message when its future is dropped.
+    HangThenPanicOnDrop(&'static str),
     /// Waits, then does the step.
     After(Duration, Box<Step>),
 }
@@ -99,12 +101,24 @@ fn run<T: Send + 'static>(
                 let _guard = CountOnDrop(dropped);
                 std::future::pending().await
             }
+            Step::HangThenPanicOnDrop(msg) => {
+                let _guard = PanicOnDrop(msg);
+                std::future::pending().await
+            }
             Step::After(..) => unreachable!(),
         }
     })
 }
 
 struct CountOnDrop(Arc<AtomicUsize>);
+
+struct PanicOnDrop(&'static str);
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("{}", self.0);
+    }
+}
 
 impl Drop for CountOnDrop {
     fn drop(&mut self) {
