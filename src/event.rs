@@ -191,13 +191,21 @@ impl<A, C> Hub<A, C> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ends every stream once it has delivered what was already sent.
+    /// Ends every stream once it has delivered what was already sent. A last event that holds
+    /// a connection (the driver ended without its `Disconnected`: its runtime was dropped, say)
+    /// is forgotten: a later subscriber is not told of a connection that is gone, and the
+    /// connection is not kept alive by the persistent connection's state.
     pub(crate) fn finish(&self) {
         let mut state = self.lock();
         state.finished = true;
         let sender = state.sender.take();
+        let connected = match state.last {
+            Some(Event::Connected(_)) => state.last.take(),
+            _ => None,
+        };
         drop(state);
         drop(sender);
+        drop(connected);
     }
 }
 

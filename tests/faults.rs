@@ -524,6 +524,59 @@ fn handles_learn_at_once_that_a_driver_dropped_with_its_runtime_is_gone() {
     assert!(p.events().next().now_or_never().unwrap().is_none());
 }
 
+// A driver dropped with its runtime while a connection is current (so without its
+// `Disconnected`): the persistent connection keeps nothing of that connection (a late
+// subscriber is not told of it), and every handle learns that it is closed.
+#[test]
+fn a_driver_dropped_with_its_runtime_while_connected_keeps_no_connection() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Held by every clone of the connection, and by the connector until the driver is gone.
+    let token = Arc::new(());
+    let held = token.clone();
+    let p = runtime.block_on(async move {
+        let connect = service_fn(move |_: &'static str| {
+            let held = held.clone();
+            async move {
+                let echo = service_fn(move |n: u32| {
+                    let _held = &held;
+                    std::future::ready(Ok::<u32, io::Error>(n))
+                });
+                Ok::<_, io::Error>(tower_persistent::ClosableService::new(echo))
+            }
+        });
+        let p = PersistentLayer::new(
+            "test",
+            Lookup(Script::new(Instant::now(), [], Step::Ok("a"))),
+        )
+        .layer(connect);
+        let conn = p.connected().await.unwrap();
+        drop(conn);
+        p
+    });
+    assert!(
+        Arc::strong_count(&token) > 2,
+        "the connection and the connector hold it"
+    );
+    drop(runtime);
+
+    assert!(p.is_closed());
+    assert!(p.current_connection().is_none());
+    let mut events = p.events();
+    let first = events.next().now_or_never().expect("the stream has ended");
+    assert!(
+        !matches!(first, Some(Event::Connected(_))),
+        "a closed persistent connection told a new subscriber it is connected"
+    );
+    assert_eq!(
+        Arc::strong_count(&token),
+        1,
+        "the connection is still held by the persistent connection"
+    );
+}
+
 /// An address whose comparison panics: user code the driver cannot guard.
 #[derive(Clone, Debug)]
 struct Treacherous;
