@@ -323,6 +323,44 @@ async fn a_response_future_dropped_unpolled_leaves_the_connection_alone() {
     }
 }
 
+// Over HTTP/1.1, a request that hyper has taken and whose caller gives it up (a timeout
+// above the handle drops its future) makes hyper close the connection: it is replaced at once,
+// whether or not it served before (a connection that served nothing used to wait out the rest
+// of the retry delay, as a server that accepts and closes does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_request_given_up_in_flight_has_its_connection_replaced_at_once() {
+    for warm in [false, true] {
+        let server = HttpServer::start("s").await.unwrap();
+        // A retry delay far longer than the test's limit: waiting it out would show.
+        let (client, log) = client_retrying_after(
+            fixed(server.address),
+            HttpConnector::http1(),
+            Duration::from_secs(3600),
+        );
+        if warm {
+            assert_eq!(ask(&client, "/warm").await, "s /warm");
+        }
+        let mut handle = client.clone();
+        timeout(LIMIT, handle.ready()).await.unwrap().unwrap();
+        let mut slow = handle.call(get("/slow"));
+        // Polled until the server has the request (it answers after 300 ms), then given up.
+        let served_before = usize::from(warm);
+        let arrived = async {
+            tokio::select! {
+                _ = &mut slow => panic!("answered before it was given up"),
+                arrived = server.stats.requests(served_before + 1, LIMIT) => arrived,
+            }
+        };
+        assert!(arrived.await, "the request never reached the server");
+        drop(slow);
+        assert_eq!(ask(&client, "/after").await, "s /after", "warm: {warm}");
+        assert_eq!(server.accepted(), 2, "warm: {warm}");
+        let p = server.address.port();
+        assert_eq!(log.lines(), reconnected_once(p), "warm: {warm}");
+        client.close().await;
+    }
+}
+
 // HTTP/2 from many clones: one connection, requests multiplexed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_multiplexes_requests_of_many_clones() {

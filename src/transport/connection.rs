@@ -144,11 +144,19 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
     /// (`Connection: close`, GOAWAY, a keep-alive limit, an idle timeout). Not over HTTP/1.1
     /// when a response failed (a head that is not HTTP, a body cut short): hyper ends its
     /// connection without an error of its own then, having given the error to the request.
+    ///
+    /// True also, over HTTP/1.1, once a caller gave up a request that hyper had taken (its
+    /// response future dropped before the response head came: a `tower::timeout`, say):
+    /// hyper then closes the connection, served or not, and the end is the caller's doing,
+    /// not the server's. A persistent connection replaces it at once rather than after the
+    /// rest of the retry delay, as a pool or `tower::reconnect::Reconnect` would.
     fn closed_gracefully(&self) -> bool {
-        self.shared.served.load(Ordering::Acquire)
-            && self.shared.ended_by_peer.load(Ordering::Acquire)
-            && !self.shared.reset_by_peer.load(Ordering::Acquire)
-            && !self.shared.failed.load(Ordering::Acquire)
+        let shared = &self.shared;
+        !shared.reset_by_peer.load(Ordering::Acquire)
+            && (shared.abandoned.load(Ordering::Acquire)
+                || (shared.served.load(Ordering::Acquire)
+                    && shared.ended_by_peer.load(Ordering::Acquire)
+                    && !shared.failed.load(Ordering::Acquire)))
     }
 
     /// Kept as a weak reference (it keeps no later connection alive): a request that hyper
@@ -492,6 +500,19 @@ pin_project! {
         // Taken when `sent` is done.
         in_flight: Option<InFlight>,
         resend: Option<Added>,
+    }
+
+    // Dropped while hyper has the request and no response head came: the caller gave it up,
+    // and hyper closes the connection (see `ConnShared::abandoned`).
+    impl<F, S, B> PinnedDrop for Http1Sending<F, S, B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let (Http1StateProj::Sent { .. }, Some(in_flight)) =
+                (this.state.project(), this.in_flight.as_ref())
+            {
+                in_flight.connection().abandoned.store(true, Ordering::Release);
+            }
+        }
     }
 }
 

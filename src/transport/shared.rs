@@ -57,6 +57,10 @@ pub(super) struct ConnShared {
     /// HTTP/1.1: a response failed (a head that is not HTTP, an informational status where a
     /// response was due, a body cut short): whatever followed, not a close in good order.
     pub(super) failed: AtomicBool,
+    /// HTTP/1.1: a caller gave up a request that hyper had taken (its response future was
+    /// dropped before the response head came: a `tower::timeout`, say), which makes hyper
+    /// close the connection. Its end is the caller's doing, not the server's.
+    pub(super) abandoned: AtomicBool,
     /// hyper's connection ended without error before any close of ours.
     pub(super) ended_by_peer: AtomicBool,
     /// A close of ours waited its close timeout for requests in flight, then cut them off: the
@@ -126,6 +130,7 @@ impl ConnShared {
             idle: Notify::new(),
             served: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             ended_by_peer: AtomicBool::new(false),
             cut_off: AtomicBool::new(false),
             io_waker: AtomicWaker::new(),
