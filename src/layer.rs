@@ -215,6 +215,9 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     ///   wait for the connection's close and for the `on_event` handlers still to run (the one
     ///   running when closing began, then [`Disconnected`](Event::Disconnected)'s) share it; a
     ///   handler still running at the deadline is abandoned (its future dropped, WARN log).
+    ///   A driver that cannot run at all (its thread blocked, its runtime no longer driven)
+    ///   cannot finish; `close()` then resolves [`CLOSE_GRACE`](crate::CLOSE_GRACE) after the
+    ///   deadline (see [`Persistent::close`]).
     ///
     /// Default: [`DEFAULT_CLOSE_TIMEOUT`] (10 s). `Duration::ZERO` gives each close and handler
     /// one poll; `Duration::MAX` waits as long as they take.
@@ -251,6 +254,12 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// wait for the connection's own readiness, such as an HTTP/1.1 connection busy with
     /// another request, counts too). Every value is accepted: zero fails a call that would
     /// wait at all, `Duration::MAX` never fires.
+    ///
+    /// # Panics
+    ///
+    /// The wait is a tokio timer of the runtime that polls the handle: a handle with a ready
+    /// timeout polled on a runtime without timers panics when it first has to wait, as
+    /// `tokio::time::sleep` does there.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.config.ready_timeout = Some(timeout);
         self

@@ -6,7 +6,7 @@ use std::future::poll_fn;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use support::*;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -302,4 +302,96 @@ async fn close_finished_starts_nothing() {
     assert!(waited.is_err());
     assert!(!p.is_closed());
     assert!(p.current_connection().is_some());
+}
+
+/// A connector whose call blocks its thread (as a blocking DNS call would) until `release` is
+/// sent, after telling `started`; then it connects.
+fn blocking_connect(
+    started: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+) -> impl Service<
+    &'static str,
+    Response = Conn,
+    Error = std::io::Error,
+    Future = std::future::Ready<std::io::Result<Conn>>,
+> + Send
++ 'static {
+    let release = std::sync::Mutex::new(release);
+    service_fn(move |address: &'static str| {
+        let _ = started.send(());
+        let _ = release
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(20));
+        std::future::ready(Ok(tower_persistent::ClosableService::new(Echo::new(
+            1, address,
+        ))))
+    })
+}
+
+// A driver that cannot run (its connector blocks the thread) does not hold `close()` up past
+// the close timeout and its grace: it resolves with the driver still blocked, and the driver
+// finishes closing once it runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_resolves_while_the_driver_is_blocked() {
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let p: P = PersistentLayer::new(
+        "test",
+        Lookup(Script::new(Instant::now(), [], Step::Ok("a"))),
+    )
+    .close_timeout(Duration::from_millis(200))
+    .layer(blocking_connect(started_tx, release_rx));
+    tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the connector was never called");
+    // The driver's thread is blocked in the connector until `release` is sent.
+    tokio::time::timeout(Duration::from_secs(20), p.close())
+        .await
+        .expect("close() waited for the blocked driver");
+    assert!(p.is_closed());
+    assert!(
+        p.close_finished().now_or_never().is_none(),
+        "the driver cannot have finished: it is blocked"
+    );
+    release.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), p.close_finished())
+        .await
+        .expect("the driver never finished closing once it could run");
+    assert!(p.current_connection().is_none());
+}
+
+// The same when the driver's runtime is no longer driven (a current-thread runtime whose
+// `block_on` returned): `close()`, polled on another runtime, resolves; the driver finishes
+// when its runtime is dropped.
+#[test]
+fn close_resolves_when_the_drivers_runtime_is_not_driven() {
+    let idle = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let p: P = idle.block_on(async {
+        let p: P = PersistentLayer::new(
+            "test",
+            Lookup(Script::new(Instant::now(), [], Step::Ok("a"))),
+        )
+        .close_timeout(Duration::from_millis(200))
+        .layer(Connect::new(Script::new(Instant::now(), [], Step::Ok(""))));
+        p.connected().await.unwrap();
+        p
+    });
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    other.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), p.close())
+            .await
+            .expect("close() waited for a driver that cannot run");
+        assert!(p.close_finished().now_or_never().is_none());
+    });
+    drop(idle);
+    assert!(p.close_finished().now_or_never().is_some());
 }
