@@ -363,8 +363,9 @@ async fn close_resolves_while_the_driver_is_blocked() {
 }
 
 // The same when the driver's runtime is no longer driven (a current-thread runtime whose
-// `block_on` returned): `close()`, polled on another runtime, resolves; the driver finishes
-// when its runtime is dropped.
+// `block_on` returned): `close()`, polled on another runtime (on a paused clock), resolves
+// exactly `CLOSE_GRACE` after the close timeout; the driver finishes when its runtime is
+// dropped.
 #[test]
 fn close_resolves_when_the_drivers_runtime_is_not_driven() {
     let idle = tokio::runtime::Builder::new_current_thread()
@@ -381,15 +382,20 @@ fn close_resolves_when_the_drivers_runtime_is_not_driven() {
         p.connected().await.unwrap();
         p
     });
-    let other = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    let other = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
         .unwrap();
     other.block_on(async {
+        let start = Instant::now();
         tokio::time::timeout(Duration::from_secs(20), p.close())
             .await
             .expect("close() waited for a driver that cannot run");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(200) + tower_persistent::CLOSE_GRACE
+        );
         assert!(p.close_finished().now_or_never().is_none());
     });
     drop(idle);
