@@ -272,8 +272,9 @@ async fn close_connection<C: Closable>(
     deadline: Instant,
     close_timeout: Duration,
 ) {
-    let server = &*server;
     let closing = AssertUnwindSafe(async { conn.close().await }).catch_unwind();
+    let closing = DropCaught::new(closing, server.clone(), "the connection's close future");
+    let server = &*server;
     match timeout_at(deadline, closing).await {
         Ok(Ok(())) => {}
         Ok(Err(payload)) => {
@@ -291,6 +292,54 @@ async fn close_connection<C: Closable>(
                 "the connection did not finish closing within the close timeout; dropping it",
             );
             abort(server, conn);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A user's future (a handler's, a connection's `close` or `close_finished`), dropped with
+    /// its panic caught: a future that panics as it is dropped (given up at a deadline, or left
+    /// as closing begins) is logged, and the driver goes on.
+    struct DropCaught<F> {
+        #[pin]
+        inner: Option<F>,
+        server: Arc<str>,
+        what: &'static str,
+    }
+
+    impl<F> PinnedDrop for DropCaught<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let mut inner = this.inner;
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| inner.set(None))) {
+                tracing::error!(
+                    server = &**this.server,
+                    panic = %panic_message(&*payload),
+                    "{} panicked as it was dropped; going on",
+                    this.what,
+                );
+            }
+        }
+    }
+}
+
+impl<F> DropCaught<F> {
+    fn new(inner: F, server: Arc<str>, what: &'static str) -> Self {
+        DropCaught {
+            inner: Some(inner),
+            server,
+            what,
+        }
+    }
+}
+
+impl<F: Future> Future for DropCaught<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project().inner.as_pin_mut() {
+            Some(inner) => inner.poll(cx),
+            None => unreachable!("dropped only with the wrapper"),
         }
     }
 }
@@ -443,10 +492,14 @@ where
                 // ends, and only then is `close_finished` asked (its waiter would be this task,
                 // woken while it runs: one more poll, and a wake-up of another thread).
                 let adopted = &mut self.adopted;
-                let finished = AssertUnwindSafe(async {
-                    std::future::poll_fn(|cx| adopted.poll_end(cx)).await;
-                    conn.close_finished().await
-                });
+                let finished = AssertUnwindSafe(DropCaught::new(
+                    async {
+                        std::future::poll_fn(|cx| adopted.poll_end(cx)).await;
+                        conn.close_finished().await
+                    },
+                    shared.server_name.clone(),
+                    "the connection's close_finished future",
+                ));
                 tokio::select! {
                     biased;
                     _ = stop.wait() => return Some(conn),
@@ -738,6 +791,12 @@ where
         // The call and the future both inside: a panic of either is caught.
         let handler = AssertUnwindSafe(async move { on_event(event).await }).catch_unwind();
         let handler = HANDLER_OF.scope(Arc::as_ptr(&self.shared) as *const () as usize, handler);
+        // Abandoned at the close deadline, it is dropped: a panic then is caught too.
+        let handler = DropCaught::new(
+            handler,
+            self.shared.server_name.clone(),
+            "an on_event handler",
+        );
         tokio::pin!(handler);
         let stop = &self.shared.commands.stop;
         let handled = tokio::select! {

@@ -299,3 +299,215 @@ async fn errors_whose_display_panics_or_whose_sources_loop_are_failed_attempts()
         p.close().await;
     }
 }
+
+/// Panics when dropped.
+struct PanicOnDrop(&'static str);
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("{}", self.0);
+    }
+}
+
+/// Pending for good; panics when dropped.
+fn bomb(message: &'static str) -> impl Future<Output = ()> + Send {
+    let guard = PanicOnDrop(message);
+    async move {
+        let _guard = guard;
+        std::future::pending::<()>().await
+    }
+}
+
+/// What the connections of [`bombs`] do, and what was done to them.
+#[derive(Default)]
+struct Bombs {
+    /// `close` hangs, and its future panics as it is dropped.
+    close: std::sync::atomic::AtomicBool,
+    /// `close_finished`'s future panics as it is dropped before the connection is closed.
+    close_finished: std::sync::atomic::AtomicBool,
+    /// `poll_ready` fails.
+    broken: std::sync::atomic::AtomicBool,
+    closes: AtomicUsize,
+    closed: std::sync::atomic::AtomicBool,
+    changed: tokio::sync::Notify,
+}
+
+/// A connection whose futures may panic as they are dropped.
+#[derive(Clone)]
+struct BombConn(Arc<Bombs>);
+
+impl tower_persistent::Closable for BombConn {
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        self.0.closes.fetch_add(1, Ordering::SeqCst);
+        let bombs = self.0.clone();
+        async move {
+            if bombs.close.load(Ordering::SeqCst) {
+                bomb("close dropped").await
+            }
+            bombs.closed.store(true, Ordering::SeqCst);
+            bombs.changed.notify_waiters();
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::SeqCst)
+    }
+
+    fn close_finished(&self) -> impl Future<Output = ()> + Send {
+        let bombs = self.0.clone();
+        async move {
+            let guard = bombs
+                .close_finished
+                .load(Ordering::SeqCst)
+                .then(|| PanicOnDrop("close_finished dropped"));
+            loop {
+                let changed = bombs.changed.notified();
+                if bombs.closed.load(Ordering::SeqCst) {
+                    break;
+                }
+                changed.await;
+            }
+            std::mem::forget(guard);
+        }
+    }
+}
+
+impl Service<u32> for BombConn {
+    type Response = u32;
+    type Error = io::Error;
+    type Future = std::future::Ready<io::Result<u32>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.0.broken.load(Ordering::SeqCst) {
+            Poll::Ready(Err(io::Error::other("broken")))
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn call(&mut self, n: u32) -> Self::Future {
+        std::future::ready(Ok(n))
+    }
+}
+
+/// A persistent connection of [`BombConn`]s sharing `bombs`, closing within 1 s, whose
+/// `Connected` handler (with `handler_bomb`) hangs and panics as it is dropped. Returns it, the
+/// events' log (ms, event), and how many connections were made.
+fn bombs(
+    bombs: Arc<Bombs>,
+    handler_bomb: bool,
+) -> (
+    tower_persistent::Persistent<&'static str, BombConn>,
+    Arc<std::sync::Mutex<Vec<(u64, &'static str)>>>,
+    Arc<AtomicUsize>,
+) {
+    let start = Instant::now();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let made = Arc::new(AtomicUsize::new(0));
+    let (logged, counted) = (log.clone(), made.clone());
+    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .retry_delay(|| Duration::from_millis(100))
+        .jitter(0.0)
+        .close_timeout(Duration::from_secs(1))
+        .on_event(move |event: Event<&'static str, BombConn>| {
+            logged.lock().unwrap().push((ms(start), event.name()));
+            let bombing = handler_bomb && matches!(event, Event::Connected(_));
+            async move {
+                if bombing {
+                    bomb("handler dropped").await
+                }
+            }
+        })
+        .layer(tower::service_fn(move |_: &'static str| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok::<_, io::Error>(BombConn(bombs.clone())))
+        }));
+    (p, log, made)
+}
+
+// A handler abandoned at the close deadline whose future panics as it is dropped: logged; the
+// connection is closed and `Disconnected` delivered, at the deadline.
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_panics_as_it_is_dropped_at_the_close_deadline_is_survived() {
+    let state = Arc::new(Bombs::default());
+    let (p, log, _) = bombs(state.clone(), true);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let start = Instant::now();
+    p.close().await;
+    assert_eq!(ms(start), 1000);
+    assert_eq!(state.closes.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            (0, "attempting_to_connect"),
+            (0, "obtained_address"),
+            (0, "connected"),
+            (1010, "disconnected"),
+        ]
+    );
+}
+
+// A connection's close that never finishes, whose future panics as it is dropped at the close
+// timeout: logged; the connection is given up and `Disconnected` delivered, at the deadline.
+#[tokio::test(start_paused = true)]
+async fn a_close_that_panics_as_it_is_dropped_at_the_close_timeout_is_survived() {
+    let state = Arc::new(Bombs::default());
+    state.close.store(true, Ordering::SeqCst);
+    let (p, log, _) = bombs(state.clone(), false);
+    p.connected().await.unwrap();
+    let start = Instant::now();
+    p.close().await;
+    assert_eq!(ms(start), 1000);
+    assert_eq!(log.lock().unwrap().last(), Some(&(1000, "disconnected")));
+}
+
+// The same for a connection reported dead (its `poll_ready` failed): given up at the close
+// timeout, and the loop goes on with a new connection.
+#[tokio::test(start_paused = true)]
+async fn a_dead_connections_close_that_panics_as_it_is_dropped_is_survived() {
+    let state = Arc::new(Bombs::default());
+    state.close.store(true, Ordering::SeqCst);
+    let (p, log, made) = bombs(state.clone(), false);
+    p.connected().await.unwrap();
+    state.broken.store(true, Ordering::SeqCst);
+    let mut handle = p.clone();
+    let ready = std::future::poll_fn(|cx| {
+        let _ = Service::<u32>::poll_ready(&mut handle, cx);
+        Poll::Ready(())
+    });
+    ready.await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while made.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("no new connection");
+    assert!(!p.is_closed());
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            (0, "attempting_to_connect"),
+            (0, "obtained_address"),
+            (0, "connected"),
+            (1000, "disconnected"),
+            (1000, "attempting_to_connect"),
+            (1000, "obtained_address"),
+            (1000, "connected"),
+        ]
+    );
+    p.close().await;
+}
+
+// A connection's `close_finished` future that panics as it is dropped when closing begins:
+// logged; the connection is closed and `Disconnected` delivered at once.
+#[tokio::test(start_paused = true)]
+async fn a_close_finished_that_panics_as_it_is_dropped_is_survived() {
+    let state = Arc::new(Bombs::default());
+    state.close_finished.store(true, Ordering::SeqCst);
+    let (p, log, _) = bombs(state.clone(), false);
+    p.connected().await.unwrap();
+    p.close().await;
+    assert_eq!(state.closes.load(Ordering::SeqCst), 1);
+    assert_eq!(log.lock().unwrap().last(), Some(&(0, "disconnected")));
+}
