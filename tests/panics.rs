@@ -390,6 +390,9 @@ impl Service<u32> for BombConn {
     }
 }
 
+/// Events by name, with their time in ms.
+type EventLog = Arc<std::sync::Mutex<Vec<(u64, &'static str)>>>;
+
 /// A persistent connection of [`BombConn`]s sharing `bombs`, closing within 1 s, whose
 /// `Connected` handler (with `handler_bomb`) hangs and panics as it is dropped. Returns it, the
 /// events' log (ms, event), and how many connections were made.
@@ -398,7 +401,7 @@ fn bombs(
     handler_bomb: bool,
 ) -> (
     tower_persistent::Persistent<&'static str, BombConn>,
-    Arc<std::sync::Mutex<Vec<(u64, &'static str)>>>,
+    EventLog,
     Arc<AtomicUsize>,
 ) {
     let start = Instant::now();
