@@ -215,9 +215,9 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     ///   wait for the connection's close and for the `on_event` handlers still to run (the one
     ///   running when closing began, then [`Disconnected`](Event::Disconnected)'s) share it; a
     ///   handler still running at the deadline is abandoned (its future dropped, WARN log).
-    ///   A driver that cannot run at all (its thread blocked, its runtime no longer driven)
-    ///   cannot finish; `close()` then resolves [`CLOSE_GRACE`](crate::CLOSE_GRACE) after the
-    ///   deadline (see [`Persistent::close`]).
+    ///   That bound holds while the driver task can run: a connector, lookup or handler that
+    ///   blocks its thread holds closing up for as long, and a driver on a runtime no longer
+    ///   driven finishes when that runtime runs again or is dropped.
     ///
     /// Default: [`DEFAULT_CLOSE_TIMEOUT`] (10 s). `Duration::ZERO` gives each close and handler
     /// one poll; `Duration::MAX` waits as long as they take.

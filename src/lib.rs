@@ -78,7 +78,7 @@
 //! flight, closes the current connection and waits for it, and delivers `Disconnected` if a
 //! connection was current. Dropping the last handle does the same. Closing is bounded by
 //! [`close_timeout`](PersistentLayer::close_timeout) (10 s): `close()` always resolves within
-//! it (or, should the driver be unable to run at all, [`CLOSE_GRACE`] after it). However the driver task ends (closing, a panic it could not catch, its runtime dropped),
+//! it. However the driver task ends (closing, a panic it could not catch, its runtime dropped),
 //! every handle sees the persistent connection closed at once.
 //!
 //! # More
@@ -125,7 +125,7 @@ pub use event::{Event, Events};
 pub use layer::{
     DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENT_CAPACITY, PersistentLayer,
 };
-pub use service::{CLOSE_GRACE, Persistent};
+pub use service::Persistent;
 pub use state::State;
 
 /// The former name of [`transport`], kept so that code written against it still compiles.

@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use tokio::time::Sleep;
 
@@ -246,22 +245,12 @@ where
     /// is `None` and `poll_ready` fails. The future resolves once closing is finished.
     /// Idempotent: every call resolves together with the first.
     ///
-    /// Closing is bounded by the [close timeout](crate::PersistentLayer::close_timeout),
-    /// counted from the first call. Should the driver be unable to run at all (a connector
-    /// or a handler that blocks its thread, a `current_thread` runtime no longer driven), the
-    /// future still resolves, [`CLOSE_GRACE`](crate::CLOSE_GRACE) after the close timeout, with
-    /// a WARN log; the driver finishes closing (and [`close_finished`](Self::close_finished)
-    /// resolves) once it runs again, or when its runtime is dropped. (That fallback is a timer
-    /// of the runtime that polls the future: polled outside one, or on one without timers, the
-    /// future waits for the driver.)
-    ///
     /// # Cancel safety
     ///
     /// Dropping the future does not stop the closing.
     pub fn close(&self) -> impl Future<Output = ()> + Send + use<A, C> {
         self.shared.begin_close();
         let finished = self.close_finished();
-        let deadline = self.shared.slot.close_deadline();
         let shared = Arc::as_ptr(&self.shared) as *const () as usize;
         async move {
             // Inside a handler of this very connection the rest of closing waits for the
@@ -269,24 +258,7 @@ where
             if crate::driver::in_handler_of(shared) {
                 return;
             }
-            let mut finished = std::pin::pin!(finished);
-            // Finished already (most closes of an idle handle): no timer.
-            if futures_util::FutureExt::now_or_never(finished.as_mut()).is_some() {
-                return;
-            }
-            let Some(fallback) = deadline.and_then(fallback_timer) else {
-                return finished.await;
-            };
-            tokio::select! {
-                biased;
-                () = &mut finished => {}
-                () = fallback => tracing::warn!(
-                    grace = ?CLOSE_GRACE,
-                    "the driver did not finish closing within the close timeout: it cannot run \
-                     (its thread blocked, or its runtime no longer driven); close() resolves, \
-                     and the driver finishes once it runs again",
-                ),
-            }
+            finished.await
         }
     }
 
@@ -550,20 +522,6 @@ impl<A, C: Clone> Persistent<A, C> {
         }
         Readied::Pending
     }
-}
-
-/// How long after its close timeout [`Persistent::close`] resolves when the driver cannot run
-/// to finish closing (its thread blocked, its runtime no longer driven): 100 ms. A driver that
-/// runs finishes by the close timeout, so this never cuts a close short.
-pub const CLOSE_GRACE: Duration = Duration::from_millis(100);
-
-/// The timer of `close()`'s fallback, on the runtime polling it: `None` outside a runtime, on
-/// one without timers (making a timer there panics: caught), or for a deadline too far off to
-/// mean anything.
-fn fallback_timer(deadline: tokio::time::Instant) -> Option<Sleep> {
-    let at = deadline.checked_add(CLOSE_GRACE)?;
-    tokio::runtime::Handle::try_current().ok()?;
-    std::panic::catch_unwind(|| tokio::time::sleep_until(at)).ok()
 }
 
 impl<A, C, R> Service<R> for Persistent<A, C>
