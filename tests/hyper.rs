@@ -340,25 +340,152 @@ async fn an_http1_request_given_up_in_flight_has_its_connection_replaced_at_once
         if warm {
             assert_eq!(ask(&client, "/warm").await, "s /warm");
         }
-        let mut handle = client.clone();
-        timeout(LIMIT, handle.ready()).await.unwrap().unwrap();
-        let mut slow = handle.call(get("/slow"));
-        // Polled until the server has the request (it answers after 300 ms), then given up.
-        let served_before = usize::from(warm);
-        let arrived = async {
-            tokio::select! {
-                _ = &mut slow => panic!("answered before it was given up"),
-                arrived = server.stats.requests(served_before + 1, LIMIT) => arrived,
-            }
-        };
-        assert!(arrived.await, "the request never reached the server");
-        drop(slow);
+        // The server answers `/slow` after 300 ms.
+        give_up_once_sent(&client, &server, "/slow", usize::from(warm) + 1).await;
         assert_eq!(ask(&client, "/after").await, "s /after", "warm: {warm}");
         assert_eq!(server.accepted(), 2, "warm: {warm}");
         let p = server.address.port();
         assert_eq!(log.lines(), reconnected_once(p), "warm: {warm}");
         client.close().await;
     }
+}
+
+/// Sends `path` on `client` and gives the request up once the server has it (`n` requests in
+/// all), before any answer.
+async fn give_up_once_sent(client: &Client, server: &HttpServer, path: &str, n: usize) {
+    let mut handle = client.clone();
+    timeout(LIMIT, handle.ready()).await.unwrap().unwrap();
+    let mut sent = handle.call(get(path));
+    let arrived = async {
+        tokio::select! {
+            _ = &mut sent => panic!("answered before it was given up"),
+            arrived = server.stats.requests(n, LIMIT) => arrived,
+        }
+    };
+    assert!(arrived.await, "the request never reached the server");
+}
+
+// A server that takes HTTP/1.1 requests and never answers them, whose callers give them up:
+// the first connection given up before it served is replaced at once, the next one only after
+// the retry delay (no new connection per timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_connections_given_up_before_serving_meet_the_delay_from_the_second_on() {
+    let server = HttpServer::start("s").await.unwrap();
+    let (client, log) = client_retrying_after(
+        fixed(server.address),
+        HttpConnector::http1(),
+        Duration::from_secs(3600),
+    );
+    let mut events = client.events();
+    support::wait_event(&mut events, "connected").await;
+    give_up_once_sent(&client, &server, "/hang", 1).await;
+    support::wait_event(&mut events, "disconnected").await;
+    support::wait_event(&mut events, "connected").await;
+    give_up_once_sent(&client, &server, "/hang", 2).await;
+    support::wait_event(&mut events, "disconnected").await;
+    match client.state() {
+        tower_persistent::State::Connecting {
+            next_attempt_at: Some(at),
+            ..
+        } => assert!(
+            at > Instant::now() + Duration::from_secs(1800),
+            "the next attempt is not held to the retry delay"
+        ),
+        state => panic!("{state:?}"),
+    }
+    assert_eq!(server.accepted(), 2);
+    let p = server.address.port();
+    assert_eq!(log.lines()[..6], reconnected_once(p)[..6]);
+    client.close().await;
+}
+
+/// Wakes its task when woken.
+struct Woken(tokio::sync::Notify);
+
+impl std::task::Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.notify_one();
+    }
+}
+
+/// Reads a request head from `socket`; false at its end.
+async fn read_head(socket: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match socket.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+// An HTTP/1.1 response future dropped after its response came, though it was not polled
+// since: hyper keeps the connection, which does not count as given up. A later response that
+// fails then ends it as a failure, and the next round waits for the retry delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_response_that_came_before_its_future_was_dropped_is_not_given_up() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        assert!(read_head(&mut socket).await);
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        // The second response's body is cut short.
+        assert!(read_head(&mut socket).await);
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab")
+            .await
+            .unwrap();
+        socket.shutdown().await.unwrap();
+        listener
+    });
+    let (client, _) = client_retrying_after(
+        fixed(address),
+        HttpConnector::http1(),
+        Duration::from_secs(3600),
+    );
+    let mut events = client.events();
+    let mut handle = client.clone();
+    timeout(LIMIT, handle.ready()).await.unwrap().unwrap();
+    let mut first = Box::pin(handle.call(get("/first")));
+    // Polled once, with a waker that says when the response has come; then dropped unpolled.
+    let woken = Arc::new(Woken(tokio::sync::Notify::new()));
+    let waker = std::task::Waker::from(woken.clone());
+    let polled = first
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(&waker));
+    assert!(polled.is_pending());
+    timeout(LIMIT, woken.0.notified()).await.unwrap();
+    drop(first);
+    let second = timeout(LIMIT, client.clone().oneshot(get("/second")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        http_body_util::BodyExt::collect(second.into_body())
+            .await
+            .is_err()
+    );
+    support::wait_event(&mut events, "disconnected").await;
+    match client.state() {
+        tower_persistent::State::Connecting {
+            next_attempt_at: Some(at),
+            ..
+        } => assert!(
+            at > Instant::now() + Duration::from_secs(1800),
+            "a failed connection was replaced at once"
+        ),
+        state => panic!("{state:?}"),
+    }
+    drop(server.await.unwrap());
+    client.close().await;
 }
 
 // HTTP/2 from many clones: one connection, requests multiplexed.

@@ -145,18 +145,22 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
     /// when a response failed (a head that is not HTTP, a body cut short): hyper ends its
     /// connection without an error of its own then, having given the error to the request.
     ///
-    /// True also, over HTTP/1.1, once a caller gave up a request that hyper had taken (its
-    /// response future dropped before the response head came: a `tower::timeout`, say):
-    /// hyper then closes the connection, served or not, and the end is the caller's doing,
-    /// not the server's. A persistent connection replaces it at once rather than after the
-    /// rest of the retry delay, as a pool or `tower::reconnect::Reconnect` would.
+    /// Over HTTP/1.1, a caller that gives up a request hyper has taken (its response future
+    /// dropped before the response head came: a `tower::timeout`, say) makes hyper close the
+    /// connection. A connection that served before counts as above. One that had served
+    /// nothing counts as closed in good order if it is the first such connection in a row of
+    /// its connector's (a connection that serves ends the row): a slow first answer and a short
+    /// timeout cost no retry delay, while a server that takes requests and never answers them
+    /// still meets it from the second connection on.
     fn closed_gracefully(&self) -> bool {
         let shared = &self.shared;
-        !shared.reset_by_peer.load(Ordering::Acquire)
-            && (shared.abandoned.load(Ordering::Acquire)
-                || (shared.served.load(Ordering::Acquire)
-                    && shared.ended_by_peer.load(Ordering::Acquire)
-                    && !shared.failed.load(Ordering::Acquire)))
+        if shared.reset_by_peer.load(Ordering::Acquire) || shared.failed.load(Ordering::Acquire) {
+            return false;
+        }
+        if shared.served.load(Ordering::Acquire) && shared.ended_by_peer.load(Ordering::Acquire) {
+            return true;
+        }
+        shared.abandoned.load(Ordering::Acquire) && shared.given_up_first()
     }
 
     /// Kept as a weak reference (it keeps no later connection alive): a request that hyper
@@ -490,7 +494,7 @@ pin_project! {
     /// counted in flight. Written out, as [`Http2Sending`] is (296 bytes, where the async
     /// function's state took 1,048); what follows a request handed back unsent is
     /// [`http1_handed_back`]'s.
-    struct Http1Sending<F, S, B> {
+    struct Http1Sending<F: Future, S, B> {
         #[pin]
         state: Http1State<F, B>,
         start: S,
@@ -503,13 +507,19 @@ pin_project! {
     }
 
     // Dropped while hyper has the request and no response head came: the caller gave it up,
-    // and hyper closes the connection (see `ConnShared::abandoned`).
-    impl<F, S, B> PinnedDrop for Http1Sending<F, S, B> {
+    // and hyper closes the connection (see `ConnShared::abandoned`). A head that has come
+    // while the future was not polled is there to take: then hyper keeps the connection (the
+    // response, dropped here, goes as a body dropped early does).
+    impl<F: Future, S, B> PinnedDrop for Http1Sending<F, S, B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let (Http1StateProj::Sent { .. }, Some(in_flight)) =
+            let (Http1StateProj::Sent { sent }, Some(in_flight)) =
                 (this.state.project(), this.in_flight.as_ref())
-            {
+            else {
+                return;
+            };
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            if sent.poll(&mut cx).is_pending() {
                 in_flight.connection().abandoned.store(true, Ordering::Release);
             }
         }

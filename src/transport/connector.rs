@@ -6,6 +6,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub struct HttpConnector<B, D = Dialer> {
     #[cfg(feature = "tls")]
     tls: Option<Arc<super::tls::Tls>>,
     dialer: D,
+    /// HTTP/1.1: how many connections in a row a caller gave up a request on before they
+    /// served anything (see `ConnShared::abandoned`); shared by the connector's clones.
+    given_up: Arc<AtomicU32>,
     _body: PhantomData<fn(B)>,
 }
 
@@ -50,6 +54,7 @@ impl<B, D: Clone> Clone for HttpConnector<B, D> {
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
             dialer: self.dialer.clone(),
+            given_up: self.given_up.clone(),
             _body: PhantomData,
         }
     }
@@ -102,6 +107,7 @@ impl<B> HttpConnector<B> {
             #[cfg(feature = "tls")]
             tls: None,
             dialer: Dialer,
+            given_up: Arc::default(),
             _body: PhantomData,
         }
     }
@@ -162,6 +168,7 @@ impl<B, D> HttpConnector<B, D> {
             #[cfg(feature = "tls")]
             tls: self.tls,
             dialer,
+            given_up: self.given_up,
             _body: PhantomData,
         }
     }
@@ -376,6 +383,7 @@ where
             self.connect_timeout,
             self.close_timeout,
             probe,
+            self.given_up.clone(),
         ));
         // HTTP/2 only: the server's preface, watched.
         let greeted = (self.version == Version::Http2).then(|| Arc::new(Greeting::default()));

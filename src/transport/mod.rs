@@ -93,10 +93,13 @@
 //!   but finishes only once they are read or dropped, or after 50 ms, and a response that
 //!   failed makes it not graceful. (A body cut short that is dropped unread before the client
 //!   has seen the cut looks like the caller's own early drop, after which hyper closes the
-//!   connection itself: that connection counts as closed in good order.) So does, over
-//!   HTTP/1.1, a connection whose caller gave up a request that hyper had taken (its response
-//!   future dropped before the response head: a `tower::timeout`, say), which hyper closes,
-//!   served or not: the end is the caller's doing. Over TLS, a server
+//!   connection itself: that connection counts as closed in good order.) Over HTTP/1.1 a
+//!   caller that gives up a request hyper has taken (its response future dropped before the
+//!   response head: a `tower::timeout`, say) makes hyper close the connection: one that
+//!   served counts as above; of those that served nothing, the first in a row of the
+//!   connector's counts as closed in good order (the end is the caller's doing), the next
+//!   ones do not (a server that takes requests and never answers them meets the retry delay).
+//!   The connector's clones share that row. Over TLS, a server
 //!   that closes without sending `close_notify` first ends the connection with an error
 //!   (rustls reports the truncation): not in good order.
 //! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`

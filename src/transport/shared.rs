@@ -2,7 +2,7 @@
 //! transport, depending on nothing else in it.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -61,6 +61,11 @@ pub(super) struct ConnShared {
     /// dropped before the response head came: a `tower::timeout`, say), which makes hyper
     /// close the connection. Its end is the caller's doing, not the server's.
     pub(super) abandoned: AtomicBool,
+    /// The connector's count of connections in a row given up before they served (see
+    /// [`Self::given_up_first`]); set to zero when this one serves.
+    given_up: Arc<AtomicU32>,
+    /// Whether this connection, given up before it served, was the first in a row: asked once.
+    given_up_first: OnceLock<bool>,
     /// hyper's connection ended without error before any close of ours.
     pub(super) ended_by_peer: AtomicBool,
     /// A close of ours waited its close timeout for requests in flight, then cut them off: the
@@ -113,6 +118,7 @@ impl ConnShared {
         resend_limit: Duration,
         close_timeout: Duration,
         probe: Option<Probe>,
+        given_up: Arc<AtomicU32>,
     ) -> Self {
         ConnShared {
             peer,
@@ -131,6 +137,8 @@ impl ConnShared {
             served: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
+            given_up,
+            given_up_first: OnceLock::new(),
             ended_by_peer: AtomicBool::new(false),
             cut_off: AtomicBool::new(false),
             io_waker: AtomicWaker::new(),
@@ -301,7 +309,18 @@ impl ConnShared {
         // Stored once: every response after the first leaves the line unwritten.
         if !self.served.load(Ordering::Relaxed) {
             self.served.store(true, Ordering::Release);
+            self.given_up.store(0, Ordering::Release);
         }
+    }
+
+    /// For a connection that a caller gave up a request on before it served: whether it is the
+    /// first such connection in a row of its connector's (each asks once; a connection that
+    /// serves ends the row). Only the first is replaced at once: a server that takes requests
+    /// and never answers them still meets the retry delay from the second on.
+    pub(super) fn given_up_first(&self) -> bool {
+        *self
+            .given_up_first
+            .get_or_init(|| self.given_up.fetch_add(1, Ordering::AcqRel) == 0)
     }
 
     /// An HTTP/1.1 response's head could not be read because of `error`: if it was not HTTP
@@ -373,6 +392,7 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_secs(1),
             None,
+            Default::default(),
         );
         let ((a, wa), (b, wb)) = (counting(), counting());
         assert!(shared.wake_at_end(&wa));
