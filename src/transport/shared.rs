@@ -110,6 +110,8 @@ fn nanos(d: Duration) -> u64 {
 pub(super) const PROBE_AFTER_IDLE: Duration = Duration::from_millis(1);
 
 impl ConnShared {
+    // One per field that the connector sets; called in one place.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         peer: Peer,
         authority: Option<String>,
