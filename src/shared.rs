@@ -195,8 +195,10 @@ impl<A, C> Shared<A, C> {
 
     /// What [`finish`](Self::finish) does once closing began. Idempotent.
     fn finished(&self) {
-        self.slot.finish();
+        // The streams end first: a subscriber that comes once `close()` has resolved finds
+        // its stream ended after the last event.
         self.hub.finish();
+        self.slot.finish();
         // The driver waits no more.
         self.commands.stop.forget();
         self.commands.dead.forget();

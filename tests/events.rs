@@ -109,3 +109,27 @@ async fn events_compare_by_contents() {
         Event::FailedToConnect(second)
     );
 }
+
+// A subscriber that comes once `close()` has resolved gets the last event, `Disconnected`, and
+// its stream has ended already (on a multi-thread runtime, where the driver finishes on
+// another thread than the one `close()` resolves on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_after_close_finds_its_stream_ended() {
+    use futures_util::FutureExt;
+    for round in 0..50 {
+        let start = Instant::now();
+        let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+            .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+        p.connected().await.unwrap();
+        p.close().await;
+        let mut late = p.events();
+        assert!(
+            matches!(late.next().now_or_never(), Some(Some(Event::Disconnected))),
+            "round {round}"
+        );
+        assert!(
+            matches!(late.next().now_or_never(), Some(None)),
+            "round {round}: the stream has not ended"
+        );
+    }
+}
