@@ -2,7 +2,7 @@
 //! transport, depending on nothing else in it.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -64,8 +64,9 @@ pub(super) struct ConnShared {
     /// The connector's count of connections in a row given up before they served (see
     /// [`Self::given_up_first`]); set to zero when this one serves.
     given_up: Arc<AtomicU32>,
-    /// Whether this connection, given up before it served, was the first in a row: asked once.
-    given_up_first: OnceLock<bool>,
+    /// Whether this connection, given up before it served, was the first in a row: 0 until
+    /// asked (once), then 1 (the first) or 2.
+    given_up_first: AtomicU8,
     /// hyper's connection ended without error before any close of ours.
     pub(super) ended_by_peer: AtomicBool,
     /// A close of ours waited its close timeout for requests in flight, then cut them off: the
@@ -140,7 +141,7 @@ impl ConnShared {
             failed: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             given_up,
-            given_up_first: OnceLock::new(),
+            given_up_first: AtomicU8::new(0),
             ended_by_peer: AtomicBool::new(false),
             cut_off: AtomicBool::new(false),
             io_waker: AtomicWaker::new(),
@@ -320,9 +321,23 @@ impl ConnShared {
     /// serves ends the row). Only the first is replaced at once: a server that takes requests
     /// and never answers them still meets the retry delay from the second on.
     pub(super) fn given_up_first(&self) -> bool {
-        *self
-            .given_up_first
-            .get_or_init(|| self.given_up.fetch_add(1, Ordering::AcqRel) == 0)
+        match self.given_up_first.load(Ordering::Acquire) {
+            0 => {
+                let first = self.given_up.fetch_add(1, Ordering::AcqRel) == 0;
+                // Asked by the driver alone; a second answer repeats the first.
+                let verdict = if first { 1 } else { 2 };
+                match self.given_up_first.compare_exchange(
+                    0,
+                    verdict,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => first,
+                    Err(earlier) => earlier == 1,
+                }
+            }
+            verdict => verdict == 1,
+        }
     }
 
     /// An HTTP/1.1 response's head could not be read because of `error`: if it was not HTTP
