@@ -367,20 +367,25 @@ async fn give_up_once_sent(client: &Client, server: &HttpServer, path: &str, n: 
 
 // A server that takes HTTP/1.1 requests and never answers them, whose callers give them up:
 // the first connection given up before it served is replaced at once, the next one only after
-// the retry delay (no new connection per timeout).
+// the retry delay (no new connection per timeout). The row is the connector's own: another
+// persistent connection over a clone of it, which serves meanwhile, does not end it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_connections_given_up_before_serving_meet_the_delay_from_the_second_on() {
     let server = HttpServer::start("s").await.unwrap();
+    let connector = HttpConnector::http1();
     let (client, log) = client_retrying_after(
         fixed(server.address),
-        HttpConnector::http1(),
+        connector.clone(),
         Duration::from_secs(3600),
     );
+    let healthy = HttpServer::start("h").await.unwrap();
+    let (other, _) = client_retrying_after(fixed(healthy.address), connector, LIMIT);
     let mut events = client.events();
     support::wait_event(&mut events, "connected").await;
     give_up_once_sent(&client, &server, "/hang", 1).await;
     support::wait_event(&mut events, "disconnected").await;
     support::wait_event(&mut events, "connected").await;
+    assert_eq!(ask(&other, "/meanwhile").await, "h /meanwhile");
     give_up_once_sent(&client, &server, "/hang", 2).await;
     support::wait_event(&mut events, "disconnected").await;
     match client.state() {
@@ -397,6 +402,7 @@ async fn http1_connections_given_up_before_serving_meet_the_delay_from_the_secon
     let p = server.address.port();
     assert_eq!(log.lines()[..6], reconnected_once(p)[..6]);
     client.close().await;
+    other.close().await;
 }
 
 /// Wakes its task when woken.
@@ -432,9 +438,11 @@ async fn an_http1_response_that_came_before_its_future_was_dropped_is_not_given_
     let address = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
+        // An empty body: the response is whole with its head (a body still to come, dropped
+        // unread, would make hyper close the connection).
         assert!(read_head(&mut socket).await);
         socket
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
             .await
             .unwrap();
         // The second response's body is cut short.

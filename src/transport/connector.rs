@@ -38,7 +38,8 @@ pub struct HttpConnector<B, D = Dialer> {
     tls: Option<Arc<super::tls::Tls>>,
     dialer: D,
     /// HTTP/1.1: how many connections in a row a caller gave up a request on before they
-    /// served anything (see `ConnShared::abandoned`); shared by the connector's clones.
+    /// served anything (see `ConnShared::abandoned`). A clone starts a row of its own (a
+    /// connector cloned for several persistent connections counts each one's apart).
     given_up: Arc<AtomicU32>,
     _body: PhantomData<fn(B)>,
 }
@@ -54,7 +55,7 @@ impl<B, D: Clone> Clone for HttpConnector<B, D> {
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
             dialer: self.dialer.clone(),
-            given_up: self.given_up.clone(),
+            given_up: Arc::default(),
             _body: PhantomData,
         }
     }
@@ -328,7 +329,9 @@ where
     }
 
     fn call(&mut self, address: A) -> Self::Future {
-        let config = self.clone();
+        let mut config = self.clone();
+        // This connector's row of connections given up before they served, not a new one.
+        config.given_up = self.given_up.clone();
         Connecting(Box::pin(async move {
             let limit = config.connect_timeout;
             let deadline = crate::shared::deadline_after(Instant::now(), limit);

@@ -99,7 +99,7 @@
 //!   served counts as above; of those that served nothing, the first in a row of the
 //!   connector's counts as closed in good order (the end is the caller's doing), the next
 //!   ones do not (a server that takes requests and never answers them meets the retry delay).
-//!   The connector's clones share that row. Over TLS, a server
+//!   Each connector counts its own row (a clone starts a new one). Over TLS, a server
 //!   that closes without sending `close_notify` first ends the connection with an error
 //!   (rustls reports the truncation): not in good order.
 //! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`
