@@ -47,6 +47,16 @@ pub struct HttpConnector<B, D = Dialer> {
 impl<B, D: Clone> Clone for HttpConnector<B, D> {
     fn clone(&self) -> Self {
         HttpConnector {
+            given_up: Arc::default(),
+            ..self.same()
+        }
+    }
+}
+
+impl<B, D: Clone> HttpConnector<B, D> {
+    /// A copy that counts in this connector's row of connections given up before serving.
+    fn same(&self) -> Self {
+        HttpConnector {
             version: self.version,
             connect_timeout: self.connect_timeout,
             close_timeout: self.close_timeout,
@@ -55,7 +65,7 @@ impl<B, D: Clone> Clone for HttpConnector<B, D> {
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
             dialer: self.dialer.clone(),
-            given_up: Arc::default(),
+            given_up: self.given_up.clone(),
             _body: PhantomData,
         }
     }
@@ -329,9 +339,7 @@ where
     }
 
     fn call(&mut self, address: A) -> Self::Future {
-        let mut config = self.clone();
-        // This connector's row of connections given up before they served, not a new one.
-        config.given_up = self.given_up.clone();
+        let config = self.same();
         Connecting(Box::pin(async move {
             let limit = config.connect_timeout;
             let deadline = crate::shared::deadline_after(Instant::now(), limit);
