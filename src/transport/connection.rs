@@ -147,20 +147,23 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
     ///
     /// Over HTTP/1.1, a caller that gives up a request hyper has taken (its response future
     /// dropped before the response head came: a `tower::timeout`, say) makes hyper close the
-    /// connection. A connection that served before counts as above. One that had served
-    /// nothing counts as closed in good order if it is the first such connection in a row of
-    /// its connector's (a connection that serves ends the row): a slow first answer and a short
-    /// timeout cost no retry delay, while a server that takes requests and never answers them
-    /// still meets it from the second connection on.
+    /// connection, which is the caller's doing, not the server's. Such a connection counts as
+    /// closed in good order if it is the first in a row of its connector's to end so (a
+    /// connection that ends otherwise ends the row), whether or not it served: a slow answer
+    /// and a short timeout cost no retry delay, while a server that takes requests and stops
+    /// answering them (at once, or after a first answer on each connection) still meets it
+    /// from the second connection on.
     fn closed_gracefully(&self) -> bool {
         let shared = &self.shared;
-        if shared.reset_by_peer.load(Ordering::Acquire) || shared.failed.load(Ordering::Acquire) {
-            return false;
+        let fine =
+            !shared.reset_by_peer.load(Ordering::Acquire) && !shared.failed.load(Ordering::Acquire);
+        if shared.abandoned.load(Ordering::Acquire) {
+            // hyper ended it (which reads as an end in good order): the caller's doing.
+            return fine && shared.given_up_first();
         }
-        if shared.served.load(Ordering::Acquire) && shared.ended_by_peer.load(Ordering::Acquire) {
-            return true;
-        }
-        shared.abandoned.load(Ordering::Acquire) && shared.given_up_first()
+        shared.given_up_row_ended();
+        fine && shared.served.load(Ordering::Acquire)
+            && shared.ended_by_peer.load(Ordering::Acquire)
     }
 
     /// Kept as a weak reference (it keeps no later connection alive): a request that hyper

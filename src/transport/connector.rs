@@ -37,9 +37,9 @@ pub struct HttpConnector<B, D = Dialer> {
     #[cfg(feature = "tls")]
     tls: Option<Arc<super::tls::Tls>>,
     dialer: D,
-    /// HTTP/1.1: how many connections in a row a caller gave up a request on before they
-    /// served anything (see `ConnShared::abandoned`). A clone starts a row of its own (a
-    /// connector cloned for several persistent connections counts each one's apart).
+    /// HTTP/1.1: how many connections in a row a caller's give-up ended (see
+    /// `ConnShared::abandoned`). A clone starts a row of its own (a connector cloned for
+    /// several persistent connections counts each one's apart).
     given_up: Arc<AtomicU32>,
     _body: PhantomData<fn(B)>,
 }

@@ -95,11 +95,11 @@
 //!   has seen the cut looks like the caller's own early drop, after which hyper closes the
 //!   connection itself: that connection counts as closed in good order.) Over HTTP/1.1 a
 //!   caller that gives up a request hyper has taken (its response future dropped before the
-//!   response head: a `tower::timeout`, say) makes hyper close the connection: one that
-//!   served counts as above; of those that served nothing, the first in a row of the
-//!   connector's counts as closed in good order (the end is the caller's doing), the next
-//!   ones do not (a server that takes requests and never answers them meets the retry delay).
-//!   Each connector counts its own row (a clone starts a new one). Over TLS, a server
+//!   response head: a `tower::timeout`, say) makes hyper close the connection, which is the
+//!   caller's doing: the first connection in a row of the connector's to end so counts as
+//!   closed in good order, served or not, the next ones do not (a server that takes requests
+//!   and stops answering them meets the retry delay); a connection that ends otherwise ends
+//!   the row. Each connector counts its own row (a clone starts a new one). Over TLS, a server
 //!   that closes without sending `close_notify` first ends the connection with an error
 //!   (rustls reports the truncation): not in good order.
 //! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`

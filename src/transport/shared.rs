@@ -61,11 +61,11 @@ pub(super) struct ConnShared {
     /// dropped before the response head came: a `tower::timeout`, say), which makes hyper
     /// close the connection. Its end is the caller's doing, not the server's.
     pub(super) abandoned: AtomicBool,
-    /// The connector's count of connections in a row given up before they served (see
-    /// [`Self::given_up_first`]); set to zero when this one serves.
+    /// The connector's count of connections in a row that a caller's give-up ended (see
+    /// [`Self::given_up_first`]); set to zero when one ends otherwise.
     given_up: Arc<AtomicU32>,
-    /// Whether this connection, given up before it served, was the first in a row: 0 until
-    /// asked (once), then 1 (the first) or 2.
+    /// Whether this connection, ended by a give-up, was the first in a row: 0 until asked
+    /// (once), then 1 (the first) or 2.
     given_up_first: AtomicU8,
     /// hyper's connection ended without error before any close of ours.
     pub(super) ended_by_peer: AtomicBool,
@@ -312,14 +312,19 @@ impl ConnShared {
         // Stored once: every response after the first leaves the line unwritten.
         if !self.served.load(Ordering::Relaxed) {
             self.served.store(true, Ordering::Release);
-            self.given_up.store(0, Ordering::Release);
         }
     }
 
-    /// For a connection that a caller gave up a request on before it served: whether it is the
-    /// first such connection in a row of its connector's (each asks once; a connection that
-    /// serves ends the row). Only the first is replaced at once: a server that takes requests
-    /// and never answers them still meets the retry delay from the second on.
+    /// This connection ended otherwise than by a caller's give-up: its connector's row of
+    /// connections that give-ups ended is over.
+    pub(super) fn given_up_row_ended(&self) {
+        self.given_up.store(0, Ordering::Release);
+    }
+
+    /// For a connection that a caller's give-up ended: whether it is the first such connection
+    /// in a row of its connector's (each asks once; a connection that ends otherwise ends the
+    /// row). Only the first is replaced at once: a server that takes requests and stops
+    /// answering them still meets the retry delay from the second on.
     pub(super) fn given_up_first(&self) -> bool {
         match self.given_up_first.load(Ordering::Acquire) {
             0 => {
