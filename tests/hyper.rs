@@ -350,6 +350,15 @@ async fn an_http1_request_given_up_in_flight_has_its_connection_replaced_at_once
     }
 }
 
+/// An HTTP/1.1 persistent client of `address` whose retry delay (an hour) shows in its state.
+fn held_http1_client(address: SocketAddr) -> (Client, Log) {
+    client_retrying_after(
+        fixed(address),
+        HttpConnector::http1(),
+        Duration::from_secs(3600),
+    )
+}
+
 /// Asserts that `client`'s next round waits for its retry delay (an hour in these tests) rather
 /// than starting at once.
 fn assert_next_round_held(client: &Client) {
@@ -468,11 +477,7 @@ async fn http1_connections_that_serve_once_then_are_given_up_meet_the_delay_from
         }
         connections
     });
-    let (client, log) = client_retrying_after(
-        fixed(address),
-        HttpConnector::http1(),
-        Duration::from_secs(3600),
-    );
+    let (client, log) = held_http1_client(address);
     let mut events = client.events();
     for round in 0..2 {
         assert_eq!(ask(&client, "/answered").await, "ok", "round {round}");
@@ -528,11 +533,7 @@ async fn an_http1_response_that_came_before_its_future_was_dropped_is_not_given_
         socket.shutdown().await.unwrap();
         listener
     });
-    let (client, _) = client_retrying_after(
-        fixed(address),
-        HttpConnector::http1(),
-        Duration::from_secs(3600),
-    );
+    let (client, _) = held_http1_client(address);
     let mut events = client.events();
     // Polled once, with a waker that says when the response has come; then dropped unpolled.
     // (On a busy machine the first poll may find the answer already: then again.)
