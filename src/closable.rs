@@ -40,7 +40,9 @@ pub trait Closable {
     /// Asked once the connection is dead. Such a connection is replaced at once instead of
     /// after the rest of the retry delay, and the retry policy starts again from its first
     /// delay. A connection that is closed without serving anything should answer `false`, so
-    /// that a server that accepts and closes at once still meets the retry delay.
+    /// that a server that accepts and closes at once still meets the retry delay. (The HTTP
+    /// connector's connections also answer `true` when the server closed them in good order
+    /// after they sat idle for a second or more, a server's idle timeout, served or not.)
     ///
     /// Default: `false`.
     fn closed_gracefully(&self) -> bool {

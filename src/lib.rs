@@ -63,7 +63,9 @@
 //!    connection that lived longer than the delay is replaced at once. So is one that served
 //!    requests and that the peer closed gracefully ([`Closable::closed_gracefully`]), and the
 //!    retry policy then starts again from its first delay; a server that accepts and closes
-//!    without serving still meets the delay.
+//!    without serving still meets the delay. (The HTTP connector also counts as closed
+//!    gracefully a connection that the server closed after it sat idle for a second or more,
+//!    served or not: a server's idle timeout.)
 //!
 //! Within a round, `ObtainedAddress` and `FailedToConnect` are only emitted when they differ from
 //! the previous one of their kind (errors compare by [`ConnectError::text`]).

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_persistent::transport::{ClosedInFlight, HttpConnection, HttpConnector, ResponseBody};
 use tower_persistent::{BoxError, Closable, Event, Persistent, PersistentLayer};
 
@@ -383,6 +383,99 @@ async fn a_server_closing_without_serving_meets_the_retry_delay() {
     client.close().await;
     let attempts = attempts_spaced_by(&log, delay, 4..=5, "");
     assert_eq!(server.accepted(), attempts.len());
+}
+
+/// In-memory streams, each served by a server that ends the connection in good order once it
+/// has been idle for `idle` (HTTP/1.1: closed between requests; HTTP/2: GOAWAY), as most
+/// servers do.
+fn idle_closing(
+    idle: Duration,
+) -> impl Service<(), Response = tokio::io::DuplexStream, Error = std::io::Error, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(move |_: ()| {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve_idle_closing(server, idle));
+        async { Ok::<_, std::io::Error>(client) }
+    })
+}
+
+async fn serve_idle_closing(socket: tokio::io::DuplexStream, idle: Duration) {
+    let activity = Arc::new(tokio::sync::Notify::new());
+    let on_request = activity.clone();
+    let service = hyper::service::service_fn(move |_: hyper::Request<Incoming>| {
+        on_request.notify_one();
+        async { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("ok")))) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(socket), service);
+    tokio::pin!(connection);
+    // The idle wait starts again with each request (each is answered at once).
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = activity.notified() => {}
+            _ = tokio::time::sleep(idle) => break,
+        }
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+// A server with an idle timeout (2 s) shorter than the retry delay (10 s), and requests rarer
+// than it: every connection ends idle, in good order. The first served, and is replaced at
+// once; so is its replacement, which never served but sat idle for the server's 2 s, and so on
+// (one connection per 2 s): a request at 7 s finds a connection ready (on the old code, it
+// waited until 12 s). A server that closes an unserved connection sooner (half a second after
+// accepting it) still meets the retry delay.
+#[tokio::test(start_paused = true)]
+async fn a_connection_the_server_closes_idle_is_replaced_at_once_served_or_not() {
+    let s = Duration::from_secs;
+    for connector in [
+        HttpConnector::<Empty<Bytes>>::http1(),
+        HttpConnector::http2(),
+    ] {
+        // The server's idle timeout, when requests are sent, how long the test watches, and
+        // when attempts start (seconds).
+        for (idle, requests, watched, expected) in [
+            (s(2), vec![0, 7], 12, vec![0, 2, 4, 6, 9, 11]),
+            (Duration::from_millis(500), vec![], 25, vec![0, 10, 20]),
+        ] {
+            let start = Instant::now();
+            let attempts = Arc::new(Mutex::new(Vec::new()));
+            let recorder = attempts.clone();
+            let client = PersistentLayer::new("idle", tower_persistent::discovery::Fixed::new(()))
+                .retry_delay(|| Duration::from_secs(10))
+                .jitter(0.0)
+                .on_event(move |event: Event<(), HttpConnection<Empty<Bytes>>>| {
+                    if let Event::AttemptingToConnect = event {
+                        recorder.lock().unwrap().push(start.elapsed());
+                    }
+                    async {}
+                })
+                .layer(connector.clone().over(idle_closing(idle)));
+            for at in &requests {
+                tokio::time::sleep_until(start + s(*at)).await;
+                let response = timeout(LIMIT, client.clone().oneshot(get("/")))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(text(response).await, "ok");
+                // Answered at once: no wait for a connection.
+                assert_eq!(start.elapsed(), s(*at), "{connector:?} {idle:?}");
+            }
+            tokio::time::sleep_until(start + s(watched)).await;
+            let attempts = attempts.lock().unwrap().clone();
+            assert_eq!(
+                attempts,
+                expected.into_iter().map(s).collect::<Vec<_>>(),
+                "{connector:?} {idle:?}"
+            );
+            client.close().await;
+        }
+    }
 }
 
 /// A server that reads each request's first bytes on each connection it accepts, answers

@@ -139,11 +139,16 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
         self.shared.finished.wait()
     }
 
-    /// True when the connection served at least one response and hyper's connection then
-    /// ended without error before any close of ours: the server closed it in good order
-    /// (`Connection: close`, GOAWAY, a keep-alive limit, an idle timeout). Not over HTTP/1.1
-    /// when a response failed (a head that is not HTTP, a body cut short): hyper ends its
-    /// connection without an error of its own then, having given the error to the request.
+    /// True when hyper's connection ended without error before any close of ours (the server
+    /// closed it in good order: `Connection: close`, GOAWAY, a keep-alive limit, an idle
+    /// timeout) after the connection served at least one response, or after it had been idle,
+    /// nothing in flight, for a second or more: a server's idle timeout. (With requests rarer
+    /// than that timeout, the connection made at once to replace one that served meets it
+    /// before any request, and must not make the next request wait for the retry delay.) A
+    /// server that accepts and closes sooner without serving meets the delay. Not over
+    /// HTTP/1.1 when a response failed (a head that is not HTTP, a body cut short): hyper ends
+    /// its connection without an error of its own then, having given the error to the
+    /// request.
     ///
     /// Over HTTP/1.1, a caller that gives up a request hyper has taken (its response future
     /// dropped before the response head came: a `tower::timeout`, say) makes hyper close the
@@ -162,8 +167,8 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
             return fine && shared.given_up_first();
         }
         shared.given_up_row_ended();
-        fine && shared.served.load(Ordering::Acquire)
-            && shared.ended_by_peer.load(Ordering::Acquire)
+        fine && shared.ended_by_peer.load(Ordering::Acquire)
+            && (shared.served.load(Ordering::Acquire) || shared.idle_closed.load(Ordering::Acquire))
     }
 
     /// Kept as a weak reference (it keeps no later connection alive): a request that hyper
@@ -768,6 +773,13 @@ async fn drive(
         Poll::Pending
     })
     .await;
+    // hyper ends an HTTP/1.1 connection that never had a request with an incomplete message
+    // when the server closes it (it waits for a first response from the start): an end in good
+    // order all the same.
+    let ended = match ended {
+        Some(Err(error)) if shared.never_used() && is_incomplete_message(&error) => Some(Ok(())),
+        ended => ended,
+    };
     let ended_by_peer = matches!(ended, Some(Ok(())));
     // When a close of ours must be over: what is still open on the stream then is cut off.
     let mut deadline = None;
@@ -778,8 +790,8 @@ async fn drive(
         }
         Some(Ok(())) => {
             // The peer ended it in good order (EOF between responses, Connection: close,
-            // GOAWAY), before any close of ours.
-            shared.ended_by_peer.store(true, Ordering::Release);
+            // GOAWAY, an idle timeout), before any close of ours.
+            shared.ended_in_good_order();
             tracing::debug!(peer = %shared.peer, "http connection ended");
         }
         Some(Err(error)) => tracing::debug!(peer = %shared.peer, %error, "http connection failed"),
@@ -901,6 +913,13 @@ impl Drop for CloseOnDrop {
             permits.close();
         }
     }
+}
+
+/// Whether hyper's connection ended with its error for a message cut short.
+fn is_incomplete_message(error: &BoxError) -> bool {
+    error
+        .downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_incomplete_message)
 }
 
 /// Finishes the connection when dropped, the probe released first (it keeps the socket open).

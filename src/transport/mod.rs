@@ -84,8 +84,16 @@
 //!   of your own ([`over`](HttpConnector::over)) and Unix domain sockets are not looked at.
 //! - **Closed gracefully** ([`closed_gracefully`](crate::Closable::closed_gracefully)): the server
 //!   answered on the connection and then ended it in good order (`Connection: close`, GOAWAY, a
-//!   keep-alive limit, an idle timeout), before any close of ours. The persistent connection
-//!   replaces such a connection at once, instead of waiting out the retry delay. hyper ends its
+//!   keep-alive limit, an idle timeout), before any close of ours; or it so ended the
+//!   connection after it had sat idle, nothing in flight, for a second or more (since it was
+//!   made or since its last request), served or not: a server's idle timeout. (With requests
+//!   rarer than that timeout, the connection made at once to replace one that served meets it
+//!   before any request.) The persistent connection replaces such a connection at once,
+//!   instead of waiting out the retry delay; a server that accepts and closes sooner, without
+//!   serving, meets the delay, and one that closes idle connections gets one new connection
+//!   per idle timeout from an idle client. (hyper ends an HTTP/1.1 connection that never had a
+//!   request with an incomplete-message error when the server closes it: that counts as an
+//!   end in good order.) hyper ends its
 //!   connection without an error of its own also when an HTTP/1.1 response failed (a head that
 //!   is not HTTP, an unasked `101`, a body cut short: it gives the error to the request), and
 //!   before the caller has seen the responses it delivered: so a connection that the server

@@ -69,6 +69,9 @@ pub(super) struct ConnShared {
     given_up_first: AtomicU8,
     /// hyper's connection ended without error before any close of ours.
     pub(super) ended_by_peer: AtomicBool,
+    /// It so ended after the connection had been idle (nothing in flight) for
+    /// [`IDLE_CLOSE_AFTER`] or more: the server's idle timeout (see [`Self::ended_in_good_order`]).
+    pub(super) idle_closed: AtomicBool,
     /// A close of ours waited its close timeout for requests in flight, then cut them off: the
     /// stream fails every read and write from then on (see [`Self::cut`]).
     pub(super) cut_off: AtomicBool,
@@ -110,6 +113,13 @@ fn nanos(d: Duration) -> u64 {
 /// ([`ConnShared::found_gone`]): requests that follow one another closely pay no system call.
 pub(super) const PROBE_AFTER_IDLE: Duration = Duration::from_millis(1);
 
+/// How long a connection must have been idle when the server ends it in good order for that
+/// end to count as the server's idle timeout, served or not (see
+/// [`ConnShared::ended_in_good_order`]): a server that accepts and closes sooner, without
+/// serving, meets the retry delay; one that closes idle connections gets at most one new
+/// connection per second from an idle client.
+pub(super) const IDLE_CLOSE_AFTER: Duration = Duration::from_secs(1);
+
 impl ConnShared {
     // One per field that the connector sets; called in one place.
     #[allow(clippy::too_many_arguments)]
@@ -143,6 +153,7 @@ impl ConnShared {
             given_up,
             given_up_first: AtomicU8::new(0),
             ended_by_peer: AtomicBool::new(false),
+            idle_closed: AtomicBool::new(false),
             cut_off: AtomicBool::new(false),
             io_waker: AtomicWaker::new(),
             reset_by_peer: AtomicBool::new(false),
@@ -243,6 +254,28 @@ impl ConnShared {
     /// Drops the probe: hyper's connection is gone, and the socket must close with it.
     pub(super) fn release_probe(&self) {
         drop(self.probe.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+
+    /// hyper's connection has ended without error before any close of ours: the peer ended it
+    /// in good order. Also notes whether the connection was idle (nothing in flight) for
+    /// [`IDLE_CLOSE_AFTER`] or more then, since it was made or since its last request ended:
+    /// a server's idle timeout ended it, and a connection closed so is replaced at once even
+    /// if it never served (the replacement of a connection that served, made at once, meets
+    /// the server's idle timeout before any request when requests are rare).
+    pub(super) fn ended_in_good_order(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let now = nanos(self.born.elapsed());
+            let idle_since = self.idle_since.load(Ordering::Relaxed);
+            if now.saturating_sub(idle_since) >= nanos(IDLE_CLOSE_AFTER) {
+                self.idle_closed.store(true, Ordering::Release);
+            }
+        }
+        self.ended_by_peer.store(true, Ordering::Release);
+    }
+
+    /// No request has been sent on this connection: nothing in flight, and none ended.
+    pub(super) fn never_used(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.idle_since.load(Ordering::Relaxed) == 0
     }
 
     /// Nothing is in flight from now on. (The clock is read here, at the end of the requests,
