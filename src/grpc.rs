@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`ReadyTimeout`] | `DEADLINE_EXCEEDED` |
 //! | a `tonic::Status` already in the error's chain | that status |
+//! | the server reset the stream (`RST_STREAM`) | by its HTTP/2 error code, as gRPC maps them: `REFUSED_STREAM` `UNAVAILABLE`, `CANCEL` `CANCELLED`, `ENHANCE_YOUR_CALM` `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` `PERMISSION_DENIED`, `NO_ERROR`, `PROTOCOL_ERROR`, `INTERNAL_ERROR` and the like `INTERNAL`, others `UNKNOWN` |
 //! | everything else the transport fails with ([`Closed`](crate::Closed), [`Unavailable`](crate::Unavailable), [`ConnectionClosed`](crate::ConnectionClosed), a connection reset or lost mid-request) | `UNAVAILABLE` |
 //!
 //! so that a retry policy on `UNAVAILABLE` fires. Its error type, [`Error`], is a concrete, opaque
@@ -316,9 +317,37 @@ fn code_of(error: &(dyn StdError + 'static)) -> Code {
         if let Some(status) = err.downcast_ref::<Status>() {
             return status.code();
         }
+        if let Some(code) = err.downcast_ref::<h2::Error>().and_then(reset_code) {
+            return code;
+        }
         source = err.source();
     }
     Code::Unavailable
+}
+
+/// The status of a stream reset (`RST_STREAM`) by its HTTP/2 error code, as gRPC maps them
+/// (`doc/PROTOCOL-HTTP2.md`, "Errors"), and as tonic's `Channel` gives them. `None` for other
+/// HTTP/2 errors: a GOAWAY leaves the streams past its last one unprocessed (`UNAVAILABLE`, as
+/// for a connection lost).
+fn reset_code(error: &h2::Error) -> Option<Code> {
+    use h2::Reason;
+    if !error.is_reset() {
+        return None;
+    }
+    Some(match error.reason()? {
+        Reason::REFUSED_STREAM => Code::Unavailable,
+        Reason::CANCEL => Code::Cancelled,
+        Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+        Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+        Reason::NO_ERROR
+        | Reason::PROTOCOL_ERROR
+        | Reason::INTERNAL_ERROR
+        | Reason::FLOW_CONTROL_ERROR
+        | Reason::SETTINGS_TIMEOUT
+        | Reason::COMPRESSION_ERROR
+        | Reason::CONNECT_ERROR => Code::Internal,
+        _ => Code::Unknown,
+    })
 }
 
 impl fmt::Debug for Error {

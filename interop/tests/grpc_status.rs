@@ -117,6 +117,66 @@ async fn a_connection_lost_mid_request_is_unavailable() {
     p.close().await;
 }
 
+/// A server that answers the HTTP/2 handshake and resets every stream it is sent with
+/// `reason`.
+async fn resetting_server(reason: h2::Reason) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_, mut respond))) = connection.accept().await {
+                    respond.send_reset(reason);
+                }
+            });
+        }
+    });
+    address
+}
+
+// A stream reset by the server before its response: the status gRPC gives its HTTP/2 error
+// code, the same as tonic's own `Channel` gives (not UNAVAILABLE for all: a client would retry
+// a request the server may have processed).
+#[tokio::test]
+async fn a_stream_reset_has_the_status_of_its_error_code() {
+    use h2::Reason;
+    for (reason, code) in [
+        (Reason::CANCEL, Code::Cancelled),
+        (Reason::INTERNAL_ERROR, Code::Internal),
+        (Reason::ENHANCE_YOUR_CALM, Code::ResourceExhausted),
+        (Reason::INADEQUATE_SECURITY, Code::PermissionDenied),
+        (Reason::REFUSED_STREAM, Code::Unavailable),
+    ] {
+        let address = resetting_server(reason).await;
+        let p = persistent(address, |layer| layer);
+        let mut client = HealthClient::new(GrpcChannel::new(p.clone()));
+        let status = check(&mut client).await.unwrap_err();
+        assert_eq!(status.code(), code, "{reason:?}: {status:?}");
+        p.close().await;
+
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+        let tonic_status = timeout(
+            LIMIT,
+            HealthClient::new(channel).check(HealthCheckRequest {
+                service: "orders".into(),
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(
+            tonic_status.code(),
+            code,
+            "tonic's Channel, {reason:?}: {tonic_status:?}"
+        );
+    }
+}
+
 // A client over a buffer over the p2c balancer over one GrpcChannel per replica is spawnable,
 // and its checks succeed while one replica of three is down.
 #[tokio::test]
