@@ -101,17 +101,33 @@ impl Pki {
 
     /// A server configuration offering `alpn`.
     fn acceptor(&self, alpn: &[&[u8]]) -> TlsAcceptor {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            self.chain.clone(),
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone())),
-        )
-        .unwrap();
+        self.acceptor_with(alpn, false)
+    }
+
+    /// A server configuration offering `alpn`, that requires a client certificate (issued by
+    /// this authority) if `client_auth`.
+    fn acceptor_with(&self, alpn: &[&[u8]], client_auth: bool) -> TlsAcceptor {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_auth {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(self.roots.clone()),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder
+            .with_single_cert(
+                self.chain.clone(),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone())),
+            )
+            .unwrap();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         TlsAcceptor::from(Arc::new(config))
     }
@@ -334,6 +350,21 @@ async fn an_unknown_issuer_and_the_platform_roots() {
         );
     }
     assert!(server.agreed().is_empty());
+}
+
+// A server that requires a client certificate, which the client does not have: over TLS 1.3
+// the client has finished its side of the handshake when the server's alert comes, as the
+// HTTP/2 connect waits for the server's preface. The attempt fails with the alert as its cause.
+#[tokio::test]
+async fn a_server_requiring_a_client_certificate_fails_the_http2_connect_with_its_alert() {
+    let pki = Pki::new(&["localhost"]);
+    let server = TlsServer::start(pki.acceptor_with(&[b"h2"], true)).await;
+    let connector = HttpConnector::<Body>::http2().tls(pki.client());
+    assert_eq!(
+        failure(format!("localhost:{}", server.address.port()), connector).await,
+        "connect failed: server closed the connection during the http/2 handshake: connection \
+         error: received fatal alert: CertificateRequired"
+    );
 }
 
 // A server whose ALPN has none of the connector's version, or that answers in cleartext, fails

@@ -794,7 +794,10 @@ async fn drive(
             shared.ended_in_good_order();
             tracing::debug!(peer = %shared.peer, "http connection ended");
         }
-        Some(Err(error)) => tracing::debug!(peer = %shared.peer, %error, "http connection failed"),
+        Some(Err(error)) => {
+            tracing::debug!(peer = %shared.peer, %error, "http connection failed");
+            shared.keep_end_error(error);
+        }
         None => {
             // Graceful close: no new requests (poll_ready fails from now on); let those in
             // flight finish, within the close timeout.

@@ -461,7 +461,11 @@ where
                     }
                 }
                 _ = shared.finished.wait() => {
-                    return Err(HttpConnectError::new(ConnectErrorKind::ClosedDuringHandshake, None));
+                    // Why, if hyper's connection failed (a TLS alert, say).
+                    return Err(HttpConnectError::new(
+                        ConnectErrorKind::ClosedDuringHandshake,
+                        shared.take_end_error(),
+                    ));
                 }
             }
         }

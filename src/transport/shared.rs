@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::dial::Peer;
 use super::io::{Peeked, Probe};
+use crate::error::BoxError;
 use crate::signal::{Flag, Signal, wait_until};
 
 /// The HTTP version a connector speaks.
@@ -92,6 +93,11 @@ pub(super) struct ConnShared {
     /// How long a close of ours waits for what is open on the stream: the connector's close
     /// timeout.
     pub(super) close_timeout: Duration,
+    /// The error hyper's connection ended with, if it failed: kept for the connect, which
+    /// reports it as the cause when the connection ends before the server's HTTP/2 preface (a
+    /// TLS alert that the server sends once the client has finished its side of the
+    /// handshake, say).
+    end_error: Mutex<Option<BoxError>>,
     /// A probe of the socket (TCP connections of the connector's own), released as soon as
     /// hyper's connection is dropped (so that it keeps no socket open).
     probe: Mutex<Option<Probe>>,
@@ -160,6 +166,7 @@ impl ConnShared {
             successor: OnceLock::new(),
             resend_limit,
             close_timeout,
+            end_error: Mutex::new(None),
             probe: Mutex::new(probe),
             waiting_for_end: Mutex::new(Some(Vec::new())),
             born: Instant::now(),
@@ -271,6 +278,19 @@ impl ConnShared {
             }
         }
         self.ended_by_peer.store(true, Ordering::Release);
+    }
+
+    /// Keeps the error hyper's connection ended with (see `end_error`).
+    pub(super) fn keep_end_error(&self, error: BoxError) {
+        *self.end_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    /// The error hyper's connection ended with, if it failed (taken: asked once).
+    pub(super) fn take_end_error(&self) -> Option<BoxError> {
+        self.end_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// No request has been sent on this connection: nothing in flight, and none ended.
