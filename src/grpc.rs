@@ -9,6 +9,7 @@
 //! | error | status |
 //! |---|---|
 //! | [`ReadyTimeout`] | `DEADLINE_EXCEEDED` |
+//! | the request's `grpc-timeout` (tonic's `Request::set_timeout`) passed, counted from the call, before its response head came (the request is then given up: its stream reset) | `DEADLINE_EXCEEDED` (where tonic's `Channel` says `CANCELLED`, "Timeout expired"; other gRPC clients say `DEADLINE_EXCEEDED`) |
 //! | a `tonic::Status` already in the error's chain | that status |
 //! | the server reset the stream (`RST_STREAM`) | by its HTTP/2 error code, as gRPC maps them: `REFUSED_STREAM` `UNAVAILABLE`, `CANCEL` `CANCELLED`, `ENHANCE_YOUR_CALM` `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` `PERMISSION_DENIED`, `NO_ERROR`, `PROTOCOL_ERROR`, `INTERNAL_ERROR` and the like `INTERNAL`, others `UNKNOWN` |
 //! | everything else the transport fails with ([`Closed`](crate::Closed), [`Unavailable`](crate::Unavailable), [`ConnectionClosed`](crate::ConnectionClosed), a connection reset or lost mid-request) | `UNAVAILABLE` |
@@ -57,6 +58,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tonic::{Code, Status};
@@ -106,13 +108,13 @@ impl<A, C> fmt::Debug for GrpcChannel<A, C> {
     }
 }
 
-impl<A, C, R> Service<R> for GrpcChannel<A, C>
+impl<A, C, B> Service<http::Request<B>> for GrpcChannel<A, C>
 where
-    Persistent<A, C>: Service<R, Error = BoxError>,
+    Persistent<A, C>: Service<http::Request<B>, Error = BoxError>,
 {
-    type Response = <Persistent<A, C> as Service<R>>::Response;
+    type Response = <Persistent<A, C> as Service<http::Request<B>>>::Response;
     type Error = Error;
-    type Future = ResponseFuture<<Persistent<A, C> as Service<R>>::Future>;
+    type Future = ResponseFuture<<Persistent<A, C> as Service<http::Request<B>>>::Future>;
 
     /// Ready when the handle is; once the handle's `poll_ready` fails (it is closed), ready
     /// too, and the call fails: tonic reports an error of `poll_ready` as `UNKNOWN`, and of a
@@ -128,12 +130,20 @@ where
         }
     }
 
+    /// A request with a `grpc-timeout` header (tonic's `Request::set_timeout`) fails with
+    /// `DEADLINE_EXCEEDED` if its response head has not come within it, counted from here.
+    ///
+    /// # Panics
+    ///
+    /// With a `grpc-timeout`, outside a tokio runtime with timers (as tonic's `Channel`).
     #[inline]
-    fn call(&mut self, request: R) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if let Some(error) = self.failed.take() {
             return ResponseFuture::failed(error);
         }
-        ResponseFuture::new(self.inner.call(request))
+        let deadline = grpc_timeout(request.headers())
+            .map(|timeout| (timeout, Box::pin(tokio::time::sleep(timeout))));
+        ResponseFuture::new(self.inner.call(request), deadline)
     }
 }
 
@@ -233,15 +243,20 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Called { #[pin] inner: F },
+        Called {
+            #[pin]
+            inner: F,
+            // The request's `grpc-timeout`, and its timer.
+            deadline: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+        },
         Failed { error: Option<Error> },
     }
 }
 
 impl<F> ResponseFuture<F> {
-    fn new(inner: F) -> Self {
+    fn new(inner: F, deadline: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>) -> Self {
         ResponseFuture {
-            state: State::Called { inner },
+            state: State::Called { inner, deadline },
         }
     }
 
@@ -267,7 +282,23 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Called { inner } => inner.poll(cx).map(|r| r.map_err(Error::new)),
+            StateProj::Called { inner, deadline } => {
+                if let Poll::Ready(result) = inner.poll(cx) {
+                    return Poll::Ready(result.map_err(Error::new));
+                }
+                let Some((timeout, timer)) = deadline else {
+                    return Poll::Pending;
+                };
+                match timer.as_mut().poll(cx) {
+                    // The request (its stream) is given up as this future is dropped.
+                    Poll::Ready(()) => Poll::Ready(Err(Error {
+                        status: Status::deadline_exceeded(format!(
+                            "no response within the request's grpc-timeout ({timeout:?})"
+                        )),
+                    })),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
             StateProj::Failed { error } => Poll::Ready(Err(error
                 .take()
                 .expect("ResponseFuture polled after completion"))),
@@ -300,6 +331,28 @@ impl Error {
     pub fn code(&self) -> Code {
         self.status.code()
     }
+}
+
+/// The request's `grpc-timeout` (gRPC over HTTP/2: at most 8 digits and a unit, `H`, `M`, `S`,
+/// `m`, `u` or `n`), as tonic's `Channel` reads it; `None` if there is none, or if it is not
+/// valid (as tonic does, which then sets none).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // At most 8 digits: no overflow below.
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 60 * 60),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// The gRPC code of a transport error: see the module docs.
@@ -368,5 +421,58 @@ impl fmt::Display for Error {
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         Some(&self.status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::grpc_timeout;
+
+    fn parsed(value: &str) -> Option<Duration> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-timeout", value.parse().unwrap());
+        grpc_timeout(&headers)
+    }
+
+    // Every unit of gRPC over HTTP/2, up to 8 digits (the largest without overflow); anything
+    // else is no timeout, as tonic reads it.
+    #[test]
+    fn grpc_timeouts_are_read_as_grpc_over_http2_writes_them() {
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+        assert_eq!(parsed("3H"), Some(Duration::from_secs(3 * 3600)));
+        assert_eq!(parsed("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parsed("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parsed("500m"), Some(Duration::from_millis(500)));
+        assert_eq!(parsed("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parsed("0n"), Some(Duration::ZERO));
+        assert_eq!(
+            parsed("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        for invalid in [
+            "",
+            "S",
+            "100",
+            "123456789S",
+            "-1S",
+            "+1S",
+            "1.5S",
+            "10x",
+            "1 S",
+            "é",
+        ] {
+            let mut headers = http::HeaderMap::new();
+            if let Ok(value) = http::HeaderValue::from_str(invalid) {
+                headers.insert("grpc-timeout", value);
+            } else {
+                headers.insert(
+                    "grpc-timeout",
+                    http::HeaderValue::from_bytes(invalid.as_bytes()).unwrap(),
+                );
+            }
+            assert_eq!(grpc_timeout(&headers), None, "{invalid:?}");
+        }
     }
 }

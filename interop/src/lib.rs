@@ -8,8 +8,11 @@
 //! go around the call, at the message level; the timeout and the concurrency limit sit between
 //! the client and the channel. Where each timeout sits matters:
 //!
-//! - `tower::timeout` (here: `TimeoutLayer`) bounds a call once the service is ready: put it
-//!   above the channel for the request's own deadline;
+//! - a request's own deadline, tonic's `Request::set_timeout` (sent to the server as
+//!   `grpc-timeout`), is kept by `GrpcChannel` from the call on: `DEADLINE_EXCEEDED` when no
+//!   response head has come by then (tonic's `Channel` says `CANCELLED` there);
+//! - `tower::timeout` (here: `TimeoutLayer`) bounds every call once the service is ready, put
+//!   above the channel, but tonic reports its error as `UNKNOWN` (`request timed out`);
 //! - [`ready_timeout`](tower_persistent::PersistentLayer::ready_timeout) bounds the wait for a
 //!   ready connection, which `tower::timeout` does not see (with wait-for-ready, a request can
 //!   otherwise wait for a connection far past its timeout); it answers `DEADLINE_EXCEEDED`;

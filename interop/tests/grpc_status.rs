@@ -177,6 +177,45 @@ async fn a_stream_reset_has_the_status_of_its_error_code() {
     }
 }
 
+// A request with a deadline (tonic's `Request::set_timeout`, sent as `grpc-timeout`) to a server
+// that takes it and never answers: DEADLINE_EXCEEDED once the deadline has passed, and the
+// server sees the stream cancelled. (tonic's own `Channel` gives CANCELLED, "Timeout expired".)
+#[tokio::test]
+async fn a_request_past_its_grpc_timeout_is_deadline_exceeded() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (reset_tx, reset_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut connection = h2::server::handshake(socket).await.unwrap();
+        let (_, mut respond) = connection.accept().await.unwrap().unwrap();
+        // Drives the connection on, and waits for the client to reset the stream.
+        tokio::spawn(async move { while connection.accept().await.is_some() {} });
+        let reason = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
+        let _ = reset_tx.send(reason.map_err(|e| e.to_string()));
+    });
+    let p = persistent(address, |layer| layer);
+    let mut client = HealthClient::new(GrpcChannel::new(p.clone()));
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: "orders".into(),
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let start = tokio::time::Instant::now();
+    let status = timeout(LIMIT, client.check(request))
+        .await
+        .expect("the check hung")
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "no response within the request's grpc-timeout (300ms)"
+    );
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    let reset = timeout(LIMIT, reset_rx).await.unwrap().unwrap();
+    assert_eq!(reset, Ok(h2::Reason::CANCEL));
+    p.close().await;
+}
+
 // A client over a buffer over the p2c balancer over one GrpcChannel per replica is spawnable,
 // and its checks succeed while one replica of three is down.
 #[tokio::test]
