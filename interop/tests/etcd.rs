@@ -272,6 +272,52 @@ async fn an_unreachable_etcd_fails_the_lookup_at_its_timeout() {
     client.close().await;
 }
 
+// With every member down, a lookup's error reads the same whichever member its last try
+// reached (the members' addresses are not in it): a round of attempts reports it once, as
+// `FailedToConnect` dedups by text (paused clock; 1 s between attempts, lookups of 500 ms).
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_etcd_fails_each_attempt_with_the_same_text() {
+    let dead = [
+        support::line::closed_port().await.to_string(),
+        support::line::closed_port().await.to_string(),
+        support::line::closed_port().await.to_string(),
+    ];
+    let discovery = Etcd::connect(&dead, PREFIX)
+        .await
+        .unwrap()
+        .timeout(Duration::from_millis(500));
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (record, count) = (failures.clone(), attempts.clone());
+    let client = PersistentLayer::new("orders", discovery)
+        .retry_delay(|| Duration::from_secs(1))
+        .jitter(0.0)
+        .on_event(move |event: Event<String, HttpConnection<Empty<Bytes>>>| {
+            if let Event::FailedToConnect(error) = &event {
+                record.lock().unwrap().push(error.text());
+            }
+            async {}
+        })
+        .layer(tower::service_fn(move |_: String| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err::<HttpConnection<Empty<Bytes>>, _>(std::io::Error::other("unreached")) }
+        }));
+    // Eight attempts, one a second, each a lookup that fails at 500 ms.
+    tokio::time::sleep(Duration::from_millis(7_900)).await;
+    client.close().await;
+    let failures = failures.lock().unwrap().clone();
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert!(
+        failures[0].starts_with(
+            "address lookup failed: etcd did not answer a lookup of /services/orders/ within \
+             500ms: grpc request error: Unavailable: tcp connect error: Connection refused"
+        ),
+        "{}",
+        failures[0]
+    );
+}
+
 // An endpoint that is not an address, or whose port is out of range, is refused when the
 // lookup is made.
 #[tokio::test]

@@ -277,7 +277,7 @@ where
         loop {
             let why = match tokio::time::timeout(per_try, make()).await {
                 Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(error)) if transient(&error) => error.to_string(),
+                Ok(Err(error)) if transient(&error) => stable_text(&error),
                 Ok(Err(error)) => return Err(error),
                 Err(_) => format!("a try got no answer within {per_try:?}"),
             };
@@ -330,6 +330,35 @@ fn transient(error: &etcd_client::Error) -> bool {
         ),
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
+    }
+}
+
+/// What a transient error says, the same each time for the same failure: a gRPC status by its
+/// code and message, without the status's source and metadata, which name the member tried
+/// (a lookup's error is the source of its `FailedToConnect`, whose text must not change with
+/// the member its last try reached, or the round's deduplication would not see it as the
+/// same).
+fn stable_text(error: &etcd_client::Error) -> String {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            let mut text = format!(
+                "grpc request error: {:?}: {}",
+                status.code(),
+                status.message()
+            );
+            // The system's word for it (`Connection refused`), if an I/O error is the cause.
+            let mut source = std::error::Error::source(status);
+            for _ in 0..crate::error::MAX_SOURCES {
+                let Some(cause) = source else { break };
+                if let Some(io) = cause.downcast_ref::<io::Error>() {
+                    text.push_str(&format!(": {io}"));
+                    break;
+                }
+                source = cause.source();
+            }
+            text
+        }
+        other => other.to_string(),
     }
 }
 
