@@ -395,9 +395,25 @@ fn idle_closing(
 + Send
 + Sync
 + 'static {
+    late_idle_closing(Duration::ZERO, idle)
+}
+
+/// As [`idle_closing`], the server starting `late` after the stream is made (over HTTP/2, its
+/// greeting comes that late).
+fn late_idle_closing(
+    late: Duration,
+    idle: Duration,
+) -> impl Service<(), Response = tokio::io::DuplexStream, Error = std::io::Error, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
     tower::service_fn(move |_: ()| {
         let (client, server) = tokio::io::duplex(64 * 1024);
-        tokio::spawn(serve_idle_closing(server, idle));
+        tokio::spawn(async move {
+            tokio::time::sleep(late).await;
+            serve_idle_closing(server, idle).await
+        });
         async { Ok::<_, std::io::Error>(client) }
     })
 }
@@ -476,6 +492,36 @@ async fn a_connection_the_server_closes_idle_is_replaced_at_once_served_or_not()
             client.close().await;
         }
     }
+}
+
+// An HTTP/2 server that greets 1.1 s after accepting and then closes at once (GOAWAY after
+// 1 ms), never serving: the wait for its greeting is not idleness, so it meets the retry delay
+// (10 s) rather than getting a new connection per 1.1 s.
+#[tokio::test(start_paused = true)]
+async fn an_http2_server_greeting_late_then_closing_meets_the_retry_delay() {
+    let start = Instant::now();
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let recorder = attempts.clone();
+    let client = PersistentLayer::new("late", tower_persistent::discovery::Fixed::new(()))
+        .retry_delay(|| Duration::from_secs(10))
+        .jitter(0.0)
+        .on_event(move |event: Event<(), HttpConnection<Empty<Bytes>>>| {
+            if let Event::AttemptingToConnect = event {
+                recorder.lock().unwrap().push(start.elapsed());
+            }
+            async {}
+        })
+        .layer(
+            HttpConnector::<Empty<Bytes>>::http2().over(late_idle_closing(
+                Duration::from_millis(1100),
+                Duration::from_millis(1),
+            )),
+        );
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let attempts = attempts.lock().unwrap().clone();
+    let s = Duration::from_secs;
+    assert_eq!(attempts, [s(0), s(10), s(20)]);
+    client.close().await;
 }
 
 /// A server that reads each request's first bytes on each connection it accepts, answers

@@ -468,6 +468,9 @@ where
                     ));
                 }
             }
+            // Idle from now: the wait for the greeting is not idleness (a server that greets
+            // late and then closes at once did not close an idle connection).
+            shared.ready_now();
         }
         guard.0 = None;
         Ok(connection)

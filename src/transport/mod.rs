@@ -86,7 +86,8 @@
 //!   answered on the connection and then ended it in good order (`Connection: close`, GOAWAY, a
 //!   keep-alive limit, an idle timeout), before any close of ours; or it so ended the
 //!   connection after it had sat idle, nothing in flight, for a second or more (since it was
-//!   made or since its last request), served or not: a server's idle timeout. (With requests
+//!   ready, over HTTP/2 once the server's greeting came, or since its last request), served or
+//!   not: a server's idle timeout. (With requests
 //!   rarer than that timeout, the connection made at once to replace one that served meets it
 //!   before any request.) The persistent connection replaces such a connection at once,
 //!   instead of waiting out the retry delay; a server that accepts and closes sooner, without

@@ -265,7 +265,8 @@ impl ConnShared {
 
     /// hyper's connection has ended without error before any close of ours: the peer ended it
     /// in good order. Also notes whether the connection was idle (nothing in flight) for
-    /// [`IDLE_CLOSE_AFTER`] or more then, since it was made or since its last request ended:
+    /// [`IDLE_CLOSE_AFTER`] or more then, since it was ready (see [`Self::ready_now`]) or since
+    /// its last request ended:
     /// a server's idle timeout ended it, and a connection closed so is replaced at once even
     /// if it never served (the replacement of a connection that served, made at once, meets
     /// the server's idle timeout before any request when requests are rare).
@@ -293,7 +294,14 @@ impl ConnShared {
             .take()
     }
 
-    /// No request has been sent on this connection: nothing in flight, and none ended.
+    /// The connection is ready, over HTTP/2 once the server's preface has come: its idle
+    /// time counts from now (see [`Self::ended_in_good_order`]), not from its making.
+    pub(super) fn ready_now(&self) {
+        self.now_idle();
+    }
+
+    /// No request has been sent on this connection: nothing in flight, and none ended. (Over
+    /// HTTP/1.1 only, which marks no readiness with [`Self::ready_now`].)
     pub(super) fn never_used(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0 && self.idle_since.load(Ordering::Relaxed) == 0
     }
