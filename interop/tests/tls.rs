@@ -66,6 +66,15 @@ struct Pki {
 
 impl Pki {
     fn new(names: &[&str]) -> Pki {
+        Self::issued(names, false)
+    }
+
+    /// As [`Pki::new`], the server certificate valid in 2019 only: expired.
+    fn expired(names: &[&str]) -> Pki {
+        Self::issued(names, true)
+    }
+
+    fn issued(names: &[&str], expired: bool) -> Pki {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -81,10 +90,12 @@ impl Pki {
         let issuer = Issuer::new(ca_params, ca_key);
         let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let leaf = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
+        let mut leaf = CertificateParams::new(names).unwrap();
+        if expired {
+            leaf.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            leaf.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
+        let leaf = leaf.signed_by(&key, &issuer).unwrap();
         let mut roots = RootCertStore::empty();
         roots.add(ca.der().clone()).unwrap();
         Pki {
@@ -350,6 +361,56 @@ async fn an_unknown_issuer_and_the_platform_roots() {
         );
     }
     assert!(server.agreed().is_empty());
+}
+
+// An expired server certificate: each attempt of a round fails with the same text (rustls says
+// when it checked the certificate; that time is left out), so the round reports it once.
+#[tokio::test]
+async fn an_expired_certificate_fails_every_attempt_of_a_round_with_one_text() {
+    let pki = Pki::expired(&["localhost"]);
+    let server = TlsServer::start(pki.acceptor(&[b"http/1.1"])).await;
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let record = failures.clone();
+    let client = PersistentLayer::new(
+        "web",
+        Fixed::new(format!("localhost:{}", server.address.port())),
+    )
+    .retry_delay(|| Duration::from_millis(400))
+    .jitter(0.0)
+    .on_event(
+        move |event: tower_persistent::Event<
+            String,
+            tower_persistent::transport::HttpConnection<Body>,
+        >| {
+            if let tower_persistent::Event::FailedToConnect(error) = &event {
+                record.lock().unwrap().push(error.text());
+            }
+            async {}
+        },
+    )
+    .layer(HttpConnector::<Body>::http1().tls(pki.client()));
+    // Five attempts over 1.6 s: rustls's time of the check, in seconds, differs among them.
+    timeout(LIMIT, async {
+        loop {
+            if let tower_persistent::State::Connecting { attempt, .. } =
+                client.state_changed().await
+                && attempt >= 5
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("five attempts");
+    client.close().await;
+    let failures = failures.lock().unwrap().clone();
+    assert_eq!(
+        failures,
+        [
+            "connect failed: tls handshake failed: with localhost: invalid peer certificate: \
+          certificate expired: not valid after 1577836800 (UNIX)"
+        ]
+    );
 }
 
 // A server that requires a client certificate, which the client does not have: over TLS 1.3

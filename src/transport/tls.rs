@@ -216,7 +216,7 @@ impl Tls {
         let stream = self.connector.connect(server_name, io).await.map_err(|e| {
             error(
                 ConnectErrorKind::Tls,
-                At::io(format!("with {shown}"), e).into(),
+                At::io(format!("with {shown}"), without_the_time(e)).into(),
             )
         })?;
         // rustls itself refuses a protocol that was not offered, and a server that offers
@@ -231,4 +231,31 @@ impl Tls {
         };
         Ok((dialed, shown))
     }
+}
+
+/// `error`, but for a certificate checked against the clock (expired, not valid yet), whose
+/// rustls text says when it was checked: that time is left out, so that each attempt against
+/// the same certificate fails with the same text (the round's `FailedToConnect` is emitted
+/// once, not at every attempt).
+fn without_the_time(error: std::io::Error) -> std::io::Error {
+    use rustls::CertificateError::{ExpiredContext, NotValidYetContext};
+    let certificate = match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(certificate)) => certificate,
+        _ => return error,
+    };
+    let text = match certificate {
+        ExpiredContext { not_after, .. } => format!(
+            "invalid peer certificate: certificate expired: not valid after {} (UNIX)",
+            not_after.as_secs()
+        ),
+        NotValidYetContext { not_before, .. } => format!(
+            "invalid peer certificate: certificate not valid yet: not valid before {} (UNIX)",
+            not_before.as_secs()
+        ),
+        _ => return error,
+    };
+    std::io::Error::new(error.kind(), text)
 }
