@@ -418,6 +418,32 @@ fn late_idle_closing(
     })
 }
 
+/// A persistent connection of `()` through `connector`, with a 10 s retry delay and no jitter,
+/// and the times since `start` of its `AttemptingToConnect` events.
+fn recording_attempts<M>(
+    start: Instant,
+    connector: M,
+) -> (Persistent<(), Conn>, Arc<Mutex<Vec<Duration>>>)
+where
+    M: Service<(), Response = Conn> + Send + 'static,
+    M::Error: Into<BoxError>,
+    M::Future: Send,
+{
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let recorder = attempts.clone();
+    let client = PersistentLayer::new("idle", tower_persistent::discovery::Fixed::new(()))
+        .retry_delay(|| Duration::from_secs(10))
+        .jitter(0.0)
+        .on_event(move |event: Event<(), Conn>| {
+            if let Event::AttemptingToConnect = event {
+                recorder.lock().unwrap().push(start.elapsed());
+            }
+            async {}
+        })
+        .layer(connector);
+    (client, attempts)
+}
+
 async fn serve_idle_closing(socket: tokio::io::DuplexStream, idle: Duration) {
     let activity = Arc::new(tokio::sync::Notify::new());
     let on_request = activity.clone();
@@ -460,18 +486,8 @@ async fn a_connection_the_server_closes_idle_is_replaced_at_once_served_or_not()
             (Duration::from_millis(500), vec![], 25, vec![0, 10, 20]),
         ] {
             let start = Instant::now();
-            let attempts = Arc::new(Mutex::new(Vec::new()));
-            let recorder = attempts.clone();
-            let client = PersistentLayer::new("idle", tower_persistent::discovery::Fixed::new(()))
-                .retry_delay(|| Duration::from_secs(10))
-                .jitter(0.0)
-                .on_event(move |event: Event<(), HttpConnection<Empty<Bytes>>>| {
-                    if let Event::AttemptingToConnect = event {
-                        recorder.lock().unwrap().push(start.elapsed());
-                    }
-                    async {}
-                })
-                .layer(connector.clone().over(idle_closing(idle)));
+            let (client, attempts) =
+                recording_attempts(start, connector.clone().over(idle_closing(idle)));
             for at in &requests {
                 tokio::time::sleep_until(start + s(*at)).await;
                 let response = timeout(LIMIT, client.clone().oneshot(get("/")))
@@ -500,23 +516,13 @@ async fn a_connection_the_server_closes_idle_is_replaced_at_once_served_or_not()
 #[tokio::test(start_paused = true)]
 async fn an_http2_server_greeting_late_then_closing_meets_the_retry_delay() {
     let start = Instant::now();
-    let attempts = Arc::new(Mutex::new(Vec::new()));
-    let recorder = attempts.clone();
-    let client = PersistentLayer::new("late", tower_persistent::discovery::Fixed::new(()))
-        .retry_delay(|| Duration::from_secs(10))
-        .jitter(0.0)
-        .on_event(move |event: Event<(), HttpConnection<Empty<Bytes>>>| {
-            if let Event::AttemptingToConnect = event {
-                recorder.lock().unwrap().push(start.elapsed());
-            }
-            async {}
-        })
-        .layer(
-            HttpConnector::<Empty<Bytes>>::http2().over(late_idle_closing(
-                Duration::from_millis(1100),
-                Duration::from_millis(1),
-            )),
-        );
+    let (client, attempts) = recording_attempts(
+        start,
+        HttpConnector::<Empty<Bytes>>::http2().over(late_idle_closing(
+            Duration::from_millis(1100),
+            Duration::from_millis(1),
+        )),
+    );
     tokio::time::sleep(Duration::from_secs(25)).await;
     let attempts = attempts.lock().unwrap().clone();
     let s = Duration::from_secs;
