@@ -71,17 +71,71 @@ struct Inner<C> {
     /// With fail-fast: the error of the last failed attempt of this round, while there is no
     /// connection.
     failing: Option<ConnectError>,
-    /// Handles waiting in `poll_ready`, by handle id; all are woken on every change of
-    /// `generation`.
-    wakers: WakerMap,
+    /// Handles waiting in `poll_ready`, in the order they began to wait; all are woken, in
+    /// that order, on every change of `generation`.
+    wakers: WakerQueue,
 }
 
-/// The largest map of wakers kept for the next waiters once its wakers are woken.
+/// The largest queue of wakers kept for the next waiters once its wakers are woken.
 const KEPT_WAKERS: usize = 64;
 
-/// Wakers by handle id. The ids are the crate's own counter, never chosen from outside: a
+/// Places by handle id. The ids are the crate's own counter, never chosen from outside: a
 /// multiplicative hash spreads them, without the cost of a keyed one.
-type WakerMap = HashMap<u64, Waker, BuildHasherDefault<IdHasher>>;
+type Places = HashMap<u64, usize, BuildHasherDefault<IdHasher>>;
+
+/// The wakers of the handles waiting in `poll_ready`, in the order the handles began to wait,
+/// and each one's place by handle id: a handle registers again in place, and leaves in O(1).
+///
+/// They are woken in that order: over HTTP/1.1 a new connection's turn then goes first to
+/// the handles that have waited longest, who queue for it (the turn's own queue is first come,
+/// first served) in the order they waited for the last one. (Woken in a map's order, the turn
+/// went to whichever came first in it, however long others had waited: under churn a few
+/// waited many seconds.)
+#[derive(Default)]
+struct WakerQueue {
+    /// By arrival; `None` where a handle left.
+    order: Vec<Option<(u64, Waker)>>,
+    places: Places,
+}
+
+impl WakerQueue {
+    fn register(&mut self, id: u64, waker: &Waker) {
+        if let Some(&place) = self.places.get(&id) {
+            if let Some((_, old)) = &mut self.order[place] {
+                old.clone_from(waker);
+            }
+            return;
+        }
+        // Handles that left keep their places until the next wake-up: taken back when they
+        // are more than those waiting, rather than the queue growing.
+        if self.order.len() == self.order.capacity() && self.order.len() >= 2 * self.places.len() {
+            self.compact();
+        }
+        self.places.insert(id, self.order.len());
+        self.order.push(Some((id, waker.clone())));
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(place) = self.places.remove(&id) {
+            self.order[place] = None;
+        }
+    }
+
+    /// Closes the gaps that handles that left made, in order.
+    fn compact(&mut self) {
+        self.order.retain(Option::is_some);
+        for (place, entry) in self.order.iter().enumerate() {
+            if let Some((id, _)) = entry {
+                self.places.insert(*id, place);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.places.len()
+    }
+}
 
 /// Hashes a handle id: Fibonacci hashing, whose high bits (hashbrown's tags) and low bits (its
 /// buckets) both vary with consecutive ids.
@@ -132,11 +186,13 @@ pub(crate) enum Live<C> {
 
 /// Wakers taken out under the lock, woken when dropped (after the lock is released).
 #[derive(Default)]
-struct Wakers(WakerMap);
+struct Wakers(WakerQueue);
 
 impl Wakers {
+    /// Wakes them in the order they came, and empties the queue (its room kept).
     fn wake_all(&mut self) {
-        for (_, waker) in self.0.drain() {
+        self.0.places.clear();
+        for (_, waker) in self.0.order.drain(..).flatten() {
             waker.wake();
         }
     }
@@ -144,7 +200,7 @@ impl Wakers {
 
 impl Drop for Wakers {
     fn drop(&mut self) {
-        if !self.0.is_empty() {
+        if !self.0.order.is_empty() {
             self.wake_all();
         }
     }
@@ -170,7 +226,7 @@ impl<C> Slot<C> {
                 outcomes: 0,
                 recent: Default::default(),
                 failing: None,
-                wakers: WakerMap::default(),
+                wakers: WakerQueue::default(),
             }),
             changed: Notify::new(),
         }
@@ -194,12 +250,12 @@ impl<C> Slot<C> {
         }
         if let Some(mut woken) = effects.wakers.take() {
             woken.wake_all();
-            // The emptied map goes back, its room kept for the next waiters (who register at
+            // The emptied queue goes back, its room kept for the next waiters (who register at
             // once, in their next `poll_ready`), unless one was made meanwhile, or it is large
             // (the room of a herd is given back).
-            if (1..=KEPT_WAKERS).contains(&woken.0.capacity()) {
+            if (1..=KEPT_WAKERS).contains(&woken.0.order.capacity()) {
                 let mut inner = self.lock();
-                if inner.wakers.capacity() == 0 {
+                if inner.wakers.order.capacity() == 0 {
                     std::mem::swap(&mut inner.wakers, &mut woken.0);
                 }
             }
@@ -284,7 +340,7 @@ impl<C> Slot<C> {
                 return false;
             }
             if let Some(id) = found_by {
-                inner.wakers.remove(&id);
+                inner.wakers.remove(id);
             }
             inner.current = None;
             inner.forget_connections();
@@ -339,7 +395,7 @@ impl<C> Slot<C> {
         if inner.generation != generation {
             return false;
         }
-        register(&mut inner.wakers, id, waker);
+        inner.wakers.register(id, waker);
         true
     }
 
@@ -351,7 +407,7 @@ impl<C> Slot<C> {
 
     /// Forgets the waker of handle `id`.
     pub(crate) fn remove_waker(&self, id: u64) {
-        self.lock().wakers.remove(&id);
+        self.lock().wakers.remove(id);
     }
 
     /// Resolves once closing finished.
@@ -407,7 +463,7 @@ impl<C: Clone> Slot<C> {
         } else if let Some(error) = &inner.failing {
             Lookup::Failing(error.clone())
         } else {
-            register(&mut inner.wakers, id, waker);
+            inner.wakers.register(id, waker);
             Lookup::Registered(inner.generation)
         }
     }
@@ -562,15 +618,6 @@ impl<C: Closable + Clone> Inner<C> {
     }
 }
 
-fn register(wakers: &mut WakerMap, id: u64, waker: &Waker) {
-    match wakers.get_mut(&id) {
-        Some(old) => old.clone_from(waker),
-        None => {
-            wakers.insert(id, waker.clone());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -660,6 +707,52 @@ mod tests {
         slot.remove_waker(7);
         slot.clear_current(generation + 1, None, None);
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "removed");
+    }
+
+    /// A waker that writes its id into `log` when woken.
+    fn logging(id: u64, log: &Arc<Mutex<Vec<u64>>>) -> Waker {
+        struct Logging(u64, Arc<Mutex<Vec<u64>>>);
+        impl std::task::Wake for Logging {
+            fn wake(self: Arc<Self>) {
+                self.1.lock().unwrap().push(self.0);
+            }
+        }
+        Waker::from(Arc::new(Logging(id, log.clone())))
+    }
+
+    // Waiting handles are woken in the order they began to wait: one that registers again keeps
+    // its place, one that left is skipped; the places of many that left are taken back, in
+    // order, rather than the queue growing.
+    #[test]
+    fn wakers_are_woken_in_the_order_the_handles_began_to_wait() {
+        let slot = Slot::<Conn>::new();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for id in [5, 3, 9, 1] {
+            slot.lookup(id, &logging(id, &log));
+        }
+        slot.lookup(3, &logging(3, &log));
+        slot.remove_waker(9);
+        assert_eq!(slot.waker_count(), 3);
+        slot.set_current(&Conn(1), Instant::now());
+        assert_eq!(*log.lock().unwrap(), [5, 3, 1]);
+        assert_eq!(slot.waker_count(), 0);
+
+        // A thousand come, most leave, more come: the queue keeps no more room than twice
+        // those waiting (and its first growth), and their order.
+        let generation = slot.set_current(&Conn(2), Instant::now()).unwrap();
+        slot.clear_current(generation, None, None);
+        log.lock().unwrap().clear();
+        for id in 100..1100 {
+            slot.lookup(id, &logging(id, &log));
+            if id % 10 != 0 {
+                slot.remove_waker(id);
+            }
+        }
+        let room = slot.lock().wakers.order.len();
+        assert!(room <= 2 * 100 + 1, "{room}");
+        slot.set_current(&Conn(3), Instant::now());
+        let expected: Vec<u64> = (100..1100).filter(|id| id % 10 == 0).collect();
+        assert_eq!(*log.lock().unwrap(), expected);
     }
 
     // A handle that found the current connection dead and clears it is not woken by its own
