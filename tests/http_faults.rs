@@ -387,19 +387,8 @@ async fn a_server_closing_without_serving_meets_the_retry_delay() {
 
 /// In-memory streams, each served by a server that ends the connection in good order once it
 /// has been idle for `idle` (HTTP/1.1: closed between requests; HTTP/2: GOAWAY), as most
-/// servers do.
-fn idle_closing(
-    idle: Duration,
-) -> impl Service<(), Response = tokio::io::DuplexStream, Error = std::io::Error, Future: Send>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    late_idle_closing(Duration::ZERO, idle)
-}
-
-/// As [`idle_closing`], the server starting `late` after the stream is made (over HTTP/2, its
-/// greeting comes that late).
+/// servers do; the server starts `late` after the stream is made (over HTTP/2, its greeting
+/// comes that late).
 fn late_idle_closing(
     late: Duration,
     idle: Duration,
@@ -486,8 +475,12 @@ async fn a_connection_the_server_closes_idle_is_replaced_at_once_served_or_not()
             (Duration::from_millis(500), vec![], 25, vec![0, 10, 20]),
         ] {
             let start = Instant::now();
-            let (client, attempts) =
-                recording_attempts(start, connector.clone().over(idle_closing(idle)));
+            let (client, attempts) = recording_attempts(
+                start,
+                connector
+                    .clone()
+                    .over(late_idle_closing(Duration::ZERO, idle)),
+            );
             for at in &requests {
                 tokio::time::sleep_until(start + s(*at)).await;
                 let response = timeout(LIMIT, client.clone().oneshot(get("/")))

@@ -200,12 +200,19 @@ impl ConnShared {
         if self.in_flight.load(Ordering::Acquire) != 0 {
             return false;
         }
-        let now = nanos(self.born.elapsed());
-        let idle_since = self.idle_since.load(Ordering::Relaxed);
-        if Duration::from_nanos(now.saturating_sub(idle_since)) < PROBE_AFTER_IDLE {
+        if self.idle_for() < PROBE_AFTER_IDLE {
             return false;
         }
         self.found_gone_now()
+    }
+
+    /// How long since the connection was ready or its last request ended (whether something
+    /// is in flight now is the caller's to check).
+    #[inline]
+    fn idle_for(&self) -> Duration {
+        let now = nanos(self.born.elapsed());
+        let idle_since = self.idle_since.load(Ordering::Relaxed);
+        Duration::from_nanos(now.saturating_sub(idle_since))
     }
 
     #[cold]
@@ -271,12 +278,8 @@ impl ConnShared {
     /// if it never served (the replacement of a connection that served, made at once, meets
     /// the server's idle timeout before any request when requests are rare).
     pub(super) fn ended_in_good_order(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0 {
-            let now = nanos(self.born.elapsed());
-            let idle_since = self.idle_since.load(Ordering::Relaxed);
-            if now.saturating_sub(idle_since) >= nanos(IDLE_CLOSE_AFTER) {
-                self.idle_closed.store(true, Ordering::Release);
-            }
+        if self.in_flight.load(Ordering::Acquire) == 0 && self.idle_for() >= IDLE_CLOSE_AFTER {
+            self.idle_closed.store(true, Ordering::Release);
         }
         self.ended_by_peer.store(true, Ordering::Release);
     }
