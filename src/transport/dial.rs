@@ -126,6 +126,54 @@ impl<A: Address> Dial<A> for Dialer {
     }
 }
 
+/// Connects to `address` as tokio's `TcpStream::connect` does, but for a connection that the
+/// kernel has made by the time its `connect` call returns (over loopback, as a rule: a local
+/// proxy, a sidecar, a server on the same host), which is used at once. tokio waits for the
+/// socket to be reported writable first: a yield of the task that connects, one turn of the
+/// runtime's I/O driver and whatever tasks run before it, before the connection can be used.
+#[cfg(unix)]
+async fn connect(address: &SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    let socket = Socket::new(
+        Domain::for_address(*address),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let socket = {
+        let socket = Socket::new(
+            Domain::for_address(*address),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_nonblocking(true)?;
+        socket
+    };
+    match socket.connect(&(*address).into()) {
+        Ok(()) => {}
+        // Under way: made already if it has a peer; otherwise, as tokio does, writable once
+        // it is made or has failed, and its error (if any) then in `SO_ERROR`.
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            if socket.peer_addr().is_err() {
+                let stream = TcpStream::from_std(socket.into())?;
+                stream.writable().await?;
+                if let Some(e) = stream.take_error()? {
+                    return Err(e);
+                }
+                return Ok(stream);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    TcpStream::from_std(socket.into())
+}
+
+#[cfg(not(unix))]
+async fn connect(address: &SocketAddr) -> io::Result<TcpStream> {
+    TcpStream::connect(address).await
+}
+
 /// Each address in turn; the last one's error if none answers.
 async fn dial_tcp(addresses: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), HttpConnectError> {
     let tcp = |e: io::Error| HttpConnectError::new(ConnectErrorKind::Tcp, Some(e.into()));
@@ -133,7 +181,7 @@ async fn dial_tcp(addresses: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), H
     let at = |address: &SocketAddr, e: io::Error| At::io(address.to_string(), e);
     let mut last = None;
     for address in addresses {
-        match TcpStream::connect(address).await {
+        match connect(address).await {
             Ok(stream) => {
                 stream.set_nodelay(true).map_err(|e| tcp(at(address, e)))?;
                 return Ok((stream, *address));
@@ -408,5 +456,89 @@ mod tests {
         );
         assert_eq!(host_of("[::1]:8443"), "::1");
         assert_eq!(host_of("localhost"), "localhost");
+    }
+}
+
+#[cfg(all(test, unix))]
+mod connect_tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use tokio::net::{TcpListener, TcpSocket};
+
+    use super::connect;
+
+    /// A connection over loopback is made by the time the kernel's `connect` returns: usable
+    /// at the first poll, without waiting for the runtime's I/O driver (tokio's own connect
+    /// is pending at its first poll). Made at once in most tries: the kernel may defer the
+    /// handshake's packets under load.
+    #[tokio::test]
+    async fn a_loopback_connection_is_usable_at_the_first_poll() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut at_once = 0;
+        for _ in 0..10 {
+            let mut connecting = pin!(connect(&address));
+            let first = connecting
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()));
+            let stream = match first {
+                Poll::Ready(stream) => {
+                    at_once += 1;
+                    stream.unwrap()
+                }
+                Poll::Pending => connecting.await.unwrap(),
+            };
+            let (accepted, _) = listener.accept().await.unwrap();
+            assert_eq!(stream.peer_addr().unwrap(), address);
+            assert_eq!(accepted.peer_addr().unwrap(), stream.local_addr().unwrap());
+        }
+        assert!(
+            at_once >= 5,
+            "made at the first poll in {at_once} tries of 10"
+        );
+    }
+
+    /// A connection still under way when `connect` returns (its SYN dropped: the listener's
+    /// queue is full) is waited for, and made once the listener has room (the SYN sent again,
+    /// a second later).
+    #[tokio::test]
+    async fn a_connection_under_way_is_waited_for() {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        // A queue of one: the first connection fills it.
+        let listener = socket.listen(0).unwrap();
+        let address = listener.local_addr().unwrap();
+        let _queued = connect(&address).await.unwrap();
+        let mut connecting = pin!(connect(&address));
+        let mut under_way = false;
+        for _ in 0..3 {
+            if tokio::time::timeout(Duration::from_millis(100), connecting.as_mut())
+                .await
+                .is_err()
+            {
+                under_way = true;
+                break;
+            }
+        }
+        assert!(under_way, "the connect should wait while the queue is full");
+        let _first = listener.accept().await.unwrap();
+        let stream = tokio::time::timeout(Duration::from_secs(10), connecting)
+            .await
+            .expect("made once the queue has room")
+            .unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), address);
+    }
+
+    /// A refused connection fails with the kernel's error.
+    #[tokio::test]
+    async fn a_refused_connection_fails_with_the_kernel_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let error = connect(&address).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 }

@@ -9,7 +9,11 @@
 //!
 //! - the crate's own [`Dialer`], for an [`Address`]: a [`SocketAddr`](std::net::SocketAddr), a
 //!   `host:port` string resolved at connect time, an `http::Uri` (TCP, with `TCP_NODELAY`), or
-//!   the path of a Unix domain socket (a `PathBuf`, or a string `unix:/run/orders.sock`);
+//!   the path of a Unix domain socket (a `PathBuf`, or a string `unix:/run/orders.sock`). On
+//!   Unix a TCP connection that the kernel has made by the time its `connect` call returns (over
+//!   loopback, as a rule: a local proxy or sidecar) is used at once, where tokio's
+//!   `TcpStream::connect` would first wait for the runtime's I/O driver to report the socket
+//!   writable (a yield of the connecting task, and whatever tasks run before that report);
 //! - or a tower `Service` of yours, [`HttpConnector::over`]: any address type, any
 //!   `AsyncRead + AsyncWrite` stream (a proxy tunnel, an in-memory duplex); or
 //!   [`HttpConnector::over_hyper`] for a connector of hyper's kind (hyper-util's
