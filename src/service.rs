@@ -15,7 +15,7 @@ use crate::Closable;
 use crate::error::{BoxError, Closed, ConnectError, ReadyTimeout, Unavailable};
 use crate::event::Events;
 use crate::future::ResponseFuture;
-use crate::shared::Shared;
+use crate::shared::{Shared, deadline_after};
 use crate::slot::{Live, Lookup};
 use crate::state::State;
 
@@ -98,7 +98,45 @@ pub struct Persistent<A, C> {
     /// happy path.
     failing: Option<ConnectError>,
     /// With a ready timeout, while waiting in `poll_ready`: when the wait ends.
-    ready_timer: Option<Pin<Box<Sleep>>>,
+    ready_timer: Option<Pin<Box<ReadyTimer>>>,
+}
+
+pin_project_lite::pin_project! {
+    /// The timer of a wait in `poll_ready`, and the runtime it belongs to: a handle polled by
+    /// another runtime (the first one dropped, or no longer driven) moves the wait's deadline to
+    /// a timer of that one.
+    struct ReadyTimer {
+        #[pin]
+        sleep: Sleep,
+        runtime: tokio::runtime::Id,
+    }
+}
+
+impl ReadyTimer {
+    /// Whether the wait has reached `deadline`, on a timer of the runtime polling it (made
+    /// anew if `timer` belongs to another).
+    fn poll_until(
+        timer: &mut Option<Pin<Box<ReadyTimer>>>,
+        deadline: impl FnOnce() -> tokio::time::Instant,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        // Outside any runtime, the timer there is polled (its runtime may still drive it); a
+        // first one panics, as `tokio::time::sleep` does there (documented).
+        let runtime = tokio::runtime::Handle::try_current().map(|h| h.id()).ok();
+        let timer = match timer {
+            Some(timer) if runtime.is_none_or(|id| id == timer.runtime) => timer,
+            _ => {
+                let deadline = match timer {
+                    Some(timer) => timer.sleep.deadline(),
+                    None => deadline(),
+                };
+                let sleep = tokio::time::sleep_until(deadline);
+                let runtime = tokio::runtime::Handle::current().id();
+                timer.insert(Box::pin(ReadyTimer { sleep, runtime }))
+            }
+        };
+        timer.as_mut().project().sleep.poll(cx).is_ready()
+    }
 }
 
 /// What `poll_ready` reserved for `call`: one byte, so that the ready path reads and writes no
@@ -505,12 +543,12 @@ impl<A, C: Clone> Persistent<A, C> {
             return Readied::Pending;
         };
         // Zero: no wait at all (a timer would fire only at its next tick, a millisecond on).
-        let timed_out = timeout.is_zero() || {
-            let timer = self
-                .ready_timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-            timer.as_mut().poll(cx).is_ready()
-        };
+        let timed_out = timeout.is_zero()
+            || ReadyTimer::poll_until(
+                &mut self.ready_timer,
+                || deadline_after(tokio::time::Instant::now(), timeout),
+                cx,
+            );
         if timed_out {
             self.ready_timer = None;
             self.readiness = Readiness::TimedOut;

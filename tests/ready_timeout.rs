@@ -94,3 +94,77 @@ async fn a_ready_timeout_of_zero_fails_a_call_that_would_wait_at_all() {
     assert_eq!(p.clone().oneshot(2u32).await.unwrap(), (1, 2));
     p.close().await;
 }
+
+/// A handle that began to wait on one runtime and is then polled by another.
+enum FirstRuntime {
+    /// Dropped (its timers with it).
+    Dropped,
+    /// Alive, but no longer driven.
+    Idle,
+}
+
+/// A handle's wait moves with it: begun on runtime A (cut off), and polled again on runtime B,
+/// with A dropped or no longer driven, it still ends at the ready timeout, on a timer of B's.
+/// (Its first timer was A's: B's poll panicked with A dropped, and waited for ever with A idle.)
+fn a_wait_moves_to_the_runtime_that_polls_the_handle(first: FirstRuntime) {
+    let driver_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // No address ever comes: every wait lasts the ready timeout.
+    let handle = driver_runtime.block_on(async {
+        PersistentLayer::new(
+            "test",
+            tower::service_fn(|()| std::future::pending::<Result<String, std::io::Error>>()),
+        )
+        .ready_timeout(Duration::from_millis(500))
+        .layer(tower::service_fn(|_: String| async {
+            Ok::<_, std::io::Error>(tower_persistent::ClosableService::new(tower::service_fn(
+                |n: u32| async move { Ok::<_, std::io::Error>(n) },
+            )))
+        }))
+    });
+    let current_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let mut p = handle.clone();
+    let a = current_thread();
+    let cut_off = a.block_on(async {
+        tokio::time::timeout(Duration::from_millis(100), p.ready())
+            .await
+            .is_err()
+    });
+    assert!(cut_off, "the wait should still be on after 100 ms");
+    let _idle = match first {
+        FirstRuntime::Dropped => {
+            drop(a);
+            None
+        }
+        FirstRuntime::Idle => Some(a),
+    };
+    let b = current_thread();
+    let error = b.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            p.ready().await.unwrap();
+            p.call(1).await.unwrap_err()
+        })
+        .await
+        .expect("the wait should end at the ready timeout")
+    });
+    assert!(error.is::<ReadyTimeout>(), "{error}");
+    driver_runtime.block_on(handle.close());
+}
+
+#[test]
+fn a_wait_moves_from_a_dropped_runtime() {
+    a_wait_moves_to_the_runtime_that_polls_the_handle(FirstRuntime::Dropped);
+}
+
+#[test]
+fn a_wait_moves_from_a_runtime_no_longer_driven() {
+    a_wait_moves_to_the_runtime_that_polls_the_handle(FirstRuntime::Idle);
+}
