@@ -430,7 +430,8 @@ where
 ///
 /// # Panics
 ///
-/// If called outside a tokio runtime: the driver is spawned with [`tokio::spawn`].
+/// If called outside a tokio runtime: the driver is spawned on the current one. The message
+/// says so, and points to [`PersistentLayer::pair`], whose driver you run where you like.
 impl<G, A, C, M> Layer<M> for PersistentLayer<G, A, C>
 where
     G: Service<(), Response = A> + Clone + Send + 'static,
@@ -444,10 +445,18 @@ where
 {
     type Service = Persistent<A, C>;
 
+    #[track_caller]
     fn layer(&self, connect: M) -> Persistent<A, C> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            panic!(
+                "PersistentLayer::layer must be called within a tokio runtime, on which it spawns \
+                 the persistent connection's driver (outside one, PersistentLayer::pair gives \
+                 the driver to run yourself)"
+            );
+        };
         // The driver is a task of the runtime's: it may take the connection's task over.
         let (handle, driver) = self.driver(connect, true);
-        tokio::spawn(driver);
+        runtime.spawn(driver);
         handle
     }
 }

@@ -217,6 +217,24 @@ async fn failing_poll_ready_closes_and_replaces_the_connection() {
     );
 }
 
+// `layer` outside a tokio runtime panics with a message that says why and what to use instead
+// (tokio's own said only that no reactor was running).
+#[test]
+#[should_panic(
+    expected = "PersistentLayer::layer must be called within a tokio runtime, on which it spawns the \
+                persistent connection's driver (outside one, PersistentLayer::pair gives the \
+                driver to run yourself)"
+)]
+fn layer_outside_a_runtime_panics_with_a_clear_message() {
+    let lookup = service_fn(|()| async { Ok::<_, io::Error>("a") });
+    let connect = service_fn(|_: &'static str| async {
+        Ok::<_, io::Error>(ClosableService::new(service_fn(|n: u32| async move {
+            Ok::<_, io::Error>(n)
+        })))
+    });
+    let _p = PersistentLayer::new("test", lookup).layer(connect);
+}
+
 // `call` without readiness panics with a fixed message.
 #[tokio::test(start_paused = true)]
 #[should_panic(
