@@ -261,8 +261,8 @@ impl ConnShared {
     /// The connection's task has ended: sets `finished` and wakes the clones waiting for the
     /// end.
     pub(super) fn finish(&self) {
-        self.finished.set();
         self.end();
+        self.finished.set();
     }
 
     /// Drops the probe: hyper's connection is gone, and the socket must close with it.
