@@ -361,7 +361,9 @@ fn held_http1_client(address: SocketAddr) -> (Client, Log) {
 
 /// Asserts that `client`'s next round waits for its retry delay (an hour in these tests) rather
 /// than starting at once.
-fn assert_next_round_held(client: &Client) {
+fn assert_next_round_held<C: Clone + Closable + Send + Sync + 'static>(
+    client: &Persistent<SocketAddr, C>,
+) {
     match client.state() {
         tower_persistent::State::Connecting {
             next_attempt_at: Some(at),
@@ -418,6 +420,156 @@ async fn http1_connections_given_up_before_serving_meet_the_delay_from_the_secon
     assert_eq!(log.lines()[..6], reconnected_once(p)[..6]);
     client.close().await;
     other.close().await;
+}
+
+// Over HTTP/1.1, a request whose body fails (the caller's stream) makes hyper close the
+// connection: the caller's doing, as a request given up is. The first connection in a row to end
+// so is replaced at once; the next one meets the retry delay (here an hour). Each used to meet
+// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_request_whose_body_fails_has_its_connection_replaced_at_once_the_first_in_a_row()
+{
+    use http_body_util::BodyExt;
+    use http_body_util::combinators::BoxBody;
+    use hyper::body::Frame;
+    use tower::Layer;
+    type Body = BoxBody<Bytes, tower_persistent::BoxError>;
+    let request = |path: &str, fails: bool| {
+        let frames: Vec<Result<Frame<Bytes>, tower_persistent::BoxError>> = if fails {
+            vec![
+                Ok(Frame::data(Bytes::from_static(b"part"))),
+                Err("the upload broke".into()),
+            ]
+        } else {
+            vec![]
+        };
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed();
+        http::Request::post(path).body(body).unwrap()
+    };
+    let server = HttpServer::start("s").await.unwrap();
+    let client: Persistent<SocketAddr, HttpConnection<Body>> =
+        PersistentLayer::new("web", fixed(server.address))
+            .retry_delay(|| Duration::from_secs(3600))
+            .layer(HttpConnector::<Body>::http1());
+    let mut events = client.events();
+    let send = |path: &'static str, fails: bool| {
+        let client = client.clone();
+        async move {
+            timeout(LIMIT, client.oneshot(request(path, fails)))
+                .await
+                .unwrap()
+        }
+    };
+    support::wait_event(&mut events, "connected").await;
+    let error = send("/upload", true).await.unwrap_err();
+    assert!(
+        format!("{error:?}").contains("the upload broke"),
+        "{error:?}"
+    );
+    support::wait_event(&mut events, "disconnected").await;
+    // Replaced at once: answered long before the retry delay.
+    let response = send("/after", false).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "s /after");
+    send("/upload", true).await.unwrap_err();
+    support::wait_event(&mut events, "disconnected").await;
+    assert_next_round_held(&client);
+    assert_eq!(server.accepted(), 2);
+    client.close().await;
+}
+
+// An HTTP/1.1 upgrade asked for through the handle (`Upgrade` header, `101 Switching Protocols`)
+// hands the connection's stream to the caller (`hyper::upgrade::on`), and the persistent
+// connection replaces the connection at once: it served and ended in good order. The upgraded
+// stream goes on as long as the caller keeps it, and a close of the persistent connection does
+// not wait for it. (hyper's connection was run without upgrades: `upgrade::on` failed, and the
+// next request waited out the retry delay, here an hour.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_upgrade_hands_the_stream_over_and_the_connection_is_replaced_at_once() {
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    use hyper::header::{CONNECTION, UPGRADE};
+    use hyper_util::rt::TokioIo;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Answers `Upgrade: echo` with a 101, then echoes what comes on the upgraded stream.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|mut request: http::Request<Incoming>| {
+                    let upgrade = request.headers().contains_key(UPGRADE);
+                    if upgrade {
+                        tokio::spawn(async move {
+                            let upgraded = hyper::upgrade::on(&mut request).await.unwrap();
+                            let mut io = TokioIo::new(upgraded);
+                            let mut buffer = [0u8; 64];
+                            while let Ok(n @ 1..) = io.read(&mut buffer).await {
+                                io.write_all(&buffer[..n]).await.unwrap();
+                            }
+                        });
+                    }
+                    async move {
+                        let response = if upgrade {
+                            http::Response::builder()
+                                .status(http::StatusCode::SWITCHING_PROTOCOLS)
+                                .header(CONNECTION, "upgrade")
+                                .header(UPGRADE, "echo")
+                                .body(Full::new(Bytes::new()))
+                        } else {
+                            http::Response::builder().body(Full::new(Bytes::from("plain")))
+                        };
+                        Ok::<_, std::convert::Infallible>(response.unwrap())
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    let (client, log) = held_http1_client(address);
+    let request = http::Request::get("/")
+        .header(CONNECTION, "upgrade")
+        .header(UPGRADE, "echo")
+        .body(Empty::new())
+        .unwrap();
+    let response = timeout(LIMIT, client.clone().oneshot(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    let upgraded = timeout(LIMIT, hyper::upgrade::on(response))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut io = TokioIo::new(upgraded);
+    let echo = async |io: &mut TokioIo<hyper::upgrade::Upgraded>, text: &[u8]| {
+        io.write_all(text).await.unwrap();
+        let mut answer = vec![0u8; text.len()];
+        timeout(LIMIT, io.read_exact(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        answer
+    };
+    assert_eq!(echo(&mut io, b"ping").await, b"ping");
+    // Replaced at once: answered long before the retry delay, on a second connection.
+    assert_eq!(ask(&client, "/after").await, "plain");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(log.lines(), reconnected_once(address.port()));
+    // The upgraded stream is the caller's still, and the close does not wait for it.
+    assert_eq!(echo(&mut io, b"pong").await, b"pong");
+    timeout(LIMIT, client.close()).await.unwrap();
+    assert_eq!(echo(&mut io, b"still").await, b"still");
+    server.abort();
 }
 
 /// Wakes its task when woken.

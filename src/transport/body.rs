@@ -38,15 +38,21 @@ impl Future for ResponseFuture {
     }
 }
 
-/// hyper's response, its body counted as in flight on the connection that served it.
+/// hyper's response, its body counted as in flight on the connection that served it. With
+/// `upgrade` (HTTP/1.1: the request asked for one), a `101 Switching Protocols` is the answer:
+/// hyper hands the connection's stream over to the upgrade (`hyper::upgrade::on`), and the
+/// connection ends in good order, having served.
 pub(super) fn respond(
     response: http::Response<Incoming>,
     in_flight: InFlight,
+    upgrade: bool,
 ) -> http::Response<ResponseBody> {
     let shared = in_flight.connection();
     shared.mark_served();
-    if response.status().is_informational() {
-        // An upgrade (`101`) where a response was due: not an answer.
+    if response.status().is_informational()
+        && !(upgrade && response.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+    {
+        // An upgrade (`101`) unasked, where a response was due: not an answer.
         shared.mark_failed();
     }
     // HTTP/1.1: a body that is over already (none, or empty) is no longer in flight. (Asking

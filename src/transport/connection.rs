@@ -151,8 +151,9 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
     /// request.
     ///
     /// Over HTTP/1.1, a caller that gives up a request hyper has taken (its response future
-    /// dropped before the response head came: a `tower::timeout`, say) makes hyper close the
-    /// connection, which is the caller's doing, not the server's. Such a connection counts as
+    /// dropped before the response head came: a `tower::timeout`, say), or whose request fails
+    /// for the caller's own reason before its response head (its body's stream failed), makes
+    /// hyper close the connection, which is the caller's doing, not the server's. Such a connection counts as
     /// closed in good order if it is the first in a row of its connector's to end so (a
     /// connection that ends otherwise ends the row), whether or not it served: a slow answer
     /// and a short timeout cost no retry delay, while a server that takes requests and stops
@@ -258,6 +259,7 @@ where
                     .take()
                     .expect("HttpConnection::call was called before poll_ready returned Ready");
                 let added = Added::host(&mut request, authority);
+                let upgrade = asks_for_upgrade(&request);
                 ResponseFuture::new(Box::pin(Http1Sending {
                     state: Http1State::Unsent {
                         request: Some(request),
@@ -269,6 +271,7 @@ where
                     send: send.clone(),
                     in_flight: Some(in_flight),
                     resend: resend.then_some(added),
+                    upgrade,
                 }))
             }
             Sender::Http2(send) => {
@@ -322,7 +325,7 @@ where
             .take()
             .expect("HttpConnection's response future polled after completion");
         match sent {
-            Ok(response) => Poll::Ready(Ok(respond(response, in_flight))),
+            Ok(response) => Poll::Ready(Ok(respond(response, in_flight, false))),
             Err(error) => match handed_back(error, this.resend.take(), in_flight) {
                 Ok(mut resending) => {
                     let polled = resending.as_mut().poll(cx);
@@ -512,6 +515,8 @@ pin_project! {
         // Taken when `sent` is done.
         in_flight: Option<InFlight>,
         resend: Option<Added>,
+        // The request asks for an upgrade (see `respond`).
+        upgrade: bool,
     }
 
     // Dropped while hyper has the request and no response head came: the caller gave it up,
@@ -564,7 +569,9 @@ where
                         .expect("HttpConnection's response future polled after completion");
                     let turn = this.turn.take();
                     let error = match sent {
-                        Ok(response) => return Poll::Ready(Ok(respond(response, in_flight))),
+                        Ok(response) => {
+                            return Poll::Ready(Ok(respond(response, in_flight, *this.upgrade)));
+                        }
                         Err(error) => error,
                     };
                     let resending = Box::pin(http1_handed_back(
@@ -573,6 +580,7 @@ where
                         error,
                         in_flight,
                         this.resend.take(),
+                        *this.upgrade,
                     ));
                     this.state.set(Http1State::Resending { resending });
                 }
@@ -580,6 +588,13 @@ where
             }
         }
     }
+}
+
+/// Whether an HTTP/1.1 request asks for an upgrade: an `Upgrade` header (a `101 Switching
+/// Protocols` answer then hands the connection over), or `CONNECT` (whose `2xx` does).
+fn asks_for_upgrade<B>(request: &http::Request<B>) -> bool {
+    request.method() == http::Method::CONNECT
+        || request.headers().contains_key(http::header::UPGRADE)
 }
 
 /// How many times a request that hyper handed back unsent is offered again (each time after
@@ -597,6 +612,7 @@ async fn http1_handed_back<B: Body + Send + 'static>(
     mut error: TrySendError<http::Request<B>>,
     in_flight: InFlight,
     resend: Option<Added>,
+    upgrade: bool,
 ) -> Sent {
     let lock = || send.lock().unwrap_or_else(|e| e.into_inner());
     let mut resends = 0;
@@ -627,7 +643,7 @@ async fn http1_handed_back<B: Body + Send + 'static>(
         }
         let sent = lock().try_send_request(request);
         error = match sent.await {
-            Ok(response) => return Ok(respond(response, in_flight)),
+            Ok(response) => return Ok(respond(response, in_flight, upgrade)),
             Err(error) => error,
         };
     }

@@ -412,6 +412,9 @@ where
         let (sender, driver): (Sender<B>, ConnDriver) = match self.version {
             Version::Http1 => {
                 let (send, conn) = http1::handshake(io).await.map_err(handshake)?;
+                // Upgrades (`hyper::upgrade::on` a `101` asked for, or a `CONNECT`'s `2xx`)
+                // take the stream over: the connection then ends in good order.
+                let conn = conn.with_upgrades();
                 let mut conn: ConnDriver =
                     Box::pin(async move { conn.await.map_err(BoxError::from) });
                 // hyper's connection polled once here, before its task first runs: it says it

@@ -60,6 +60,12 @@
 //!   connector spawns its connection's task and keeps its deadline itself, as it does used
 //!   alone. No timer of the driver's stays armed once the attempt is over. Measured in
 //!   `benches/reconnect.rs` (BENCHMARKS.md).
+//! - **Upgrades** (HTTP/1.1): a request that asks for one (an `Upgrade` header, or `CONNECT`)
+//!   and is answered `101 Switching Protocols` (or `2xx`) gets its stream from
+//!   `hyper::upgrade::on(response)`, as with hyper's own client. The connection then ends in
+//!   good order, having served: a persistent connection replaces it at once. The upgraded
+//!   stream is the caller's for as long as it keeps it. A `101` that no request asked for is
+//!   not an answer: the connection does not count as closed in good order.
 //! - **Closed when**: hyper's connection task ends for any reason (the peer closed the socket,
 //!   sent GOAWAY, an I/O or protocol error, or our [`close`](crate::Closable::close)).
 //!   [`close_finished`](crate::Closable::close_finished) resolves then, so the persistent connection

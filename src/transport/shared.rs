@@ -59,8 +59,9 @@ pub(super) struct ConnShared {
     /// response was due, a body cut short): whatever followed, not a close in good order.
     pub(super) failed: AtomicBool,
     /// HTTP/1.1: a caller gave up a request that hyper had taken (its response future was
-    /// dropped before the response head came: a `tower::timeout`, say), which makes hyper
-    /// close the connection. Its end is the caller's doing, not the server's.
+    /// dropped before the response head came: a `tower::timeout`, say), or the request failed
+    /// for the caller's own reason before its response head (its body's error), which makes
+    /// hyper close the connection. Its end is the caller's doing, not the server's.
     pub(super) abandoned: AtomicBool,
     /// The connector's count of connections in a row that a caller's give-up ended (see
     /// [`Self::given_up_first`]); set to zero when one ends otherwise.
@@ -411,10 +412,14 @@ impl ConnShared {
 
     /// An HTTP/1.1 response's head could not be read because of `error`: if it was not HTTP
     /// (a parse error), the connection does not count as closed in good order. (A server's
-    /// close or reset before the response began is the race of an idle close, which does.)
+    /// close or reset before the response began is the race of an idle close, which does.) If
+    /// it was the caller's own (its request body failed, say), hyper closes the connection: the
+    /// caller's doing, as a request given up is ([`Self::abandoned`]).
     pub(super) fn head_failed(&self, error: &hyper::Error) {
         if error.is_parse() {
             self.mark_failed();
+        } else if error.is_user() {
+            self.abandoned.store(true, Ordering::Release);
         }
     }
 
