@@ -259,8 +259,10 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     ///
     /// The wait is a tokio timer of the runtime that polls the handle (a handle polled by another
     /// runtime than the one it began to wait on moves the wait, deadline unchanged, to a timer of
-    /// that one): a handle with a ready timeout polled on a runtime without timers, or outside
-    /// any runtime, panics when it first has to wait, as `tokio::time::sleep` does there.
+    /// that one; a deadline read on a paused test clock is that clock's instant, which another
+    /// runtime's clock may be far from): a handle with a ready timeout polled on a runtime
+    /// without timers, or outside any runtime, panics when it first has to wait, as
+    /// `tokio::time::sleep` does there.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.config.ready_timeout = Some(timeout);
         self

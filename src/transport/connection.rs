@@ -111,8 +111,9 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
             shared.finished.wait().await;
             // Finished before this close (hyper's connection ended by itself), the stream may
             // still be open over HTTP/2, in hyper's own task: the connection's task cuts it off
-            // at the close timeout. Bounded here too, should that task be gone.
-            if !shared.is_stream_closed() {
+            // at the close timeout. Bounded here too, should that task be gone. (Over HTTP/1.1
+            // a stream still open is an upgrade's, the caller's.)
+            if shared.version == Version::Http2 && !shared.is_stream_closed() {
                 let bound = shared.close_timeout.saturating_add(CUT_GRACE);
                 let _ = tokio::time::timeout(bound, shared.stream_closed()).await;
             }
@@ -812,6 +813,14 @@ async fn drive(
         }
         Some(Err(error)) => {
             tracing::debug!(peer = %shared.peer, %error, "http connection failed");
+            // The caller's own error (a request body that failed after its response head came):
+            // the caller's doing, as a request given up is.
+            if error
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_user)
+            {
+                shared.abandoned.store(true, Ordering::Release);
+            }
             shared.keep_end_error(error);
         }
         None => {
@@ -853,7 +862,9 @@ async fn drive(
         let grace = close_timeout.min(VERDICT_GRACE);
         let _ = tokio::time::timeout(grace, shared.wait_idle()).await;
     }
-    if shared.is_stream_closed() {
+    // Over HTTP/1.1 the stream went with hyper's connection, unless an upgrade took it: then it
+    // is the caller's, and nothing of the connection's waits for it.
+    if shared.is_stream_closed() || shared.version == Version::Http1 {
         return;
     }
     // Over HTTP/2 hyper's own task drives the stream, for as long as a stream is open on it.
