@@ -60,8 +60,8 @@ pub(super) struct ConnShared {
     pub(super) failed: AtomicBool,
     /// HTTP/1.1: a caller gave up a request that hyper had taken (its response future was
     /// dropped before the response head came: a `tower::timeout`, say), or the request failed
-    /// for the caller's own reason before its response head (its body's error), which makes
-    /// hyper close the connection. Its end is the caller's doing, not the server's.
+    /// for the caller's own reason (its body's error, before the response head or after it),
+    /// which makes hyper close the connection. Its end is the caller's doing, not the server's.
     pub(super) abandoned: AtomicBool,
     /// The connector's count of connections in a row that a caller's give-up ended (see
     /// [`Self::given_up_first`]); set to zero when one ends otherwise.
