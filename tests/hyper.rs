@@ -433,44 +433,32 @@ async fn an_http1_request_whose_body_fails_after_its_response_has_its_connection
     use http_body_util::BodyExt;
     use http_body_util::combinators::BoxBody;
     use hyper::body::Frame;
-    use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tower::Layer;
     type Body = BoxBody<Bytes, tower_persistent::BoxError>;
     // Answers each request head at once, `s <path>`, without reading a body (what comes after
     // a head is read and dropped, heads included: one answer per connection).
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counted = accepted.clone();
-    let server = tokio::spawn(async move {
-        loop {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let Some(head) = head(&mut socket).await else {
-                    return;
-                };
-                let path = head.split(' ').nth(1).unwrap_or("?").to_owned();
-                let text = format!("s {path}");
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
-                    text.len()
-                );
-                socket.write_all(answer.as_bytes()).await.unwrap();
-                let mut rest = [0u8; 1024];
-                while let Ok(1..) = socket.read(&mut rest).await {}
-            });
-        }
-    });
+    let (address, accepted, server) = counting_server(|mut socket| async move {
+        let Some(head) = head(&mut socket).await else {
+            return;
+        };
+        let path = head.split(' ').nth(1).unwrap_or("?").to_owned();
+        let text = format!("s {path}");
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        socket.write_all(answer.as_bytes()).await.unwrap();
+        let mut rest = [0u8; 1024];
+        while let Ok(1..) = socket.read(&mut rest).await {}
+    })
+    .await;
     let client: Persistent<SocketAddr, HttpConnection<Body>> =
         PersistentLayer::new("web", fixed(address))
             .retry_delay(|| Duration::from_secs(3600))
             .layer(HttpConnector::<Body>::http1());
     let mut events = client.events();
-    timeout(LIMIT, support::wait_event(&mut events, "connected"))
-        .await
-        .unwrap();
+    next_event(&mut events, "connected").await;
     // A first part, then, once told, an error.
     let (fail, failing) = tokio::sync::oneshot::channel::<()>();
     let first = futures_util::stream::iter([Ok(Frame::data(Bytes::from_static(b"part")))]);
@@ -480,35 +468,73 @@ async fn an_http1_request_whose_body_fails_after_its_response_has_its_connection
     });
     let body = BodyExt::boxed(http_body_util::StreamBody::new(first.chain(error)));
     let request = http::Request::post("/upload").body(body).unwrap();
-    let response = timeout(LIMIT, client.clone().oneshot(request))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = timeout(LIMIT, response.into_body().collect())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(answer.to_bytes(), "s /upload");
+    assert_eq!(answer_of(&client, request).await, "s /upload");
     fail.send(()).unwrap();
-    timeout(LIMIT, support::wait_event(&mut events, "disconnected"))
-        .await
-        .unwrap();
-    timeout(LIMIT, support::wait_event(&mut events, "connected"))
-        .await
-        .unwrap();
+    next_event(&mut events, "disconnected").await;
+    next_event(&mut events, "connected").await;
     let after = http::Request::get("/after").body(Body::default()).unwrap();
-    let response = timeout(LIMIT, client.clone().oneshot(after))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = timeout(LIMIT, response.into_body().collect())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(answer.to_bytes(), "s /after");
+    assert_eq!(answer_of(&client, after).await, "s /after");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     client.close().await;
     server.abort();
+}
+
+/// The next event named `name` from `events`, within the test's limit.
+async fn next_event<A, C>(events: &mut tower_persistent::Events<A, C>, name: &str) -> Event<A, C>
+where
+    A: Clone + Send + 'static,
+    C: Clone + Send + 'static,
+{
+    timeout(LIMIT, support::wait_event(events, name))
+        .await
+        .unwrap_or_else(|_| panic!("no {name} event within {LIMIT:?}"))
+}
+
+/// A server on 127.0.0.1 that serves each connection it accepts with `serve`, in a task of its
+/// own: its address, the count of connections accepted, and its task.
+async fn counting_server<F, S>(
+    serve: F,
+) -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    F: Fn(tokio::net::TcpStream) -> S + Send + 'static,
+    S: Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(socket));
+        }
+    });
+    (address, accepted, server)
+}
+
+/// Sends `request` on `client` and reads the answer's body whole.
+async fn answer_of<B>(
+    client: &Persistent<SocketAddr, HttpConnection<B>>,
+    request: http::Request<B>,
+) -> Bytes
+where
+    B: hyper::body::Body + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let response = timeout(LIMIT, client.clone().oneshot(request))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    timeout(LIMIT, response.into_body().collect())
+        .await
+        .expect("body timed out")
+        .expect("body failed")
+        .to_bytes()
 }
 
 // Over HTTP/1.1, a request whose body fails (the caller's stream) makes hyper close the
@@ -549,25 +575,20 @@ async fn an_http1_request_whose_body_fails_has_its_connection_replaced_at_once_t
                 .unwrap()
         }
     };
-    timeout(LIMIT, support::wait_event(&mut events, "connected"))
-        .await
-        .unwrap();
+    next_event(&mut events, "connected").await;
     let error = send("/upload", true).await.unwrap_err();
     assert!(
         format!("{error:?}").contains("the upload broke"),
         "{error:?}"
     );
-    timeout(LIMIT, support::wait_event(&mut events, "disconnected"))
-        .await
-        .unwrap();
+    next_event(&mut events, "disconnected").await;
     // Replaced at once: answered long before the retry delay.
-    let response = send("/after", false).await.unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body, "s /after");
+    assert_eq!(
+        answer_of(&client, request("/after", false)).await,
+        "s /after"
+    );
     send("/upload", true).await.unwrap_err();
-    timeout(LIMIT, support::wait_event(&mut events, "disconnected"))
-        .await
-        .unwrap();
+    next_event(&mut events, "disconnected").await;
     assert_next_round_held(&client);
     assert_eq!(server.accepted(), 2);
     client.close().await;
@@ -587,51 +608,41 @@ async fn an_http1_upgrade_hands_the_stream_over_and_the_connection_is_replaced_a
     use hyper::body::Incoming;
     use hyper::header::{CONNECTION, UPGRADE};
     use hyper_util::rt::TokioIo;
-    use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     // Answers `Upgrade: echo` with a 101, then echoes what comes on the upgraded stream.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counted = accepted.clone();
-    let server = tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|mut request: http::Request<Incoming>| {
-                    let upgrade = request.headers().contains_key(UPGRADE);
-                    if upgrade {
-                        tokio::spawn(async move {
-                            let upgraded = hyper::upgrade::on(&mut request).await.unwrap();
-                            let mut io = TokioIo::new(upgraded);
-                            let mut buffer = [0u8; 64];
-                            while let Ok(n @ 1..) = io.read(&mut buffer).await {
-                                io.write_all(&buffer[..n]).await.unwrap();
-                            }
-                        });
-                    }
-                    async move {
-                        let response = if upgrade {
-                            http::Response::builder()
-                                .status(http::StatusCode::SWITCHING_PROTOCOLS)
-                                .header(CONNECTION, "upgrade")
-                                .header(UPGRADE, "echo")
-                                .body(Full::new(Bytes::new()))
-                        } else {
-                            http::Response::builder().body(Full::new(Bytes::from("plain")))
-                        };
-                        Ok::<_, std::convert::Infallible>(response.unwrap())
+    let (address, accepted, server) = counting_server(|stream| async move {
+        let service = hyper::service::service_fn(|mut request: http::Request<Incoming>| {
+            let upgrade = request.headers().contains_key(UPGRADE);
+            if upgrade {
+                tokio::spawn(async move {
+                    let upgraded = hyper::upgrade::on(&mut request).await.unwrap();
+                    let mut io = TokioIo::new(upgraded);
+                    let mut buffer = [0u8; 64];
+                    while let Ok(n @ 1..) = io.read(&mut buffer).await {
+                        io.write_all(&buffer[..n]).await.unwrap();
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
+            }
+            async move {
+                let response = if upgrade {
+                    http::Response::builder()
+                        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+                        .header(CONNECTION, "upgrade")
+                        .header(UPGRADE, "echo")
+                        .body(Full::new(Bytes::new()))
+                } else {
+                    http::Response::builder().body(Full::new(Bytes::from("plain")))
+                };
+                Ok::<_, std::convert::Infallible>(response.unwrap())
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await;
+    })
+    .await;
     // No `on_event` handler: the connection's task is the driver's to run (see `handover`).
     let client: Client = tower::Layer::layer(
         &PersistentLayer::new("web", fixed(address)).retry_delay(|| Duration::from_secs(3600)),
@@ -663,12 +674,8 @@ async fn an_http1_upgrade_hands_the_stream_over_and_the_connection_is_replaced_a
         answer
     };
     assert_eq!(echo(&mut io, b"ping").await, b"ping");
-    timeout(LIMIT, support::wait_event(&mut events, "disconnected"))
-        .await
-        .unwrap();
-    timeout(LIMIT, support::wait_event(&mut events, "connected"))
-        .await
-        .unwrap();
+    next_event(&mut events, "disconnected").await;
+    next_event(&mut events, "connected").await;
     // Replaced at once: answered long before the retry delay, on a second connection.
     assert_eq!(ask(&client, "/after").await, "plain");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -1408,9 +1415,7 @@ async fn http2_keep_alive_notices_a_hung_server() {
     timeout(LIMIT, conn.close_finished())
         .await
         .expect("the hung connection was not noticed");
-    timeout(LIMIT, support::wait_event(&mut events, "disconnected"))
-        .await
-        .unwrap();
+    next_event(&mut events, "disconnected").await;
     let port = address.port();
     assert_eq!(
         log.lines()[..4],
