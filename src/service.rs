@@ -131,7 +131,8 @@ impl ReadyTimer {
                     None => deadline(),
                 };
                 let sleep = tokio::time::sleep_until(deadline);
-                let runtime = tokio::runtime::Handle::current().id();
+                // (Outside any runtime `sleep_until` has panicked already.)
+                let runtime = runtime.unwrap_or_else(|| tokio::runtime::Handle::current().id());
                 timer.insert(Box::pin(ReadyTimer { sleep, runtime }))
             }
         };

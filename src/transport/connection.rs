@@ -815,11 +815,8 @@ async fn drive(
             tracing::debug!(peer = %shared.peer, %error, "http connection failed");
             // The caller's own error (a request body that failed after its response head came):
             // the caller's doing, as a request given up is.
-            if error
-                .downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_user)
-            {
-                shared.abandoned.store(true, Ordering::Release);
+            if let Some(error) = error.downcast_ref::<hyper::Error>() {
+                shared.caller_error(error);
             }
             shared.keep_end_error(error);
         }

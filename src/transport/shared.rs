@@ -418,7 +418,15 @@ impl ConnShared {
     pub(super) fn head_failed(&self, error: &hyper::Error) {
         if error.is_parse() {
             self.mark_failed();
-        } else if error.is_user() {
+        } else {
+            self.caller_error(error);
+        }
+    }
+
+    /// If `error` is the caller's own (its request body's, say), the connection that hyper
+    /// closes for it ends by the caller's doing ([`Self::abandoned`]).
+    pub(super) fn caller_error(&self, error: &hyper::Error) {
+        if error.is_user() {
             self.abandoned.store(true, Ordering::Release);
         }
     }
