@@ -1,6 +1,7 @@
 //! What the HTTP connector hands over to the persistent connection's driver that polls it: an
 //! HTTP/1.1 connection's task (run inside the driver while the connection is current, on its
-//! own once it is not) and the connect's deadline (kept by the driver's one timer).
+//! own once it is not) and the connect's deadline (kept by the driver's one timer). And an
+//! HTTP/2 connection run as one task: hyper's futures for it inside the connection's task.
 #![cfg(all(feature = "hyper", unix))]
 
 mod support;
@@ -11,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use http_body_util::Empty;
-use support::web::{get, serve_one, text};
+use http_body_util::{Either, Empty};
+use support::web::{HttpServer, get, serve_one, text};
 use tokio::io::DuplexStream;
 use tokio::time::{Instant, sleep, timeout};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -565,4 +566,118 @@ async fn no_timer_is_armed_while_an_address_handler_runs() {
     assert_eq!(start.elapsed(), Duration::ZERO);
     answering.join().unwrap();
     client.close().await;
+}
+
+// Over HTTP/2, hyper's futures for a connection (its I/O, a future per request awaiting its
+// response, a request body's pipe) run inside the connection's own task: requests in flight
+// add no task. (With tokio's executor, as hyper's own examples use, each request in flight is
+// a task of its own, and the I/O another.) The server runs on a runtime of its own, whose
+// tasks are not counted.
+#[test]
+fn http2_requests_in_flight_add_no_task() {
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = servers.block_on(HttpServer::start("s")).unwrap();
+    let clients = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    clients.block_on(async {
+        let conn: HttpConnection<Body> =
+            timeout(LIMIT, HttpConnector::http2().oneshot(server.address))
+                .await
+                .unwrap()
+                .unwrap();
+        answers(&conn, "/a", "s /a").await;
+        assert_eq!(alive(), 1, "the connection's task");
+        // The server's `/hang` never answers.
+        let mut requests: futures_util::stream::FuturesUnordered<_> = (0..16)
+            .map(|_| conn.clone().oneshot(get("/hang")))
+            .collect();
+        tokio::select! {
+            answered = requests.next() => panic!("answered: {answered:?}"),
+            arrived = server.stats.requests(17, LIMIT) => assert!(arrived, "requests lost"),
+        }
+        assert_eq!(conn.in_flight(), 16);
+        assert_eq!(alive(), 1, "the connection's task, and none per request");
+        drop(requests);
+        conn.close().await;
+    });
+    servers.block_on(server.kill());
+}
+
+/// A request body: one frame, then, polled again once `go` is woken, a panic.
+struct PanicsLater {
+    sent: bool,
+    go: Arc<Mutex<(bool, Option<std::task::Waker>)>>,
+}
+
+impl hyper::body::Body for PanicsLater {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, io::Error>>> {
+        if !self.sent {
+            self.sent = true;
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from("x")))));
+        }
+        let mut go = self.go.lock().unwrap();
+        if !go.0 {
+            go.1 = Some(cx.waker().clone());
+            return std::task::Poll::Pending;
+        }
+        panic!("the request body panicked");
+    }
+}
+
+// A request body that panics as hyper's HTTP/2 connection sends it (from its pipe, one of the
+// futures run inside the connection's task) ends that request's sending alone, as it would
+// end a task of its own: the connection goes on serving.
+#[tokio::test]
+async fn an_http2_request_body_panicking_ends_only_its_own_sending() {
+    let server = HttpServer::start("s").await.unwrap();
+    let conn: HttpConnection<Either<PanicsLater, Body>> =
+        timeout(LIMIT, HttpConnector::http2().oneshot(server.address))
+            .await
+            .unwrap()
+            .unwrap();
+    let go = Arc::new(Mutex::new((false, None)));
+    // `/drain` answers at once and reads the body on: the body waits for `go`.
+    let panics = http::Request::post(format!("http://{}/drain", server.address))
+        .body(Either::Left(PanicsLater {
+            sent: false,
+            go: go.clone(),
+        }))
+        .unwrap();
+    let response = timeout(LIMIT, conn.clone().oneshot(panics))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "s /drain");
+    let waker = {
+        let mut go = go.lock().unwrap();
+        go.0 = true;
+        go.1.take().expect("the body waits to be polled again")
+    };
+    waker.wake();
+    // Another request on the same connection: answered.
+    let second = http::Request::get(format!("http://{}/b", server.address))
+        .body(Either::Right(Body::new()))
+        .unwrap();
+    let response = timeout(LIMIT, conn.clone().oneshot(second))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "s /b");
+    assert!(go.is_poisoned(), "the body panicked, holding its lock");
+    assert!(!conn.is_closed());
+    assert_eq!(server.accepted(), 1);
+    conn.close().await;
+    server.stop().await;
 }

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use hyper::body::Body;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::time::Instant;
 use tower_service::Service;
 
 use super::connection::{ConnDriver, HttpConnection, Sender};
 use super::dial::{Dial, Dialed, Dialer, Over, OverHyper, Peer};
+use super::exec;
 use super::io::{ClosedOnDrop, Greeting, Preface, Watched};
 use super::shared::{ConnShared, Version};
 use crate::error::{BoxError, KindError};
@@ -428,19 +429,25 @@ where
                 (Sender::http1(send), conn)
             }
             Version::Http2 => {
-                let mut builder = http2::Builder::new(TokioExecutor::new());
-                if let Some((interval, timeout)) = self.keep_alive {
-                    builder
-                        .timer(TokioTimer::new())
-                        .keep_alive_interval(interval)
-                        .keep_alive_timeout(timeout)
-                        .keep_alive_while_idle(true);
-                }
-                let (send, conn) = builder.handshake(io).await.map_err(handshake)?;
-                (
-                    Sender::Http2(send),
-                    Box::pin(async move { conn.await.map_err(BoxError::from) }),
-                )
+                // hyper's futures for the connection run in the connection's task (see `exec`).
+                let keep_alive = self.keep_alive;
+                let (send, conn) = exec::with_local(|exec| {
+                    let mut builder = http2::Builder::new(exec);
+                    if let Some((interval, timeout)) = keep_alive {
+                        builder
+                            .timer(TokioTimer::new())
+                            .keep_alive_interval(interval)
+                            .keep_alive_timeout(timeout)
+                            .keep_alive_while_idle(true);
+                    }
+                    async move {
+                        let (send, conn) = builder.handshake(io).await?;
+                        Ok((send, Box::pin(conn) as exec::ConnFuture))
+                    }
+                })
+                .await
+                .map_err(handshake)?;
+                (Sender::Http2(send), conn)
             }
         };
 

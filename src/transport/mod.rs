@@ -49,6 +49,19 @@
 //!   handler is awaited by the driver while the connection is current, and could wait on the
 //!   connection: with one, the task is spawned once the connect is over. HTTP/2 connections,
 //!   whose connector waits for the server's SETTINGS, are spawned too.)
+//! - **An HTTP/2 connection is one task.** hyper runs an HTTP/2 connection as several futures
+//!   given to an executor: the connection's I/O, one future per request awaiting its response,
+//!   one per request body still being sent. The connector's executor runs them all inside the
+//!   connection's own task, not as tasks of their own (as tokio's executor would): a request
+//!   and its response cross the caller's task and that one, not four, each crossing a
+//!   wake-up of a task that on tokio's multi-threaded runtime often wakes a parked thread.
+//!   Their wake-ups of one another are answered inside the same poll; a wake-up from outside
+//!   (a request sent, the socket ready) goes through the runtime, so that requests that come
+//!   meanwhile are written together. A future that panics ends alone, as a task would (a
+//!   request body that panics as it is sent, say: that request fails, the connection goes
+//!   on). Once hyper's connection has ended, its futures still running (the I/O finishing a
+//!   graceful close, responses and bodies still on their way) are spawned, and finish as they
+//!   would have as tasks.
 //!   Likewise the connect timeout is kept by the driver's own timer for the attempt (which it
 //!   arms anyway, for its own deadline) rather than by a second timer of the connector's: a
 //!   timer armed anew with no sooner one pending wakes the runtime's timer thread. Each connect
@@ -287,6 +300,7 @@ mod body;
 mod connection;
 mod connector;
 mod dial;
+mod exec;
 mod io;
 mod shared;
 #[cfg(feature = "tls")]
