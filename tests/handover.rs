@@ -636,6 +636,20 @@ impl hyper::body::Body for PanicsLater {
     }
 }
 
+/// The answer to `request` on `conn`, within `LIMIT`.
+async fn answer<B>(conn: &HttpConnection<B>, request: http::Request<B>) -> String
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<tower_persistent::BoxError>,
+{
+    let response = timeout(LIMIT, conn.clone().oneshot(request))
+        .await
+        .expect("the request was not answered in time")
+        .unwrap();
+    text(response).await
+}
+
 // A request body that panics as hyper's HTTP/2 connection sends it (from its pipe, one of the
 // futures run inside the connection's task) ends that request's sending alone, as it would
 // end a task of its own: the connection goes on serving.
@@ -655,11 +669,7 @@ async fn an_http2_request_body_panicking_ends_only_its_own_sending() {
             go: go.clone(),
         }))
         .unwrap();
-    let response = timeout(LIMIT, conn.clone().oneshot(panics))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(text(response).await, "s /drain");
+    assert_eq!(answer(&conn, panics).await, "s /drain");
     let waker = {
         let mut go = go.lock().unwrap();
         go.0 = true;
@@ -670,11 +680,7 @@ async fn an_http2_request_body_panicking_ends_only_its_own_sending() {
     let second = http::Request::get(format!("http://{}/b", server.address))
         .body(Either::Right(Body::new()))
         .unwrap();
-    let response = timeout(LIMIT, conn.clone().oneshot(second))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(text(response).await, "s /b");
+    assert_eq!(answer(&conn, second).await, "s /b");
     assert!(go.is_poisoned(), "the body panicked, holding its lock");
     assert!(!conn.is_closed());
     assert_eq!(server.accepted(), 1);
