@@ -193,7 +193,7 @@ pub(crate) fn keep_deadline(deadline: Instant, waker: &Waker) -> bool {
 }
 
 /// Polls `task`; a panic ends it, as it would end a spawned task.
-fn poll_task(task: &mut ConnTask, cx: &mut Context<'_>) -> Poll<()> {
+pub(crate) fn poll_task(task: &mut ConnTask, cx: &mut Context<'_>) -> Poll<()> {
     catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))).unwrap_or(Poll::Ready(()))
 }
 
@@ -231,7 +231,7 @@ impl Drop for Adopted {
 }
 
 /// Spawns `task` on the current runtime; with none, drops it (which ends it).
-fn spawn(task: ConnTask) {
+pub(crate) fn spawn(task: ConnTask) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(task);
     }

@@ -10,7 +10,6 @@
 //! still being sent) is spawned, as tokio's executor would have run it: a connection's end
 //! changes nothing of how they finish.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,8 +21,10 @@ use futures_util::task::AtomicWaker;
 
 use super::connection::ConnDriver;
 use crate::error::BoxError;
+use crate::handover::{ConnTask, poll_task, spawn};
 
-type Boxed = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A future of hyper's, boxed.
+type Boxed = ConnTask;
 
 /// How many times one poll of the task polls its futures again, woken by one another, before
 /// it yields to the runtime.
@@ -108,7 +109,7 @@ impl Future for Caught {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))).unwrap_or(Poll::Ready(()))
+        poll_task(&mut self.0, cx)
     }
 }
 
@@ -135,13 +136,12 @@ where
         woken: AtomicBool::new(false),
         task: AtomicWaker::new(),
     });
-    let (sender, conn) = handshake(LocalExec(shared.clone())).await?;
+    let (sender, mut conn) = handshake(LocalExec(shared.clone())).await?;
     let mut local = Local {
         waker: Waker::from(shared.clone()),
         shared,
         set: FuturesUnordered::new(),
     };
-    let mut conn = conn;
     let driver: ConnDriver = Box::pin(async move {
         std::future::poll_fn(|cx| local.poll_with(&mut conn, cx))
             .await
@@ -228,12 +228,5 @@ impl Drop for Local {
         for future in queued {
             spawn(future);
         }
-    }
-}
-
-/// Spawns `future` on the current runtime; with none, drops it.
-fn spawn(future: Boxed) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(future);
     }
 }
