@@ -47,6 +47,7 @@ impl Flag {
     /// check against another atomic that the setter reads after setting (each side then
     /// sees the other's write, or the other sees its own).
     #[inline]
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
     pub(crate) fn is_set_seqcst(&self) -> bool {
         self.set.load(Ordering::SeqCst)
     }
@@ -254,6 +255,7 @@ impl Signal {
 
     /// See [`Flag::is_set_seqcst`].
     #[inline]
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
     pub(crate) fn is_set_seqcst(&self) -> bool {
         self.0.is_set_seqcst()
     }
