@@ -23,9 +23,6 @@ use super::connection::ConnDriver;
 use crate::error::BoxError;
 use crate::handover::{ConnTask, poll_task, spawn};
 
-/// A future of hyper's, boxed.
-type Boxed = ConnTask;
-
 /// How many times one poll of the task polls its futures again, woken by one another, before
 /// it yields to the runtime.
 const MAX_ROUNDS: usize = 32;
@@ -37,7 +34,7 @@ pub(super) struct LocalExec(Arc<Shared>);
 
 struct Shared {
     /// Futures not yet taken by the set; `None` once the set is gone (futures are spawned).
-    queue: Mutex<Option<Vec<Boxed>>>,
+    queue: Mutex<Option<Vec<ConnTask>>>,
     /// Whether `queue` holds any: the set looks under the lock only then.
     queued: AtomicBool,
     /// The thread polling the set (see [`this_thread`]), or 0.
@@ -103,7 +100,7 @@ where
 }
 
 /// A future of hyper's; a panic ends it alone, as it would end a task.
-struct Caught(Boxed);
+struct Caught(ConnTask);
 
 impl Future for Caught {
     type Output = ();
