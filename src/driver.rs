@@ -693,7 +693,7 @@ where
             Guarded::Panicked(payload) => {
                 return Some(Err(ConnectError::address_panicked(payload)));
             }
-            Guarded::TimedOut => return Some(Err(ConnectError::timed_out(limit))),
+            Guarded::TimedOut => return Some(Err(ConnectError::timed_out(self.connect_timeout))),
             Guarded::Stopped => return None,
         };
         let new_address = last_address.as_ref() != Some(&address);
@@ -741,7 +741,7 @@ where
             Guarded::Done(conn) => Ok(conn),
             Guarded::Failed(error) => Err(ConnectError::connect(error)),
             Guarded::Panicked(payload) => Err(ConnectError::connect_panicked(payload)),
-            Guarded::TimedOut => Err(ConnectError::timed_out(limit)),
+            Guarded::TimedOut => Err(ConnectError::timed_out(self.connect_timeout)),
             Guarded::Stopped => return None,
         })
     }

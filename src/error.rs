@@ -125,6 +125,8 @@ enum Kind {
     AddressPanicked,
     Connect,
     ConnectPanicked,
+    /// With the connect timeout (not the attempt's own limit, which the retry delay's jitter
+    /// may have set: the errors of a round's timeouts have one text, and are reported once).
     TimedOut(std::time::Duration),
     Closed,
 }
@@ -163,8 +165,9 @@ impl ConnectError {
         Self::new(Kind::ConnectPanicked, Some(Panic::boxed(payload)))
     }
 
-    pub(crate) fn timed_out(after: std::time::Duration) -> Self {
-        Self::new(Kind::TimedOut(after), None)
+    /// An attempt ran out of time; `connect_timeout` is the layer's setting.
+    pub(crate) fn timed_out(connect_timeout: std::time::Duration) -> Self {
+        Self::new(Kind::TimedOut(connect_timeout), None)
     }
 
     pub(crate) fn closed() -> Self {
@@ -259,8 +262,12 @@ impl fmt::Display for Kind {
             Kind::AddressPanicked => "address lookup panicked",
             Kind::Connect => "connect failed",
             Kind::ConnectPanicked => "connect panicked",
-            Kind::TimedOut(after) => {
-                return write!(f, "connection attempt timed out after {after:?}");
+            Kind::TimedOut(connect_timeout) => {
+                return write!(
+                    f,
+                    "connection attempt timed out (connect timeout {connect_timeout:?}, or the \
+                     attempt's retry delay if longer)"
+                );
             }
             Kind::Closed => "persistent connection is closed",
         })

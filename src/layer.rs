@@ -192,7 +192,9 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// [`ObtainedAddress`](Event::ObtainedAddress) is not counted: the deadline moves on by
     /// that much. An attempt that runs out of time
     /// is a [`FailedToConnect`](Event::FailedToConnect) whose error
-    /// [`is_timeout`](crate::ConnectError::is_timeout).
+    /// [`is_timeout`](crate::ConnectError::is_timeout); its text names this setting, not the
+    /// attempt's own limit (which the retry delay's jitter may have set), so that the attempts
+    /// of a round that all time out are reported once.
     ///
     /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (20 s, gRPC's minimum connect timeout). Every value
     /// is accepted: a deadline too far to be represented is no deadline (`Duration::MAX`).

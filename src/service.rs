@@ -337,7 +337,11 @@ where
         self.shared.slot.state()
     }
 
-    /// Resolves with the state at its next change after the call.
+    /// Resolves with the state at its next change after the call; once the persistent
+    /// connection is closed (a state that never changes), at once with
+    /// [`State::Closed`](crate::State::Closed). A change between a call to
+    /// [`state`](Self::state) and this one is not waited for: to follow the changes from a
+    /// state read, loop on this future alone, starting with the state it gives.
     ///
     /// # Cancel safety
     ///

@@ -416,9 +416,12 @@ impl<C> Slot<C> {
     }
 
     /// Resolves with the state once its version is no longer `seen`.
+    /// Closed is the last state: it is given at once, whatever `seen` was.
     pub(crate) async fn state_after(&self, seen: u64) -> State {
-        self.wait(|inner| (inner.state_version != seen).then(|| inner.state.clone()))
-            .await
+        self.wait(|inner| {
+            (inner.state_version != seen || inner.state.is_closed()).then(|| inner.state.clone())
+        })
+        .await
     }
 
     /// The version of the state now.

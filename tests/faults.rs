@@ -769,3 +769,55 @@ async fn a_graceful_close_met_first_by_a_handle_publishes_the_next_round_as_now(
     assert_eq!(connect.conn(1).aborts(), 0);
     assert_eq!(connect.conn(2).aborts(), 0);
 }
+
+// Attempts that all time out at limits the retry delay's jitter set (each delay longer than the
+// connect timeout, and each its attempt's limit) fail with one error, reported once in the
+// round: a constant delay with jitter, and gRPC's exponential policy growing past the connect
+// timeout.
+#[tokio::test(start_paused = true)]
+async fn a_round_of_timeouts_is_reported_once_whatever_the_limits() {
+    let timed_out = |connect_timeout: &str| {
+        format!(
+            "FailedToConnect(connection attempt timed out (connect timeout {connect_timeout}, \
+             or the attempt's retry delay if longer))"
+        )
+    };
+    let cases = [
+        // (policy, connect timeout, how long, at least this many attempts)
+        (None, Duration::from_secs(5), 120_000, 9),
+        (
+            Some(RetryPolicy::exponential(Exponential::grpc()).unwrap()),
+            Duration::from_secs(20),
+            1_200_000,
+            14,
+        ),
+    ];
+    for (policy, connect_timeout, run_for, at_least) in cases {
+        let start = Instant::now();
+        let lookup = Script::new(start, [], Step::Hang);
+        let recorder = Recorder::new(start);
+        let mut layer = PersistentLayer::new("test", Lookup(lookup.clone()))
+            .connect_timeout(connect_timeout)
+            .on_event(recorder.handler());
+        if let Some(policy) = policy {
+            layer = layer.retry_policy(policy);
+        }
+        let p = layer.layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+        until(start, run_for).await;
+        p.close().await;
+        let calls = lookup.calls();
+        assert!(calls.len() >= at_least, "{calls:?}");
+        // The attempts' limits differ (the delays between them do).
+        assert!(
+            calls.windows(3).any(|w| w[1] - w[0] != w[2] - w[1]),
+            "{calls:?}"
+        );
+        assert_eq!(
+            recorder.events(),
+            [
+                "AttemptingToConnect".to_owned(),
+                timed_out(&format!("{connect_timeout:?}")),
+            ]
+        );
+    }
+}

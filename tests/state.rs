@@ -167,3 +167,20 @@ async fn reconnect_now_during_a_handler_cuts_the_coming_wait() {
     assert_eq!(lookup.calls(), [0, 50, 1050, 11_050]);
     p.close().await;
 }
+
+// Closed is the last state: `state_changed` called once closed resolves at once with it (there
+// is no next change to wait for), as one called before the close resolves with it at the close.
+#[tokio::test(start_paused = true)]
+async fn state_changed_once_closed_resolves_at_once_with_closed() {
+    let start = Instant::now();
+    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    p.connected().await.unwrap();
+    let before = tokio::spawn(p.state_changed());
+    tokio::task::yield_now().await;
+    p.close().await;
+    assert!(before.await.unwrap().is_closed());
+    let after = tokio::time::timeout(Duration::from_secs(3600), p.state_changed()).await;
+    assert!(after.expect("resolves at once").is_closed());
+    assert_eq!(ms(start), 0);
+}
