@@ -949,7 +949,8 @@ fn is_incomplete_message(error: &BoxError) -> bool {
         .is_some_and(hyper::Error::is_incomplete_message)
 }
 
-/// Finishes the connection when dropped, the probe released first (it keeps the socket open).
+/// Finishes the connection when dropped, the probe released first (no look at the socket once
+/// the connection is over).
 struct FinishOnDrop(Arc<ConnShared>);
 
 impl Drop for FinishOnDrop {
