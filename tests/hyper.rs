@@ -1584,3 +1584,63 @@ async fn a_connection_whose_task_never_ran_is_finished() {
     timeout(LIMIT, conn.close()).await.unwrap();
     assert!(!conn.closed_gracefully());
 }
+
+// Over HTTP/1.1, a request given up while hyper is still writing its body to a server that
+// stopped reading (hyper never notices the give-up then: its connection would stay, every
+// later request waiting behind it) ends the connection all the same: it is replaced at once,
+// and the next request is answered by the next connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_request_given_up_while_its_body_is_stuck_has_its_connection_replaced() {
+    use http_body_util::Full;
+    use tokio::io::AsyncWriteExt;
+    use tower::Layer;
+    // The first connection reads a request head, says so, and reads nothing more; the next
+    // ones answer each request head at once (without its body), `s <path>`.
+    let (stalled, mut head_read) = tokio::sync::mpsc::unbounded_channel();
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (address, accepted, server) = counting_server(move |mut socket| {
+        let first = first.swap(false, Ordering::SeqCst);
+        let stalled = stalled.clone();
+        async move {
+            let Some(head) = head(&mut socket).await else {
+                return;
+            };
+            if first {
+                let _ = stalled.send(());
+                std::future::pending::<()>().await;
+            }
+            let path = head.split(' ').nth(1).unwrap_or("?").to_owned();
+            let text = format!("s {path}");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let client: Persistent<SocketAddr, HttpConnection<Full<Bytes>>> =
+        PersistentLayer::new("web", fixed(address))
+            .retry_delay(|| Duration::from_secs(3600))
+            .layer(HttpConnector::<Full<Bytes>>::http1());
+    let mut events = client.events();
+    next_event(&mut events, "connected").await;
+    // 64 MiB: far more than the sockets' buffers hold.
+    let upload = http::Request::post("/upload")
+        .body(Full::new(Bytes::from(vec![b'x'; 64 << 20])))
+        .unwrap();
+    let mut sending = client.clone().oneshot(upload);
+    tokio::select! {
+        _ = &mut sending => panic!("the upload ended before it was given up"),
+        read = timeout(LIMIT, head_read.recv()) => read.unwrap().unwrap(),
+    }
+    drop(sending);
+    next_event(&mut events, "disconnected").await;
+    next_event(&mut events, "connected").await;
+    let after = http::Request::get("/after").body(Full::default()).unwrap();
+    assert_eq!(answer_of(&client, after).await, "s /after");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    client.close().await;
+    server.abort();
+}

@@ -154,8 +154,9 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
     /// Over HTTP/1.1, a caller that gives up a request hyper has taken (its response future
     /// dropped before the response head came: a `tower::timeout`, say), or whose request fails
     /// for the caller's own reason (its body's stream failed, before the response head or
-    /// after it), makes hyper close the connection, which is the caller's doing, not the
-    /// server's. Such a connection counts as closed in good order if it is the first in a row
+    /// after it), ends the connection (a request given up, at once: hyper would close it once it
+    /// noticed, which it does not while it writes the request's body to a server that stopped
+    /// reading; a body's error, by hyper), which is the caller's doing, not the server's. Such a connection counts as closed in good order if it is the first in a row
     /// of its connector's to end so (a connection that ends otherwise ends the row), whether or
     /// not it served: a slow answer and a short timeout cost no retry delay, while a server
     /// that takes requests and stops answering them (at once, or after a first answer on each
@@ -521,9 +522,10 @@ pin_project! {
     }
 
     // Dropped while hyper has the request and no response head came: the caller gave it up,
-    // and hyper closes the connection (see `ConnShared::abandoned`). A head that has come
-    // while the future was not polled is there to take: then hyper keeps the connection (the
-    // response, dropped here, goes as a body dropped early does).
+    // and the connection's task ends hyper's connection, as hyper does once it notices (see
+    // `ConnShared::abandoned` and `given_up_in_flight`). A head that has come while the future
+    // was not polled is there to take: then hyper keeps the connection (the response, dropped
+    // here, goes as a body dropped early does).
     impl<F: Future, S, B> PinnedDrop for Http1Sending<F, S, B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
@@ -534,7 +536,10 @@ pin_project! {
             };
             let mut cx = Context::from_waker(std::task::Waker::noop());
             if sent.poll(&mut cx).is_pending() {
-                in_flight.connection().abandoned.store(true, Ordering::Release);
+                let shared = in_flight.connection();
+                shared.abandoned.store(true, Ordering::Release);
+                shared.given_up_in_flight.store(true, Ordering::Release);
+                shared.task.wake();
             }
         }
     }
@@ -786,6 +791,12 @@ async fn drive(
         }
         if shared.closing.is_set() {
             return Poll::Ready(None);
+        }
+        // A request given up in flight (HTTP/1.1): hyper's connection is over, as hyper ends
+        // it in good order once it notices, which it may never do while it writes the
+        // request's body to a server that stopped reading.
+        if shared.given_up_in_flight.load(Ordering::Acquire) {
+            return Poll::Ready(Some(Ok(())));
         }
         Poll::Pending
     })

@@ -129,8 +129,9 @@
 //!   has seen the cut looks like the caller's own early drop, after which hyper closes the
 //!   connection itself: that connection counts as closed in good order.) Over HTTP/1.1 a
 //!   caller that gives up a request hyper has taken (its response future dropped before the
-//!   response head: a `tower::timeout`, say) makes hyper close the connection, which is the
-//!   caller's doing: the first connection in a row of the connector's to end so counts as
+//!   response head: a `tower::timeout`, say) ends the connection at once (hyper closes it once
+//!   it notices, which it does not while it writes the request's body to a server that
+//!   stopped reading: the connection's task ends it then), which is the caller's doing: the first connection in a row of the connector's to end so counts as
 //!   closed in good order, served or not, the next ones do not (a server that takes requests
 //!   and stops answering them meets the retry delay); a connection that ends otherwise ends
 //!   the row. Each connector counts its own row (a clone starts a new one). Over TLS, a server

@@ -63,6 +63,10 @@ pub(super) struct ConnShared {
     /// for the caller's own reason (its body's error, before the response head or after it),
     /// which makes hyper close the connection. Its end is the caller's doing, not the server's.
     pub(super) abandoned: AtomicBool,
+    /// HTTP/1.1: a caller gave up a request that hyper had taken (see [`Self::abandoned`]):
+    /// the connection's task ends hyper's connection at once, as hyper does once it notices
+    /// (which it does not while it writes a request body to a server that stopped reading).
+    pub(super) given_up_in_flight: AtomicBool,
     /// The connector's count of connections in a row that a caller's give-up ended (see
     /// [`Self::given_up_first`]); set to zero when one ends otherwise.
     given_up: Arc<AtomicU32>,
@@ -157,6 +161,7 @@ impl ConnShared {
             served: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
+            given_up_in_flight: AtomicBool::new(false),
             given_up,
             given_up_first: AtomicU8::new(0),
             ended_by_peer: AtomicBool::new(false),
