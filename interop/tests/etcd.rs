@@ -510,3 +510,80 @@ async fn a_lost_lease_is_renewed_and_a_withdrawal_is_final() {
     timeout(LIMIT, replica.withdraw()).await.unwrap().unwrap();
     drop(cluster);
 }
+
+// A published key that another client deletes, or overwrites with another value and no
+// lease, while its lease lives, is put back as published (same value, same lease) at the
+// registration's next keep-alive turn; withdrawn, it stays gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(etcd),
+    ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
+)]
+async fn a_key_deleted_or_overwritten_by_others_is_put_back() {
+    let binary = etcd_binary().expect(INSTALL);
+    let cluster = Cluster::start(&binary, 1).await.unwrap();
+    let endpoints = cluster.endpoints();
+    let discovery = Etcd::connect(&endpoints, PREFIX).await.unwrap();
+    // Keep-alive turns every second.
+    let publication = timeout(
+        LIMIT,
+        discovery.publish("r12", "127.0.0.1:9012", Duration::from_secs(3)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let key = format!("{PREFIX}r12");
+    let mut etcd = etcd_client::Client::connect(&endpoints, None)
+        .await
+        .unwrap();
+    let entry = |answer: etcd_client::GetResponse| {
+        answer
+            .kvs()
+            .first()
+            .map(|kv| (kv.value_str().unwrap().to_owned(), kv.lease()))
+    };
+    let published = entry(etcd.get(key.as_str(), None).await.unwrap()).expect("published");
+    assert_eq!(published.0, "127.0.0.1:9012");
+    let mut changes = etcd.watch(key.as_str(), None).await.unwrap();
+    // The next put of the key, as (value, lease).
+    let mut next_put = async || {
+        timeout(LIMIT, async {
+            loop {
+                let answer = changes.message().await.unwrap().expect("the watch ended");
+                for event in answer.events() {
+                    if event.event_type() == etcd_client::EventType::Put {
+                        let kv = event.kv().unwrap();
+                        return (kv.value_str().unwrap().to_owned(), kv.lease());
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the key was not put back")
+    };
+
+    etcd.delete(key.as_str(), None).await.unwrap();
+    assert_eq!(next_put().await, published);
+
+    etcd.put(key.as_str(), "127.0.0.1:1", None).await.unwrap();
+    assert_eq!(
+        next_put().await,
+        ("127.0.0.1:1".to_owned(), 0),
+        "the overwrite"
+    );
+    assert_eq!(next_put().await, published);
+    assert_eq!(
+        timeout(LIMIT, discovery.clone().oneshot(()))
+            .await
+            .unwrap()
+            .unwrap(),
+        "127.0.0.1:9012"
+    );
+
+    timeout(LIMIT, publication.withdraw())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(keys(&endpoints).await.is_empty());
+    drop(cluster);
+}

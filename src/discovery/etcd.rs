@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use tower_service::Service;
 
 use super::{Entry, LookupError, Publication, Resolving, Rotation};
@@ -189,7 +189,10 @@ impl<A> Etcd<A> {
     /// of `ttl` (whole seconds, at least one; etcd may raise it to its own minimum) that a
     /// background task keeps alive, every third of the TTL. Should the lease be lost all the
     /// same (etcd unreachable for longer than the TTL), the task publishes again under a new
-    /// one at the first keep-alive turn that etcd answers, in that turn.
+    /// one at the first keep-alive turn that etcd answers, in that turn. The key is looked at
+    /// in each turn too: deleted or overwritten by another client (an operator, another
+    /// replica that took the name), it is put back as published (a WARN log); withdraw the
+    /// publication to take a replica out.
     ///
     /// [`withdraw`](Publication::withdraw) revokes the lease, which removes the key at once:
     /// await it on clean shutdown. Dropping the [`Publication`] instead stops the keep-alive
@@ -557,7 +560,23 @@ async fn keep_alive(
                 // At once (etcd has just answered), not a period later.
                 lost = !republish().await;
             }
-            Ok(true) => failing = false,
+            Ok(true) => {
+                failing = false;
+                // The key itself, which others may have deleted or overwritten meanwhile.
+                let restored = tokio::select! {
+                    biased;
+                    _ = &mut stopped => return,
+                    restored = restore_key(&client, &key, &value, id, timeout) => restored,
+                };
+                match restored {
+                    Ok(false) => {}
+                    Ok(true) => tracing::warn!(
+                        %key,
+                        "etcd key deleted or changed by another client; published again"
+                    ),
+                    Err(error) => tracing::debug!(%key, %error, "etcd key not checked"),
+                }
+            }
             Err(error) => {
                 if std::mem::replace(&mut failing, true) {
                     tracing::debug!(%key, %error, "etcd keep-alive failed again");
@@ -567,6 +586,38 @@ async fn keep_alive(
             }
         }
     }
+}
+
+/// Puts `key` = `value` back under `lease` unless it is there as such already (deleted or
+/// overwritten by another client since it was published): one transaction, which compares
+/// and puts. Whether it put it back.
+async fn restore_key(
+    client: &Client,
+    key: &str,
+    value: &str,
+    lease: i64,
+    timeout: Duration,
+) -> io::Result<bool> {
+    let answer = within(
+        timeout,
+        || format!("check of {key}"),
+        || {
+            let mut client = client.clone();
+            let txn = Txn::new()
+                .when([
+                    Compare::value(key, CompareOp::Equal, value),
+                    Compare::lease(key, CompareOp::Equal, lease),
+                ])
+                .or_else([TxnOp::put(
+                    key,
+                    value,
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            async move { client.txn(txn).await }
+        },
+    )
+    .await?;
+    Ok(!answer.succeeded())
 }
 
 /// A replica's entry in etcd: its key, its lease and the task that keeps the lease alive.
