@@ -14,6 +14,11 @@
 //! | the server reset the stream (`RST_STREAM`) | by its HTTP/2 error code, as gRPC maps them: `REFUSED_STREAM` `UNAVAILABLE`, `CANCEL` `CANCELLED`, `ENHANCE_YOUR_CALM` `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` `PERMISSION_DENIED`, `NO_ERROR`, `PROTOCOL_ERROR`, `INTERNAL_ERROR` and the like `INTERNAL`, others `UNKNOWN` |
 //! | everything else the transport fails with ([`Closed`](crate::Closed), [`Unavailable`](crate::Unavailable), [`ConnectionClosed`](crate::ConnectionClosed), a connection reset or lost mid-request) | `UNAVAILABLE` |
 //!
+//! These are the errors of the call, up to the response head. A connection lost once a
+//! streaming response has begun fails the response's body, which tonic reads itself: its
+//! status then is tonic's, `UNKNOWN` ("error reading a body from connection"), as with tonic's
+//! `Channel`.
+//!
 //! so that a retry policy on `UNAVAILABLE` fires. Its error type, [`Error`], is a concrete, opaque
 //! type (as tonic's `Channel` has).
 //!
