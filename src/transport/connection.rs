@@ -154,9 +154,10 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
     /// Over HTTP/1.1, a caller that gives up a request hyper has taken (its response future
     /// dropped before the response head came: a `tower::timeout`, say), or whose request fails
     /// for the caller's own reason (its body's stream failed, before the response head or
-    /// after it), ends the connection (a request given up, at once: hyper would close it once it
-    /// noticed, which it does not while it writes the request's body to a server that stopped
-    /// reading; a body's error, by hyper), which is the caller's doing, not the server's. Such a connection counts as closed in good order if it is the first in a row
+    /// after it), ends the connection (a request given up, at once: hyper would close it once
+    /// it noticed, which it does not while it writes the request's body to a server that
+    /// stopped reading; a body's error, by hyper), which is the caller's doing, not the
+    /// server's. Such a connection counts as closed in good order if it is the first in a row
     /// of its connector's to end so (a connection that ends otherwise ends the row), whether or
     /// not it served: a slow answer and a short timeout cost no retry delay, while a server
     /// that takes requests and stops answering them (at once, or after a first answer on each

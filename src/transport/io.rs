@@ -354,8 +354,7 @@ impl AsyncWrite for SharedTcp {
     }
 }
 
-/// A look at a TCP connection's socket, to look at an idle connection before a request goes
-/// out on it: a server that closed it (or reset it) has left an end of stream (or an error) in
+/// A look at an idle TCP connection's socket before a request goes out on it: a server that closed it (or reset it) has left an end of stream (or an error) in
 /// the socket, which hyper's task learns of only once the runtime's I/O driver has delivered
 /// the readiness and the task has run. Browsers look at an idle socket the same way before
 /// they reuse it. It holds the stream weakly (see [`SharedTcp`]).
