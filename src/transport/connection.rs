@@ -961,8 +961,7 @@ fn is_incomplete_message(error: &BoxError) -> bool {
         .is_some_and(hyper::Error::is_incomplete_message)
 }
 
-/// Finishes the connection when dropped, the probe released first (no look at the socket once
-/// the connection is over).
+/// Finishes the connection when dropped, the probe released first (it keeps the socket open).
 struct FinishOnDrop(Arc<ConnShared>);
 
 impl Drop for FinishOnDrop {

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::connector::{ConnectErrorKind, HttpConnectError};
-use super::io::{Probe, SharedTcp};
+use super::io::Probe;
 use crate::error::BoxError;
 
 /// A byte stream the HTTP handshake can run over.
@@ -114,10 +114,9 @@ impl<A: Address> Dial<A> for Dialer {
         match address.resolve().await? {
             Resolved::Tcp { addresses, name } => {
                 let (stream, address) = dial_tcp(&addresses).await?;
-                let (io, probe) = SharedTcp::new(stream);
                 Ok(Dialed {
-                    probe: Some(probe),
-                    io: Box::pin(io),
+                    probe: Probe::of(&stream),
+                    io: Box::pin(stream),
                     peer: Peer::Tcp(address),
                     name,
                 })

@@ -2,15 +2,13 @@
 //! the first byte of an HTTP/1.1 server.
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::ClosedInFlight;
 use super::dial::BoxIo;
@@ -219,147 +217,14 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// Whether a read or write that moved fewer bytes than asked for shows that the socket has
-/// no more to give or take (edge-triggered readiness: epoll, kqueue), so that its readiness
-/// can be cleared at once, as tokio's own `TcpStream` does, instead of by one more system call
-/// that would find nothing.
-const SHORT_IO_CLEARS: bool = cfg!(any(
-    target_os = "android",
-    target_os = "illumos",
-    target_os = "linux",
-    target_os = "redox",
-    target_os = "dragonfly",
-    target_os = "freebsd",
-    target_os = "ios",
-    target_os = "macos",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "tvos",
-    target_os = "visionos",
-    target_os = "watchos",
-));
-
-/// A TCP connection of the connector's own, as hyper reads and writes it, shared with the
-/// connection's [`Probe`]: one socket, one descriptor. It reads and writes through tokio's
-/// `&TcpStream` calls (the readiness, then a read or write that does not wait), the calls
-/// tokio's own `AsyncRead` and `AsyncWrite` make; the probe holds it weakly, so the socket
-/// closes when hyper drops its stream.
-pub(super) struct SharedTcp(Arc<TcpStream>);
-
-impl SharedTcp {
-    /// `stream`, as hyper's stream and as a probe of its socket.
-    pub(super) fn new(stream: TcpStream) -> (SharedTcp, Probe) {
-        let stream = Arc::new(stream);
-        let probe = Probe {
-            socket: Arc::downgrade(&stream),
-        };
-        (SharedTcp(stream), probe)
-    }
-
-    /// One read or write, `io`, of `interest`, once the socket is ready for it. A would-block
-    /// clears the readiness it was tried on, and the socket is polled again (a readiness that
-    /// came meanwhile is kept); so does a short move (`short` says which is), on platforms
-    /// where that shows the socket drained ([`SHORT_IO_CLEARS`]). Each turn of the loop
-    /// either ends it or consumes a readiness the runtime reported.
-    fn poll_io<T>(
-        &self,
-        cx: &mut Context<'_>,
-        interest: Interest,
-        mut io: impl FnMut(&TcpStream) -> io::Result<T>,
-        short: impl Fn(&T) -> bool,
-    ) -> Poll<io::Result<T>> {
-        let stream = &*self.0;
-        loop {
-            ready!(match interest {
-                Interest::WRITABLE => stream.poll_write_ready(cx),
-                _ => stream.poll_read_ready(cx),
-            })?;
-            let mut done = None;
-            // Within `try_io`, whose would-block clears the readiness seen before the call.
-            let tried = stream.try_io(interest, || {
-                let moved = io(stream)?;
-                let clear = SHORT_IO_CLEARS && short(&moved);
-                done = Some(moved);
-                if clear {
-                    Err(io::ErrorKind::WouldBlock.into())
-                } else {
-                    Ok(())
-                }
-            });
-            match (done, tried) {
-                (Some(moved), _) => return Poll::Ready(Ok(moved)),
-                (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                (None, Err(e)) => return Poll::Ready(Err(e)),
-                (None, Ok(())) => unreachable!("a call that succeeded gave what it moved"),
-            }
-        }
-    }
-}
-
-impl AsyncRead for SharedTcp {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let wanted = buf.remaining();
-        self.poll_io(
-            cx,
-            Interest::READABLE,
-            |stream| stream.try_read_buf(buf),
-            |&n| 0 < n && n < wanted,
-        )
-        .map_ok(drop)
-    }
-}
-
-impl AsyncWrite for SharedTcp {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.poll_io(
-            cx,
-            Interest::WRITABLE,
-            |stream| stream.try_write(buf),
-            |&n| 0 < n && n < buf.len(),
-        )
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        // As tokio's: no short write taken for a full socket here.
-        self.poll_io(
-            cx,
-            Interest::WRITABLE,
-            |stream| stream.try_write_vectored(bufs),
-            |_| false,
-        )
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
-    }
-}
-
-/// A look at an idle TCP connection's socket before a request goes out on it: a server that closed it (or reset it) has left an end of stream (or an error) in
-/// the socket, which hyper's task learns of only once the runtime's I/O driver has delivered
-/// the readiness and the task has run. Browsers look at an idle socket the same way before
-/// they reuse it. It holds the stream weakly (see [`SharedTcp`]).
+/// A second handle on a TCP connection's socket, to look at an idle connection before a request
+/// goes out on it: a server that closed it (or reset it) has left an end of stream (or an
+/// error) in the socket, which hyper's task learns of only once the runtime's I/O driver has
+/// delivered the readiness and the task has run. Browsers look at an idle socket the same way
+/// before they reuse it. Unix only (elsewhere, no probe: hyper's task finds out as before).
 pub(super) struct Probe {
-    socket: Weak<TcpStream>,
+    #[cfg(unix)]
+    socket: std::net::TcpStream,
 }
 
 /// What a [`Probe`] finds in an idle connection's socket.
@@ -375,44 +240,64 @@ pub(super) enum Peeked {
 }
 
 impl Probe {
+    /// A probe of `stream`'s socket (a duplicate of its descriptor); `None` if there is none.
+    pub(super) fn of(stream: &tokio::net::TcpStream) -> Option<Probe> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsFd;
+            let fd = stream.as_fd().try_clone_to_owned().ok()?;
+            Some(Probe {
+                socket: std::net::TcpStream::from(fd),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = stream;
+            None
+        }
+    }
+
     /// Looks at the socket without taking anything from it (`MSG_PEEK`, without waiting: the
-    /// socket is non-blocking). `Open` once hyper has dropped the stream (its connection is
-    /// over, as its task will say).
+    /// socket is non-blocking, a flag its descriptors share).
     pub(super) fn peek(&self) -> Peeked {
-        let Some(stream) = self.socket.upgrade() else {
-            return Peeked::Open;
-        };
-        let mut byte = [MaybeUninit::<u8>::uninit()];
-        match socket2::SockRef::from(&*stream).peek(&mut byte) {
-            Ok(0) => Peeked::Ended,
-            Ok(_) => Peeked::Open,
-            // Only errors that say the connection is gone: any other (no buffer space, a
-            // soft ICMP error, nothing to read yet) tells nothing, and is left to hyper.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::ConnectionAborted
-                        | io::ErrorKind::BrokenPipe
-                        | io::ErrorKind::NotConnected
-                        | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Peeked::Failed
+        #[cfg(unix)]
+        {
+            let mut byte = [0u8; 1];
+            match self.socket.peek(&mut byte) {
+                Ok(0) => Peeked::Ended,
+                Ok(_) => Peeked::Open,
+                // Only errors that say the connection is gone: any other (no buffer space, a
+                // soft ICMP error) tells nothing, and is left to hyper.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::BrokenPipe
+                            | io::ErrorKind::NotConnected
+                            | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    Peeked::Failed
+                }
+                Err(_) => Peeked::Open,
             }
-            Err(_) => Peeked::Open,
+        }
+        #[cfg(not(unix))]
+        {
+            Peeked::Open
         }
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use std::time::Duration;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+    use tokio::io::{AsyncWriteExt, Interest};
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::{Peeked, Probe, SharedTcp};
+    use super::{Peeked, Probe};
 
     /// A connected pair on 127.0.0.1: (client, server).
     async fn pair() -> (TcpStream, TcpStream) {
@@ -445,14 +330,11 @@ mod tests {
     }
 
     // An open socket, with or without bytes to read, is open; one the peer shut down has
-    // ended; one the peer reset has failed; once the stream is dropped, nothing is known (and
-    // the probe has not kept the socket open: the peer reads its end). Peeking takes nothing
-    // from the stream.
+    // ended; one the peer reset has failed. Peeking takes nothing from the stream.
     #[tokio::test]
     async fn the_probe_tells_an_open_socket_from_an_ended_or_reset_one() {
         let (client, mut server) = pair().await;
-        let (io, probe) = SharedTcp::new(client);
-        let client = &*io.0;
+        let probe = Probe::of(&client).unwrap();
         assert_eq!(probe.peek(), Peeked::Open);
         server.write_all(b"x").await.unwrap();
         client.readable().await.unwrap();
@@ -464,79 +346,14 @@ mod tests {
             "the byte is still there"
         );
         server.shutdown().await.unwrap();
-        assert_eq!(peek_until_not_open(client, &probe).await, Peeked::Ended);
+        assert_eq!(peek_until_not_open(&client, &probe).await, Peeked::Ended);
 
         let (client, server) = pair().await;
-        let (io, probe) = SharedTcp::new(client);
+        let probe = Probe::of(&client).unwrap();
         #[allow(deprecated)]
         server.set_linger(Some(Duration::ZERO)).unwrap();
         drop(server);
-        assert_eq!(peek_until_not_open(&io.0, &probe).await, Peeked::Failed);
-
-        let (client, mut server) = pair().await;
-        let (io, probe) = SharedTcp::new(client);
-        drop(io);
-        assert_eq!(probe.peek(), Peeked::Open);
-        let read = tokio::time::timeout(Duration::from_secs(5), server.read(&mut byte));
-        assert_eq!(read.await.unwrap().unwrap(), 0, "the socket is closed");
-    }
-
-    // Bytes go both ways whole and in order through the shared stream, in writes and reads of
-    // every size (short reads and writes among them, the socket's buffers filling and
-    // draining); a read that waits is woken by bytes that come later; a shutdown is the end of
-    // the stream for the peer.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_shared_stream_carries_every_byte_and_its_end() {
-        let (client, server) = pair().await;
-        let (mut io, _probe) = SharedTcp::new(client);
-        let sent: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
-        let (mut server_read, mut server_write) = server.into_split();
-        let echo = tokio::spawn(async move {
-            // Echoes in small, uneven pieces, slowly at first.
-            let mut buf = vec![0u8; 7_919];
-            let mut total = 0;
-            loop {
-                let n = server_read.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    server_write.shutdown().await.unwrap();
-                    return total;
-                }
-                if total < 100_000 {
-                    tokio::task::yield_now().await;
-                }
-                server_write.write_all(&buf[..n]).await.unwrap();
-                total += n;
-            }
-        });
-        let (mut read, mut write) = tokio::io::split(&mut io);
-        let writing = async {
-            let mut at = 0;
-            for size in (1..).map(|i| [1, 100, 65_536, 1_000_000][i % 4]) {
-                let end = (at + size).min(sent.len());
-                write.write_all(&sent[at..end]).await.unwrap();
-                at = end;
-                if at == sent.len() {
-                    break;
-                }
-            }
-            // A vectored write, then whatever it left.
-            let parts = [std::io::IoSlice::new(b"ab"), std::io::IoSlice::new(b"cd")];
-            let n = write.write_vectored(&parts).await.unwrap();
-            write.write_all(&b"abcd"[n..]).await.unwrap();
-            write.shutdown().await.unwrap();
-        };
-        let reading = async {
-            let mut got = Vec::new();
-            read.read_to_end(&mut got).await.unwrap();
-            got
-        };
-        let work = async { tokio::join!(writing, reading).1 };
-        let got = tokio::time::timeout(Duration::from_secs(60), work)
-            .await
-            .expect("every byte within 60 s");
-        assert_eq!(got.len(), sent.len() + 4);
-        assert!(got[..sent.len()] == sent[..], "the bytes, in order");
-        assert_eq!(&got[sent.len()..], b"abcd");
-        assert_eq!(echo.await.unwrap(), sent.len() + 4);
+        assert_eq!(peek_until_not_open(&client, &probe).await, Peeked::Failed);
+        drop(client);
     }
 }

@@ -86,9 +86,8 @@
 //!   notices and reconnects, even while idle.
 //! - **An idle connection is looked at before a request goes out on it**: when a TCP
 //!   connection the connector dialed itself has had nothing in flight for 1 ms or more,
-//!   `poll_ready` first peeks at its socket (one `recv` with `MSG_PEEK`, on the connection's
-//!   own descriptor: hyper reads and writes the socket through a handle shared with the
-//!   look). A server that closed or reset the
+//!   `poll_ready` first peeks at its socket (one `recv` with `MSG_PEEK` on a duplicate of its
+//!   descriptor, so each such connection holds two; on Unix). A server that closed or reset the
 //!   connection has left an end of stream or a reset there (other errors of the peek tell
 //!   nothing and are left to hyper), which hyper's task learns of only once the runtime has
 //!   delivered it and the task has run. Then no request goes out on the connection:

@@ -103,8 +103,8 @@ pub(super) struct ConnShared {
     /// TLS alert that the server sends once the client has finished its side of the
     /// handshake, say).
     end_error: Mutex<Option<BoxError>>,
-    /// A probe of the socket (TCP connections of the connector's own), released once hyper's
-    /// connection is over (it holds the socket weakly: it never keeps it open).
+    /// A probe of the socket (TCP connections of the connector's own), released as soon as
+    /// hyper's connection is dropped (so that it keeps no socket open).
     probe: Mutex<Option<Probe>>,
     /// Clones whose `poll_ready` waits for a connection found gone to end; `None` once hyper's
     /// connection has ended.
@@ -271,7 +271,7 @@ impl ConnShared {
         self.finished.set();
     }
 
-    /// Drops the probe: hyper's connection is over, and its socket is not looked at again.
+    /// Drops the probe: hyper's connection is gone, and the socket must close with it.
     pub(super) fn release_probe(&self) {
         drop(self.probe.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
