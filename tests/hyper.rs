@@ -433,7 +433,7 @@ async fn an_http1_request_whose_body_fails_after_its_response_has_its_connection
     use http_body_util::BodyExt;
     use http_body_util::combinators::BoxBody;
     use hyper::body::Frame;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     use tower::Layer;
     type Body = BoxBody<Bytes, tower_persistent::BoxError>;
     // Answers each request head at once, `s <path>`, without reading a body (what comes after
@@ -442,13 +442,7 @@ async fn an_http1_request_whose_body_fails_after_its_response_has_its_connection
         let Some(head) = head(&mut socket).await else {
             return;
         };
-        let path = head.split(' ').nth(1).unwrap_or("?").to_owned();
-        let text = format!("s {path}");
-        let answer = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
-            text.len()
-        );
-        socket.write_all(answer.as_bytes()).await.unwrap();
+        answer_head(&mut socket, &head).await.unwrap();
         let mut rest = [0u8; 1024];
         while let Ok(1..) = socket.read(&mut rest).await {}
     })
@@ -470,13 +464,38 @@ async fn an_http1_request_whose_body_fails_after_its_response_has_its_connection
     let request = http::Request::post("/upload").body(body).unwrap();
     assert_eq!(answer_of(&client, request).await, "s /upload");
     fail.send(()).unwrap();
-    next_event(&mut events, "disconnected").await;
-    next_event(&mut events, "connected").await;
-    let after = http::Request::get("/after").body(Body::default()).unwrap();
-    assert_eq!(answer_of(&client, after).await, "s /after");
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    replaced_then_answered(&client, &mut events, &accepted).await;
     client.close().await;
     server.abort();
+}
+
+/// Answers the request whose head is `head` with `s <path>`, as a response of its own (its
+/// body, if any, left unread).
+async fn answer_head(socket: &mut tokio::net::TcpStream, head: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let path = head.split(' ').nth(1).unwrap_or("?");
+    let text = format!("s {path}");
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    socket.write_all(answer.as_bytes()).await
+}
+
+/// Asserts that `client`'s connection is replaced (`Disconnected`, then `Connected`), and that
+/// a request then gets the answer of the server's second connection.
+async fn replaced_then_answered<B>(
+    client: &Persistent<SocketAddr, HttpConnection<B>>,
+    events: &mut tower_persistent::Events<SocketAddr, HttpConnection<B>>,
+    accepted: &std::sync::atomic::AtomicUsize,
+) where
+    B: hyper::body::Body + Default + Send + 'static,
+{
+    next_event(events, "disconnected").await;
+    next_event(events, "connected").await;
+    let after = http::Request::get("/after").body(B::default()).unwrap();
+    assert_eq!(answer_of(client, after).await, "s /after");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
 /// The next event named `name` from `events`, within the test's limit.
@@ -1592,7 +1611,6 @@ async fn a_connection_whose_task_never_ran_is_finished() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http1_request_given_up_while_its_body_is_stuck_has_its_connection_replaced() {
     use http_body_util::Full;
-    use tokio::io::AsyncWriteExt;
     use tower::Layer;
     // The first connection reads a request head, says so, and reads nothing more; the next
     // ones answer each request head at once (without its body), `s <path>`.
@@ -1609,13 +1627,7 @@ async fn an_http1_request_given_up_while_its_body_is_stuck_has_its_connection_re
                 let _ = stalled.send(());
                 std::future::pending::<()>().await;
             }
-            let path = head.split(' ').nth(1).unwrap_or("?").to_owned();
-            let text = format!("s {path}");
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
-                text.len()
-            );
-            let _ = socket.write_all(answer.as_bytes()).await;
+            let _ = answer_head(&mut socket, &head).await;
             std::future::pending::<()>().await;
         }
     })
@@ -1636,11 +1648,7 @@ async fn an_http1_request_given_up_while_its_body_is_stuck_has_its_connection_re
         read = timeout(LIMIT, head_read.recv()) => read.unwrap().unwrap(),
     }
     drop(sending);
-    next_event(&mut events, "disconnected").await;
-    next_event(&mut events, "connected").await;
-    let after = http::Request::get("/after").body(Full::default()).unwrap();
-    assert_eq!(answer_of(&client, after).await, "s /after");
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    replaced_then_answered(&client, &mut events, &accepted).await;
     client.close().await;
     server.abort();
 }
