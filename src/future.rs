@@ -86,7 +86,13 @@ pin_project! {
 /// The error of a failed call, until it is polled out. Its drop is a test and, if the error was
 /// never polled out, a call out of line: so the future's own drop is small enough to inline
 /// into the caller, instead of a call per request.
-struct FailedError(Option<Box<BoxError>>);
+pub(crate) struct FailedError(Option<Box<BoxError>>);
+
+impl FailedError {
+    pub(crate) fn new(error: BoxError) -> Self {
+        FailedError(Some(Box::new(error)))
+    }
+}
 
 impl Drop for FailedError {
     #[inline(always)]
@@ -120,11 +126,11 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn failed(error: BoxError) -> Self {
+    /// A future that fails with `error` (boxed by the caller, out of line).
+    #[inline(always)]
+    pub(crate) fn from_failed(error: FailedError) -> Self {
         ResponseFuture {
-            state: ResponseState::Failed {
-                error: FailedError(Some(Box::new(error))),
-            },
+            state: ResponseState::Failed { error },
         }
     }
 }

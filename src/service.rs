@@ -14,7 +14,7 @@ use tower_service::Service;
 use crate::Closable;
 use crate::error::{BoxError, Closed, ConnectError, ReadyTimeout, Unavailable};
 use crate::event::Events;
-use crate::future::ResponseFuture;
+use crate::future::{FailedError, ResponseFuture};
 use crate::shared::{Shared, deadline_after};
 use crate::slot::{Live, Lookup};
 use crate::state::State;
@@ -47,7 +47,7 @@ pub(crate) const NOT_READY: &str =
 ///   connection does, for a request hyper hands back unsent).
 /// - Readiness belongs to one handle: a clone starts unready.
 /// - A handle that is ready on the current connection costs a load of the connection's
-///   generation in `poll_ready` and another in `call` (so that a call after
+///   generation in `poll_ready`, one of the closed flag in `call` (so that a call after
 ///   [`close`](Self::close) is refused), and a one-byte readiness flag, over the connection's
 ///   own `poll_ready` and `call`: no lock, no allocation.
 ///
@@ -424,7 +424,6 @@ impl<A, C: Clone> Persistent<A, C> {
     /// A call off the happy path: failing fast, closed since `poll_ready`, or no readiness at
     /// all (a panic).
     #[cold]
-    #[track_caller]
     fn call_without_connection(&mut self) -> BoxError {
         let readiness = std::mem::replace(&mut self.readiness, Readiness::NotReady);
         let failing = self.failing.take();
@@ -439,10 +438,20 @@ impl<A, C: Clone> Persistent<A, C> {
         }
     }
 
-    /// The error of a call on a connection ready before closing began.
+    /// A call off the happy path (see `call_without_connection`). Out of line, with the error
+    /// boxed here, and without arguments but the handle: the caller's path holds a call and
+    /// nothing else for it (no constant to set up before its tests).
     #[cold]
-    fn call_after_close() -> BoxError {
-        Closed::new().into()
+    #[inline(never)]
+    fn call_failed(&mut self) -> FailedError {
+        FailedError::new(self.call_without_connection())
+    }
+
+    /// A call on a connection made ready before closing began; see `call_failed`.
+    #[cold]
+    #[inline(never)]
+    fn call_after_close() -> FailedError {
+        FailedError::new(Closed::new().into())
     }
 
     /// `poll_ready` off the happy path: no connection, not the current one, or not ready.
@@ -594,25 +603,18 @@ where
 
     #[inline(always)]
     fn call(&mut self, request: R) -> Self::Future {
-        // The cold paths give an error, not a future, so that the future is made in one place
-        // (two makers would meet through a temporary copy, which costs a store-forwarding stall
-        // per request).
-        let error = if self.readiness == Readiness::Connection {
+        if self.readiness == Readiness::Connection {
             self.readiness = Readiness::NotReady;
-            match &mut self.conn {
-                // Closing bumps the generation: only then is the closed flag read.
-                Some((generation, _))
-                    if *generation != self.shared.slot.generation() && self.shared.is_closed() =>
-                {
-                    Self::call_after_close()
+            if let Some((_, conn)) = &mut self.conn {
+                // The closed flag is read once more: a call after `close()` never reaches the
+                // connection, whenever `poll_ready` ran. (It publishes nothing to read.)
+                if !self.shared.commands.stop.is_set_relaxed() {
+                    return ResponseFuture::new(conn.call(request));
                 }
-                Some((_, conn)) => return ResponseFuture::new(conn.call(request)),
-                None => unreachable!("ready on a connection"),
+                return ResponseFuture::from_failed(Self::call_after_close());
             }
-        } else {
-            self.call_without_connection()
-        };
-        ResponseFuture::failed(error)
+        }
+        ResponseFuture::from_failed(self.call_failed())
     }
 }
 

@@ -150,6 +150,12 @@ impl Bell {
         self.set.load(Ordering::Acquire)
     }
 
+    /// See [`Flag::is_set_relaxed`].
+    #[inline]
+    pub(crate) fn is_set_relaxed(&self) -> bool {
+        self.set.load(Ordering::Relaxed)
+    }
+
     /// Ready once the flag is set; the flag stays set.
     pub(crate) fn poll_set(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.is_set() || (self.register(cx.waker()) && self.is_set()) {
