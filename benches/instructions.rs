@@ -28,6 +28,8 @@ const FAMILIES: [&[&str]; 2] = [
     // `Inner`: a hand-written service whose future is `Ready`.
     &[
         "bare",
+        // The bare service with a `BoxError` error type: the floor of every other one here.
+        "bare_box_error",
         "persistent",
         "persistent_closable_service",
         "reconnect",
@@ -89,6 +91,7 @@ fn child(service: &str, kind: &str, n: u64) {
     }
     match service {
         "bare" => run(&rt, kind, Inner, n),
+        "bare_box_error" => run(&rt, kind, InnerBoxError, n),
         "persistent" => run(&rt, kind, persistent(), n),
         "persistent_closable_service" => run(&rt, kind, persistent_closable(), n),
         "reconnect" => run(&rt, kind, reconnect(), n),

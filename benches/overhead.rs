@@ -4,7 +4,16 @@
 //!
 //! - `tight`: `poll_ready`, `call` and one poll of the response, with a no-op waker and no
 //!   runtime, as a caller that drives the service by hand;
-//! - `async`: `ready().await` then `call(..).await` on a current-thread tokio runtime.
+//! - `async`: `ready().await` then `call(..).await` on a current-thread tokio runtime;
+//! - `async_one_site`: the same, through a request function called from one place only.
+//!
+//! The async loop's request function (`one_request`) is also called to warm each service up:
+//! with two call sites the compiler inlines it into the loop only if it is small, which it is
+//! for the bare service and for no service whose error is a `BoxError` (the unwrap of each
+//! result is then a test and a panic path): `bare_box_error`, the bare service with that error
+//! type and nothing else, is the floor of any such service there. `async_one_site` measures
+//! each service with the request function inlined (one call site: `one_request_one_site`),
+//! as a request function called from one place in a program is.
 //!
 //! The service answers at once. After the measurements, each run's mean is printed with its
 //! difference to the bare service and its ratio to `Reconnect`, from criterion's own estimates,
@@ -30,8 +39,18 @@ use tower::{Service, ServiceExt};
 
 const TIGHT: &str = "tight";
 const ASYNC: &str = "async";
+const ASYNC_ONE_SITE: &str = "async_one_site";
 
 async fn one_request<S>(svc: &mut S, n: u64) -> u64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    svc.ready().await.unwrap().call(n).await.unwrap()
+}
+
+/// `one_request`, called from `async_loop_one_site` alone.
+async fn one_request_one_site<S>(svc: &mut S, n: u64) -> u64
 where
     S: Service<u64, Response = u64>,
     S::Error: std::fmt::Debug,
@@ -89,6 +108,34 @@ fn async_loop<S>(
     });
 }
 
+/// `async_loop` through `one_request_one_site`.
+fn async_loop_one_site<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    name: &str,
+    svc: S,
+) where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    let svc = std::cell::Cell::new(Some(svc));
+    group.bench_function(BenchmarkId::from_parameter(name), |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let svc = &svc;
+            async move {
+                let mut taken = svc.take().expect("samples run one at a time");
+                let start = std::time::Instant::now();
+                for n in 0..iters {
+                    black_box(one_request_one_site(&mut taken, black_box(n)).await);
+                }
+                let elapsed = start.elapsed();
+                svc.set(Some(taken));
+                elapsed
+            }
+        })
+    });
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -103,8 +150,10 @@ fn main() {
     let mut pc = persistent_closable();
     let mut r = reconnect();
     let mut buffer = Buffer::new(Inner, 1024);
+    let mut boxed = InnerBoxError;
     warm(&mut || {
         rt.block_on(async {
+            one_request(&mut boxed, 0).await;
             one_request(&mut p, 0).await;
             one_request(&mut pc, 0).await;
             one_request(&mut r, 0).await;
@@ -122,21 +171,37 @@ fn main() {
     let mut r = reconnect();
     rt.block_on(one_request(&mut r, 0));
 
+    // Fresh handles again for the second async group, made ready once each by `one_request`
+    // (whose call sites stay the same two).
+    let (p1, pc1) = (p.clone(), pc.clone());
+    let mut r1 = reconnect();
+    rt.block_on(one_request(&mut r1, 0));
+
     let mut group = c.benchmark_group(ASYNC);
     async_loop(&mut group, &rt, "bare", Inner);
+    async_loop(&mut group, &rt, "bare_box_error", boxed);
     async_loop(&mut group, &rt, "persistent", p);
     async_loop(&mut group, &rt, "persistent_closable_service", pc);
     async_loop(&mut group, &rt, "reconnect", r);
     async_loop(&mut group, &rt, "buffer", buffer);
     group.finish();
+
+    let mut group = c.benchmark_group(ASYNC_ONE_SITE);
+    async_loop_one_site(&mut group, &rt, "bare", Inner);
+    async_loop_one_site(&mut group, &rt, "bare_box_error", InnerBoxError);
+    async_loop_one_site(&mut group, &rt, "persistent", p1);
+    async_loop_one_site(&mut group, &rt, "persistent_closable_service", pc1);
+    async_loop_one_site(&mut group, &rt, "reconnect", r1);
+    group.finish();
     c.final_summary();
 
-    for group in [TIGHT, ASYNC] {
+    for group in [TIGHT, ASYNC, ASYNC_ONE_SITE] {
         println!("\n{group} loop:");
         ratios::print_against(
             group,
             &[
                 "bare",
+                "bare_box_error",
                 "persistent",
                 "persistent_closable_service",
                 "reconnect",

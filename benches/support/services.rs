@@ -32,6 +32,28 @@ impl Service<u64> for Inner {
     }
 }
 
+/// `Inner` with the error type every wrapper here has, `BoxError`, and nothing else: the floor
+/// of any such service in a harness whose loop unwraps each result (the unwrap of a
+/// `Result<_, Infallible>` is free, that of a `Result<_, BoxError>` is a test and a panic path).
+#[derive(Clone, Copy)]
+pub struct InnerBoxError;
+
+impl Service<u64> for InnerBoxError {
+    type Response = u64;
+    type Error = tower_persistent::BoxError;
+    type Future = Ready<Result<u64, tower_persistent::BoxError>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, n: u64) -> Self::Future {
+        ready(Ok(n + 1))
+    }
+}
+
 /// `Inner` as a connection with a hand-written `Closable` impl.
 #[derive(Clone)]
 pub struct Direct {
