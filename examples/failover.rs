@@ -8,6 +8,11 @@
 //! comes back a second later on a new port. The demo ends by itself after about twelve seconds
 //! with a summary.
 //!
+//! A request written just as its replica dies fails (it may have reached the server: the
+//! persistent connection never sends a request again). These requests are `GET`s, which may be
+//! sent again: a `tower::retry` policy does that once, for a request whose connection died
+//! under it, and the demo says so.
+//!
 //! ```text
 //! cargo run --example failover
 //! ```
@@ -24,6 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use tokio::time::{Instant, sleep_until, timeout};
+use tower::retry::{Policy, RetryLayer};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_persistent::discovery::{Catalog, Publication};
 use tower_persistent::transport::{HttpConnection, HttpConnector};
@@ -31,6 +37,51 @@ use tower_persistent::{Event, PersistentLayer};
 use web::HttpServer;
 
 const NAMES: [&str; 3] = ["replica-1", "replica-2", "replica-3"];
+
+type Request = http::Request<Empty<Bytes>>;
+
+/// How many requests were sent again.
+static SENT_AGAIN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Sends a `GET` again, once, if its connection died under it (hyper's error for a request
+/// written, or about to be, on a connection that then ended).
+#[derive(Clone)]
+struct SendAgainOnce {
+    sent_again: bool,
+}
+
+impl<T> Policy<Request, T, tower_persistent::BoxError> for SendAgainOnce {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        request: &mut Request,
+        result: &mut Result<T, tower_persistent::BoxError>,
+    ) -> Option<Self::Future> {
+        let Err(error) = result else { return None };
+        let died_under = error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_incomplete_message() || e.is_canceled());
+        if self.sent_again || request.method() != http::Method::GET || !died_under {
+            return None;
+        }
+        self.sent_again = true;
+        SENT_AGAIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "                 {} failed ({error}): its connection died under it; sent again",
+            request.uri()
+        );
+        Some(std::future::ready(()))
+    }
+
+    fn clone_request(&mut self, request: &Request) -> Option<Request> {
+        http::Request::builder()
+            .method(request.method().clone())
+            .uri(request.uri().clone())
+            .body(Empty::new())
+            .ok()
+    }
+}
 
 /// A running replica and its catalog entry.
 struct Replica {
@@ -142,7 +193,11 @@ async fn main() {
             .body(Empty::<Bytes>::new())
             .expect("a valid request");
         let outcome = timeout(Duration::from_millis(1000), async {
-            let response = client.clone().oneshot(request).await?;
+            let response = ServiceBuilder::new()
+                .layer(RetryLayer::new(SendAgainOnce { sent_again: false }))
+                .service(client.clone())
+                .oneshot(request)
+                .await?;
             let body = response.into_body().collect().await?.to_bytes();
             Ok::<_, tower_persistent::BoxError>(String::from_utf8_lossy(&body).into_owned())
         })
@@ -176,6 +231,10 @@ async fn main() {
     println!("requests sent:                 {sent}");
     println!("answered:                      {answered}");
     println!("failed:                        {failed}");
+    println!(
+        "sent again (died under):       {}",
+        SENT_AGAIN.load(std::sync::atomic::Ordering::Relaxed)
+    );
     println!(
         "longest gap without an answer: {} ms",
         longest_gap.as_millis()
