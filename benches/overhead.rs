@@ -79,62 +79,44 @@ fn tight<S>(
     });
 }
 
-/// Measures `iters` sequential requests of `svc` per sample in the async loop.
-fn async_loop<S>(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    rt: &Runtime,
-    name: &str,
-    svc: S,
-) where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    // Taken out for each sample and put back, so that no borrow is held across an await.
-    let svc = std::cell::Cell::new(Some(svc));
-    group.bench_function(BenchmarkId::from_parameter(name), |b| {
-        b.to_async(rt).iter_custom(|iters| {
-            let svc = &svc;
-            async move {
-                let mut taken = svc.take().expect("samples run one at a time");
-                let start = std::time::Instant::now();
-                for n in 0..iters {
-                    black_box(one_request(&mut taken, black_box(n)).await);
-                }
-                let elapsed = start.elapsed();
-                svc.set(Some(taken));
-                elapsed
-            }
-        })
-    });
+/// Defines `$name`, which measures `iters` sequential requests of `svc` per sample in the async
+/// loop, each through the request function `$request` (a function of its own per group, so
+/// that each group's request function has the call sites it is meant to have).
+macro_rules! async_loop {
+    ($name:ident, $request:ident) => {
+        fn $name<S>(
+            group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+            rt: &Runtime,
+            name: &str,
+            svc: S,
+        ) where
+            S: Service<u64, Response = u64>,
+            S::Error: std::fmt::Debug,
+        {
+            // Taken out for each sample and put back, so that no borrow is held across an
+            // await.
+            let svc = std::cell::Cell::new(Some(svc));
+            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.to_async(rt).iter_custom(|iters| {
+                    let svc = &svc;
+                    async move {
+                        let mut taken = svc.take().expect("samples run one at a time");
+                        let start = std::time::Instant::now();
+                        for n in 0..iters {
+                            black_box($request(&mut taken, black_box(n)).await);
+                        }
+                        let elapsed = start.elapsed();
+                        svc.set(Some(taken));
+                        elapsed
+                    }
+                })
+            });
+        }
+    };
 }
 
-/// `async_loop` through `one_request_one_site`.
-fn async_loop_one_site<S>(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    rt: &Runtime,
-    name: &str,
-    svc: S,
-) where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    let svc = std::cell::Cell::new(Some(svc));
-    group.bench_function(BenchmarkId::from_parameter(name), |b| {
-        b.to_async(rt).iter_custom(|iters| {
-            let svc = &svc;
-            async move {
-                let mut taken = svc.take().expect("samples run one at a time");
-                let start = std::time::Instant::now();
-                for n in 0..iters {
-                    black_box(one_request_one_site(&mut taken, black_box(n)).await);
-                }
-                let elapsed = start.elapsed();
-                svc.set(Some(taken));
-                elapsed
-            }
-        })
-    });
-}
+async_loop!(async_loop, one_request);
+async_loop!(async_loop_one_site, one_request_one_site);
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
