@@ -239,6 +239,11 @@ struct ClosingServer {
 
 impl ClosingServer {
     async fn start(every: usize) -> ClosingServer {
+        ClosingServer::start_answering_after(every, Duration::ZERO).await
+    }
+
+    /// Over HTTP/2, the `every`th response of a connection comes `late` after its GOAWAY.
+    async fn start_answering_after(every: usize, late: Duration) -> ClosingServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -252,7 +257,7 @@ impl ClosingServer {
                     drop(socket);
                     continue;
                 }
-                connections.spawn(serve_closing(socket, every));
+                connections.spawn(serve_closing(socket, every, late));
             }
         });
         ClosingServer {
@@ -267,7 +272,7 @@ impl ClosingServer {
     }
 }
 
-async fn serve_closing(socket: tokio::net::TcpStream, every: usize) {
+async fn serve_closing(socket: tokio::net::TcpStream, every: usize, late: Duration) {
     let served = Arc::new(AtomicUsize::new(0));
     let done = CancellationToken::new();
     let (counter, last) = (served.clone(), done.clone());
@@ -280,6 +285,7 @@ async fn serve_closing(socket: tokio::net::TcpStream, every: usize) {
             if n == every {
                 if http2 {
                     last.cancel();
+                    tokio::time::sleep(late).await;
                 } else {
                     response
                         .headers_mut()
@@ -337,6 +343,86 @@ async fn a_connection_closed_gracefully_after_serving_is_replaced_at_once() {
             client.close().await;
         }
     }
+}
+
+// HTTP/2: a server that ends each connection with a GOAWAY on its first request, which it
+// answers 200 ms later (past the 50 ms for which a connection's end waits for the responses in
+// flight, to tell whether it served). The GOAWAY let the request go on: the connection serves
+// it, in good order, and is replaced at once; before, it counted as not having served and the
+// next request waited the retry delay (5 s here).
+#[tokio::test]
+async fn an_http2_goaway_before_a_slow_answer_is_replaced_at_once() {
+    let server = ClosingServer::start_answering_after(1, Duration::from_millis(200)).await;
+    let delay = Duration::from_secs(5);
+    let (client, log) = client(server.address, HttpConnector::http2(), |layer| {
+        layer.retry_delay(move || delay).jitter(0.0)
+    });
+    for _ in 0..3 {
+        let response = timeout(LIMIT, client.clone().oneshot(get("/")))
+            .await
+            .expect("a request hung")
+            .expect("a request failed");
+        assert_eq!(text(response).await, "1");
+    }
+    // (The connection that replaces the third may be made already.)
+    assert!((3..=4).contains(&server.accepted()));
+    // Each attempt after an end: at once, not a retry delay later.
+    let (ends, attempts) = (
+        log.times("disconnected"),
+        log.times("attempting_to_connect"),
+    );
+    assert!(ends.len() >= 2, "{:?}", log.lines());
+    for (end, attempt) in ends.iter().zip(&attempts[1..]) {
+        assert!(
+            *attempt - *end < Duration::from_secs(1),
+            "{:?}",
+            log.lines()
+        );
+    }
+    client.close().await;
+}
+
+// HTTP/2: a server killed (its sockets closed, no GOAWAY) with the connection's first request
+// in flight, which then fails: the connection did not serve, and the next attempt meets the
+// retry delay (a request left in flight by an end of stream does not count as one the server
+// goes on serving, as those that a GOAWAY leaves do).
+#[tokio::test]
+async fn an_http2_server_killed_with_a_request_in_flight_meets_the_retry_delay() {
+    let server = HttpServer::start("s").await.unwrap();
+    let delay = Duration::from_millis(800);
+    let (client, log) = client(server.address, HttpConnector::http2(), |layer| {
+        layer.retry_delay(move || delay).jitter(0.0)
+    });
+    let in_flight = tokio::spawn(client.clone().oneshot(get("/hang")));
+    // Until the server has the request; bounded.
+    for _ in 0..2000 {
+        if server.stats.requests.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(server.stats.requests.load(Ordering::SeqCst), 1);
+    server.kill().await;
+    let failed = timeout(LIMIT, in_flight).await.unwrap().unwrap();
+    assert!(failed.is_err());
+    // The next attempt, a retry delay after the end; bounded.
+    for _ in 0..100 {
+        if log.times("attempting_to_connect").len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ends, attempts) = (
+        log.times("disconnected"),
+        log.times("attempting_to_connect"),
+    );
+    assert_eq!(attempts.len(), 2, "{:?}", log.lines());
+    assert!(
+        attempts[1] - attempts[0] >= delay,
+        "{attempts:?} {ends:?} {:?}",
+        log.lines()
+    );
+    client.close().await;
 }
 
 // Sixteen clients with a 3 s timeout and the default settings, against a server that closes

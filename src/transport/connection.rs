@@ -142,8 +142,9 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
 
     /// True when hyper's connection ended without error before any close of ours (the server
     /// closed it in good order: `Connection: close`, GOAWAY, a keep-alive limit, an idle
-    /// timeout) after the connection served at least one response, or after it had been idle,
-    /// nothing in flight, for a second or more: a server's idle timeout. (With requests rarer
+    /// timeout) after the connection served at least one response (over HTTP/2, or with a
+    /// GOAWAY that left requests in flight, which the server goes on serving), or after it had
+    /// been idle, nothing in flight, for a second or more: a server's idle timeout. (With requests rarer
     /// than that timeout, the connection made at once to replace one that served meets it
     /// before any request, and must not make the next request wait for the retry delay.) A
     /// server that accepts and closes sooner without serving meets the delay. Not over
@@ -869,7 +870,15 @@ async fn drive(
         shared.release_probe();
         shared.end();
         let grace = close_timeout.min(VERDICT_GRACE);
-        let _ = tokio::time::timeout(grace, shared.wait_idle()).await;
+        let idle = tokio::time::timeout(grace, shared.wait_idle())
+            .await
+            .is_ok();
+        if !idle && shared.version == Version::Http2 {
+            // Over HTTP/2 hyper's connection ends in good order on a GOAWAY, which lets the
+            // requests the server took go on (those it refused come back at once, unsent): it
+            // serves them, in good order, however long their answers take.
+            shared.mark_served();
+        }
     }
     // Over HTTP/1.1 the stream went with hyper's connection, unless an upgrade took it: then it
     // is the caller's, and nothing of the connection's waits for it.
