@@ -142,15 +142,15 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
 
     /// True when hyper's connection ended without error before any close of ours (the server
     /// closed it in good order: `Connection: close`, GOAWAY, a keep-alive limit, an idle
-    /// timeout) after the connection served at least one response (over HTTP/2, or with a
+    /// timeout) after the connection served at least one response (or, over HTTP/2, with a
     /// GOAWAY that left requests in flight, which the server goes on serving), or after it had
-    /// been idle, nothing in flight, for a second or more: a server's idle timeout. (With requests rarer
-    /// than that timeout, the connection made at once to replace one that served meets it
-    /// before any request, and must not make the next request wait for the retry delay.) A
-    /// server that accepts and closes sooner without serving meets the delay. Not over
-    /// HTTP/1.1 when a response failed (a head that is not HTTP, a body cut short): hyper ends
-    /// its connection without an error of its own then, having given the error to the
-    /// request.
+    /// been idle, nothing in flight, for a second or more: a server's idle timeout. (With
+    /// requests rarer than that timeout, the connection made at once to replace one that
+    /// served meets it before any request, and must not make the next request wait for the
+    /// retry delay.) A server that accepts and closes sooner without serving meets the delay.
+    /// Not over HTTP/1.1 when a response failed (a head that is not HTTP, a body cut short):
+    /// hyper ends its connection without an error of its own then, having given the error to
+    /// the request.
     ///
     /// Over HTTP/1.1, a caller that gives up a request hyper has taken (its response future
     /// dropped before the response head came: a `tower::timeout`, say), or whose request fails
