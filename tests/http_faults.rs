@@ -402,16 +402,15 @@ async fn an_http2_server_killed_with_a_request_in_flight_meets_the_retry_delay()
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(server.stats.requests.load(Ordering::SeqCst), 1);
+    let mut events = client.events();
     server.kill().await;
     let failed = timeout(LIMIT, in_flight).await.unwrap().unwrap();
     assert!(failed.is_err());
-    // The next attempt, a retry delay after the end; bounded.
-    for _ in 0..100 {
-        if log.times("attempting_to_connect").len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The second attempt's lookup: its `attempting_to_connect` is in the log by then (events
+    // reach the streams before the handler, which the driver awaits before the next one).
+    timeout(LIMIT, support::wait_event(&mut events, "obtained_address"))
+        .await
+        .expect("no second attempt");
     let (ends, attempts) = (
         log.times("disconnected"),
         log.times("attempting_to_connect"),
