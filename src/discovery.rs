@@ -400,14 +400,27 @@ impl Catalog {
     /// would not end it), of [`MAX_CATALOG_ENTRY`] bytes at most (read no further if it grew).
     async fn read_entry(path: &Path) -> io::Result<String> {
         use tokio::io::AsyncReadExt;
-        let metadata = tokio::fs::metadata(path).await?;
-        if !metadata.is_file() || metadata.len() > MAX_CATALOG_ENTRY {
+        let is_entry = |metadata: &std::fs::Metadata| {
+            metadata.is_file() && metadata.len() <= MAX_CATALOG_ENTRY
+        };
+        // What is not a regular file is not opened at all (opening some devices does things).
+        if !is_entry(&tokio::fs::metadata(path).await?) {
+            return Err(io::Error::other("not a catalog entry"));
+        }
+        // The entry may be replaced between that look and the open (a rename, a link pointed
+        // elsewhere): the open does not wait for a FIFO's writer (it would, for good, and hold
+        // a thread of the runtime's blocking pool with it), and what it opened is looked at
+        // again.
+        let mut options = tokio::fs::OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        options.custom_flags(libc::O_NONBLOCK);
+        let file = options.open(path).await?;
+        if !is_entry(&file.metadata().await?) {
             return Err(io::Error::other("not a catalog entry"));
         }
         let mut text = String::new();
-        tokio::fs::File::open(path)
-            .await?
-            .take(MAX_CATALOG_ENTRY)
+        file.take(MAX_CATALOG_ENTRY)
             .read_to_string(&mut text)
             .await?;
         Ok(text)

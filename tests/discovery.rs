@@ -199,6 +199,79 @@ async fn catalog_passes_over_what_is_not_an_entry() {
     assert_eq!(ports, [5, 5, 5]);
 }
 
+// A catalog entry swapped between a regular file and a FIFO while lookups run (each renamed into
+// place, as a publisher does): no lookup ever blocks in the open of the FIFO, which the check of
+// the path found a regular file a moment before. (Before, one blocked within a second or two,
+// and its thread of the blocking pool for good.)
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_entry_swapped_for_a_fifo_never_blocks_a_lookup() {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = support::temp::TempDir::new("catalog-swap").unwrap();
+    // Names that begin with a dot are not entries.
+    let stage = dir.path().join(".stage");
+    std::fs::create_dir(&stage).unwrap();
+    let fifos: Vec<_> = (0..8).map(|i| stage.join(format!("fifo-{i}"))).collect();
+    let made = std::process::Command::new("mkfifo")
+        .args(&fifos)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _good = Catalog::publish(dir.path(), "good", addr("127.0.0.1:7"))
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, fifos) = (stop.clone(), fifos.clone());
+        let (stage, swap) = (stage.clone(), dir.path().join("swap"));
+        std::thread::spawn(move || {
+            // Bounded, as the lookups below are.
+            for i in 0..2_000_000usize {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let next = stage.join("next");
+                if i % 2 == 0 {
+                    std::fs::write(&next, "127.0.0.1:8").unwrap();
+                } else {
+                    std::fs::hard_link(&fifos[i / 2 % fifos.len()], &next).unwrap();
+                }
+                std::fs::rename(&next, &swap).unwrap();
+            }
+        })
+    };
+    let catalog = Catalog::new(dir.path());
+    let mut blocked = 0;
+    let started = std::time::Instant::now();
+    for _ in 0..20_000 {
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        let lookup = catalog.clone().oneshot(());
+        if tokio::time::timeout(Duration::from_secs(2), lookup)
+            .await
+            .is_err()
+        {
+            blocked += 1;
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    swapper.join().unwrap();
+    // A reader blocked in a FIFO's open is let go by a writer's open (which, nonblocking, fails
+    // at once where no reader waits).
+    for fifo in &fifos {
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo);
+    }
+    assert_eq!(blocked, 0, "a lookup blocked in the open of a FIFO");
+}
+
 // With a stale entry in the catalog, the persistent connection fails on it once and moves on to
 // a live replica.
 #[tokio::test]
