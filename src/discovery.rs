@@ -234,7 +234,15 @@ impl Service<()> for Dns {
         Resolving::new(async move {
             let mut addresses: Vec<SocketAddr> = tokio::net::lookup_host(&*host_port)
                 .await
-                .map_err(|e| LookupError::new(format!("cannot resolve {host_port}"), Some(e)))?
+                .map_err(|e| {
+                    // tokio's own text for a name without a port says only "invalid socket
+                    // address".
+                    let hint = match e.kind() {
+                        io::ErrorKind::InvalidInput => " (a name and a port: host:port)",
+                        _ => "",
+                    };
+                    LookupError::new(format!("cannot resolve {host_port}{hint}"), Some(e))
+                })?
                 .collect();
             addresses.sort();
             addresses.dedup();

@@ -62,8 +62,17 @@ async fn dns_resolves_and_rotates() {
     assert!(got.iter().all(|a| a.ip().is_loopback() && a.port() == 9090));
 
     let error = Dns::new("no port here").oneshot(()).await.unwrap_err();
-    assert_eq!(error.to_string(), "cannot resolve no port here");
+    assert_eq!(
+        error.to_string(),
+        "cannot resolve no port here (a name and a port: host:port)"
+    );
     assert!(std::error::Error::source(&error).is_some());
+    // A name without a port says so.
+    let error = Dns::new("localhost").oneshot(()).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "cannot resolve localhost (a name and a port: host:port)"
+    );
 }
 
 // A name a lookup could never find, or that is not one file name, is refused before anything
