@@ -200,6 +200,10 @@ where
     /// Resolves with the first live connection from the moment of the call: at once if there is
     /// one. A current connection that [`is_closed`](Closable::is_closed) is skipped.
     ///
+    /// The connection is looked at in the call itself, not when the future is first polled: a
+    /// connection live at the call is the answer even if [`close`](Self::close) is called
+    /// before the future is polled.
+    ///
     /// # Errors
     ///
     /// [`Closed`] once the persistent connection is closed, instead of waiting for ever.
@@ -208,8 +212,18 @@ where
     ///
     /// Dropping the future has no effect on the connection.
     pub fn connected(&self) -> impl Future<Output = Result<C, Closed>> + Send + use<A, C> {
+        // Looked at the call: a live connection now is the answer, whatever happens before the
+        // future is first polled (a `close()`, say); closed already, the error.
+        let now = match self.shared.slot.live() {
+            None => Some(Err(Closed::new())),
+            Some((Live::Yes(conn), _)) => Some(Ok(conn)),
+            Some(_) => None,
+        };
         let shared = self.shared.clone();
         async move {
+            if let Some(answer) = now {
+                return answer;
+            }
             shared
                 .slot
                 .live_connection(

@@ -398,3 +398,20 @@ fn close_waits_for_a_driver_whose_runtime_is_not_driven_until_it_is_dropped() {
     assert!(p.close().now_or_never().is_some());
     assert!(p.close_finished().now_or_never().is_some());
 }
+
+// `connected()` looks at the connection in the call, as `connected_or_failed_to_connect()` does:
+// a connection live at the call is the answer even if closing begins before the first poll; a
+// call made once closed fails, though the future is polled later.
+#[tokio::test(start_paused = true)]
+async fn connected_answers_with_the_connection_live_at_the_call() {
+    let start = Instant::now();
+    let (p, _recorder, _lookup, _) = start_with(start, vec![], vec![]);
+    let conn = p.connected().await.unwrap();
+
+    let connected = p.connected();
+    let either = p.connected_or_failed_to_connect();
+    p.close().await;
+    assert_eq!(connected.await.unwrap().get_ref().id, conn.get_ref().id);
+    assert_eq!(either.await.unwrap().get_ref().id, conn.get_ref().id);
+    assert_eq!(p.connected().await.unwrap_err(), Closed::default());
+}
