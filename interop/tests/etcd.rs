@@ -587,3 +587,141 @@ async fn a_key_deleted_or_overwritten_by_others_is_put_back() {
     assert!(keys(&endpoints).await.is_empty());
     drop(cluster);
 }
+
+// An `Etcd` whose runtime (the one `connect` ran on, where etcd-client runs its connections)
+// has shut down fails every lookup and withdrawal at once, saying why, instead of trying again
+// until its timeout (30 s here; before, a lookup waited it out and blamed etcd).
+#[test]
+#[cfg_attr(
+    not(etcd),
+    ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
+)]
+fn an_etcd_whose_runtime_has_shut_down_fails_at_once_saying_so() {
+    let binary = etcd_binary().expect(INSTALL);
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = main.block_on(Cluster::start(&binary, 1)).unwrap();
+    let endpoints = cluster.endpoints();
+    let setup = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (discovery, publication) = setup.block_on(async {
+        let discovery = Etcd::connect(&endpoints, PREFIX)
+            .await
+            .unwrap()
+            .timeout(Duration::from_secs(30));
+        let publication = timeout(
+            LIMIT,
+            discovery.publish("r20", "127.0.0.1:9020", Duration::from_secs(3)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        (discovery, publication)
+    });
+    main.block_on(async {
+        // From another runtime, while the one it was made on runs: answered.
+        let answer = timeout(LIMIT, discovery.clone().oneshot(())).await.unwrap();
+        assert_eq!(answer.unwrap(), "127.0.0.1:9020");
+    });
+    drop(setup);
+    main.block_on(async {
+        let bound = Duration::from_secs(5);
+        let lookup = timeout(bound, discovery.clone().oneshot(()))
+            .await
+            .expect("the lookup waited for its timeout")
+            .unwrap_err();
+        assert_eq!(
+            lookup.to_string(),
+            "etcd lookup of /services/orders/ failed: the tokio runtime this Etcd was made on \
+             (where etcd-client runs its connections) has shut down; make the Etcd on the \
+             runtime that uses it"
+        );
+        let withdrawal = timeout(bound, publication.withdraw())
+            .await
+            .expect("the withdrawal waited for its timeout")
+            .unwrap_err();
+        assert_eq!(
+            withdrawal.to_string(),
+            "etcd lease revoke for /services/orders/r20: the tokio runtime this Etcd was made \
+             on (where etcd-client runs its connections) has shut down; make the Etcd on the \
+             runtime that uses it"
+        );
+        let publish = timeout(
+            bound,
+            discovery.publish("r21", "127.0.0.1:9021", Duration::from_secs(3)),
+        )
+        .await
+        .expect("the publication waited for its timeout")
+        .unwrap_err();
+        assert!(publish.to_string().contains("has shut down"), "{publish}");
+        // An Etcd made on this runtime publishes and withdraws.
+        let fresh = Etcd::connect(&endpoints, PREFIX).await.unwrap();
+        let publication = timeout(
+            LIMIT,
+            fresh.publish("r22", "127.0.0.1:9022", Duration::from_secs(3)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        timeout(LIMIT, publication.withdraw())
+            .await
+            .unwrap()
+            .unwrap();
+    });
+    drop(cluster);
+}
+
+// Keys under the prefix whose values are not addresses: the lookup's error says how many keys
+// there are and that none holds an address, apart from no key at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(etcd),
+    ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
+)]
+async fn keys_without_addresses_are_told_apart_from_no_key() {
+    let binary = etcd_binary().expect(INSTALL);
+    let cluster = Cluster::start(&binary, 1).await.unwrap();
+    let endpoints = cluster.endpoints();
+    let prefix = "/services/garbage/";
+    let discovery = Etcd::connect(&endpoints, prefix)
+        .await
+        .unwrap()
+        .addresses::<SocketAddr>();
+    let mut etcd = etcd_client::Client::connect(&endpoints, None)
+        .await
+        .unwrap();
+    let lookup = async || {
+        timeout(LIMIT, discovery.clone().oneshot(()))
+            .await
+            .unwrap()
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        lookup().await,
+        "no replica published under /services/garbage/ in etcd"
+    );
+    etcd.put(format!("{prefix}a"), "not an address", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        lookup().await,
+        "no replica published under /services/garbage/ in etcd: its one key holds no address"
+    );
+    etcd.put(format!("{prefix}b"), "", None).await.unwrap();
+    etcd.put(format!("{prefix}c"), vec![0xff, 0xfe], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        lookup().await,
+        "no replica published under /services/garbage/ in etcd: none of its 3 keys holds an \
+         address"
+    );
+    drop(cluster);
+}

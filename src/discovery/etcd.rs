@@ -72,8 +72,18 @@ const MAX_TTL_SECS: i64 = 9_000_000_000;
 ///
 /// The client is etcd-client's: several endpoints are balanced, a member that is down is passed
 /// over. Clones share the client and the rotation.
+///
+/// etcd-client runs the client's connections in tasks of the tokio runtime that
+/// [`connect`](Etcd::connect) ran on: an `Etcd` works from any runtime while that one runs,
+/// and once it has shut down every lookup, publication and withdrawal of that `Etcd` fails at
+/// once with an error that says so (`... the tokio runtime this Etcd was made on ... has shut
+/// down ...`), instead of being tried again until its timeout. Make the `Etcd` on the runtime
+/// that uses it (not in a runtime of its own for setup, nor in a `static` shared by
+/// `#[tokio::test]`s, each of which has a runtime of its own). A client of yours
+/// ([`with_client`](Etcd::with_client)) is not watched so.
 pub struct Etcd<A = String> {
     client: Client,
+    made_on: MadeOn,
     prefix: Arc<str>,
     timeout: Duration,
     rotation: Rotation,
@@ -84,6 +94,7 @@ impl<A> Clone for Etcd<A> {
     fn clone(&self) -> Self {
         Etcd {
             client: self.client.clone(),
+            made_on: self.made_on.clone(),
             prefix: self.prefix.clone(),
             timeout: self.timeout,
             rotation: self.rotation.clone(),
@@ -139,13 +150,17 @@ impl Etcd<String> {
             .map_err(|e| {
                 LookupError::new("cannot make an etcd client", Some(io::Error::other(e)))
             })?;
-        Ok(Self::with_client(client, prefix))
+        // etcd-client runs the client's connections in tasks of this runtime.
+        let mut etcd = Self::with_client(client, prefix);
+        etcd.made_on = MadeOn::here();
+        Ok(etcd)
     }
 
     /// A lookup over a client of yours (TLS, authentication, options of yours).
     pub fn with_client(client: Client, prefix: impl Into<String>) -> Self {
         Etcd {
             client,
+            made_on: MadeOn::default(),
             prefix: Arc::from(prefix.into()),
             timeout: DEFAULT_ETCD_TIMEOUT,
             rotation: Rotation::default(),
@@ -168,6 +183,7 @@ impl<A> Etcd<A> {
     pub fn addresses<B>(self) -> Etcd<B> {
         Etcd {
             client: self.client,
+            made_on: self.made_on,
             prefix: self.prefix,
             timeout: self.timeout,
             rotation: self.rotation,
@@ -232,10 +248,11 @@ impl<A> Etcd<A> {
             .timeout
             .min(Duration::from_secs(ttl_secs.unsigned_abs()));
         let client = self.client.clone();
-        let lease = register(&client, &key, &value, ttl_secs, timeout).await?;
+        let made_on = self.made_on.clone();
+        let lease = register(&made_on, &client, &key, &value, ttl_secs, timeout).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let keeper = tokio::spawn(keep_alive(
-            client.clone(),
+            (made_on.clone(), client.clone()),
             key.clone(),
             value,
             ttl_secs,
@@ -247,6 +264,7 @@ impl<A> Etcd<A> {
             entry: Some(Entry::Etcd(Box::new(Registration {
                 key,
                 client,
+                made_on,
                 timeout,
                 lease,
                 stop: Some(stop),
@@ -262,17 +280,52 @@ enum Failed {
     Error(etcd_client::Error),
     /// No answer within the time, and the last transient error or silence, if any.
     TimedOut(Option<String>),
+    /// The runtime that the client's connections ran on has shut down (see [`MadeOn`]).
+    RuntimeGone,
+}
+
+/// What a request of a client whose runtime has shut down says, after what was asked.
+const RUNTIME_GONE: &str = "the tokio runtime this Etcd was made on (where etcd-client runs its \
+                            connections) has shut down; make the Etcd on the runtime that uses it";
+
+/// The tokio runtime that etcd-client runs a client's connections on (that of
+/// [`Etcd::connect`]), and whether it still runs: a task of that runtime holds the receiver of
+/// a channel whose sender the clones hold, and the runtime's shutdown drops that task. After
+/// it, the client's requests can only fail (tonic's `Unknown`, which is also what some
+/// transient failures give), so they fail at once, saying why, instead of being tried again
+/// until the timeout. Unknown (never gone) for a client of yours.
+#[derive(Clone, Default)]
+struct MadeOn(Option<tokio::sync::mpsc::Sender<()>>);
+
+impl MadeOn {
+    /// The runtime of the caller, if it is in one.
+    fn here() -> MadeOn {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return MadeOn(None);
+        };
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(1);
+        // Ends when the last sender goes: nothing is ever sent.
+        runtime.spawn(async move { receiver.recv().await });
+        MadeOn(Some(sender))
+    }
+
+    fn gone(&self) -> bool {
+        self.0.as_ref().is_some_and(|sender| sender.is_closed())
+    }
 }
 
 /// Makes the request `make` makes until it is answered, fails for good, or `timeout` passes:
 /// again after a transient error (a member down, an election) or a try with no answer within
 /// a quarter of `timeout` (at least 50 ms, at most 500 ms: a member that is frozen rather than
 /// down holds a try that long), 20 ms apart, doubling up to 200 ms.
-async fn tried<T, F, Fut>(timeout: Duration, mut make: F) -> Result<T, Failed>
+async fn tried<T, F, Fut>(made_on: &MadeOn, timeout: Duration, mut make: F) -> Result<T, Failed>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
+    if made_on.gone() {
+        return Err(Failed::RuntimeGone);
+    }
     let per_try = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
     let mut pause = Duration::from_millis(20);
     let mut last: Option<String> = None;
@@ -280,8 +333,9 @@ where
         loop {
             let why = match tokio::time::timeout(per_try, make()).await {
                 Ok(Ok(answer)) => return Ok(answer),
+                _ if made_on.gone() => return Err(Failed::RuntimeGone),
                 Ok(Err(error)) if transient(&error) => stable_text(&error),
-                Ok(Err(error)) => return Err(error),
+                Ok(Err(error)) => return Err(Failed::Error(error)),
                 Err(_) => format!("a try got no answer within {per_try:?}"),
             };
             tracing::debug!(%why, "etcd request failed; trying again");
@@ -291,14 +345,15 @@ where
         }
     };
     match tokio::time::timeout(timeout, tries).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(error)) => Err(Failed::Error(error)),
+        Ok(answer) => answer,
+        Err(_) if made_on.gone() => Err(Failed::RuntimeGone),
         Err(_) => Err(Failed::TimedOut(last)),
     }
 }
 
 /// [`tried`], its failure as an `io::Error` that says what was asked.
 async fn within<T, F, Fut>(
+    made_on: &MadeOn,
     timeout: Duration,
     what: impl FnOnce() -> String,
     make: F,
@@ -307,20 +362,23 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
-    tried(timeout, make).await.map_err(|failed| match failed {
-        Failed::Error(error) => io::Error::other(format!("etcd {}: {error}", what())),
-        Failed::TimedOut(Some(last)) => io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "etcd did not answer {} within {timeout:?} (last error: {last})",
-                what()
+    tried(made_on, timeout, make)
+        .await
+        .map_err(|failed| match failed {
+            Failed::Error(error) => io::Error::other(format!("etcd {}: {error}", what())),
+            Failed::RuntimeGone => io::Error::other(format!("etcd {}: {RUNTIME_GONE}", what())),
+            Failed::TimedOut(Some(last)) => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "etcd did not answer {} within {timeout:?} (last error: {last})",
+                    what()
+                ),
             ),
-        ),
-        Failed::TimedOut(None) => io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("etcd did not answer {} within {timeout:?}", what()),
-        ),
-    })
+            Failed::TimedOut(None) => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("etcd did not answer {} within {timeout:?}", what()),
+            ),
+        })
 }
 
 /// Whether `error` may pass with another try: the member asked is down or unreachable, or the
@@ -378,6 +436,7 @@ fn lease_gone(error: &etcd_client::Error) -> bool {
 /// One read of `prefix` (its keys alone if `keys_only`): a serializable range request (any
 /// member answers from its own copy, with no need of a leader), [`tried`] until `timeout`.
 async fn lookup(
+    made_on: &MadeOn,
     kv: &etcd_client::KvClient,
     prefix: &str,
     timeout: Duration,
@@ -392,7 +451,7 @@ async fn lookup(
         let prefix = prefix.to_owned();
         async move { kv.get(prefix, Some(options)).await }
     };
-    tried(timeout, request).await
+    tried(made_on, timeout, request).await
 }
 
 /// A failed lookup of `prefix`, as the error that says so.
@@ -406,6 +465,10 @@ fn lookup_error(failed: Failed, prefix: &str, timeout: Duration) -> LookupError 
             format!("etcd did not answer a lookup of {prefix} within {timeout:?}"),
             last.map(io::Error::other),
         ),
+        Failed::RuntimeGone => LookupError::new(
+            format!("etcd lookup of {prefix} failed: {RUNTIME_GONE}"),
+            None,
+        ),
     }
 }
 
@@ -414,6 +477,7 @@ type LeaseId = Arc<std::sync::atomic::AtomicI64>;
 
 /// Grants a lease and stores `key` = `value` under it.
 async fn register(
+    made_on: &MadeOn,
     client: &Client,
     key: &str,
     value: &str,
@@ -421,6 +485,7 @@ async fn register(
     timeout: Duration,
 ) -> io::Result<LeaseId> {
     let granted = within(
+        made_on,
         timeout,
         || format!("lease grant for {key}"),
         || {
@@ -430,6 +495,7 @@ async fn register(
     )
     .await?;
     within(
+        made_on,
         timeout,
         || format!("put of {key}"),
         || {
@@ -446,7 +512,7 @@ async fn register(
 /// Keeps the lease alive every third of its TTL until stopped, on one keep-alive stream kept
 /// from turn to turn; publishes again under a new lease if it was lost.
 async fn keep_alive(
-    client: Client,
+    (made_on, client): (MadeOn, Client),
     key: String,
     value: String,
     ttl_secs: i64,
@@ -484,7 +550,7 @@ async fn keep_alive(
         }
         // Publishing again under a new lease; false if etcd did not take it (next turn).
         let republish = || async {
-            match register(&client, &key, &value, ttl_secs, timeout).await {
+            match register(&made_on, &client, &key, &value, ttl_secs, timeout).await {
                 Ok(new) => {
                     lease.store(new.load(Ordering::Acquire), Ordering::Release);
                     tracing::info!(%key, "etcd registration published again under a new lease");
@@ -508,6 +574,7 @@ async fn keep_alive(
         // lease revoked must be the last one granted. It takes up to two timeouts, its grant
         // and its put.)
         let renewing = within(
+            &made_on,
             timeout,
             || format!("keep-alive of {key}"),
             || {
@@ -566,7 +633,7 @@ async fn keep_alive(
                 let restored = tokio::select! {
                     biased;
                     _ = &mut stopped => return,
-                    restored = restore_key(&client, &key, &value, id, timeout) => restored,
+                    restored = restore_key(&made_on, &client, &key, &value, id, timeout) => restored,
                 };
                 match restored {
                     Ok(false) => {}
@@ -592,6 +659,7 @@ async fn keep_alive(
 /// overwritten by another client since it was published): one transaction, which compares
 /// and puts. Whether it put it back.
 async fn restore_key(
+    made_on: &MadeOn,
     client: &Client,
     key: &str,
     value: &str,
@@ -599,6 +667,7 @@ async fn restore_key(
     timeout: Duration,
 ) -> io::Result<bool> {
     let answer = within(
+        made_on,
         timeout,
         || format!("check of {key}"),
         || {
@@ -624,6 +693,7 @@ async fn restore_key(
 pub(super) struct Registration {
     key: String,
     client: Client,
+    made_on: MadeOn,
     timeout: Duration,
     lease: LeaseId,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -664,6 +734,7 @@ impl Registration {
         let key = std::mem::take(&mut self.key);
         let client = self.client.clone();
         within(
+            &self.made_on,
             self.timeout,
             || format!("lease revoke for {key}"),
             || {
@@ -711,19 +782,27 @@ where
 
     fn call(&mut self, (): ()) -> Self::Future {
         let kv = self.client.kv_client();
+        let made_on = self.made_on.clone();
         let prefix = self.prefix.clone();
         let timeout = self.timeout;
         let rotation = self.rotation.clone();
         Resolving::new(async move {
-            let answer = match lookup(&kv, &prefix, timeout, false).await {
+            let answer = match lookup(&made_on, &kv, &prefix, timeout, false).await {
                 Err(Failed::Error(error)) if too_large(&error) => {
-                    return one_by_one(&kv, &prefix, timeout, &rotation).await;
+                    return one_by_one(&made_on, &kv, &prefix, timeout, &rotation).await;
                 }
                 other => other.map_err(|failed| lookup_error(failed, &prefix, timeout))?,
             };
             let addresses: Vec<A> = answer.kvs().iter().filter_map(address).collect();
-            rotation.pick(&addresses, || {
-                format!("no replica published under {prefix} in etcd")
+            rotation.pick(&addresses, || match answer.kvs().len() {
+                0 => format!("no replica published under {prefix} in etcd"),
+                1 => format!(
+                    "no replica published under {prefix} in etcd: its one key holds no address"
+                ),
+                keys => format!(
+                    "no replica published under {prefix} in etcd: none of its {keys} keys holds \
+                     an address"
+                ),
             })
         })
     }
@@ -753,12 +832,13 @@ const ONE_BY_ONE: usize = 8;
 /// values of up to [`ONE_BY_ONE`] of them, one at a time from the next in turn, until one holds
 /// an address. Each request is bounded by `timeout`.
 async fn one_by_one<A: FromStr>(
+    made_on: &MadeOn,
     kv: &etcd_client::KvClient,
     prefix: &str,
     timeout: Duration,
     rotation: &Rotation,
 ) -> Result<A, LookupError> {
-    let keys = lookup(kv, prefix, timeout, true)
+    let keys = lookup(made_on, kv, prefix, timeout, true)
         .await
         .map_err(|failed| lookup_error(failed, prefix, timeout))?;
     let keys: Vec<Vec<u8>> = keys.kvs().iter().map(|kv| kv.key().to_vec()).collect();
@@ -783,10 +863,16 @@ async fn one_by_one<A: FromStr>(
                 kv.get(key, Some(options)).await
             }
         };
-        if let Ok(answer) = tried(timeout, request).await {
-            if let Some(found) = answer.kvs().first().and_then(address) {
-                return Ok(found);
+        match tried(made_on, timeout, request).await {
+            Ok(answer) => {
+                if let Some(found) = answer.kvs().first().and_then(address) {
+                    return Ok(found);
+                }
             }
+            Err(Failed::RuntimeGone) => {
+                return Err(lookup_error(Failed::RuntimeGone, prefix, timeout));
+            }
+            Err(_) => {}
         }
     }
     Err(LookupError::new(
