@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
+use futures_util::future::Either;
 use tokio::time::Sleep;
 
 use tower_service::Service;
@@ -213,26 +214,26 @@ where
     /// Dropping the future has no effect on the connection.
     pub fn connected(&self) -> impl Future<Output = Result<C, Closed>> + Send + use<A, C> {
         // Looked at the call: a live connection now is the answer, whatever happens before the
-        // future is first polled (a `close()`, say); closed already, the error.
-        let now = match self.shared.slot.live() {
-            None => Some(Err(Closed::new())),
-            Some((Live::Yes(conn), _)) => Some(Ok(conn)),
-            Some(_) => None,
-        };
-        let shared = self.shared.clone();
-        async move {
-            if let Some(answer) = now {
-                return answer;
+        // future is first polled (a `close()`, say); closed already, the error. (Two futures,
+        // not one holding the answer: the waiting one stays as small as it was.)
+        let answer = match self.shared.slot.live() {
+            None => Err(Closed::new()),
+            Some((Live::Yes(conn), _)) => Ok(conn),
+            Some(_) => {
+                let shared = self.shared.clone();
+                return Either::Right(async move {
+                    shared
+                        .slot
+                        .live_connection(
+                            |generation| shared.report_panicked(generation),
+                            |generation| shared.report_closing(generation),
+                        )
+                        .await
+                        .ok_or(Closed::new())
+                });
             }
-            shared
-                .slot
-                .live_connection(
-                    |generation| shared.report_panicked(generation),
-                    |generation| shared.report_closing(generation),
-                )
-                .await
-                .ok_or(Closed::new())
-        }
+        };
+        Either::Left(std::future::ready(answer))
     }
 
     /// The connection in use, if any.
