@@ -247,12 +247,14 @@ impl<A> Etcd<A> {
         let timeout = self
             .timeout
             .min(Duration::from_secs(ttl_secs.unsigned_abs()));
-        let client = self.client.clone();
-        let made_on = self.made_on.clone();
-        let lease = register(&made_on, &client, &key, &value, ttl_secs, timeout).await?;
+        let link = Link {
+            client: self.client.clone(),
+            made_on: self.made_on.clone(),
+        };
+        let lease = register(&link, &key, &value, ttl_secs, timeout).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let keeper = tokio::spawn(keep_alive(
-            (made_on.clone(), client.clone()),
+            link.clone(),
             key.clone(),
             value,
             ttl_secs,
@@ -263,8 +265,7 @@ impl<A> Etcd<A> {
         Ok(Publication {
             entry: Some(Entry::Etcd(Box::new(Registration {
                 key,
-                client,
-                made_on,
+                link,
                 timeout,
                 lease,
                 stop: Some(stop),
@@ -312,6 +313,13 @@ impl MadeOn {
     fn gone(&self) -> bool {
         self.0.as_ref().is_some_and(|sender| sender.is_closed())
     }
+}
+
+/// A registration's client, and the runtime its connections run on.
+#[derive(Clone)]
+struct Link {
+    client: Client,
+    made_on: MadeOn,
 }
 
 /// Makes the request `make` makes until it is answered, fails for good, or `timeout` passes:
@@ -477,8 +485,7 @@ type LeaseId = Arc<std::sync::atomic::AtomicI64>;
 
 /// Grants a lease and stores `key` = `value` under it.
 async fn register(
-    made_on: &MadeOn,
-    client: &Client,
+    Link { client, made_on }: &Link,
     key: &str,
     value: &str,
     ttl_secs: i64,
@@ -512,7 +519,7 @@ async fn register(
 /// Keeps the lease alive every third of its TTL until stopped, on one keep-alive stream kept
 /// from turn to turn; publishes again under a new lease if it was lost.
 async fn keep_alive(
-    (made_on, client): (MadeOn, Client),
+    link: Link,
     key: String,
     value: String,
     ttl_secs: i64,
@@ -550,7 +557,7 @@ async fn keep_alive(
         }
         // Publishing again under a new lease; false if etcd did not take it (next turn).
         let republish = || async {
-            match register(&made_on, &client, &key, &value, ttl_secs, timeout).await {
+            match register(&link, &key, &value, ttl_secs, timeout).await {
                 Ok(new) => {
                     lease.store(new.load(Ordering::Acquire), Ordering::Release);
                     tracing::info!(%key, "etcd registration published again under a new lease");
@@ -574,11 +581,11 @@ async fn keep_alive(
         // lease revoked must be the last one granted. It takes up to two timeouts, its grant
         // and its put.)
         let renewing = within(
-            &made_on,
+            &link.made_on,
             timeout,
             || format!("keep-alive of {key}"),
             || {
-                let mut client = client.clone();
+                let mut client = link.client.clone();
                 let held = held.clone();
                 async move {
                     let taken = held.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -633,7 +640,7 @@ async fn keep_alive(
                 let restored = tokio::select! {
                     biased;
                     _ = &mut stopped => return,
-                    restored = restore_key(&made_on, &client, &key, &value, id, timeout) => restored,
+                    restored = restore_key(&link, &key, &value, id, timeout) => restored,
                 };
                 match restored {
                     Ok(false) => {}
@@ -659,8 +666,7 @@ async fn keep_alive(
 /// overwritten by another client since it was published): one transaction, which compares
 /// and puts. Whether it put it back.
 async fn restore_key(
-    made_on: &MadeOn,
-    client: &Client,
+    Link { client, made_on }: &Link,
     key: &str,
     value: &str,
     lease: i64,
@@ -692,8 +698,7 @@ async fn restore_key(
 /// A replica's entry in etcd: its key, its lease and the task that keeps the lease alive.
 pub(super) struct Registration {
     key: String,
-    client: Client,
-    made_on: MadeOn,
+    link: Link,
     timeout: Duration,
     lease: LeaseId,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -732,9 +737,9 @@ impl Registration {
         let _ = (&mut self.keeper).await;
         let id = self.lease.load(std::sync::atomic::Ordering::Acquire);
         let key = std::mem::take(&mut self.key);
-        let client = self.client.clone();
+        let client = self.link.client.clone();
         within(
-            &self.made_on,
+            &self.link.made_on,
             self.timeout,
             || format!("lease revoke for {key}"),
             || {
