@@ -254,8 +254,10 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// request could otherwise wait for a connection far beyond it; this bounds that wait. The
     /// wait counts from the first `Pending` of this handle's `poll_ready` until it is ready (a
     /// wait for the connection's own readiness, such as an HTTP/1.1 connection busy with
-    /// another request, counts too). Every value is accepted: zero fails a call that would
-    /// wait at all, `Duration::MAX` never fires.
+    /// another request, counts too). A wait inside `call` does not: an HTTP/2 connection is
+    /// ready while its server lets no new stream open (hyper queues the request until a stream
+    /// is free), and that wait is a timeout layer's to bound. Every value is accepted: zero
+    /// fails a call that would wait at all, `Duration::MAX` never fires.
     ///
     /// # Panics
     ///

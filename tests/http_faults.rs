@@ -1024,3 +1024,117 @@ async fn a_close_ends_an_upload_that_outlives_its_response() {
     // The body is dropped: nothing sends it any more.
     assert!(timeout(LIMIT, body_dropped).await.is_ok());
 }
+
+// A close that cuts a response off while its body is being read (the server sent the head and
+// the first bytes of the body, then stalled): the close waits its close timeout for it, then
+// the body fails with hyper's own error, whose text differs by HTTP version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_cut_off_by_a_close_fails_with_hyper_error() {
+    let server = HttpServer::start("s").await.unwrap();
+    let close_timeout = Duration::from_millis(200);
+    for (connector, seen) in [
+        (
+            HttpConnector::http1(),
+            "connection closed before message completed",
+        ),
+        (
+            HttpConnector::http2(),
+            "error reading a body from connection",
+        ),
+    ] {
+        let (client, _) = client(
+            server.address,
+            connector.close_timeout(close_timeout),
+            |l| l,
+        );
+        let response = timeout(LIMIT, client.clone().oneshot(get("/stall-body")))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut body = response.into_body();
+        let first = timeout(LIMIT, http_body_util::BodyExt::frame(&mut body))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.into_data().unwrap(), "s /stall-body");
+        let closing = Instant::now();
+        timeout(LIMIT, client.close()).await.unwrap();
+        let took = closing.elapsed();
+        assert!(took >= close_timeout, "{took:?}");
+        let error = timeout(LIMIT, http_body_util::BodyExt::frame(&mut body))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(error.to_string(), seen, "{error:?}");
+    }
+}
+
+// An HTTP/2 server whose streams are all taken (its limit of one open stream held by a request
+// it never answers), or that allows none (a limit of zero): a request waits inside its call, in
+// hyper, for a stream. `poll_ready` is ready at once (an HTTP/2 connection takes requests,
+// which hyper queues), so a ready timeout does not end that wait; a `tower::timeout` above the
+// handle does. The request never reaches the server, the connection stays current, and it
+// serves again as soon as a stream is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_server_out_of_streams_holds_a_request_in_its_call() {
+    let ready_timeout = Duration::from_millis(100);
+    let request_timeout = Duration::from_millis(500);
+    for limit in [1, 0] {
+        let server = HttpServer::start_with_max_streams("s", limit)
+            .await
+            .unwrap();
+        let (client, log) = client(server.address, HttpConnector::http2(), |l| {
+            l.ready_timeout(ready_timeout)
+        });
+        let conn = timeout(LIMIT, client.connected()).await.unwrap().unwrap();
+        // With a limit of one, a request the server never answers holds the stream.
+        let hung = if limit == 1 {
+            let mut handle = client.clone();
+            let ready = timeout(LIMIT, handle.ready()).await.unwrap().unwrap();
+            let hung = tokio::spawn(ready.call(get("/hang")));
+            assert!(server.stats.requests(1, LIMIT).await);
+            Some(hung)
+        } else {
+            None
+        };
+        let mut handle = client.clone();
+        // Ready at once, though no stream is free.
+        let ready = timeout(ready_timeout, handle.ready())
+            .await
+            .expect("ready at once")
+            .unwrap();
+        let waiting = tokio::spawn(ready.call(get("/a")));
+        let mut timed = tower::timeout::Timeout::new(client.clone(), request_timeout);
+        let started = Instant::now();
+        let error = timeout(LIMIT, timed.ready().await.unwrap().call(get("/b")))
+            .await
+            .expect("the timeout above the handle ends the wait")
+            .unwrap_err();
+        assert!(error.is::<tower::timeout::error::Elapsed>(), "{error:?}");
+        assert!(started.elapsed() >= request_timeout);
+        assert!(!waiting.is_finished(), "limit {limit}");
+        assert_eq!(conn.in_flight(), limit as usize + 1, "limit {limit}");
+        assert_eq!(
+            server.stats.requests.load(Ordering::SeqCst),
+            limit as usize,
+            "no request beyond the limit reached the server"
+        );
+        if let Some(hung) = hung {
+            // The hung request given up: its stream is reset and freed, and the waiting
+            // request goes out on the same connection.
+            hung.abort();
+            let response = timeout(LIMIT, waiting).await.unwrap().unwrap().unwrap();
+            assert_eq!(text(response).await, "s /a");
+        } else {
+            waiting.abort();
+        }
+        assert_eq!(
+            log.lines(),
+            ["attempting_to_connect", "obtained_address", "connected"],
+            "limit {limit}"
+        );
+        timeout(LIMIT, client.close()).await.unwrap();
+    }
+}

@@ -74,6 +74,14 @@
 //!   connector spawns its connection's task and keeps its deadline itself, as it does used
 //!   alone. No timer of the driver's stays armed once the attempt is over. Measured in
 //!   `benches/reconnect.rs` (BENCHMARKS.md).
+//! - **Readiness over HTTP/2** is the connection's: `poll_ready` is ready while it is open,
+//!   whatever the server's limit of concurrent streams (`SETTINGS_MAX_CONCURRENT_STREAMS`). A
+//!   request beyond that limit (a server that allows none, or whose streams are all held by
+//!   requests it has not answered) waits in hyper, inside the request's future, until a stream
+//!   is free, and then goes out on the same connection; it counts in
+//!   [`in_flight`](HttpConnection::in_flight) meanwhile. A ready timeout does not bound that
+//!   wait (it is not one for readiness); a request timeout (`tower::timeout`) does, as for a
+//!   server that never answers.
 //! - **Upgrades** (HTTP/1.1): a request that asks for one (an `Upgrade` header, or `CONNECT`)
 //!   and is answered `101 Switching Protocols` (or `2xx`) gets its stream from
 //!   `hyper::upgrade::on(response)`, as with hyper's own client. The connection then ends in

@@ -5,18 +5,21 @@
 //! `/goaway-hang` begins the connection's graceful shutdown (HTTP/2: GOAWAY), then never
 //! answers; `/drain` answers at once, and reads the request body in the background to its end;
 //! paths starting with `/big` add a newline and 256 KiB of padding; `/host` answers
-//! `"<name> host <Host header>"`.
+//! `"<name> host <Host header>"`; `/stall-body` sends the response head and the first bytes of
+//! its body (`"<name> /stall-body"`), then never the rest.
 #![allow(dead_code, unreachable_pub)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, Empty, Full};
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -67,6 +70,9 @@ impl Stats {
 pub struct Options {
     /// HTTP/1.1: close the connection after each response.
     pub close_after_each: bool,
+    /// HTTP/2: the most streams a client may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`);
+    /// hyper's default (200) if `None`.
+    pub max_streams: Option<u32>,
 }
 
 pub struct HttpServer {
@@ -86,6 +92,16 @@ impl HttpServer {
     pub async fn start_closing_after_each(name: &'static str) -> std::io::Result<HttpServer> {
         let options = Options {
             close_after_each: true,
+            ..Options::default()
+        };
+        Self::start_with(name, "127.0.0.1:0".parse().unwrap(), options).await
+    }
+
+    /// HTTP/2 clients may have `n` streams open at once (zero: none).
+    pub async fn start_with_max_streams(name: &'static str, n: u32) -> std::io::Result<HttpServer> {
+        let options = Options {
+            max_streams: Some(n),
+            ..Options::default()
         };
         Self::start_with(name, "127.0.0.1:0".parse().unwrap(), options).await
     }
@@ -215,6 +231,12 @@ async fn serve<S>(
                 _ => {}
             }
             stats.concurrent.fetch_sub(1, Ordering::SeqCst);
+            if path == "/stall-body" {
+                let first = Bytes::from(format!("{name} {path}"));
+                return Ok::<_, Infallible>(hyper::Response::new(Either::Right(Stalling(Some(
+                    first,
+                )))));
+            }
             let mut body = format!("{name} {path}");
             if path == "/host" {
                 body = format!("{name} host {host}");
@@ -224,12 +246,17 @@ async fn serve<S>(
                 body.push('\n');
                 body.push_str(&".".repeat(256 * 1024));
             }
-            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+            Ok::<_, Infallible>(hyper::Response::new(Either::Left(Full::new(Bytes::from(
+                body,
+            )))))
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     if options.close_after_each {
         builder.http1().keep_alive(false);
+    }
+    if let Some(n) = options.max_streams {
+        builder.http2().max_concurrent_streams(n);
     }
     let connection = builder.serve_connection(TokioIo::new(socket), service);
     tokio::pin!(connection);
@@ -245,6 +272,24 @@ async fn serve<S>(
     }
     stats.ended.fetch_add(1, Ordering::SeqCst);
     stats.changed.notify_waiters();
+}
+
+/// A response body that gives its first bytes, then never ends.
+struct Stalling(Option<Bytes>);
+
+impl hyper::body::Body for Stalling {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.0.take() {
+            Some(first) => Poll::Ready(Some(Ok(Frame::data(first)))),
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// A server that accepts connections and never sends a byte; it holds them until dropped.
