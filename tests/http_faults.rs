@@ -68,6 +68,21 @@ fn client(
         PersistentLayer<Fixed, SocketAddr, Conn>,
     ) -> PersistentLayer<Fixed, SocketAddr, Conn>,
 ) -> (Client, Log) {
+    client_of(address, connector, configure)
+}
+
+/// `client`, for any request body type.
+fn client_of<B>(
+    address: SocketAddr,
+    connector: HttpConnector<B>,
+    configure: impl FnOnce(
+        PersistentLayer<Fixed, SocketAddr, HttpConnection<B>>,
+    ) -> PersistentLayer<Fixed, SocketAddr, HttpConnection<B>>,
+) -> (Persistent<SocketAddr, HttpConnection<B>>, Log)
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let log = Log {
         start: Instant::now(),
         lines: Arc::default(),
@@ -77,7 +92,7 @@ fn client(
         "web",
         tower_persistent::discovery::Fixed::new(address),
     ))
-    .on_event(move |event: Event<SocketAddr, Conn>| {
+    .on_event(move |event: Event<SocketAddr, HttpConnection<B>>| {
         let line = match &event {
             Event::FailedToConnect(e) => format!("FailedToConnect({})", e.text()),
             other => other.name().to_owned(),
@@ -1137,4 +1152,281 @@ async fn an_http2_server_out_of_streams_holds_a_request_in_its_call() {
         );
         timeout(LIMIT, client.close()).await.unwrap();
     }
+}
+
+/// A request body of your own kind: `frames` frames of 64 KiB.
+type Upload = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+fn upload(frames: usize) -> Upload {
+    use http_body_util::BodyExt;
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let frames =
+        (0..frames).map(move |_| Ok::<_, BoxError>(hyper::body::Frame::data(chunk.clone())));
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+/// A server that, on each connection, reads a request's head (to its blank line) and answers
+/// with `serve`'s doing.
+async fn raw_server<F, Fut>(serve: F) -> (SocketAddr, JoinSet<()>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut tasks = JoinSet::new();
+    let serve = Arc::new(serve);
+    tasks.spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            connections.spawn(serve(socket));
+        }
+    });
+    (address, tasks)
+}
+
+/// Reads from `socket` up to the end of a request's head; false if the stream ended first.
+async fn read_head(socket: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match socket.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+// A server that closes, or resets, the connection while the client writes a request body
+// (128 MiB: it cannot all be in the socket's buffers) after reading its head and 4 KiB: the
+// request fails, with one of the errors the faults table names, over HTTP/1.1. The connection
+// is then replaced after the retry delay (it ended with an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_closing_or_resetting_while_a_body_is_written_fails_the_request() {
+    for reset in [false, true] {
+        let (address, _server) = raw_server(move |mut socket| async move {
+            use tokio::io::AsyncReadExt;
+            if !read_head(&mut socket).await {
+                return;
+            }
+            let mut some = [0u8; 4096];
+            let _ = socket.read(&mut some).await;
+            if reset {
+                socket.set_linger(Some(Duration::ZERO)).unwrap();
+            }
+        })
+        .await;
+        let (client, log) = client_of(address, HttpConnector::<Upload>::http1(), |l| {
+            l.retry_delay(|| Duration::from_secs(3600))
+        });
+        let request = http::Request::post("/upload").body(upload(2048)).unwrap();
+        let error = timeout(LIMIT, client.clone().oneshot(request))
+            .await
+            .expect("the request is answered")
+            .unwrap_err();
+        let error = support::chain(&*error);
+        assert!(
+            error == "connection closed before message completed"
+                || error.starts_with("connection error: ")
+                || error.starts_with("error writing a body to connection: "),
+            "reset {reset}: {error}"
+        );
+        // Ended with an error: no new connection before the delay.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            log.lines(),
+            [
+                "attempting_to_connect",
+                "obtained_address",
+                "connected",
+                "disconnected"
+            ],
+            "reset {reset}"
+        );
+        client.close().await;
+    }
+}
+
+// An HTTP/1.1 server that answers `413` before it has read the request body, then closes:
+// the answer arrives, or the request fails with `error writing a body to connection` (as bare
+// hyper races); either way the connection did not end in good order and the next round waits
+// for the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_answer_before_the_body_then_a_close_meets_the_retry_delay() {
+    let (address, _server) = raw_server(|mut socket| async move {
+        if read_head(&mut socket).await {
+            let _ = socket
+                .write_all(
+                    b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+        }
+    })
+    .await;
+    let (client, log) = client_of(address, HttpConnector::<Upload>::http1(), |l| {
+        l.retry_delay(|| Duration::from_secs(3600))
+    });
+    let request = http::Request::post("/upload").body(upload(512)).unwrap();
+    match timeout(LIMIT, client.clone().oneshot(request))
+        .await
+        .expect("the request is answered")
+    {
+        Ok(response) => assert_eq!(response.status(), 413),
+        Err(error) => assert!(
+            support::chain(&*error).starts_with("error writing a body to connection: "),
+            "{}",
+            support::chain(&*error)
+        ),
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        log.lines(),
+        [
+            "attempting_to_connect",
+            "obtained_address",
+            "connected",
+            "disconnected"
+        ]
+    );
+    client.close().await;
+}
+
+// An HTTP/1.1 response body held unread keeps the connection's turn: another clone's request
+// waits (here past 300 ms), fails with `ReadyTimeout` under a ready timeout, and is answered on
+// the same connection once the body is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_body_held_unread_keeps_the_turn() {
+    let server = HttpServer::start("s").await.unwrap();
+    let ready_timeout = Duration::from_millis(300);
+    let (timed, _) = client(server.address, HttpConnector::http1(), |l| {
+        l.ready_timeout(ready_timeout)
+    });
+    let held = timeout(LIMIT, timed.clone().oneshot(get("/big")))
+        .await
+        .unwrap()
+        .unwrap();
+    let error = timeout(LIMIT, timed.clone().oneshot(get("/x")))
+        .await
+        .expect("the ready timeout ends the wait")
+        .unwrap_err();
+    assert_eq!(error.to_string(), "no connection was ready within 300ms");
+    drop(held);
+    timed.close().await;
+
+    let (client, log) = client(server.address, HttpConnector::http1(), |l| l);
+    let held = timeout(LIMIT, client.clone().oneshot(get("/big")))
+        .await
+        .unwrap()
+        .unwrap();
+    let other = tokio::spawn(client.clone().oneshot(get("/x")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!other.is_finished(), "the other clone waits its turn");
+    let body = text(held).await;
+    assert!(body.starts_with("s /big\n"), "{}", &body[..20]);
+    let answer = timeout(LIMIT, other).await.unwrap().unwrap().unwrap();
+    assert_eq!(text(answer).await, "s /x");
+    assert_eq!(
+        log.lines(),
+        ["attempting_to_connect", "obtained_address", "connected"],
+        "the same connection"
+    );
+    client.close().await;
+}
+
+// An HTTP/1.1 response body dropped half read: hyper closes the connection (the rest of the
+// answer cannot be skipped), the caller's doing, and it is replaced at once (the retry delay is
+// an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_body_dropped_half_read_is_replaced_at_once() {
+    let (address, _server) = raw_server(|mut socket| async move {
+        while read_head(&mut socket).await {
+            let length = 4 * 1024 * 1024;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n");
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'y'; 64 * 1024];
+            for _ in 0..length / chunk.len() {
+                if socket.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let (client, log) = client(address, HttpConnector::http1(), |l| {
+        l.retry_delay(|| Duration::from_secs(3600))
+    });
+    let response = timeout(LIMIT, client.clone().oneshot(get("/big")))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = response.into_body();
+    let frame = timeout(LIMIT, http_body_util::BodyExt::frame(&mut body))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!frame.into_data().unwrap().is_empty());
+    drop(body);
+    let next = timeout(LIMIT, client.clone().oneshot(get("/next")))
+        .await
+        .expect("answered on a new connection at once")
+        .unwrap();
+    assert_eq!(next.status(), 200);
+    drop(next);
+    assert_eq!(
+        log.lines(),
+        [
+            "attempting_to_connect",
+            "obtained_address",
+            "connected",
+            "disconnected",
+            "attempting_to_connect",
+            "obtained_address",
+            "connected"
+        ]
+    );
+    client.close().await;
+}
+
+// A black hole: a name whose one address is a listener whose queue of connections to accept
+// is full, so that the kernel drops the connect's SYN and it never completes. The connect
+// timeout (10 s, on a paused clock) cuts the attempt off, with the faults table's text.
+#[tokio::test(start_paused = true)]
+async fn a_black_hole_takes_the_whole_connect_timeout() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let address = listener.local_addr().unwrap();
+    // Fill the queue: connects complete (the kernel answers for the listener) until it is full.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        match timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => held.push(stream),
+            _ => break,
+        }
+    }
+    assert!(held.len() < 16, "the queue never filled");
+    let client: Persistent<String, Conn> = PersistentLayer::new(
+        "web",
+        tower_persistent::discovery::Fixed::new(format!("localhost:{}", address.port())),
+    )
+    .layer(HttpConnector::http1());
+    let start = Instant::now();
+    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.text(), "connect failed: connect timed out after 10s");
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    client.close().await;
+    drop(listener);
 }

@@ -363,3 +363,13 @@ pub mod etcd;
 
 #[path = "ports.rs"]
 pub mod ports;
+
+/// An error with its sources, `: `-separated (as the README quotes errors).
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    for source in std::iter::successors(error.source(), |e| (*e).source()).take(8) {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+    }
+    text
+}
