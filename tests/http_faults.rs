@@ -1214,6 +1214,8 @@ async fn a_server_closing_or_resetting_while_a_body_is_written_fails_the_request
             let mut some = [0u8; 4096];
             let _ = socket.read(&mut some).await;
             if reset {
+                // A reset for the client, in its socket once the socket is dropped.
+                #[allow(deprecated)]
                 socket.set_linger(Some(Duration::ZERO)).unwrap();
             }
         })
