@@ -12,10 +12,13 @@
 //! | [`decorrelated_jitter`](RetryPolicy::decorrelated_jitter) | uniform in `[base, 3 · previous]`, at most `max` |
 //! | [`from_fn`](RetryPolicy::from_fn) | your function of `n` |
 //!
-//! Guarantees, whatever the policy and parameters:
+//! Guarantees, whatever the parameters (for [`from_fn`](RetryPolicy::from_fn), whose function is
+//! used as it is, the bounds and the fallback on a panic only):
 //!
 //! - **Jitter from the first retry on**: clients that lost the same server do not all come back
-//!   at the same instant (grpc-go waits exactly 1 s before its first retry).
+//!   at the same instant (grpc-go waits exactly 1 s before its first retry). Where the
+//!   parameters leave room for it: a jitter of 0 asks for none, and a decorrelated jitter whose
+//!   maximum equals its base has only that base to give.
 //! - **Jitter at the cap, never above it**: a jittered delay `d ± j` is drawn from
 //!   `[lo, hi]` with `hi = min(d (1 + j), max)` and `lo = hi (1 - j) / (1 + j)`: below the cap
 //!   that is `d ± j`; at the cap it spreads below it instead of collapsing onto it (as Finagle's
@@ -30,9 +33,11 @@
 //!   a jitter outside `[0, 1]`, a multiplier below 1, NaN or infinite numbers, a zero base, a
 //!   maximum below the base.
 //!
-//! The attempt count `n` of a policy grows across rounds and is reset only once a connection has
+//! The attempt count `n` of a policy grows across rounds and is reset once a connection has
 //! stayed up for [`backoff_reset_after`](crate::PersistentLayer::backoff_reset_after) (10 s by
-//! default): a server that accepts and closes at once cannot cause a reconnection storm.
+//! default), once one is replaced at once (one that served and was closed in good order, say),
+//! and by [`reconnect_now`](crate::Persistent::reconnect_now): a server that accepts and closes
+//! at once cannot cause a reconnection storm.
 //!
 //! # Examples
 //!

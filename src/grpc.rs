@@ -19,8 +19,9 @@
 //! status then is tonic's, `UNKNOWN` ("error reading a body from connection"), as with tonic's
 //! `Channel`.
 //!
-//! so that a retry policy on `UNAVAILABLE` fires. Its error type, [`Error`], is a concrete, opaque
-//! type (as tonic's `Channel` has).
+//! A connection lost before the response head is `UNAVAILABLE`, as gRPC clients say, so that a
+//! retry policy on `UNAVAILABLE` fires. Its error type, [`Error`], is a concrete, opaque type (as
+//! tonic's `Channel` has).
 //!
 //! [`Balanced`] is tower's p2c balancer over one `GrpcChannel` per replica, with the same
 //! concrete error: `HealthClient<Buffer<Balanced<..>>>` can be moved into `tokio::spawn`, where
@@ -167,10 +168,13 @@ where
 /// [module docs](self).
 ///
 /// A replica with no connection, or failing fast, weighs more than any connected one, so that
-/// requests go to the replicas that are up (with fail-fast on, a replica that is down answers at
-/// once instead of holding up the balancer). The balancer sits behind a boxed service, so that
-/// none of its types (its boxed errors among them) reaches a task that holds it: one allocation
-/// per request, next to which a buffer in front costs a channel and a task switch.
+/// of the two replicas p2c compares, the request goes to one that is up (with fail-fast on, a
+/// replica that is down answers at once instead of holding up the balancer; when p2c's two
+/// picks are both down, the request goes to one of them and fails at once with `UNAVAILABLE`:
+/// with k of n replicas down, k(k−1)/(n(n−1)) of the requests). The balancer sits behind a
+/// boxed service, so that none of its types (its boxed errors among them) reaches a task that
+/// holds it: one allocation per request, next to which a buffer in front costs a channel and a
+/// task switch.
 pub struct Balanced<B> {
     inner: tower::util::BoxService<GrpcRequest, http::Response<B>, Error>,
 }

@@ -236,10 +236,13 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// and `call` fails at once with [`Unavailable`](crate::Unavailable), whose source is the
     /// last attempt's error. `poll_ready` never fails for this (an `Err` from it stays terminal,
     /// for closing only), so routers and balancers keep the service. A balancer that only asks
-    /// for readiness sees a failing replica as ready and may send requests to it; one that
-    /// weighs replicas by [`Load`](tower::load::Load) (tower's `p2c`) does not, because a handle
-    /// without a connection weighs more than any connected one (see [`load`](crate::load)).
-    /// Before the first failure of a round (the first attempt in flight) handles still wait.
+    /// for readiness sees a failing replica as ready and may send requests to it. One that
+    /// weighs two replicas by [`Load`](tower::load::Load) (tower's `p2c`) sends to the one that
+    /// is up, because a handle without a connection weighs more than any connected one (see
+    /// [`load`](crate::load)); p2c picks its two at random, so when both are down the request
+    /// goes to one of them and fails at once (without fail-fast, a replica that is down is not
+    /// ready, and p2c passes it over). Before the first failure of a round (the first attempt in
+    /// flight) handles still wait.
     pub fn fail_fast(mut self, fail_fast: bool) -> Self {
         self.config.fail_fast = fail_fast;
         self

@@ -4,7 +4,9 @@
 //! A handle's load is its current connection's load (for an
 //! [`HttpConnection`](crate::transport::HttpConnection), the requests in flight on it), and a
 //! handle with no connection, or failing fast, weighs more than any connected one: a balancer
-//! that compares two replicas sends the request to the connected one.
+//! that compares two replicas sends the request to the connected one. (p2c picks the two at
+//! random among the ready replicas: when both are failing fast, the request goes to one of them
+//! and fails at once.)
 //!
 //! # Examples
 //!

@@ -11,7 +11,7 @@ use tower::discover::ServiceList;
 use tower::load::Load;
 use tower::{Layer, Service, ServiceExt};
 use tower_persistent::load::ConnectionLoad;
-use tower_persistent::{Persistent, PersistentLayer};
+use tower_persistent::{Persistent, PersistentLayer, Unavailable};
 
 impl Load for Echo {
     type Metric = usize;
@@ -22,10 +22,18 @@ impl Load for Echo {
 }
 
 fn replica(start: Instant, up: bool) -> Persistent<&'static str, Conn> {
+    replica_failing_fast(start, up, true)
+}
+
+fn replica_failing_fast(
+    start: Instant,
+    up: bool,
+    fail_fast: bool,
+) -> Persistent<&'static str, Conn> {
     let lookup = if up { Step::Ok("a") } else { Step::Err("down") };
     PersistentLayer::new("replica", Lookup(Script::new(start, [], lookup)))
         .retry_delay(|| Duration::from_secs(1))
-        .fail_fast(true)
+        .fail_fast(fail_fast)
         .layer(Connect::new(Script::new(start, [], Step::Ok(""))))
 }
 
@@ -65,4 +73,62 @@ async fn p2c_sends_nothing_to_a_replica_that_fails_fast() {
         matches!(loads[2], ConnectionLoad::Connected(n) if n > 0),
         "{loads:?}"
     );
+}
+
+// p2c compares two different replicas, picked at random among the ready ones. With two of three
+// down and failing fast (ready, and failing at once), a pair of the two down ones sends the
+// request to one of them: it fails at once with `Unavailable` (about a third of the requests);
+// every other request goes to the replica that is up.
+#[tokio::test(start_paused = true)]
+async fn p2c_with_two_replicas_failing_fast_sends_to_one_when_it_picks_both() {
+    let start = Instant::now();
+    let replicas = [
+        replica(start, false),
+        replica(start, true),
+        replica(start, false),
+    ];
+    for (i, p) in replicas.iter().enumerate() {
+        if i == 1 {
+            p.connected().await.unwrap();
+        } else {
+            assert!(p.connected_or_failed_to_connect().await.is_err());
+        }
+    }
+    let mut balance = Balance::new(ServiceList::new(replicas.to_vec()));
+    let mut failed = 0;
+    for n in 0..300u32 {
+        let called = Instant::now();
+        match balance.ready().await.unwrap().call(n).await {
+            Ok((_, answered)) => assert_eq!(answered, n),
+            Err(error) => {
+                assert!(error.is::<Unavailable>(), "{error}");
+                failed += 1;
+            }
+        }
+        assert_eq!(called.elapsed(), Duration::ZERO, "answered at once");
+    }
+    // (Two thirds of the pairs hold the replica that is up: 300 requests all answered would
+    // happen once in 10^52 runs.)
+    assert!(0 < failed && failed < 300, "{failed}");
+    assert_eq!(replicas[1].load(), ConnectionLoad::Connected(300 - failed));
+}
+
+// Without fail-fast a replica that is down is not ready, and p2c picks among the ready ones
+// only: with two of three down, every request goes to the one that is up.
+#[tokio::test(start_paused = true)]
+async fn p2c_sends_nothing_to_replicas_that_wait_for_a_connection() {
+    let start = Instant::now();
+    let replicas = [
+        replica_failing_fast(start, false, false),
+        replica_failing_fast(start, true, false),
+        replica_failing_fast(start, false, false),
+    ];
+    replicas[1].connected().await.unwrap();
+    let mut balance = Balance::new(ServiceList::new(replicas.to_vec()));
+    for n in 0..300u32 {
+        let (_, answered) = balance.ready().await.unwrap().call(n).await.unwrap();
+        assert_eq!(answered, n);
+    }
+    assert_eq!(replicas[1].load(), ConnectionLoad::Connected(300));
+    assert_eq!(replicas[0].load(), ConnectionLoad::NotConnected);
 }

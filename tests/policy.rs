@@ -90,6 +90,17 @@ fn full_and_decorrelated_jitter_stay_in_their_bounds() {
     }
 }
 
+// Parameters that leave jitter no room are accepted and give exact delays, as the docs say: a
+// decorrelated jitter whose maximum equals its base, and a jitter of 0.
+#[test]
+fn parameters_without_room_for_jitter_give_exact_delays() {
+    let two = Duration::from_secs(2);
+    let decorrelated = RetryPolicy::decorrelated_jitter(two, two).unwrap();
+    assert!(decorrelated.delays().take(100).all(|d| d == two));
+    let constant = RetryPolicy::constant(two, 0.0).unwrap();
+    assert!(constant.delays().take(100).all(|d| d == two));
+}
+
 // No policy overflows or panics: a million attempts each, within [1 ms, 1 h]; an exponential
 // policy capped at one hour runs through a century of outage.
 #[test]
