@@ -3,10 +3,10 @@
 //! Three replica HTTP servers start on 127.0.0.1 and publish their addresses into a catalog (a
 //! temporary directory, one file per replica). A client with a persistent connection sends a
 //! request every 100 ms and prints, with timestamps, every event of the connection and which
-//! replica answered. Every two seconds the replica the client is using dies (by turns: killed
-//! outright, which leaves a stale catalog entry, or shut down cleanly, which withdraws it) and
-//! comes back a second later on a new port. The demo ends by itself after about twelve seconds
-//! with a summary.
+//! replica answered. Four times, two seconds apart (at 2, 4, 6 and 8 s), the replica the client
+//! is using dies (by turns: killed outright, which leaves a stale catalog entry, or shut down
+//! cleanly, which withdraws it) and comes back a second later on a new port. The demo ends by
+//! itself after twelve seconds with a summary.
 //!
 //! A request written just as its replica dies fails (it may have reached the server: the
 //! persistent connection never sends a request again). These requests are `GET`s, which may be

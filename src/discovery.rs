@@ -483,9 +483,10 @@ impl Service<()> for Catalog {
 }
 
 /// A replica's entry in a catalog: a file of a [`Catalog`], or a key of `Etcd` (feature
-/// `etcd`) held by a lease. Removed by [`withdraw`](Self::withdraw) or on drop; left behind by
-/// [`abandon`](Self::abandon), as by a replica that dies (an etcd key then expires with its
-/// lease).
+/// `etcd`) held by a lease. Removed by [`withdraw`](Self::withdraw), or on drop (a file at
+/// once; an etcd key from a spawned task, at best: a runtime that shuts down, or no runtime,
+/// leaves it to expire with its lease); left behind by [`abandon`](Self::abandon), as by a
+/// replica that dies (an etcd key then expires with its lease).
 #[derive(Debug)]
 pub struct Publication {
     entry: Option<Entry>,

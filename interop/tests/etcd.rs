@@ -725,3 +725,59 @@ async fn keys_without_addresses_are_told_apart_from_no_key() {
     );
     drop(cluster);
 }
+
+// A zero timeout fails every request at once without sending it, against a live cluster too:
+// no lookup answers, and a publication fails before etcd grants it a lease (which it would then
+// leave behind until its TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(etcd),
+    ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
+)]
+async fn a_zero_timeout_sends_nothing() {
+    let binary = etcd_binary().expect(INSTALL);
+    let cluster = Cluster::start(&binary, 1).await.unwrap();
+    let endpoints = cluster.endpoints();
+    let prefix = "/services/zero/";
+    let mut etcd = etcd_client::Client::connect(&endpoints, None)
+        .await
+        .unwrap();
+    etcd.put(format!("{prefix}a"), "127.0.0.1:7000", None)
+        .await
+        .unwrap();
+    let live = Etcd::connect(&endpoints, prefix).await.unwrap();
+    assert_eq!(
+        timeout(LIMIT, live.clone().oneshot(()))
+            .await
+            .unwrap()
+            .unwrap(),
+        "127.0.0.1:7000"
+    );
+    let zero = live.timeout(Duration::ZERO);
+    for _ in 0..50 {
+        let error = timeout(LIMIT, zero.clone().oneshot(()))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "etcd did not answer a lookup of /services/zero/ within 0ns"
+        );
+    }
+    for n in 0..10 {
+        let error = timeout(
+            LIMIT,
+            zero.publish(&format!("z{n}"), "127.0.0.1:7001", Duration::from_secs(60)),
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("etcd did not answer lease grant for /services/zero/z{n} within 0ns")
+        );
+    }
+    let leases = etcd.leases().await.unwrap();
+    assert!(leases.leases().is_empty(), "{:?}", leases.leases());
+    drop(cluster);
+}

@@ -71,11 +71,15 @@ const MAX_TTL_SECS: i64 = 9_000_000_000;
 /// [`FromStr`]: see [`addresses`](Self::addresses)).
 ///
 /// The client is etcd-client's: several endpoints are balanced, a member that is down is passed
-/// over. Clones share the client and the rotation.
+/// over (a try that reaches it is refused at once and made again 20 ms later, where the
+/// balancer sends it: a lookup that meets it takes that much longer). Clones share the client
+/// and the rotation.
 ///
 /// etcd-client runs the client's connections in tasks of the tokio runtime that
-/// [`connect`](Etcd::connect) ran on: an `Etcd` works from any runtime while that one runs,
-/// and once it has shut down every lookup, publication and withdrawal of that `Etcd` fails at
+/// [`connect`](Etcd::connect) ran on: an `Etcd` works from any runtime while that one runs
+/// (is driven: a current-thread runtime runs its tasks only inside its `block_on`; kept but
+/// not driven, requests get no answer and fail at their timeout, as if etcd were down), and
+/// once it has shut down every lookup, publication and withdrawal of that `Etcd` fails at
 /// once with an error that says so (`... the tokio runtime this Etcd was made on ... has shut
 /// down ...`), instead of being tried again until its timeout. Make the `Etcd` on the runtime
 /// that uses it (not in a runtime of its own for setup, nor in a `static` shared by
@@ -173,7 +177,8 @@ impl<A> Etcd<A> {
     /// The deadline of one lookup, and of each etcd request of a registration. Default:
     /// [`DEFAULT_ETCD_TIMEOUT`] (2 s). Every value is accepted: `Duration::MAX` is no
     /// deadline (the persistent connection's `connect_timeout` still bounds a lookup), and
-    /// `Duration::ZERO` fails every request at once (no etcd answers in no time).
+    /// `Duration::ZERO` fails every request at once, without sending it (no etcd answers in no
+    /// time; a lease is not granted to a publication that would then fail).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -208,7 +213,8 @@ impl<A> Etcd<A> {
     /// one at the first keep-alive turn that etcd answers, in that turn. The key is looked at
     /// in each turn too: deleted or overwritten by another client (an operator, another
     /// replica that took the name), it is put back as published (a WARN log); withdraw the
-    /// publication to take a replica out.
+    /// publication to take a replica out. Names are the replicas' own: two publications of
+    /// one name take the key from each other, turn after turn, for as long as both run.
     ///
     /// [`withdraw`](Publication::withdraw) revokes the lease, which removes the key at once:
     /// await it on clean shutdown. Dropping the [`Publication`] instead stops the keep-alive
@@ -333,6 +339,11 @@ where
 {
     if made_on.gone() {
         return Err(Failed::RuntimeGone);
+    }
+    // No time at all: nothing is sent (a request sent would run once before its timer fired,
+    // and a local etcd could answer it, or grant a lease that the call then drops).
+    if timeout.is_zero() {
+        return Err(Failed::TimedOut(None));
     }
     let per_try = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
     let mut pause = Duration::from_millis(20);
