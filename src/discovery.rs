@@ -16,6 +16,10 @@
 //! The persistent connection calls its lookup once per connection attempt, that is after a
 //! failed attempt or after a connection died. The rotating lookups therefore move on to another
 //! address exactly when the previous one failed them, and come back to it after the others.
+//! [`Dns`], [`Catalog`] and [`Etcd`] take their lists in an order of their own (addresses sorted,
+//! files and keys by name) and answer the one after the one they answered last: a replica
+//! published or withdrawn meanwhile does not make them answer the same one twice in a row, nor
+//! skip one.
 //!
 //! # Examples
 //!
@@ -49,8 +53,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tower_service::Service;
@@ -113,7 +117,7 @@ impl StdError for LookupError {
     }
 }
 
-/// Takes the next of `len` items in turn.
+/// Takes the next of `len` items in turn (for a list that does not change).
 #[derive(Debug, Clone, Default)]
 struct Rotation(Arc<AtomicUsize>);
 
@@ -133,6 +137,68 @@ impl Rotation {
     /// The index of the next of `len` items in turn; `len` is not zero.
     fn turn(&self, len: usize) -> usize {
         self.0.fetch_add(1, Ordering::Relaxed) % len
+    }
+}
+
+/// Takes, of a list in ascending order of its keys that may change from one turn to the next,
+/// the item after the one taken last (by key; the first if none is after it), so that an item
+/// added or removed meanwhile neither repeats nor skips one. Clones share the turn.
+#[derive(Debug)]
+struct Turn<K>(Arc<Mutex<Option<K>>>);
+
+impl<K> Clone for Turn<K> {
+    fn clone(&self) -> Self {
+        Turn(self.0.clone())
+    }
+}
+
+impl<K> Default for Turn<K> {
+    fn default() -> Self {
+        Turn(Arc::new(Mutex::new(None)))
+    }
+}
+
+impl<K: Ord + Clone> Turn<K> {
+    /// The item of `items` (key and item, keys ascending) after the one taken last, or the
+    /// error `empty` makes.
+    fn pick<T: Clone>(
+        &self,
+        items: &[(K, T)],
+        empty: impl FnOnce() -> String,
+    ) -> Result<T, LookupError> {
+        if items.is_empty() {
+            return Err(LookupError::new(empty(), None));
+        }
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (key, item) = &items[Self::after(last.as_ref(), items.iter().map(|(k, _)| k))];
+        *last = Some(key.clone());
+        Ok(item.clone())
+    }
+
+    /// The index of the first of `keys` (ascending) after the one taken last; 0 if none is.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    fn next<'a>(&self, keys: impl Iterator<Item = &'a K>) -> usize
+    where
+        K: 'a,
+    {
+        Self::after(
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref(),
+            keys,
+        )
+    }
+
+    /// Marks `key` as the one taken last.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    fn taken(&self, key: K) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+    }
+
+    fn after<'a>(last: Option<&K>, mut keys: impl Iterator<Item = &'a K>) -> usize
+    where
+        K: 'a,
+    {
+        last.and_then(|last| keys.position(|key| key > last))
+            .unwrap_or(0)
     }
 }
 
@@ -206,7 +272,7 @@ impl<A> fmt::Debug for Resolving<A> {
 #[derive(Debug, Clone)]
 pub struct Dns {
     host_port: Arc<str>,
-    rotation: Rotation,
+    rotation: Turn<SocketAddr>,
 }
 
 impl Dns {
@@ -214,7 +280,7 @@ impl Dns {
     pub fn new(host_port: impl Into<String>) -> Self {
         Dns {
             host_port: Arc::from(host_port.into()),
-            rotation: Rotation::default(),
+            rotation: Turn::default(),
         }
     }
 }
@@ -246,6 +312,7 @@ impl Service<()> for Dns {
                 .collect();
             addresses.sort();
             addresses.dedup();
+            let addresses: Vec<_> = addresses.into_iter().map(|a| (a, a)).collect();
             rotation.pick(&addresses, || format!("{host_port} resolved to no address"))
         })
     }
@@ -257,7 +324,8 @@ impl Service<()> for Dns {
 ///
 /// Every call answers the value in the channel at that moment; `None` (nothing published, or
 /// withdrawn) is an error, so the attempt fails and is retried after the delay. A new address
-/// takes effect at the next attempt; a live connection is left alone.
+/// takes effect at the next attempt; a live connection is left alone. Once the sender is
+/// dropped the last value stays the answer (with `None`, the error says the publisher is gone).
 ///
 /// # Examples
 ///
@@ -336,22 +404,30 @@ fn check_entry_name(name: &str) -> io::Result<()> {
 }
 
 /// The longest file a [`Catalog`] reads as an entry, in bytes (a socket address takes at most
-/// 47); longer files are passed over unread.
+/// 58, an IPv6 one with a scope id); longer files are passed over unread.
 pub const MAX_CATALOG_ENTRY: u64 = 1024;
 
 /// A service catalog in a directory: each running replica publishes its address as a file, and
 /// removes it on clean shutdown.
 ///
 /// Every call reads the directory again and answers the next published replica in turn (files
-/// taken by name order). Hidden files, whose names begin with `.`, and files that do not hold a
-/// socket address are passed over; so is anything but a regular file (a FIFO, a device, a
-/// directory) and a file longer than [`MAX_CATALOG_ENTRY`], neither of which is read. A replica
-/// that died without withdrawing leaves a stale entry: the attempt on it fails, and the next
-/// attempt moves on to another replica.
+/// taken by name order; after the one answered last, whatever was published or withdrawn
+/// meanwhile). Hidden files, whose names begin with `.`, and files that do not hold a socket
+/// address are passed over without a log: an entry is one `SocketAddr` (`127.0.0.1:7001`,
+/// `[::1]:7001`) and whitespace around it, nothing else (no host name, comment or byte-order
+/// mark). So is anything but a regular file (a FIFO, a device, a directory) and a file longer
+/// than [`MAX_CATALOG_ENTRY`], neither of which is read. A replica that died without
+/// withdrawing leaves a stale entry: the attempt on it fails, and the next attempt moves on to
+/// another replica.
+///
+/// Every lookup reads every entry, one file at a time: made for the replicas of one service
+/// (a directory of 10,000 entries took 2.4 to 3.3 s per lookup in a debug build, in an outside
+/// test). An entry written in place by something else than [`publish`](Catalog::publish) may be
+/// read half written, and a part of an address may be an address.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     dir: Arc<Path>,
-    rotation: Rotation,
+    rotation: Turn<String>,
 }
 
 impl Catalog {
@@ -359,14 +435,16 @@ impl Catalog {
     pub fn new(dir: impl AsRef<Path>) -> Self {
         Catalog {
             dir: Arc::from(dir.as_ref()),
-            rotation: Rotation::default(),
+            rotation: Turn::default(),
         }
     }
 
     /// Publishes `address` as the replica `name` in `dir` (created if missing). The entry is
     /// written whole (to a hidden file, then renamed), so that a reader never sees half of it.
     ///
-    /// The entry is removed when the returned [`Publication`] is withdrawn or dropped.
+    /// The entry is removed when the returned [`Publication`] is withdrawn or dropped. Names are
+    /// the replicas' own: a second publication of a name replaces the first one's entry, and
+    /// either one's withdrawal removes the entry, whoever wrote it last.
     ///
     /// # Errors
     ///
@@ -474,8 +552,7 @@ impl Service<()> for Catalog {
                     Some(e),
                 )
             })?;
-            let addresses: Vec<SocketAddr> = replicas.into_iter().map(|(_, a)| a).collect();
-            rotation.pick(&addresses, || {
+            rotation.pick(&replicas, || {
                 format!("no replica published in {}", dir.display())
             })
         })
@@ -556,5 +633,35 @@ impl Drop for Publication {
             Some(Entry::Etcd(registration)) => registration.drop_entry(),
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The turn goes on after the key taken last, whatever was added or removed meanwhile (as a
+    // DNS name's records change): none taken twice in a row, none skipped.
+    #[test]
+    fn a_turn_goes_on_after_the_last_key_as_the_list_changes() {
+        let turn = Turn::<u16>::default();
+        let take = |keys: &[u16]| {
+            let items: Vec<(u16, u16)> = keys.iter().map(|&k| (k, k)).collect();
+            turn.pick(&items, String::new).unwrap()
+        };
+        assert_eq!([take(&[1, 2, 3]), take(&[1, 2, 3])], [1, 2]);
+        assert_eq!([take(&[2, 3]), take(&[2, 3])], [3, 2]);
+        assert_eq!(
+            [take(&[0, 2, 3]), take(&[0, 2, 3]), take(&[0, 2, 3])],
+            [3, 0, 2]
+        );
+        // The key taken last is gone, with nothing after it: from the first.
+        assert_eq!(take(&[0, 1]), 0);
+        assert_eq!(
+            turn.pick::<u16>(&[], || "empty".into())
+                .unwrap_err()
+                .to_string(),
+            "empty"
+        );
     }
 }

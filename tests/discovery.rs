@@ -178,6 +178,36 @@ async fn catalog_publishes_rotates_and_withdraws() {
     );
 }
 
+// The turn goes on after the replica answered last, by name, when replicas are published or
+// withdrawn between lookups: none is answered twice in a row, none skipped.
+#[tokio::test]
+async fn catalog_turn_goes_on_after_the_last_answered_as_the_list_changes() {
+    let dir = support::temp::TempDir::new("catalog-turn").unwrap();
+    let catalog = Catalog::new(dir.path());
+    let port = async || catalog.clone().oneshot(()).await.unwrap().port();
+    let a = Catalog::publish(dir.path(), "a", addr("127.0.0.1:1"))
+        .await
+        .unwrap();
+    let _b = Catalog::publish(dir.path(), "b", addr("127.0.0.1:2"))
+        .await
+        .unwrap();
+    let _c = Catalog::publish(dir.path(), "c", addr("127.0.0.1:3"))
+        .await
+        .unwrap();
+    assert_eq!([port().await, port().await], [1, 2]);
+    // Withdrawn before its turn came again: `c` follows `b`, then `b` again.
+    a.withdraw().await.unwrap();
+    assert_eq!([port().await, port().await], [3, 2]);
+    // Published before `b`: after `b` comes `c`, then the new one, first by name.
+    let _zero = Catalog::publish(dir.path(), "0", addr("127.0.0.1:9"))
+        .await
+        .unwrap();
+    assert_eq!(
+        [port().await, port().await, port().await, port().await],
+        [3, 9, 2, 3]
+    );
+}
+
 // Catalog entries that are not regular files (a FIFO, whose read would block, a link to a
 // device that never ends, a directory), or that are longer than an entry can be, are passed
 // over unread: the lookup answers the one replica at once.

@@ -781,3 +781,44 @@ async fn a_zero_timeout_sends_nothing() {
     assert!(leases.leases().is_empty(), "{:?}", leases.leases());
     drop(cluster);
 }
+
+// The turn goes on after the key answered last when keys are put or deleted between lookups:
+// none answered twice in a row, none skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(etcd),
+    ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
+)]
+async fn the_turn_goes_on_after_the_last_key_as_keys_change() {
+    let binary = etcd_binary().expect(INSTALL);
+    let cluster = Cluster::start(&binary, 1).await.unwrap();
+    let endpoints = cluster.endpoints();
+    let prefix = "/services/turn/";
+    let mut etcd = etcd_client::Client::connect(&endpoints, None)
+        .await
+        .unwrap();
+    for (name, port) in [("a", 1), ("b", 2), ("c", 3)] {
+        etcd.put(format!("{prefix}{name}"), format!("127.0.0.1:{port}"), None)
+            .await
+            .unwrap();
+    }
+    let discovery = Etcd::connect(&endpoints, prefix)
+        .await
+        .unwrap()
+        .addresses::<SocketAddr>();
+    let port = async || {
+        timeout(LIMIT, discovery.clone().oneshot(()))
+            .await
+            .unwrap()
+            .unwrap()
+            .port()
+    };
+    assert_eq!([port().await, port().await], [1, 2]);
+    etcd.delete(format!("{prefix}a"), None).await.unwrap();
+    assert_eq!([port().await, port().await], [3, 2]);
+    etcd.put(format!("{prefix}0"), "127.0.0.1:9", None)
+        .await
+        .unwrap();
+    assert_eq!([port().await, port().await, port().await], [3, 9, 2]);
+    drop(cluster);
+}

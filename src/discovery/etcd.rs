@@ -11,7 +11,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use tower_service::Service;
 
-use super::{Entry, LookupError, Publication, Resolving, Rotation};
+use super::{Entry, LookupError, Publication, Resolving, Turn};
 
 /// The default deadline of one lookup (and of each etcd request of a registration).
 pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -90,7 +90,7 @@ pub struct Etcd<A = String> {
     made_on: MadeOn,
     prefix: Arc<str>,
     timeout: Duration,
-    rotation: Rotation,
+    rotation: Turn<Vec<u8>>,
     _address: PhantomData<fn() -> A>,
 }
 
@@ -167,7 +167,7 @@ impl Etcd<String> {
             made_on: MadeOn::default(),
             prefix: Arc::from(prefix.into()),
             timeout: DEFAULT_ETCD_TIMEOUT,
-            rotation: Rotation::default(),
+            rotation: Turn::default(),
             _address: PhantomData,
         }
     }
@@ -809,7 +809,11 @@ where
                 }
                 other => other.map_err(|failed| lookup_error(failed, &prefix, timeout))?,
             };
-            let addresses: Vec<A> = answer.kvs().iter().filter_map(address).collect();
+            let addresses: Vec<(Vec<u8>, A)> = answer
+                .kvs()
+                .iter()
+                .filter_map(|kv| Some((kv.key().to_vec(), address(kv)?)))
+                .collect();
             rotation.pick(&addresses, || match answer.kvs().len() {
                 0 => format!("no replica published under {prefix} in etcd"),
                 1 => format!(
@@ -852,7 +856,7 @@ async fn one_by_one<A: FromStr>(
     kv: &etcd_client::KvClient,
     prefix: &str,
     timeout: Duration,
-    rotation: &Rotation,
+    rotation: &Turn<Vec<u8>>,
 ) -> Result<A, LookupError> {
     let keys = lookup(made_on, kv, prefix, timeout, true)
         .await
@@ -864,13 +868,16 @@ async fn one_by_one<A: FromStr>(
             None,
         ));
     }
-    let first = rotation.turn(keys.len());
+    // From the key after the one answered last; the next lookup goes on after the last key
+    // read, whether or not it held an address.
+    let first = rotation.next(keys.iter());
     for key in keys
         .iter()
         .cycle()
         .skip(first)
         .take(keys.len().min(ONE_BY_ONE))
     {
+        rotation.taken(key.clone());
         let request = || {
             let mut kv = kv.clone();
             let key = key.clone();
