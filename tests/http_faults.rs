@@ -1154,6 +1154,14 @@ async fn an_http2_server_out_of_streams_holds_a_request_in_its_call() {
     }
 }
 
+/// The events of a first connection that ended and was not replaced (yet).
+const ONE_CONNECTION_ENDED: [&str; 4] = [
+    "attempting_to_connect",
+    "obtained_address",
+    "connected",
+    "disconnected",
+];
+
 /// A request body of your own kind: `frames` frames of 64 KiB.
 type Upload = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
@@ -1237,16 +1245,7 @@ async fn a_server_closing_or_resetting_while_a_body_is_written_fails_the_request
         );
         // Ended with an error: no new connection before the delay.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(
-            log.lines(),
-            [
-                "attempting_to_connect",
-                "obtained_address",
-                "connected",
-                "disconnected"
-            ],
-            "reset {reset}"
-        );
+        assert_eq!(log.lines(), ONE_CONNECTION_ENDED, "reset {reset}");
         client.close().await;
     }
 }
@@ -1283,15 +1282,7 @@ async fn an_http1_answer_before_the_body_then_a_close_meets_the_retry_delay() {
         ),
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        log.lines(),
-        [
-            "attempting_to_connect",
-            "obtained_address",
-            "connected",
-            "disconnected"
-        ]
-    );
+    assert_eq!(log.lines(), ONE_CONNECTION_ENDED);
     client.close().await;
 }
 
