@@ -175,16 +175,15 @@ impl<K: Ord + Clone> Turn<K> {
         Ok(item.clone())
     }
 
-    /// The index of the first of `keys` (ascending) after the one taken last; 0 if none is.
+    /// The index of the first of `keys` (ascending, not empty) after the one taken last (0 if
+    /// none is), marked as taken in the same step: lookups made at once start from different
+    /// keys.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
-    fn next<'a>(&self, keys: impl Iterator<Item = &'a K>) -> usize
-    where
-        K: 'a,
-    {
-        Self::after(
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref(),
-            keys,
-        )
+    fn take_next(&self, keys: &[K]) -> usize {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let next = Self::after(last.as_ref(), keys.iter());
+        *last = Some(keys[next].clone());
+        next
     }
 
     /// Marks `key` as the one taken last.
@@ -427,7 +426,7 @@ pub const MAX_CATALOG_ENTRY: u64 = 1024;
 #[derive(Debug, Clone)]
 pub struct Catalog {
     dir: Arc<Path>,
-    rotation: Turn<String>,
+    rotation: Turn<std::ffi::OsString>,
 }
 
 impl Catalog {
@@ -512,12 +511,14 @@ impl Catalog {
         Ok(text)
     }
 
-    async fn replicas(dir: &Path) -> io::Result<Vec<(String, SocketAddr)>> {
+    /// The replicas published in `dir`, by file name (the name as it is, so that two names
+    /// that are not UTF-8 stay two).
+    async fn replicas(dir: &Path) -> io::Result<Vec<(std::ffi::OsString, SocketAddr)>> {
         let mut entries = tokio::fs::read_dir(dir).await?;
         let mut replicas = Vec::new();
         while let Some(entry) = entries.next_entry().await? {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+            let name = entry.file_name();
+            if name.as_encoded_bytes().starts_with(b".") {
                 continue;
             }
             // An entry withdrawn meanwhile is simply not there.

@@ -208,6 +208,26 @@ async fn catalog_turn_goes_on_after_the_last_answered_as_the_list_changes() {
     );
 }
 
+// Entries whose names are not UTF-8, and would read the same with their bytes replaced, are two
+// entries, each answered in its turn.
+#[cfg(unix)]
+#[tokio::test]
+async fn catalog_names_that_are_not_utf8_stay_apart() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = support::temp::TempDir::new("catalog-bytes").unwrap();
+    for (name, port) in [(&b"r\xff"[..], 1), (&b"r\xfe"[..], 2), (&b"s"[..], 3)] {
+        let path = dir.path().join(std::ffi::OsStr::from_bytes(name));
+        std::fs::write(path, format!("127.0.0.1:{port}")).unwrap();
+    }
+    let catalog = Catalog::new(dir.path());
+    let ports: Vec<u16> = answers(&catalog, 6)
+        .await
+        .iter()
+        .map(|a| a.port())
+        .collect();
+    assert_eq!(ports, [2, 1, 3, 2, 1, 3]);
+}
+
 // Catalog entries that are not regular files (a FIFO, whose read would block, a link to a
 // device that never ends, a directory), or that are longer than an entry can be, are passed
 // over unread: the lookup answers the one replica at once.

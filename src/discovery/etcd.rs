@@ -57,8 +57,8 @@ const MAX_TTL_SECS: i64 = 9_000_000_000;
 /// Every call reads the prefix again (a serializable range request: any member the client
 /// reaches answers from its own copy, without waiting for a leader, so that lookups go on
 /// while the cluster elects one; the copy may lag the leader by the time it takes to apply a
-/// change) and answers the next replica in turn, as [`RoundRobin`](super::RoundRobin) does,
-/// keys taken in order. Values that are empty, not UTF-8, or do not parse as an `A`, are
+/// change) and answers the next replica in turn, keys taken in order: the one after the key
+/// answered last, so that a key put or deleted meanwhile makes it neither repeat nor skip one. Values that are empty, not UTF-8, or do not parse as an `A`, are
 /// passed over (surrounding whitespace is trimmed; with the default `String`, every other value
 /// is an address). Every key under the prefix counts: an empty prefix reads the whole keyspace.
 /// A lookup that gets
@@ -870,14 +870,17 @@ async fn one_by_one<A: FromStr>(
     }
     // From the key after the one answered last; the next lookup goes on after the last key
     // read, whether or not it held an address.
-    let first = rotation.next(keys.iter());
-    for key in keys
+    let first = rotation.take_next(&keys);
+    for (n, key) in keys
         .iter()
         .cycle()
         .skip(first)
         .take(keys.len().min(ONE_BY_ONE))
+        .enumerate()
     {
-        rotation.taken(key.clone());
+        if n > 0 {
+            rotation.taken(key.clone());
+        }
         let request = || {
             let mut kv = kv.clone();
             let key = key.clone();
