@@ -126,7 +126,8 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
 
     /// Closes the connection (if no close began yet) and cuts off at once what is still open
     /// on it, without waiting for the connector's close timeout: requests in flight fail with
-    /// [`ClosedInFlight`], and the socket closes. A persistent connection calls it when the
+    /// [`ClosedInFlight`], and the socket closes. A stream handed over by an upgrade is the
+    /// caller's and is not cut off. A persistent connection calls it when the
     /// connection's close outlasts its own close timeout (shorter than the connector's, or the
     /// connector's `Duration::MAX`).
     fn abort(&self) {
@@ -669,8 +670,9 @@ fn failed(shared: &ConnShared, error: hyper::Error) -> BoxError {
 
 /// A request was in flight on an [`HttpConnection`] whose graceful
 /// [`close`](crate::Closable::close) waited the connector's
-/// [`close_timeout`](super::HttpConnector::close_timeout) for it, then closed the socket. The
-/// server may have received it.
+/// [`close_timeout`](super::HttpConnector::close_timeout) for it (at once, with a zero close
+/// timeout), then closed the socket; or that was [`abort`](crate::Closable::abort)ed, which
+/// does not wait. The server may have received it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClosedInFlight(());
 
@@ -682,7 +684,9 @@ impl ClosedInFlight {
 
 impl fmt::Display for ClosedInFlight {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("connection closed with the request in flight: its close timed out")
+        f.write_str(
+            "connection closed with the request in flight: its close timed out or was aborted",
+        )
     }
 }
 

@@ -30,8 +30,9 @@
 //!   server that accepts and never speaks, or sends a byte or a frame header and goes silent, is
 //!   cut off and the attempt fails with an error that [`is_timeout`](HttpConnectError::is_timeout);
 //!   a first frame that is not SETTINGS fails the attempt at once, with an error that says so.
-//!   HTTP/1.1 has no server greeting: there the timeout covers the TCP connect, and a server
-//!   that hangs later is a matter for a request timeout (`tower::timeout`).
+//!   HTTP/1.1 has no server greeting: there the timeout covers the TCP connect (and the TLS
+//!   handshake, over TLS), and a server that hangs later is a matter for a request timeout
+//!   (`tower::timeout`).
 //! - **Under a persistent connection** made by
 //!   [`PersistentLayer::layer`](tower_layer::Layer::layer) (whose driver is a task of the
 //!   runtime's; a driver from [`pair`](crate::PersistentLayer::pair), which you poll, takes
