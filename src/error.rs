@@ -370,7 +370,7 @@ impl ReadyTimeout {
         ReadyTimeout(after)
     }
 
-    /// How long the handle waited.
+    /// The ready timeout that ran out (the handle's setting, not a measure of its wait).
     pub fn waited(&self) -> std::time::Duration {
         self.0
     }

@@ -131,7 +131,8 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// becomes a uniform draw from `[(1 - jitter) d, (1 + jitter) d]`.
     ///
     /// Default: `0.3` (the constant policy's), so that clients that lost the same server do not
-    /// all come back at once. `0.0` gives exact delays.
+    /// all come back at once; a policy of [`backoff`](crate::backoff) made with its own jitter
+    /// (gRPC's exponential: 0.2) keeps that one unless this is set. `0.0` gives exact delays.
     ///
     /// Every value is accepted: one outside `[0, 1]` is held to it (a negative jitter is `0`,
     /// one above `1` is `1`), and NaN leaves the jitter unchanged; either is logged at WARN.
@@ -197,7 +198,8 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// of a round that all time out are reported once.
     ///
     /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (20 s, gRPC's minimum connect timeout). Every value
-    /// is accepted: a deadline too far to be represented is no deadline (`Duration::MAX`).
+    /// is accepted: a deadline too far to be represented (`Duration::MAX`) is held to about
+    /// thirty years from the attempt's start, in effect none.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
         self
@@ -222,7 +224,8 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     ///   driven finishes when that runtime runs again or is dropped.
     ///
     /// Default: [`DEFAULT_CLOSE_TIMEOUT`] (10 s). `Duration::ZERO` gives each close and handler
-    /// one poll; `Duration::MAX` waits as long as they take.
+    /// one poll; `Duration::MAX` waits as long as they take (held to about thirty years, in
+    /// effect for good).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.config.close_timeout = timeout;
         self
@@ -260,7 +263,8 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// another request, counts too). A wait inside `call` does not: an HTTP/2 connection is
     /// ready while its server lets no new stream open (hyper queues the request until a stream
     /// is free), and that wait is a timeout layer's to bound. Every value is accepted: zero
-    /// fails a call that would wait at all, `Duration::MAX` never fires.
+    /// fails a call that would wait at all, `Duration::MAX` fires after about thirty years (a
+    /// deadline too far to be represented is held there), in effect never.
     ///
     /// # Panics
     ///
