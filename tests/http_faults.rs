@@ -1062,17 +1062,8 @@ async fn a_response_body_cut_off_by_a_close_fails_with_hyper_error() {
             connector.close_timeout(close_timeout),
             |l| l,
         );
-        let response = timeout(LIMIT, client.clone().oneshot(get("/stall-body")))
-            .await
-            .unwrap()
-            .unwrap();
-        let mut body = response.into_body();
-        let first = timeout(LIMIT, http_body_util::BodyExt::frame(&mut body))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(first.into_data().unwrap(), "s /stall-body");
+        let (mut body, first) = first_bytes(&client, "/stall-body").await;
+        assert_eq!(first, "s /stall-body");
         let closing = Instant::now();
         timeout(LIMIT, client.close()).await.unwrap();
         let took = closing.elapsed();
@@ -1161,6 +1152,21 @@ const ONE_CONNECTION_ENDED: [&str; 4] = [
     "connected",
     "disconnected",
 ];
+
+/// A `GET` of `path` through `client`: its response body, and the body's first bytes.
+async fn first_bytes(client: &Client, path: &str) -> (ResponseBody, Bytes) {
+    let response = timeout(LIMIT, client.clone().oneshot(get(path)))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = response.into_body();
+    let first = timeout(LIMIT, http_body_util::BodyExt::frame(&mut body))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    (body, first.into_data().unwrap())
+}
 
 /// A request body of your own kind: `frames` frames of 64 KiB.
 type Upload = http_body_util::combinators::BoxBody<Bytes, BoxError>;
@@ -1367,17 +1373,8 @@ async fn an_http1_body_dropped_half_read_is_replaced_at_once() {
     let (client, log) = client(address, HttpConnector::http1(), |l| {
         l.retry_delay(|| Duration::from_secs(3600))
     });
-    let response = timeout(LIMIT, client.clone().oneshot(get("/big")))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut body = response.into_body();
-    let frame = timeout(LIMIT, http_body_util::BodyExt::frame(&mut body))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(!frame.into_data().unwrap().is_empty());
+    let (body, first) = first_bytes(&client, "/big").await;
+    assert!(!first.is_empty());
     drop(body);
     let next = timeout(LIMIT, client.clone().oneshot(get("/next")))
         .await
