@@ -401,12 +401,17 @@ where
 }
 
 /// Whether `error` may pass with another try: the member asked is down or unreachable, or the
-/// cluster is electing a leader (`etcdserver: leader changed`, `no leader`).
+/// cluster is electing a leader (`etcdserver: leader changed`, `no leader`). A request that
+/// tonic gives up as `Cancelled` (`operation was canceled`, the connection to the member closed
+/// under it as the member died; nothing of this crate's cancels one) is tried again too.
 fn transient(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::GRpcStatus(status) => matches!(
             status.code(),
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
         ),
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
@@ -909,4 +914,35 @@ async fn one_by_one<A: FromStr>(
         ),
         None,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient;
+
+    // A member down, unreachable, or whose connection closed under a request (tonic's
+    // `Cancelled`), and an election, are tried again; a refusal (a permission, a bad request)
+    // is not.
+    #[test]
+    fn what_is_tried_again() {
+        let status = |status| etcd_client::Error::GRpcStatus(status);
+        assert!(transient(&status(tonic::Status::unavailable(
+            "tcp connect error"
+        ))));
+        assert!(transient(&status(tonic::Status::cancelled(
+            "operation was canceled"
+        ))));
+        assert!(transient(&status(tonic::Status::unknown(
+            "etcdserver: leader changed"
+        ))));
+        assert!(transient(&status(tonic::Status::deadline_exceeded(
+            "timeout"
+        ))));
+        assert!(!transient(&status(tonic::Status::permission_denied(
+            "denied"
+        ))));
+        assert!(!transient(&status(tonic::Status::invalid_argument(
+            "bad key"
+        ))));
+    }
 }
