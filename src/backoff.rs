@@ -410,7 +410,8 @@ fn uniform(lo: Duration, hi: Duration) -> Duration {
 mod tests {
     use super::*;
 
-    // Without jitter the bounds are exact; zero and huge delays are kept within the bounds.
+    // Without jitter a delay is exact, and a huge one is held to the cap; with jitter, delays
+    // stay within their window, and within the cap.
     #[test]
     fn jittered_is_bounded() {
         let hour = MAX_RETRY_DELAY;

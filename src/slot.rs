@@ -836,7 +836,8 @@ mod tests {
         );
     }
 
-    // Waiters registered before a change are woken by it; dropped waiters leave nothing.
+    // Waiters registered before a change are woken by it; a waiter for the finish only by the
+    // finish.
     #[tokio::test]
     async fn waiters_see_changes() {
         let slot = Arc::new(Slot::<Conn>::new());

@@ -50,7 +50,8 @@ async fn p2c_sends_nothing_to_a_replica_that_fails_fast() {
     for (i, p) in replicas.iter().enumerate() {
         if i == 1 {
             // Failing fast once its first attempt failed.
-            assert!(p.connected_or_failed_to_connect().await.is_err());
+            let error = p.connected_or_failed_to_connect().await.unwrap_err();
+            assert_eq!(error.text(), "address lookup failed: down");
             assert_eq!(p.load(), ConnectionLoad::NotConnected);
         } else {
             p.connected().await.unwrap();
@@ -91,7 +92,8 @@ async fn p2c_with_two_replicas_failing_fast_sends_to_one_when_it_picks_both() {
         if i == 1 {
             p.connected().await.unwrap();
         } else {
-            assert!(p.connected_or_failed_to_connect().await.is_err());
+            let error = p.connected_or_failed_to_connect().await.unwrap_err();
+            assert_eq!(error.text(), "address lookup failed: down");
         }
     }
     let mut balance = Balance::new(ServiceList::new(replicas.to_vec()));

@@ -181,7 +181,15 @@ async fn close_while_waiting_after_a_disconnection() {
     until(start, 600).await;
     p.close().await;
     assert_eq!(ms(start), 600);
-    assert_eq!(recorder.events().len(), 4);
+    assert_eq!(
+        recorder.log(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (0, "Connected(1)"),
+            (50, "Disconnected"),
+        ])
+    );
     assert_closed_for_good(start, &p, &recorder, &lookup).await;
 }
 
@@ -247,7 +255,15 @@ async fn dropping_the_last_handle_closes() {
     assert_eq!(rest, ["Connected(1)", "Disconnected"]);
     until(start, 3_600_000).await;
     assert_eq!(lookup.calls(), [0]);
-    assert_eq!(recorder.events().len(), 4);
+    assert_eq!(
+        recorder.log(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (0, "ObtainedAddress(\"a\")"),
+            (0, "Connected(1)"),
+            (1050, "Disconnected"),
+        ])
+    );
 }
 
 // `close_when_current_connection_is_closed` leaves the connection alone, then closes when it dies.

@@ -190,9 +190,14 @@ async fn attempt_gaps(layer_delay: Option<Duration>, attempts: usize) -> (Vec<Du
         });
     }
     let p = layer.layer(Connect::new(Script::new(Instant::now(), [], Step::Ok(""))));
-    while times.lock().unwrap().len() < attempts {
+    // Bounded: each wait reports one attempt (the check below fails if they do not come).
+    for _ in 0..attempts * 2 {
+        if times.lock().unwrap().len() >= attempts {
+            break;
+        }
         let _ = p.connected_or_failed_to_connect().await;
     }
+    assert!(times.lock().unwrap().len() >= attempts);
     p.close().await;
     let times = times.lock().unwrap().clone();
     let gaps = times.windows(2).map(|w| w[1] - w[0]).collect();

@@ -97,16 +97,35 @@ async fn events_compare_by_contents() {
 
     // Two failed attempts with the same cause give equal events.
     let start = Instant::now();
-    let lookup = Script::new(start, [Step::Err("x"), Step::Err("x")], Step::Ok("a"));
+    let lookup = Script::new(
+        start,
+        [Step::Err("x"), Step::Err("x"), Step::Err("y")],
+        Step::Ok("a"),
+    );
     let p = PersistentLayer::new("test", Lookup(lookup))
         .retry_delay(|| Duration::from_secs(1))
-        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+        .layer(Connect::new(Script::new(
+            start,
+            [Step::Err("x")],
+            Step::Ok(""),
+        )));
     let first = p.connected_or_failed_to_connect().await.unwrap_err();
     let second = p.connected_or_failed_to_connect().await.unwrap_err();
     assert_eq!(first, second);
     assert_eq!(
-        Event::<u16, u8>::FailedToConnect(first),
+        Event::<u16, u8>::FailedToConnect(first.clone()),
         Event::FailedToConnect(second)
+    );
+    // Another text, and another kind (the connect's, not the lookup's), are other events.
+    let other_text = p.connected_or_failed_to_connect().await.unwrap_err();
+    assert_eq!(other_text.text(), "address lookup failed: y");
+    assert_ne!(first, other_text);
+    let other_kind = p.connected_or_failed_to_connect().await.unwrap_err();
+    assert!(other_kind.is_connect(), "{}", other_kind.text());
+    assert_ne!(first, other_kind);
+    assert_ne!(
+        Event::<u16, u8>::FailedToConnect(first),
+        Event::FailedToConnect(other_kind)
     );
 }
 

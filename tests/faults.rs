@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use futures_util::{FutureExt, StreamExt};
 use support::faulty::{Faults, Faulty, FaultyConnect};
 use support::*;
-use tokio::time::Instant;
+use tokio::time::{Instant, timeout};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_persistent::backoff::{Exponential, RetryPolicy};
 use tower_persistent::{Closed, Event, Persistent, PersistentLayer};
@@ -204,7 +204,8 @@ async fn a_panicking_close_finished_is_the_connection_dying() {
     );
 }
 
-// A panic of close, on a dead connection or on closing, is logged and counts as closed.
+// A panic of close, on a dead connection or on closing, counts as closed (its log line:
+// `interop/tests/tracing.rs`).
 #[tokio::test(start_paused = true)]
 async fn a_panicking_close_counts_as_closed() {
     let start = Instant::now();
@@ -591,13 +592,17 @@ impl PartialEq for Treacherous {
 // learn it at once (Closed), none hangs.
 #[tokio::test(start_paused = true)]
 async fn a_driver_killed_by_a_panic_is_seen_as_closed() {
-    let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let lookups = Arc::new(std::sync::Mutex::new(Vec::new()));
     let counted = lookups.clone();
     let p = PersistentLayer::new(
         "test",
         service_fn(move |()| {
             // The first address is new (no comparison); the second is compared, and panics.
-            let first = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            let first = {
+                let mut times = counted.lock().unwrap();
+                times.push(Instant::now());
+                times.len() == 1
+            };
             async move {
                 if first {
                     Err(io::Error::other("down"))
@@ -614,10 +619,21 @@ async fn a_driver_killed_by_a_panic_is_seen_as_closed() {
     let waiting = tokio::spawn(p.connected());
     let close_finished = tokio::spawn(p.close_finished());
     // Attempt 1 fails on the lookup; attempt 2 obtains the address, attempt 3 compares it.
-    assert!(waiting.await.unwrap().is_err());
-    close_finished.await.unwrap();
+    let error = timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("a waiting handle hung")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.to_string(), "persistent connection is closed");
+    // At once: when the third lookup answered (the paused clock has not moved since).
+    let lookups = lookups.lock().unwrap().clone();
+    assert_eq!(lookups.len(), 3);
+    assert_eq!(Instant::now(), lookups[2]);
+    timeout(Duration::from_secs(60), close_finished)
+        .await
+        .expect("close_finished hung")
+        .unwrap();
     assert!(p.is_closed());
-    assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
 // Every Duration setting accepts Duration::MAX and zero, and every jitter or capacity its type
@@ -656,6 +672,10 @@ async fn every_setting_accepts_every_value() {
     let calls = lookup.calls();
     assert!(calls.windows(2).all(|w| w[1] - w[0] <= 2000), "{calls:?}");
     assert!(calls.len() >= 30, "{calls:?}");
+    // Spread over the whole window, not held to 0 (each gap falls below 500 ms or above
+    // 1,500 ms with odds of one in four: none of sixty would, one time in ten million).
+    assert!(calls.windows(2).any(|w| w[1] - w[0] < 500), "{calls:?}");
+    assert!(calls.windows(2).any(|w| w[1] - w[0] > 1500), "{calls:?}");
 
     // Policies at the limits of their parameters.
     let policies = [

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use http_body_util::{Either, Empty};
 use support::web::{HttpServer, get, serve_one, text};
+use support::yield_until;
 use tokio::io::DuplexStream;
 use tokio::time::{Instant, sleep, timeout};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -154,9 +155,7 @@ async fn a_request_in_flight_when_closing_begins_is_answered() {
     let connection = client.current_connection().unwrap();
     let start = Instant::now();
     let request = tokio::spawn(client.clone().oneshot(get("/slow")));
-    while connection.in_flight() == 0 {
-        tokio::task::yield_now().await;
-    }
+    assert!(yield_until(|| connection.in_flight() != 0).await);
     let closed = {
         let client = client.clone();
         tokio::spawn(async move {
@@ -518,9 +517,13 @@ async fn a_driver_of_yours_takes_nothing_over() {
     answers(&client, "/a", "mem /a").await;
     let connection = client.current_connection().unwrap();
     let request = tokio::spawn(client.clone().oneshot(get("/slow")));
-    while connection.in_flight() == 0 {
-        tokio::task::yield_now().await;
-    }
+    timeout(LIMIT, async {
+        while connection.in_flight() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the request never went in flight");
     std::thread::spawn(move || drop(driver)).join().unwrap();
     let response = timeout(LIMIT, request).await.unwrap().unwrap().unwrap();
     assert_eq!(text(response).await, "mem /slow");

@@ -890,6 +890,8 @@ async fn close_lets_requests_in_flight_finish() {
         let (response, ()) = tokio::join!(async { text(slow.await.unwrap()).await }, closing);
         assert_eq!(response, "s /slow");
         assert_eq!(conn.in_flight(), 0);
+        // The socket closes: the server sees the connection end.
+        assert!(server.stats.ended(1, LIMIT).await);
         client.close().await;
         server.stop().await;
     }
@@ -948,13 +950,20 @@ async fn close_timeout_bounds_a_hanging_request() {
     let mut sender = conn.clone();
     sender.ready().await.unwrap();
     let hanging = tokio::spawn(sender.call(get("/hang")));
-    while server.stats.requests.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    assert!(server.stats.requests(1, LIMIT).await);
     let started = Instant::now();
     timeout(LIMIT, conn.close()).await.expect("close hung");
-    assert!(started.elapsed() >= Duration::from_millis(200));
-    assert!(timeout(LIMIT, hanging).await.unwrap().unwrap().is_err());
+    // The close timeout, not the default's 10 s.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    let error = timeout(LIMIT, hanging).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "connection closed with the request in flight: its close timed out or was aborted"
+    );
     client.close().await;
     server.kill().await;
 }
@@ -1435,6 +1444,8 @@ async fn http2_keep_alive_notices_a_hung_server() {
         .await
         .expect("the hung connection was not noticed");
     next_event(&mut events, "disconnected").await;
+    // The loop reconnects (to the same hung server).
+    next_event(&mut events, "connected").await;
     let port = address.port();
     assert_eq!(
         log.lines()[..4],
@@ -1445,6 +1456,7 @@ async fn http2_keep_alive_notices_a_hung_server() {
             "Disconnected".to_owned(),
         ]
     );
+    assert!(client.current_connection().is_some());
     client.close().await;
     server.abort();
 }

@@ -160,7 +160,8 @@ async fn panic_in_poll_ready_of_the_lookup_is_a_failed_attempt() {
     );
 }
 
-// A panicking event handler (when called or when polled) is logged and the loop goes on.
+// A panicking event handler (when called or when polled) does not stop the loop (its log line:
+// `interop/tests/tracing.rs`).
 #[tokio::test(start_paused = true)]
 async fn panicking_event_handler_is_survived() {
     let start = Instant::now();
@@ -428,8 +429,8 @@ fn bombs(
     (p, log, made)
 }
 
-// A handler abandoned at the close deadline whose future panics as it is dropped: logged; the
-// connection is closed and `Disconnected` delivered, at the deadline.
+// A handler abandoned at the close deadline whose future panics as it is dropped: the connection
+// is closed and `Disconnected` delivered, at the deadline.
 #[tokio::test(start_paused = true)]
 async fn a_handler_that_panics_as_it_is_dropped_at_the_close_deadline_is_survived() {
     let state = Arc::new(Bombs::default());
@@ -451,7 +452,7 @@ async fn a_handler_that_panics_as_it_is_dropped_at_the_close_deadline_is_survive
 }
 
 // A connection's close that never finishes, whose future panics as it is dropped at the close
-// timeout: logged; the connection is given up and `Disconnected` delivered, at the deadline.
+// timeout: the connection is given up and `Disconnected` delivered, at the deadline.
 #[tokio::test(start_paused = true)]
 async fn a_close_that_panics_as_it_is_dropped_at_the_close_timeout_is_survived() {
     let state = Arc::new(Bombs::default());
@@ -502,8 +503,8 @@ async fn a_dead_connections_close_that_panics_as_it_is_dropped_is_survived() {
     p.close().await;
 }
 
-// A connection's `close_finished` future that panics as it is dropped when closing begins:
-// logged; the connection is closed and `Disconnected` delivered at once.
+// A connection's `close_finished` future that panics as it is dropped when closing begins: the
+// connection is closed and `Disconnected` delivered at once.
 #[tokio::test(start_paused = true)]
 async fn a_close_finished_that_panics_as_it_is_dropped_is_survived() {
     let state = Arc::new(Bombs::default());

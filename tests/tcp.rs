@@ -177,6 +177,10 @@ async fn close_closes_the_socket() {
     assert_eq!(error.to_string(), "persistent connection is closed");
     assert_eq!(log.lock().unwrap().last().unwrap(), "Disconnected");
     assert_eq!(server.accepted(), 1);
+    assert!(
+        server.ended(1, LIMIT).await,
+        "the server did not see the socket close"
+    );
     server.stop().await;
 }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use grpc::HealthServer;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 use tonic::Code;
 use tonic_health::ServingStatus;
@@ -52,10 +52,15 @@ async fn check(client: &mut HealthClient<Channel>) -> Result<(), tonic::Status> 
         .map(drop)
 }
 
-/// A port with nobody listening.
+/// A port with nobody listening: bound, not listening, until the process ends (so that no
+/// other test's listener is given it meanwhile).
 async fn nobody() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    static KEPT: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = socket.local_addr().unwrap();
+    KEPT.lock().unwrap().push(socket);
+    address
 }
 
 // No connection while failing fast, and a closed handle: UNAVAILABLE, as a gRPC client says.
@@ -103,10 +108,25 @@ async fn a_connection_lost_mid_request_is_unavailable() {
             .write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0])
             .await
             .unwrap();
-        // Let the request arrive, then drop the connection without answering.
-        let mut buffer = [0u8; 4096];
-        let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buffer).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Read the client's preface, then its frames until the request's HEADERS; then drop
+        // the connection without answering.
+        let mut preface = [0u8; 24];
+        socket.read_exact(&mut preface).await.unwrap();
+        assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let mut headers_seen = false;
+        for _ in 0..16 {
+            let mut head = [0u8; 9];
+            socket.read_exact(&mut head).await.unwrap();
+            let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; length];
+            socket.read_exact(&mut payload).await.unwrap();
+            // Frame type 1: HEADERS.
+            if head[3] == 1 {
+                headers_seen = true;
+                break;
+            }
+        }
+        assert!(headers_seen, "no request came");
         drop(socket);
     });
     let p = persistent(address, |layer| layer);

@@ -488,8 +488,9 @@ fn check_events(seen: &[(u64, &'static str, usize)], closed_at: u64) -> Result<(
     Ok(())
 }
 
-/// Attempt starts are at least the delay apart, except right after a connection that served
-/// and was closed gracefully by its peer, which is replaced at once, or a `reconnect_now`.
+/// Attempt starts are at least the delay apart, except right after a connection that its peer
+/// closed and whose `closed_gracefully` says so (for the HTTP connection: one that served),
+/// which is replaced at once, or a `reconnect_now`.
 fn check_attempt_starts(
     calls: &[u64],
     seen: &[(u64, &'static str, usize)],

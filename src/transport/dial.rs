@@ -448,6 +448,8 @@ impl std::error::Error for At {
 mod tests {
     use super::host_of;
 
+    // The host of an authority: a name without its port, an IPv6 literal without its
+    // brackets, a name without a port as it is.
     #[test]
     fn host_of_a_name() {
         assert_eq!(
@@ -535,10 +537,12 @@ mod connect_tests {
     /// A refused connection fails with the kernel's error.
     #[tokio::test]
     async fn a_refused_connection_fails_with_the_kernel_error() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        drop(listener);
+        // Bound, not listening, for the test's length: no other test is given the port.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = socket.local_addr().unwrap();
         let error = connect(&address).await.unwrap_err();
+        drop(socket);
         assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 }

@@ -152,6 +152,8 @@ pub struct LineServer {
     tasks: JoinSet<()>,
     /// Connections accepted so far.
     accepted: tokio::sync::watch::Receiver<usize>,
+    /// Connections whose client closed them (the end of stream read), so far.
+    ended: tokio::sync::watch::Receiver<usize>,
 }
 
 impl LineServer {
@@ -165,6 +167,8 @@ impl LineServer {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let (count, accepted) = tokio::sync::watch::channel(0);
+        let (ends, ended) = tokio::sync::watch::channel(0);
+        let ends = std::sync::Arc::new(ends);
         let mut tasks = JoinSet::new();
         tasks.spawn(async move {
             // Dropped with this task: aborts every connection.
@@ -174,7 +178,11 @@ impl LineServer {
                     break;
                 };
                 count.send_modify(|n| *n += 1);
-                sockets.spawn(answer(name, socket));
+                let ends = ends.clone();
+                sockets.spawn(async move {
+                    answer(name, socket).await;
+                    ends.send_modify(|n| *n += 1);
+                });
             }
         });
         Ok(LineServer {
@@ -182,12 +190,22 @@ impl LineServer {
             address,
             tasks,
             accepted,
+            ended,
         })
     }
 
     /// How many connections were accepted.
     pub fn accepted(&self) -> usize {
         *self.accepted.borrow()
+    }
+
+    /// Waits until `n` connections have been closed by their client; false if they have not
+    /// within `limit`.
+    pub async fn ended(&self, n: usize, limit: std::time::Duration) -> bool {
+        let mut ended = self.ended.clone();
+        tokio::time::timeout(limit, ended.wait_for(|ended| *ended >= n))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
     }
 
     /// Stops listening and closes every connection.

@@ -373,3 +373,19 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// Yields to the runtime until `done` holds, a bounded number of times (without moving the
+/// paused clock, which does not advance while a task is ready to run): whether it held.
+pub async fn yield_until(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..YIELDS {
+        if done() {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    done()
+}
+
+/// How many times [`yield_until`] yields at most: far more than any step a test waits for
+/// takes, a few milliseconds of real time.
+const YIELDS: usize = 100_000;
