@@ -416,6 +416,8 @@ where
         // The last connection's successor, announced once the attempt that follows its death
         // at once has ended (none if it failed); dropped on every way out, which announces none.
         let mut predecessor: Option<Announcer<C>> = None;
+        // When the last round that began at once (a connection replaced at once) began.
+        let mut last_at_once: Option<Instant> = None;
         loop {
             if stop.is_set() {
                 return None;
@@ -551,6 +553,14 @@ where
             };
             // The clock, read once for the steps that follow without a wait between them.
             let mut now = Instant::now();
+            // When a connection replaced at once is replaced: now, but no sooner than
+            // `MIN_RETRY_DELAY` after the last round that began at once. A connection that dies
+            // as soon as it is made, every time, saying that it closed gracefully (which a
+            // connection that served nothing should not say) is replaced 1,000 times a second
+            // at most, as with a zero delay, instead of in a busy loop.
+            let at_once = |now: Instant| {
+                last_at_once.map_or(now, |last| now.max(last + crate::backoff::MIN_RETRY_DELAY))
+            };
             let replace_at_once = match death {
                 Death::Closed => {
                     // Gone by itself: nothing to close; one step for the slot and the state.
@@ -558,10 +568,10 @@ where
                     let cleared =
                         shared
                             .slot
-                            .clear_current(generation, graceful.then_some(now), None);
+                            .clear_current(generation, graceful.then(|| at_once(now)), None);
                     if !cleared && graceful {
                         // A handle that met it dead cleared it first.
-                        next_round_now(now);
+                        next_round_now(at_once(now));
                     }
                     graceful
                 }
@@ -580,7 +590,7 @@ where
                     now = Instant::now();
                     let graceful = matches!(death, Death::Reported | Death::Closing) && graceful();
                     if graceful {
-                        next_round_now(now);
+                        next_round_now(at_once(now));
                     }
                     graceful
                 }
@@ -591,7 +601,13 @@ where
                 // A stable connection: the policy starts again from its first delay.
                 self.backoff.reset();
             }
-            let next_round_at = if replace_at_once { now } else { deadline };
+            let next_round_at = if replace_at_once {
+                let at = at_once(now);
+                last_at_once = Some(at);
+                at
+            } else {
+                deadline
+            };
             drop(conn);
             // Its successor is the connection of the attempt that starts now; none if the
             // next round must first wait out the delay (a request waiting for the successor

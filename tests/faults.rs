@@ -841,3 +841,63 @@ async fn a_round_of_timeouts_is_reported_once_whatever_the_limits() {
         );
     }
 }
+
+/// A connection that is closed as soon as it is made, and says every time that it closed
+/// gracefully (which a connection that served nothing should not say).
+#[derive(Clone)]
+struct GracefulLiar;
+
+impl Service<u32> for GracefulLiar {
+    type Response = u32;
+    type Error = io::Error;
+    type Future = std::future::Ready<io::Result<u32>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, n: u32) -> Self::Future {
+        std::future::ready(Ok(n))
+    }
+}
+
+impl tower_persistent::Closable for GracefulLiar {
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    fn is_closed(&self) -> bool {
+        true
+    }
+
+    fn close_finished(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    fn closed_gracefully(&self) -> bool {
+        true
+    }
+}
+
+// A connection that dies as soon as it is made, saying every time that it closed gracefully, is
+// replaced at once the first time, then 1 ms (`MIN_RETRY_DELAY`) after the last replacement at
+// once: no busy loop (the paused clock moves on), whatever the retry delay.
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_always_claims_a_graceful_close_is_replaced_once_a_millisecond() {
+    let start = Instant::now();
+    let lookup = Script::new(start, [], Step::Ok("a"));
+    let p = PersistentLayer::new("test", Lookup(lookup.clone()))
+        .retry_delay(|| Duration::from_secs(10))
+        .layer(service_fn(|_: &'static str| async {
+            Ok::<_, io::Error>(GracefulLiar)
+        }));
+    until(start, 4).await;
+    let calls = lookup.calls();
+    // (The round due at 4 ms may or may not have begun.)
+    assert!((5..=6).contains(&calls.len()), "{calls:?}");
+    assert_eq!(calls[..], [0, 0, 1, 2, 3, 4][..calls.len()], "{calls:?}");
+    timeout(Duration::from_secs(60), p.close())
+        .await
+        .expect("close hung");
+    assert_eq!(ms(start), 4);
+}
