@@ -4,6 +4,8 @@
 
 #[path = "support/grpc.rs"]
 mod grpc;
+#[path = "../../tests/support/line.rs"]
+mod line;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -52,15 +54,10 @@ async fn check(client: &mut HealthClient<Channel>) -> Result<(), tonic::Status> 
         .map(drop)
 }
 
-/// A port with nobody listening: bound, not listening, until the process ends (so that no
-/// other test's listener is given it meanwhile).
+/// A port with nobody listening (kept bound until the process ends, so that no other test's
+/// listener is given it meanwhile).
 async fn nobody() -> SocketAddr {
-    static KEPT: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let address = socket.local_addr().unwrap();
-    KEPT.lock().unwrap().push(socket);
-    address
+    line::closed_port().await
 }
 
 // No connection while failing fast, and a closed handle: UNAVAILABLE, as a gRPC client says.

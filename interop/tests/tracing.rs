@@ -31,16 +31,7 @@ impl std::io::Write for Buffer {
 // inside the span that was current when the layer was applied.
 #[tokio::test(start_paused = true)]
 async fn every_event_is_traced() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .without_time()
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let (buffer, _guard) = capture(tracing::Level::INFO);
     let start = Instant::now();
     let span = tracing::info_span!("caller", request_id = 42);
     let p = span.in_scope(|| {
@@ -66,17 +57,23 @@ async fn every_event_is_traced() {
     assert_eq!(lines, expected, "{text}");
 }
 
-/// Runs `body` with a subscriber that keeps ERROR and WARN lines, and gives them back.
-async fn errors_of<F: std::future::Future<Output = ()>>(body: F) -> Vec<String> {
+/// A subscriber, for this thread while the guard lives, that writes the lines of `level` and
+/// above into the buffer.
+fn capture(level: tracing::Level) -> (Buffer, tracing::subscriber::DefaultGuard) {
     let buffer = Buffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .without_time()
-        .with_max_level(tracing::Level::WARN)
+        .with_max_level(level)
         .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
+/// Runs `body` with a subscriber that keeps ERROR and WARN lines, and gives them back.
+async fn errors_of<F: std::future::Future<Output = ()>>(body: F) -> Vec<String> {
+    let (buffer, guard) = capture(tracing::Level::WARN);
     body.await;
     drop(guard);
     let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
