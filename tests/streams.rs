@@ -352,3 +352,101 @@ async fn a_response_held_unread_holds_its_ended_connection_50_ms_at_most() {
         assert!(conn.closed_gracefully(), "hold: {hold}");
     }
 }
+
+/// A stream of the user's whose reads panic once `limit` bytes have been read.
+struct PanicsAfter {
+    inner: DuplexStream,
+    read: usize,
+    limit: usize,
+}
+
+impl tokio::io::AsyncRead for PanicsAfter {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        if self.read >= self.limit {
+            panic!("a read of the stream panics");
+        }
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.read += buf.filled().len() - before;
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for PanicsAfter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, bytes)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// A stream of the user's whose read panics in the middle of a response body: the body fails
+// with an error that says so (it does not end early as if whole), over HTTP/1.1 and HTTP/2, and
+// the next connection serves.
+#[tokio::test]
+async fn a_stream_that_panics_mid_body_fails_the_body() {
+    for connector in [HttpConnector::<Body>::http1(), HttpConnector::http2()] {
+        let dials = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = dials.clone();
+        let streams = service_fn(move |()| {
+            // The first connection's reads panic after 4 KiB; the next ones' never do.
+            let first = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            async move {
+                let (near, far) = tokio::io::duplex(64 * 1024);
+                tokio::spawn(serve_one("p", far));
+                let limit = if first { 4096 } else { usize::MAX };
+                Ok::<_, io::Error>(PanicsAfter {
+                    inner: near,
+                    read: 0,
+                    limit,
+                })
+            }
+        });
+        let client = PersistentLayer::new("web", Fixed::new(()))
+            .retry_delay(|| Duration::from_millis(10))
+            .layer(connector.over(streams));
+        let response = timeout(LIMIT, client.clone().oneshot(get("/big")))
+            .await
+            .unwrap()
+            .unwrap();
+        let error = timeout(
+            LIMIT,
+            http_body_util::BodyExt::collect(response.into_body()),
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(
+            support::chain(&error),
+            "error reading a body from connection: the connection's stream panicked in \
+             poll_read: a read of the stream panics"
+        );
+        let response = timeout(LIMIT, client.clone().oneshot(get("/x")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, "p /x");
+        assert_eq!(dials.load(std::sync::atomic::Ordering::SeqCst), 2);
+        timeout(LIMIT, client.close()).await.unwrap();
+    }
+}

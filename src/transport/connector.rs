@@ -144,6 +144,11 @@ impl<B, D> HttpConnector<B, D> {
     ///
     /// The settings stay as they are, TLS included: TLS runs over the stream.
     ///
+    /// A stream whose read, write, flush or shutdown panics fails that poll, and every later
+    /// one, with an error that says so (`the connection's stream panicked in poll_read: …`),
+    /// and is not polled again: hyper fails the requests in flight and the body being read with
+    /// it, as with any I/O error (the panic's message is also printed by the panic hook).
+    ///
     /// A connector whose streams are hyper's I/O types rather than tokio's (hyper-util's
     /// `HttpConnector`) goes through [`over_hyper`](Self::over_hyper).
     pub fn over<S>(self, service: S) -> HttpConnector<B, Over<S>> {
@@ -409,6 +414,7 @@ where
             cuttable: self.version == Version::Http2,
             shared: ClosedOnDrop(shared.clone()),
             registered: None,
+            panicked: None,
         });
         let (sender, driver): (Sender<B>, ConnDriver) = match self.version {
             Version::Http1 => {

@@ -100,6 +100,36 @@ pin_project! {
         pub(super) shared: ClosedOnDrop,
         // The waker registered with `shared.io_waker` (registered again only when it changes).
         pub(super) registered: Option<Waker>,
+        // Once a poll of the stream panicked: what every poll fails with from then on (the
+        // stream is not polled again).
+        pub(super) panicked: Option<String>,
+    }
+}
+
+/// Polls the stream with `io`, a panic of the stream's (a stream of yours, say) turned into an
+/// error, which every later poll gives too, without polling the stream again. hyper then fails
+/// the requests and the body being read with it, as with any failed read or write; without
+/// this, a panic would end hyper's connection with nothing said to a body being read, which
+/// would end early as if whole.
+#[inline]
+fn unless_panicked<T>(
+    panicked: &mut Option<String>,
+    what: &'static str,
+    io: impl FnOnce() -> Poll<io::Result<T>>,
+) -> Poll<io::Result<T>> {
+    if let Some(error) = panicked {
+        return Poll::Ready(Err(io::Error::other(error.clone())));
+    }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(io)) {
+        Ok(polled) => polled,
+        Err(payload) => {
+            let error = format!(
+                "the connection's stream panicked in {what}: {}",
+                crate::error::panic_message(&*payload)
+            );
+            *panicked = Some(error.clone());
+            Poll::Ready(Err(io::Error::other(error)))
+        }
     }
 }
 
@@ -155,11 +185,17 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
-        let (inner, preface, first_byte, shared) =
-            (this.inner, this.preface, this.first_byte, &this.shared.0);
+        let (inner, preface, first_byte, shared, panicked) = (
+            this.inner,
+            this.preface,
+            this.first_byte,
+            &this.shared.0,
+            this.panicked,
+        );
         cuttable_io(*this.cuttable, shared, this.registered, cx, |cx| {
             let before = buf.filled().len();
-            let polled = inner.as_mut().poll_read(cx, buf);
+            let polled =
+                unless_panicked(panicked, "poll_read", || inner.as_mut().poll_read(cx, buf));
             let read = &buf.filled()[before..];
             if let Some(watching) = preface {
                 if watching.feed(read) {
@@ -182,22 +218,28 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let inner = this.inner;
+        let (inner, panicked) = (this.inner, this.panicked);
         cuttable_io(*this.cuttable, &this.shared.0, this.registered, cx, |cx| {
-            inner.as_mut().poll_write(cx, buf)
+            unless_panicked(panicked, "poll_write", || {
+                inner.as_mut().poll_write(cx, buf)
+            })
         })
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        let inner = this.inner;
+        let (inner, panicked) = (this.inner, this.panicked);
         cuttable_io(*this.cuttable, &this.shared.0, this.registered, cx, |cx| {
-            inner.as_mut().poll_flush(cx)
+            unless_panicked(panicked, "poll_flush", || inner.as_mut().poll_flush(cx))
         })
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.as_mut().poll_shutdown(cx)
+        let this = self.project();
+        let (inner, panicked) = (this.inner, this.panicked);
+        unless_panicked(panicked, "poll_shutdown", || {
+            inner.as_mut().poll_shutdown(cx)
+        })
     }
 
     fn poll_write_vectored(
@@ -206,9 +248,11 @@ impl AsyncWrite for Watched {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let inner = this.inner;
+        let (inner, panicked) = (this.inner, this.panicked);
         cuttable_io(*this.cuttable, &this.shared.0, this.registered, cx, |cx| {
-            inner.as_mut().poll_write_vectored(cx, bufs)
+            unless_panicked(panicked, "poll_write_vectored", || {
+                inner.as_mut().poll_write_vectored(cx, bufs)
+            })
         })
     }
 
