@@ -44,9 +44,10 @@ pub trait Closable {
     /// connector's connections also answer `true` when the server closed them in good order
     /// after they sat idle for a second or more, a server's idle timeout, served or not.)
     ///
-    /// Replacements at once are [`MIN_RETRY_DELAY`](crate::MIN_RETRY_DELAY) (1 ms) apart at
-    /// least: a connection that answers `true` every time it dies as soon as it is made is
-    /// replaced a thousand times a second at most, as with a zero delay, not in a busy loop.
+    /// Replacements at once come eight at most within [`MIN_RETRY_DELAY`](crate::MIN_RETRY_DELAY)
+    /// (1 ms); the ninth waits for that millisecond to end: a connection that answers `true`
+    /// every time it dies as soon as it is made is replaced 8,000 times a second at most, not
+    /// in a busy loop.
     ///
     /// Default: `false`.
     fn closed_gracefully(&self) -> bool {

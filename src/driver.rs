@@ -207,6 +207,10 @@ where
 }
 
 /// More rounds of one poll of a guarded call than a scope has deadlines.
+/// How many rounds may begin at once (connections replaced at once) within
+/// [`MIN_RETRY_DELAY`](crate::MIN_RETRY_DELAY); the next one waits for that millisecond to end.
+const AT_ONCE_BURST: u32 = 8;
+
 const MAX_DEADLINE_ROUNDS: usize = 2 * handover::MAX_DEADLINES + 2;
 
 /// How a guarded call that ended ended.
@@ -416,8 +420,9 @@ where
         // The last connection's successor, announced once the attempt that follows its death
         // at once has ended (none if it failed); dropped on every way out, which announces none.
         let mut predecessor: Option<Announcer<C>> = None;
-        // When the last round that began at once (a connection replaced at once) began.
-        let mut last_at_once: Option<Instant> = None;
+        // Rounds begun at once (connections replaced at once): when the current burst of them
+        // began, and how many it has had.
+        let mut burst: Option<(Instant, u32)> = None;
         loop {
             if stop.is_set() {
                 return None;
@@ -553,13 +558,16 @@ where
             };
             // The clock, read once for the steps that follow without a wait between them.
             let mut now = Instant::now();
-            // When a connection replaced at once is replaced: now, but no sooner than
-            // `MIN_RETRY_DELAY` after the last round that began at once. A connection that dies
-            // as soon as it is made, every time, saying that it closed gracefully (which a
-            // connection that served nothing should not say) is replaced 1,000 times a second
-            // at most, as with a zero delay, instead of in a busy loop.
-            let at_once = |now: Instant| {
-                last_at_once.map_or(now, |last| now.max(last + crate::backoff::MIN_RETRY_DELAY))
+            // When a connection replaced at once is replaced: now, unless `AT_ONCE_BURST`
+            // rounds have begun at once within `MIN_RETRY_DELAY` already; then once that
+            // millisecond is over. A connection that dies as soon as it is made, every time,
+            // saying that it closed gracefully (which a connection that served nothing should
+            // not say), is replaced 8,000 times a second at most instead of in a busy loop.
+            let at_once = |now: Instant| match burst {
+                Some((began, rounds)) if rounds >= AT_ONCE_BURST => {
+                    now.max(began + crate::backoff::MIN_RETRY_DELAY)
+                }
+                _ => now,
             };
             let replace_at_once = match death {
                 Death::Closed => {
@@ -603,16 +611,21 @@ where
             }
             let next_round_at = if replace_at_once {
                 let at = at_once(now);
-                last_at_once = Some(at);
+                burst = match burst {
+                    Some((began, rounds)) if at < began + crate::backoff::MIN_RETRY_DELAY => {
+                        Some((began, rounds + 1))
+                    }
+                    _ => Some((at, 1)),
+                };
                 at
             } else {
                 deadline
             };
             drop(conn);
-            // Its successor is the connection of the attempt that starts now; none if the
-            // next round must first wait out the delay (a request waiting for the successor
-            // would wait that long).
-            predecessor = (next_round_at <= now).then_some(announcer);
+            // Its successor is the connection of the attempt that starts now (or, replaced at
+            // once after a burst, within a millisecond); none if the next round must first wait
+            // out the delay (a request waiting for the successor would wait that long).
+            predecessor = (replace_at_once || next_round_at <= now).then_some(announcer);
             self.events.emit(Event::Disconnected).await;
 
             if shared

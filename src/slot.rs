@@ -35,8 +35,10 @@ use crate::state::State;
 pub(crate) type Outcome<C> = Result<C, ConnectError>;
 
 /// How many attempt outcomes are kept: two can finish at one instant (an attempt that took
-/// longer than its delay, then the next one at once) before a waiting caller runs; attempts
-/// start at least 1 ms apart.
+/// longer than its delay, then the next one at once) before a waiting caller runs; the attempts
+/// of a round start at least 1 ms apart. (Rounds begun at once, connections replaced at once,
+/// can make more at one instant: a caller that waited for an outcome then gets the oldest one
+/// kept.)
 const RECENT_OUTCOMES: usize = 2;
 
 pub(crate) struct Slot<C> {

@@ -450,3 +450,62 @@ async fn a_stream_that_panics_mid_body_fails_the_body() {
         timeout(LIMIT, client.close()).await.unwrap();
     }
 }
+
+/// A stream of the user's whose first read puts a whole HTTP/2 SETTINGS frame into the buffer,
+/// then panics.
+struct GreetsThenPanics;
+
+impl tokio::io::AsyncRead for GreetsThenPanics {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        buf.put_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        panic!("a read of the stream panics after filling the buffer");
+    }
+}
+
+impl tokio::io::AsyncWrite for GreetsThenPanics {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::task::Poll::Ready(Ok(bytes.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+// What a read that fails (here, panics) left in the buffer is not taken for the server's
+// greeting: the HTTP/2 connect fails, saying why, and nothing is `Connected`.
+#[tokio::test]
+async fn bytes_of_a_failed_read_are_no_greeting() {
+    let streams = service_fn(|()| async { Ok::<_, io::Error>(GreetsThenPanics) });
+    let client = PersistentLayer::new("web", Fixed::new(()))
+        .layer(HttpConnector::<Body>::http2().over(streams));
+    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.text(),
+        "connect failed: server closed the connection during the http/2 handshake: connection \
+         error: the connection's stream panicked in poll_read: a read of the stream panics \
+         after filling the buffer"
+    );
+    timeout(LIMIT, client.close()).await.unwrap();
+}

@@ -17,6 +17,8 @@ use tower_persistent::{Closable, Persistent, PersistentLayer, Successor};
 struct Kept {
     conn: Conn,
     successor: Arc<Mutex<Option<Successor<Kept>>>>,
+    /// What `closed_gracefully` answers.
+    graceful: bool,
 }
 
 impl Kept {
@@ -46,6 +48,10 @@ impl Closable for Kept {
         self.conn.close_finished()
     }
 
+    fn closed_gracefully(&self) -> bool {
+        self.graceful
+    }
+
     fn set_successor(&self, successor: Successor<Self>) {
         let mut kept = self.successor.lock().unwrap();
         assert!(kept.is_none(), "set_successor was called twice");
@@ -70,11 +76,21 @@ impl Service<u32> for Kept {
 /// A persistent connection of [`Kept`] connections with exact 1 s delays, its connector
 /// scripted by `connect`.
 fn start(start: Instant, connect: Vec<Step>) -> (Persistent<&'static str, Kept>, Connect) {
+    start_graceful(start, connect, false)
+}
+
+/// The same, its connections answering `graceful` when asked whether they closed gracefully.
+fn start_graceful(
+    start: Instant,
+    connect: Vec<Step>,
+    graceful: bool,
+) -> (Persistent<&'static str, Kept>, Connect) {
     let lookup = Script::new(start, [], Step::Ok("a"));
     let connect = Connect::new(Script::new(start, connect, Step::Ok("")));
-    let keep = tower::util::MapResponseLayer::new(|conn: Conn| Kept {
+    let keep = tower::util::MapResponseLayer::new(move |conn: Conn| Kept {
         conn,
         successor: Arc::default(),
+        graceful,
     });
     let p = PersistentLayer::new("test", Lookup(lookup))
         .retry_delay(|| Duration::from_secs(1))
@@ -192,4 +208,25 @@ async fn closing_announces_no_successor() {
     let announced = tokio::time::timeout(Duration::from_secs(60), successor.get()).await;
     assert!(announced.unwrap().is_none());
     assert_eq!(ms(t0), 5_800);
+}
+
+// Connections closed gracefully are replaced at once, eight within a millisecond at most: each
+// one's successor is announced, the ninth's too, once that millisecond is over (its wait is no
+// retry delay).
+#[tokio::test(start_paused = true)]
+async fn a_connection_replaced_at_once_after_a_burst_has_its_successor() {
+    let t0 = Instant::now();
+    let (p, connect) = start_graceful(t0, vec![], true);
+    let mut current = p.connected().await.unwrap();
+    for n in 1..=9 {
+        assert_eq!(current.id(), n);
+        let successor = current.successor();
+        connect.conn(n).close().await;
+        let next = successor.get().await.expect("a successor");
+        // The ninth replacement at once within the millisecond waits for its end.
+        let at = if n < 9 { 0 } else { 1 };
+        assert_eq!((next.id(), ms(t0)), (n + 1, at));
+        current = next;
+    }
+    p.close().await;
 }

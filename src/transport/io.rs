@@ -196,6 +196,10 @@ impl AsyncRead for Watched {
             let before = buf.filled().len();
             let polled =
                 unless_panicked(panicked, "poll_read", || inner.as_mut().poll_read(cx, buf));
+            if !matches!(polled, Poll::Ready(Ok(()))) {
+                // Bytes a failed (or panicking) read left in the buffer: hyper never sees them.
+                return polled;
+            }
             let read = &buf.filled()[before..];
             if let Some(watching) = preface {
                 if watching.feed(read) {
