@@ -428,7 +428,10 @@ where
                 return None;
             }
             shared.slot.begin_round();
-            self.events.emit(Event::AttemptingToConnect).await;
+            // Closing may have begun since the check above: then no round begins.
+            if !self.events.begin_round().await {
+                return None;
+            }
             let mut last_address: Option<A> = None;
             let mut last_error: Option<ConnectError> = None;
             let mut attempt = 0u32;
@@ -792,6 +795,19 @@ where
                 Box::pin(self.handle(on_event, event)).await;
             }
         }
+    }
+
+    /// Emits `AttemptingToConnect`, unless closing has begun: false then (nothing published,
+    /// logged or handled).
+    async fn begin_round(&self) -> bool {
+        if !self.shared.hub.publish_round() {
+            return false;
+        }
+        tracing::info!(server = &*self.shared.server_name, "attempting to connect");
+        if let Some(on_event) = &self.on_event {
+            Box::pin(self.handle(on_event, Event::AttemptingToConnect)).await;
+        }
+        true
     }
 
     /// Logs `event` and publishes it to the streams.

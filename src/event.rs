@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
@@ -133,6 +133,8 @@ struct HubState<A, C> {
     capacity: u32,
     /// The persistent connection finished closing: streams end.
     finished: bool,
+    /// Closing began: no round begins any more, and no `AttemptingToConnect` is published.
+    rounds_stopped: bool,
 }
 
 impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
@@ -143,13 +145,30 @@ impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
                 sender: None,
                 capacity: capacity.clamp(1, MAX_CAPACITY) as u32,
                 finished: false,
+                rounds_stopped: false,
             }),
         }
     }
 
     /// Sends `event` to the streams and keeps it as the last one.
     pub(crate) fn publish(&self, event: Event<A, C>) {
-        let mut state = self.lock();
+        let state = self.lock();
+        Self::publish_locked(state, event);
+    }
+
+    /// Publishes `AttemptingToConnect`, unless closing began ([`Self::stop_rounds`]): false
+    /// then. Closing's beginning and this are ordered by the hub's lock: an event published
+    /// once `close()` has returned would say that a round began after it.
+    pub(crate) fn publish_round(&self) -> bool {
+        let state = self.lock();
+        if state.rounds_stopped {
+            return false;
+        }
+        Self::publish_locked(state, Event::AttemptingToConnect);
+        true
+    }
+
+    fn publish_locked(mut state: MutexGuard<'_, HubState<A, C>>, event: Event<A, C>) {
         let mut unwatched = None;
         if let Some(sender) = &state.sender {
             if sender.receiver_count() == 0 {
@@ -187,6 +206,11 @@ impl<A: Clone + Send + 'static, C: Clone + Send + 'static> Hub<A, C> {
 }
 
 impl<A, C> Hub<A, C> {
+    /// Closing began: [`Self::publish_round`] publishes nothing from now on.
+    pub(crate) fn stop_rounds(&self) {
+        self.lock().rounds_stopped = true;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState<A, C>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

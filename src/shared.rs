@@ -156,6 +156,9 @@ impl<A, C> Shared<A, C> {
             self.commands.stop.ring();
             deadline_after(Instant::now(), self.close_timeout)
         });
+        // A round the driver is about to begin (it saw no stop yet) publishes no
+        // `AttemptingToConnect` once this returns.
+        self.hub.stop_rounds();
         // A driver never polled has nothing to close, and may never run (a `pair()` driver
         // kept but never spawned): closing finishes here, and the driver, if polled later,
         // ends at its first poll.

@@ -176,3 +176,83 @@ fn clones_race_every_operation_under_churn_and_close() {
     drop(runtime);
     done.send(()).unwrap();
 }
+
+// No `AttemptingToConnect` is published once `close()` has returned, even when closing begins
+// as the driver is about to begin a round (on the same timer tick), with other threads taking
+// the connection's locks meanwhile: a stream subscribed just after `close()` sees the last event
+// before it, then at most the rest of a round begun before the call (its connection closed),
+// then its end. 300 races.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_round_begins_once_close_has_returned() {
+    use futures_util::StreamExt;
+    let done = watchdog(10 * LIMIT);
+    for round in 0..300 {
+        let get_address = tower::service_fn(|()| async { Ok::<_, std::io::Error>("a") });
+        let connect = tower::service_fn(|_: &'static str| async {
+            Ok::<_, std::io::Error>(tower_persistent::ClosableService::new(tower::service_fn(
+                |n: u32| async move { Ok::<_, std::io::Error>(n) },
+            )))
+        });
+        let p = PersistentLayer::new("race", get_address)
+            .retry_delay(|| Duration::from_millis(2))
+            .jitter(0.0)
+            .layer(connect);
+        // A connection that dies young: the next round waits for the rest of the delay.
+        timeout(LIMIT, p.connected())
+            .await
+            .unwrap()
+            .unwrap()
+            .close()
+            .await;
+        let at = timeout(LIMIT, async {
+            loop {
+                match p.state() {
+                    tower_persistent::State::Connecting {
+                        next_attempt_at: Some(at),
+                        ..
+                    } => return at,
+                    tower_persistent::State::Connected => {
+                        if let Some(conn) = p.current_connection() {
+                            conn.close().await;
+                        }
+                    }
+                    _ => {}
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        // Threads that take the slot's lock, as handles do.
+        let spinning = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let spinners: Vec<_> = (0..2)
+            .map(|_| {
+                let (p, spinning) = (p.clone(), spinning.clone());
+                std::thread::spawn(move || {
+                    while spinning.load(Ordering::Relaxed) {
+                        let _ = p.state();
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep_until(at).await;
+        let closing = p.close();
+        let mut events = p.events();
+        spinning.store(false, Ordering::Relaxed);
+        for spinner in spinners {
+            spinner.join().unwrap();
+        }
+        let _last_before = timeout(LIMIT, events.next()).await.unwrap();
+        let mut after = Vec::new();
+        while let Some(event) = timeout(LIMIT, events.next()).await.unwrap() {
+            after.push(event.name());
+        }
+        timeout(LIMIT, closing).await.unwrap();
+        // (A round begun before the call may go on to its connection, closed at once.)
+        assert!(
+            !after.contains(&"attempting_to_connect"),
+            "round {round}: after close(): {after:?}"
+        );
+    }
+    done.send(()).unwrap();
+}
