@@ -803,7 +803,7 @@ where
         if !self.shared.hub.publish_round() {
             return false;
         }
-        tracing::info!(server = &*self.shared.server_name, "attempting to connect");
+        self.log(&Event::AttemptingToConnect);
         if let Some(on_event) = &self.on_event {
             Box::pin(self.handle(on_event, Event::AttemptingToConnect)).await;
         }
@@ -812,8 +812,14 @@ where
 
     /// Logs `event` and publishes it to the streams.
     fn publish(&self, event: Event<A, C>) {
+        self.log(&event);
+        self.shared.hub.publish(event);
+    }
+
+    /// Logs `event`, at ERROR for a failed attempt, at INFO for the rest.
+    fn log(&self, event: &Event<A, C>) {
         let server = &*self.shared.server_name;
-        match &event {
+        match event {
             Event::AttemptingToConnect => tracing::info!(server, "attempting to connect"),
             Event::ObtainedAddress(address) => {
                 tracing::info!(server, ?address, "obtained address")
@@ -825,7 +831,6 @@ where
             Event::Disconnected => tracing::info!(server, "disconnected"),
             Event::Lagged(_) => {}
         }
-        self.shared.hub.publish(event);
     }
 
     /// Awaits `on_event`'s handling of `event`: a panic is logged, and once closing began the

@@ -211,7 +211,7 @@ impl<A, C> Hub<A, C> {
         self.lock().rounds_stopped = true;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HubState<A, C>> {
+    fn lock(&self) -> MutexGuard<'_, HubState<A, C>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
