@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::Empty;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::RootCertStore;
@@ -149,6 +150,8 @@ impl Pki {
 struct TlsServer {
     address: SocketAddr,
     agreed: Arc<Mutex<Vec<String>>>,
+    /// A duplicate of each accepted socket, to end its stream without TLS's close_notify.
+    sockets: Arc<Mutex<Vec<std::net::TcpStream>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -163,9 +166,14 @@ impl TlsServer {
         let address = listener.local_addr().unwrap();
         let agreed = Arc::new(Mutex::new(Vec::new()));
         let record = agreed.clone();
+        let sockets = Arc::new(Mutex::new(Vec::new()));
+        let duplicates = sockets.clone();
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((socket, _)) = listener.accept().await {
+                let socket = socket.into_std().unwrap();
+                duplicates.lock().unwrap().push(socket.try_clone().unwrap());
+                let socket = TcpStream::from_std(socket).unwrap();
                 let acceptor = acceptor.clone();
                 let record = record.clone();
                 connections.spawn(async move {
@@ -184,12 +192,21 @@ impl TlsServer {
         TlsServer {
             address,
             agreed,
+            sockets,
             task,
         }
     }
 
     fn agreed(&self) -> Vec<String> {
         self.agreed.lock().unwrap().clone()
+    }
+
+    /// Ends the stream of every connection accepted so far without TLS's close_notify (TCP's
+    /// end of stream alone, as a server that drops its TLS stream sends).
+    fn end_without_close_notify(&self) {
+        for socket in self.sockets.lock().unwrap().iter() {
+            socket.shutdown(std::net::Shutdown::Write).unwrap();
+        }
     }
 }
 
@@ -230,6 +247,110 @@ async fn http1_and_http2_over_tls_checked_against_the_address() {
     client.close().await;
     // ALPN offered one version each time, and the server agreed to it.
     assert_eq!(server.agreed(), ["http/1.1", "h2", "h2"]);
+}
+
+// A server that ends a connection after serving without TLS's close_notify (the socket's end
+// alone, as a server that drops its TLS stream on its idle timeout does): rustls reports an
+// unexpected end, which is an end of stream all the same (RFC 9110 §9.8: no message was in
+// progress). The connection served and the server ended it: replaced at once, as over TCP, not
+// after the retry delay (60 s here, three times the limit of the wait).
+#[tokio::test]
+async fn an_end_without_close_notify_after_serving_is_replaced_at_once() {
+    let pki = Pki::new(&["localhost"]);
+    for connector in [HttpConnector::<Body>::http1(), HttpConnector::http2()] {
+        let server = TlsServer::start(pki.acceptor(&[b"h2", b"http/1.1"])).await;
+        let address = format!("localhost:{}", server.address.port());
+        let client = PersistentLayer::new("web", Fixed::new(address.clone()))
+            .retry_delay(|| Duration::from_secs(60))
+            .layer(connector.clone().tls(pki.client()));
+        let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, "t /a");
+        // Its first event is the last one so far.
+        let mut events = client.events();
+
+        server.end_without_close_notify();
+        let seen = timeout(LIMIT, async {
+            let mut seen = Vec::new();
+            while seen.len() < 5 {
+                seen.push(events.next().await.unwrap().to_string());
+            }
+            seen
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{connector:?}: not replaced at once"));
+        let obtained = format!("obtained address {address:?}");
+        assert_eq!(
+            seen,
+            [
+                "connected",
+                "disconnected",
+                "attempting to connect",
+                &obtained,
+                "connected"
+            ],
+            "{connector:?}"
+        );
+        let response = timeout(LIMIT, client.clone().oneshot(get("/b")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, "t /b");
+        client.close().await;
+    }
+}
+
+// Over HTTP/1.1, the same end in the middle of a response's body cuts the body short: reading
+// it fails with rustls's error as its cause, and the connection did not close in good order
+// (the next one meets the retry delay), as after TCP's end of stream in a body.
+#[tokio::test]
+async fn an_end_without_close_notify_in_a_body_fails_the_body() {
+    use http_body_util::BodyExt;
+    use std::error::Error as _;
+    use tower_persistent::Closable;
+
+    let pki = Pki::new(&["localhost"]);
+    let server = TlsServer::start(pki.acceptor(&[b"http/1.1"])).await;
+    let client = PersistentLayer::new(
+        "web",
+        Fixed::new(format!("localhost:{}", server.address.port())),
+    )
+    .retry_delay(|| Duration::from_secs(60))
+    .layer(HttpConnector::<Body>::http1().tls(pki.client()));
+    let response = timeout(LIMIT, client.clone().oneshot(get("/stall-body")))
+        .await
+        .unwrap()
+        .unwrap();
+    let conn = client.current_connection().unwrap();
+    let mut body = response.into_body();
+    let first = timeout(LIMIT, body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "t /stall-body");
+
+    server.end_without_close_notify();
+    let error = timeout(LIMIT, body.collect())
+        .await
+        .unwrap()
+        .expect_err("the body was cut short");
+    assert_eq!(error.to_string(), "error reading a body from connection");
+    let cause = error
+        .source()
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .unwrap_or_else(|| panic!("no I/O error as the cause: {error:?}"));
+    assert_eq!(cause.kind(), std::io::ErrorKind::UnexpectedEof, "{cause}");
+    assert_eq!(
+        cause.to_string(),
+        "peer closed connection without sending TLS close_notify: \
+         https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof"
+    );
+    timeout(LIMIT, conn.close_finished()).await.unwrap();
+    assert!(!conn.closed_gracefully());
+    client.close().await;
 }
 
 // The requests' authority: the name with its port, the IP address dialed with its port (IPv6

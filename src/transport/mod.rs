@@ -143,8 +143,11 @@
 //!   closed in good order, served or not, the next ones do not (a server that takes requests
 //!   and stops answering them meets the retry delay); a connection that ends otherwise ends
 //!   the row. Each connector counts its own row (a clone starts a new one). Over TLS, a server
-//!   that closes without sending `close_notify` first ends the connection with an error
-//!   (rustls reports the truncation): not in good order.
+//!   that closes without sending `close_notify` first (rustls reports an unexpected end, as a
+//!   server that drops its TLS stream on its idle timeout causes) ends the connection as TCP's
+//!   end of stream does (RFC 9110 §9.8: an incomplete close with no message in progress is a
+//!   close): after complete responses, or idle, in good order; a body it cuts short fails with
+//!   rustls's error as its cause, and then the connection did not close in good order.
 //! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`
 //!   fails), lets the requests in flight finish, bodies included, for up to the
 //!   [`close_timeout`](HttpConnector::close_timeout) (default 5 s), then cuts off those still
