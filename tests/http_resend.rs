@@ -462,6 +462,56 @@ async fn a_request_handed_back_late_still_finds_its_successor() {
     }
 }
 
+// A request handed back unsent whose successor has begun closing by the time it gets there (a
+// GOAWAY of the successor's own, say) was sent nowhere: it fails with hyper's error, which says
+// so (`is_canceled`, what a retry policy looks for), not with the successor's.
+#[tokio::test]
+async fn a_request_handed_back_to_a_closing_successor_fails_with_hyper_error() {
+    for connector in [HttpConnector::http1(), HttpConnector::http2()] {
+        let server = Server::start().await;
+        let cuts = Cuts::default();
+        let delay = Duration::from_millis(50);
+        let client = persistent(server.address, cuts.connector(connector.clone()), delay);
+        assert_eq!(answer(&client, server.address, "/1").await, "conn 1 /1");
+        let old = client.current_connection().unwrap();
+        tokio::time::sleep(2 * delay).await;
+        let mut events = client.events();
+
+        let request = cut_and_queue(&cuts, false, &client, &old, server.address).await;
+        timeout(LIMIT, async {
+            let mut dead = false;
+            while let Some(event) = events.next().await {
+                match event {
+                    Event::Disconnected => dead = true,
+                    Event::Connected(_) if dead => return,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap();
+        // The successor begins closing before the request, not yet polled again, gets there.
+        let successor = client.current_connection().unwrap();
+        drop(tower_persistent::Closable::close(&successor));
+        assert!(tower_persistent::Closable::is_closed(&successor));
+
+        let error = timeout(LIMIT, request)
+            .await
+            .unwrap()
+            .expect_err("the request was sent on a closing connection");
+        let hyper_error = error
+            .downcast_ref::<hyper::Error>()
+            .unwrap_or_else(|| panic!("{connector:?}: not hyper's error: {error}"));
+        assert!(hyper_error.is_canceled(), "{connector:?}: {error}");
+        assert_eq!(
+            server.answered(),
+            ["conn 1 /1"],
+            "{connector:?}: the request reached the server"
+        );
+        client.close().await;
+    }
+}
+
 // A request made by an `on_event` handler and handed back unsent fails at once: the persistent
 // connection awaits the handler before it can replace the connection, so waiting for the
 // successor would only wait out the limit (here an hour: the connector's connect timeout).
