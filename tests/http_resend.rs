@@ -425,36 +425,49 @@ async fn a_connection_of_its_own_has_no_successor() {
     }
 }
 
+/// A persistent connection to a new server over `connector`, whose first connection served and
+/// outlived its retry delay; a request queued on it as its stream was cut, not polled again
+/// until its successor is current (its `Connected` event has come). Returns the server, the
+/// client and the request, to await.
+async fn handed_back_unpolled(
+    connector: &HttpConnector<Empty<Bytes>>,
+) -> (
+    Server,
+    Persistent<SocketAddr, Conn>,
+    impl Future<Output = Result<http::Response<ResponseBody>, tower_persistent::BoxError>>,
+) {
+    let server = Server::start().await;
+    let cuts = Cuts::default();
+    let delay = Duration::from_millis(50);
+    let client = persistent(server.address, cuts.connector(connector.clone()), delay);
+    assert_eq!(answer(&client, server.address, "/1").await, "conn 1 /1");
+    let old = client.current_connection().unwrap();
+    tokio::time::sleep(2 * delay).await;
+    let mut events = client.events();
+
+    let request = cut_and_queue(&cuts, false, &client, &old, server.address).await;
+    timeout(LIMIT, async {
+        let mut dead = false;
+        while let Some(event) = events.next().await {
+            match event {
+                Event::Disconnected => dead = true,
+                Event::Connected(_) if dead => return,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    (server, client, request)
+}
+
 // A request handed back unsent that its task sees only once the next connection is current
 // (here: its future is not polled until then) still goes to that connection: the persistent
 // connection keeps the successor until the successor dies.
 #[tokio::test]
 async fn a_request_handed_back_late_still_finds_its_successor() {
     for connector in [HttpConnector::http1(), HttpConnector::http2()] {
-        let server = Server::start().await;
-        let cuts = Cuts::default();
-        let delay = Duration::from_millis(50);
-        let client = persistent(server.address, cuts.connector(connector.clone()), delay);
-        assert_eq!(answer(&client, server.address, "/1").await, "conn 1 /1");
-        let old = client.current_connection().unwrap();
-        tokio::time::sleep(2 * delay).await;
-        let mut events = client.events();
-
-        let request = cut_and_queue(&cuts, false, &client, &old, server.address).await;
-        // The next connection is current (its Connected event comes after that).
-        timeout(LIMIT, async {
-            let mut dead = false;
-            while let Some(event) = events.next().await {
-                match event {
-                    Event::Disconnected => dead = true,
-                    Event::Connected(_) if dead => return,
-                    _ => {}
-                }
-            }
-        })
-        .await
-        .unwrap();
-
+        let (_server, client, request) = handed_back_unpolled(&connector).await;
         let response = timeout(LIMIT, request).await.unwrap();
         let response = response.unwrap_or_else(|e| panic!("{connector:?}: {e}"));
         assert_eq!(text(response).await, "conn 2 /2", "{connector:?}");
@@ -468,28 +481,7 @@ async fn a_request_handed_back_late_still_finds_its_successor() {
 #[tokio::test]
 async fn a_request_handed_back_to_a_closing_successor_fails_with_hyper_error() {
     for connector in [HttpConnector::http1(), HttpConnector::http2()] {
-        let server = Server::start().await;
-        let cuts = Cuts::default();
-        let delay = Duration::from_millis(50);
-        let client = persistent(server.address, cuts.connector(connector.clone()), delay);
-        assert_eq!(answer(&client, server.address, "/1").await, "conn 1 /1");
-        let old = client.current_connection().unwrap();
-        tokio::time::sleep(2 * delay).await;
-        let mut events = client.events();
-
-        let request = cut_and_queue(&cuts, false, &client, &old, server.address).await;
-        timeout(LIMIT, async {
-            let mut dead = false;
-            while let Some(event) = events.next().await {
-                match event {
-                    Event::Disconnected => dead = true,
-                    Event::Connected(_) if dead => return,
-                    _ => {}
-                }
-            }
-        })
-        .await
-        .unwrap();
+        let (server, client, request) = handed_back_unpolled(&connector).await;
         // The successor begins closing before the request, not yet polled again, gets there.
         let successor = client.current_connection().unwrap();
         drop(tower_persistent::Closable::close(&successor));
