@@ -882,8 +882,9 @@ async fn scenario(label: &str, connector: HttpConnector<Body>, seed: u64) {
     // Failures and timeouts during the chaos are expected and only counted: a kill fails the
     // requests in flight; a graceful HTTP/2 stop (GOAWAY) makes hyper fail requests it never
     // sent ("operation was canceled: connection closed", "http2 error: connection error
-    // received: not a result of an error"), and now and then leaves one pending for good (the
-    // same happens with hyper's SendRequest alone), which its timeout ends.
+    // received: not a result of an error", or "connection is closed" for one called for as
+    // hyper's connection ended); a frozen server leaves those it took pending until their
+    // timeout.
     //
     // Each error: how often, how many of those requests a server answered all the same, and
     // when (ms since the start, to match with the chaos log).

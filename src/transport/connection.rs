@@ -219,17 +219,22 @@ where
                         None => return Poll::Ready(Err(ConnectionClosed::new().into())),
                     }
                 }
-                let polled = send
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .poll_ready(cx);
+                let polled = match lock(send).as_mut() {
+                    Some(send) => send.poll_ready(cx).map_err(closed),
+                    // hyper's connection is gone (see `Release`).
+                    None => Poll::Ready(Err(ConnectionClosed::new().into())),
+                };
                 if let Poll::Ready(Err(_)) = polled {
                     // The connection is gone: give the turn back.
                     *permit = None;
                 }
-                polled.map_err(closed)
+                polled
             }
-            Sender::Http2(send) => send.poll_ready(cx).map_err(closed),
+            Sender::Http2(send) => match lock(send).as_mut() {
+                Some(send) => send.poll_ready(cx).map_err(closed),
+                // hyper's connection is gone (see `Http2Release`).
+                None => Poll::Ready(Err(ConnectionClosed::new().into())),
+            },
         }
     }
 
@@ -282,8 +287,13 @@ where
             Sender::Http2(send) => {
                 let added = Added::scheme_and_authority(&mut request, authority, shared.secure);
                 let resend = resend.then_some(added);
+                // The lock is held while hyper writes the request into its queue, not longer.
+                let sent = match lock(send).as_mut() {
+                    Some(send) => send.try_send_request(request),
+                    None => return ResponseFuture::new(gone(request, resend, in_flight)),
+                };
                 ResponseFuture::new(Box::pin(Http2Sending {
-                    sent: send.try_send_request(request),
+                    sent,
                     in_flight: Some(in_flight),
                     resend,
                     resending: None,
@@ -360,10 +370,32 @@ where
         (Some(request), Some(added)) => Ok(Box::pin(resend_on_successor(
             request,
             added,
-            error.into_error(),
+            error.into_error().into(),
             in_flight,
         ))),
         _ => Err(failed(in_flight.connection(), error.into_error())),
+    }
+}
+
+/// A request called for after hyper's connection ended and its queue was released (see
+/// [`Release`]; after `poll_ready` admitted it): sent nowhere, as a request hyper hands back
+/// unsent, so it goes to the successor if it may (`resend`), or fails with
+/// [`ConnectionClosed`] (a request already on its way to a successor fails with the first
+/// connection's error instead: see [`resend_on_successor`]).
+#[cold]
+#[inline(never)]
+fn gone<B>(
+    request: http::Request<B>,
+    resend: Option<Added>,
+    in_flight: InFlight,
+) -> Pin<Box<dyn Future<Output = Sent> + Send>>
+where
+    B: Body + Send + 'static,
+{
+    let error: BoxError = ConnectionClosed::new().into();
+    match resend {
+        Some(added) => Box::pin(resend_on_successor(request, added, error, in_flight)),
+        None => Box::pin(std::future::ready(Err(error))),
     }
 }
 
@@ -458,7 +490,7 @@ impl Added {
 async fn resend_on_successor<B>(
     mut request: http::Request<B>,
     added: Added,
-    error: hyper::Error,
+    error: BoxError,
     in_flight: InFlight,
 ) -> Result<http::Response<ResponseBody>, BoxError>
 where
@@ -474,10 +506,10 @@ where
     // No longer in flight on the dead connection.
     drop(in_flight);
     let Some(successor) = successor.filter(|_| !crate::driver::in_a_handler()) else {
-        return Err(error.into());
+        return Err(error);
     };
     let Ok(Some(mut next)) = tokio::time::timeout(limit, successor.get()).await else {
-        return Err(error.into());
+        return Err(error);
     };
     drop(successor);
     added.take_off(&mut request);
@@ -491,9 +523,14 @@ where
         .await
         .is_err()
     {
-        return Err(error.into());
+        return Err(error);
     }
-    next.send(request, false).await
+    match next.send(request, false).await {
+        // The successor's hyper connection ended between its `poll_ready` and the send (see
+        // `gone`): sent nowhere, as above.
+        Err(e) if e.is::<ConnectionClosed>() => Err(error),
+        sent => sent,
+    }
 }
 
 pin_project! {
@@ -523,7 +560,7 @@ pin_project! {
         start: S,
         // Dropped when the request is done with (answered, handed to the successor, failed).
         turn: Option<tokio::sync::OwnedSemaphorePermit>,
-        send: Arc<Mutex<http1::SendRequest<B>>>,
+        send: SendSlot<http1::SendRequest<B>>,
         // Taken when `sent` is done.
         in_flight: Option<InFlight>,
         resend: Option<Added>,
@@ -571,10 +608,20 @@ where
                     let request = request
                         .take()
                         .expect("HttpConnection's response future polled after a panic");
-                    let sent = (this.start)(
-                        &mut this.send.lock().unwrap_or_else(|e| e.into_inner()),
-                        request,
-                    );
+                    let mut send = lock(this.send);
+                    let Some(send) = send.as_mut() else {
+                        // hyper's connection ended since `poll_ready` (see `Release`).
+                        drop(send);
+                        drop(this.turn.take());
+                        let in_flight = this
+                            .in_flight
+                            .take()
+                            .expect("HttpConnection's response future polled after completion");
+                        let resending = gone(request, this.resend.take(), in_flight);
+                        this.state.set(Http1State::Resending { resending });
+                        continue;
+                    };
+                    let sent = (this.start)(send, request);
                     this.state.set(Http1State::Sent { sent });
                 }
                 Http1StateProj::Sent { sent } => {
@@ -623,14 +670,13 @@ const HTTP1_RESENDS: usize = 8;
 /// If the connection is gone, see [`resend_on_successor`] (with `resend`: what was added to the
 /// request).
 async fn http1_handed_back<B: Body + Send + 'static>(
-    send: Arc<Mutex<http1::SendRequest<B>>>,
+    send: SendSlot<http1::SendRequest<B>>,
     turn: Option<tokio::sync::OwnedSemaphorePermit>,
     mut error: TrySendError<http::Request<B>>,
     in_flight: InFlight,
     resend: Option<Added>,
     upgrade: bool,
 ) -> Sent {
-    let lock = || send.lock().unwrap_or_else(|e| e.into_inner());
     let mut resends = 0;
     loop {
         // Before `in_flight` goes: the connection's end waits for it to tell how it ended.
@@ -640,11 +686,20 @@ async fn http1_handed_back<B: Body + Send + 'static>(
             _ => return Err(failed(in_flight.connection(), error.into_error())),
         };
         resends += 1;
-        // Ready again, or closed: then the connection is gone.
-        if std::future::poll_fn(|cx| lock().poll_ready(cx))
-            .await
-            .is_err()
-        {
+        // Ready again, or closed (or its queue released: see `Release`): then the connection
+        // is gone.
+        let ready = std::future::poll_fn(|cx| match lock(&send).as_mut() {
+            Some(send) => send.poll_ready(cx).map_err(drop),
+            None => Poll::Ready(Err(())),
+        })
+        .await;
+        let mut request = Some(request);
+        let sent = match (ready, lock(&send).as_mut()) {
+            (Ok(()), Some(send)) => request.take().map(|request| send.try_send_request(request)),
+            _ => None,
+        };
+        let Some(sent) = sent else {
+            let request = request.expect("a request not sent is still here");
             let Some(added) = resend else {
                 return Err(error.into_error().into());
             };
@@ -652,12 +707,11 @@ async fn http1_handed_back<B: Body + Send + 'static>(
             return Box::pin(resend_on_successor(
                 request,
                 added,
-                error.into_error(),
+                error.into_error().into(),
                 in_flight,
             ))
             .await;
-        }
-        let sent = lock().try_send_request(request);
+        };
         error = match sent.await {
             Ok(response) => return Ok(respond(response, in_flight, upgrade)),
             Err(error) => error,
@@ -701,18 +755,63 @@ impl std::error::Error for ClosedInFlight {}
 
 pub(super) enum Sender<B> {
     Http1 {
-        send: Arc<Mutex<http1::SendRequest<B>>>,
+        /// The connection's one hyper `SendRequest`, shared by the clones (see [`Release`]).
+        send: SendSlot<http1::SendRequest<B>>,
         permits: PollSemaphore,
         /// This clone's turn to send, taken in `poll_ready`, given back in `call`.
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
-    Http2(http2::SendRequest<B>),
+    /// The connection's one hyper `SendRequest`, shared by the clones (see [`Release`]).
+    Http2(SendSlot<http2::SendRequest<B>>),
+}
+
+/// A connection's hyper `SendRequest`, shared by its clones; `None` once hyper's connection is
+/// gone.
+pub(super) type SendSlot<T> = Arc<Mutex<Option<T>>>;
+
+/// Locks `send`, whatever a panic left in it.
+fn lock<T>(send: &SendSlot<T>) -> std::sync::MutexGuard<'_, Option<T>> {
+    send.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Drops the connection's hyper `SendRequest` (see [`SendSlot`]) when dropped, if a clone of
+/// the connection still holds it: held by the future that drives hyper's connection, with it,
+/// and dropped after it. (Weak: once every clone is gone, so is the `SendRequest`, and hyper
+/// ends its connection, as it does when its last `SendRequest` goes.)
+///
+/// hyper's queue of requests is a tokio unbounded channel, and hyper answers a request still
+/// in it when its connection ends (handed back unsent) only by draining it as its receiver is
+/// dropped. That drain stops at the first slot that a sender has claimed and not yet written:
+/// a request sent just as the connection ends (a GOAWAY, a close) is left in the queue with the
+/// requests behind it, and is answered only once the channel itself goes, with the last
+/// `SendRequest`. A clone of the connection kept by a caller awaiting that very request (a
+/// persistent connection's handle keeps its connection between calls) would keep it pending
+/// for good. Dropping the one `SendRequest` as hyper's connection ends drops the channel, and
+/// with it every request left in it: each is handed back unsent (`operation was canceled`),
+/// as the drain would have done.
+pub(super) struct Release<T>(std::sync::Weak<Mutex<Option<T>>>);
+
+impl<T> Release<T> {
+    pub(super) fn new(send: &SendSlot<T>) -> Self {
+        Release(Arc::downgrade(send))
+    }
+}
+
+impl<T> Drop for Release<T> {
+    fn drop(&mut self) {
+        if let Some(send) = self.0.upgrade() {
+            // Taken under the lock (a request being written into the queue is written first),
+            // dropped outside it.
+            let taken = lock(&send).take();
+            drop(taken);
+        }
+    }
 }
 
 impl<B> Sender<B> {
-    pub(super) fn http1(send: http1::SendRequest<B>) -> Self {
+    pub(super) fn http1(send: SendSlot<http1::SendRequest<B>>) -> Self {
         Sender::Http1 {
-            send: Arc::new(Mutex::new(send)),
+            send,
             permits: PollSemaphore::new(Arc::new(Semaphore::new(1))),
             permit: None,
         }
@@ -1016,7 +1115,93 @@ impl Drop for FinishOnDrop {
 
 #[cfg(test)]
 mod tests {
-    use super::Added;
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tower::ServiceExt;
+    use tower_service::Service;
+
+    use super::{Added, Sender, lock};
+    use crate::Closable;
+    use crate::transport::HttpConnector;
+
+    // hyper's queue of requests goes with the connection's one `SendRequest`, which goes as
+    // hyper's connection ends (here on the server's graceful stop: GOAWAY, or an HTTP/1.1
+    // close), though a clone of the connection is kept (as a persistent connection's handle
+    // keeps its own): a request that hyper's drain of the queue left in it (see `Release`) is
+    // then handed back unsent, instead of waiting for every clone to go.
+    #[tokio::test]
+    async fn hyper_s_queue_goes_as_its_connection_ends() {
+        for http2 in [false, true] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(async move {
+                let (socket, _) = listener.accept().await.unwrap();
+                let service = hyper::service::service_fn(|_| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Empty::<Bytes>::new()))
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(socket), service);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stopped => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+            let connector = if http2 {
+                HttpConnector::<Empty<Bytes>>::http2()
+            } else {
+                HttpConnector::http1()
+            };
+            let conn = connector.oneshot(address).await.unwrap();
+            let kept = conn.clone();
+            let get = || {
+                http::Request::get(format!("http://{address}/"))
+                    .body(Empty::new())
+                    .unwrap()
+            };
+            let response = conn.clone().oneshot(get()).await.unwrap();
+            assert_eq!(response.status(), http::StatusCode::OK);
+            drop(response);
+            let send = match &kept.sender {
+                Sender::Http1 { send, .. } => lock(send).is_some(),
+                Sender::Http2(send) => lock(send).is_some(),
+            };
+            assert!(send, "http2: {http2}");
+            // Made ready before the end, called after it.
+            let mut ready = conn.clone();
+            ready.ready().await.unwrap();
+
+            stop.send(()).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), kept.close_finished())
+                .await
+                .expect("hyper's connection did not end on the server's stop");
+            let send = match &kept.sender {
+                Sender::Http1 { send, .. } => lock(send).is_some(),
+                Sender::Http2(send) => lock(send).is_some(),
+            };
+            assert!(
+                !send,
+                "http2: {http2}: hyper's queue outlived its connection"
+            );
+            assert!(kept.is_closed());
+            // Sent nowhere, and no successor to take it (a connection of its own).
+            let error = ready.call(get()).await.unwrap_err();
+            assert!(
+                error.is::<crate::ConnectionClosed>(),
+                "http2: {http2}: {error}"
+            );
+            assert_eq!(error.to_string(), "connection is closed");
+            server.await.unwrap();
+        }
+    }
 
     fn request(uri: &str, host: Option<&str>) -> http::Request<()> {
         let mut builder = http::Request::get(uri);

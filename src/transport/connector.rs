@@ -5,8 +5,8 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::connection::{ConnDriver, HttpConnection, Sender};
+use super::connection::{ConnDriver, HttpConnection, Release, SendSlot, Sender};
 use super::dial::{Dial, Dialed, Dialer, Over, OverHyper, Peer};
 use super::exec;
 use super::io::{ClosedOnDrop, Greeting, Preface, Watched};
@@ -422,8 +422,15 @@ where
                 // Upgrades (`hyper::upgrade::on` a `101` asked for, or a `CONNECT`'s `2xx`)
                 // take the stream over: the connection then ends in good order.
                 let conn = conn.with_upgrades();
-                let mut conn: ConnDriver =
-                    Box::pin(async move { conn.await.map_err(BoxError::from) });
+                // The connection's one `SendRequest`, dropped once hyper's connection is gone
+                // (see `Release`).
+                let send: SendSlot<_> = Arc::new(Mutex::new(Some(send)));
+                let release = Release::new(&send);
+                let mut conn: ConnDriver = Box::pin(async move {
+                    let ended = conn.await.map_err(BoxError::from);
+                    drop(release);
+                    ended
+                });
                 // hyper's connection polled once here, before its task first runs: it says it
                 // wants a request (or ends, if the server already closed), so that the first
                 // request's `poll_ready` is answered at once rather than after a hop to that
@@ -453,6 +460,17 @@ where
                 })
                 .await
                 .map_err(handshake)?;
+                // The connection's one `SendRequest`, dropped once hyper's connection is
+                // gone (see `Release`): hyper's connection first (the future awaited is
+                // dropped at the end of its statement), then the `SendRequest`. Dropped
+                // unfinished, both go at once.
+                let send: SendSlot<_> = Arc::new(Mutex::new(Some(send)));
+                let release = Release::new(&send);
+                let conn: ConnDriver = Box::pin(async move {
+                    let ended = conn.await;
+                    drop(release);
+                    ended
+                });
                 (Sender::Http2(send), conn)
             }
         };
