@@ -302,16 +302,7 @@ where
 #[tokio::test]
 async fn a_request_handed_back_by_a_connection_replaced_at_once_goes_to_its_successor() {
     for connector in [HttpConnector::http1(), HttpConnector::http2()] {
-        let server = Server::start().await;
-        let cuts = Cuts::default();
-        let delay = Duration::from_millis(50);
-        let client = persistent(server.address, cuts.connector(connector.clone()), delay);
-        assert_eq!(answer(&client, server.address, "/1").await, "conn 1 /1");
-        let old = client.current_connection().unwrap();
-        // Older than its delay: replaced at once when it dies, whatever HTTP/2 makes of the end
-        // of its stream (an error: no GOAWAY came).
-        tokio::time::sleep(2 * delay).await;
-
+        let (server, cuts, client, old) = served_and_old(&connector).await;
         let request = cut_and_queue(&cuts, false, &client, &old, server.address).await;
 
         let response = timeout(LIMIT, request).await.unwrap();
@@ -325,6 +316,23 @@ async fn a_request_handed_back_by_a_connection_replaced_at_once_goes_to_its_succ
         assert_eq!(old.in_flight(), 0);
         client.close().await;
     }
+}
+
+/// A persistent connection to a new server over `connector`, whose first connection served
+/// and is older than its retry delay (50 ms): replaced at once when it dies, whatever HTTP/2
+/// makes of the end of its stream (an error: no GOAWAY came). Returns the server, the cuts of
+/// the connections' streams, the client and that first connection.
+async fn served_and_old(
+    connector: &HttpConnector<Empty<Bytes>>,
+) -> (Server, Cuts, Persistent<SocketAddr, Conn>, Conn) {
+    let server = Server::start().await;
+    let cuts = Cuts::default();
+    let delay = Duration::from_millis(50);
+    let client = persistent(server.address, cuts.connector(connector.clone()), delay);
+    assert_eq!(answer(&client, server.address, "/1").await, "conn 1 /1");
+    let old = client.current_connection().unwrap();
+    tokio::time::sleep(2 * delay).await;
+    (server, cuts, client, old)
 }
 
 /// Queues a request on a young connection of a persistent connection whose retry delay is an
@@ -436,13 +444,7 @@ async fn handed_back_unpolled(
     Persistent<SocketAddr, Conn>,
     impl Future<Output = Result<http::Response<ResponseBody>, tower_persistent::BoxError>>,
 ) {
-    let server = Server::start().await;
-    let cuts = Cuts::default();
-    let delay = Duration::from_millis(50);
-    let client = persistent(server.address, cuts.connector(connector.clone()), delay);
-    assert_eq!(answer(&client, server.address, "/1").await, "conn 1 /1");
-    let old = client.current_connection().unwrap();
-    tokio::time::sleep(2 * delay).await;
+    let (server, cuts, client, old) = served_and_old(connector).await;
     let mut events = client.events();
 
     let request = cut_and_queue(&cuts, false, &client, &old, server.address).await;
