@@ -313,7 +313,7 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 /// The connection was closed; returned by [`ClosableService`](crate::ClosableService)'s
 /// `poll_ready` once it is, and by an HTTP connection's (see the
-/// [transport module](crate::transport)). An HTTP/2 request called for just as hyper's
+/// [transport module](crate::transport)). An HTTP request called for just as hyper's
 /// connection ended, after `poll_ready` admitted it, fails with it too when no successor takes
 /// it: it was sent nowhere, as a request that fails with hyper's `is_canceled` error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -232,7 +232,7 @@ where
             }
             Sender::Http2(send) => match lock(send).as_mut() {
                 Some(send) => send.poll_ready(cx).map_err(closed),
-                // hyper's connection is gone (see `Http2Release`).
+                // hyper's connection is gone (see `Release`).
                 None => Poll::Ready(Err(ConnectionClosed::new().into())),
             },
         }
