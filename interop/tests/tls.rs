@@ -249,57 +249,137 @@ async fn http1_and_http2_over_tls_checked_against_the_address() {
     assert_eq!(server.agreed(), ["http/1.1", "h2", "h2"]);
 }
 
-// A server that ends a connection after serving without TLS's close_notify (the socket's end
-// alone, as a server that drops its TLS stream on its idle timeout does): rustls reports an
-// unexpected end, which is an end of stream all the same (RFC 9110 §9.8: no message was in
-// progress). The connection served and the server ended it: replaced at once, as over TCP, not
-// after the retry delay (60 s here, three times the limit of the wait).
+// A server that ends an HTTP/1.1 connection after serving without TLS's close_notify (the
+// socket's end alone, as a server that drops its TLS stream on its idle timeout does): rustls
+// reports an unexpected end, which is an end of stream all the same (RFC 9110 §9.8: no message
+// was in progress). The connection served and the server ended it: replaced at once, as over
+// TCP, not after the retry delay (60 s here, three times the limit of the wait).
 #[tokio::test]
-async fn an_end_without_close_notify_after_serving_is_replaced_at_once() {
+async fn an_http1_end_without_close_notify_after_serving_is_replaced_at_once() {
     let pki = Pki::new(&["localhost"]);
-    for connector in [HttpConnector::<Body>::http1(), HttpConnector::http2()] {
-        let server = TlsServer::start(pki.acceptor(&[b"h2", b"http/1.1"])).await;
-        let address = format!("localhost:{}", server.address.port());
-        let client = PersistentLayer::new("web", Fixed::new(address.clone()))
-            .retry_delay(|| Duration::from_secs(60))
-            .layer(connector.clone().tls(pki.client()));
-        let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(text(response).await, "t /a");
-        // Its first event is the last one so far.
-        let mut events = client.events();
-
-        server.end_without_close_notify();
-        let seen = timeout(LIMIT, async {
-            let mut seen = Vec::new();
-            while seen.len() < 5 {
-                seen.push(events.next().await.unwrap().to_string());
-            }
-            seen
-        })
+    let server = TlsServer::start(pki.acceptor(&[b"http/1.1"])).await;
+    let address = format!("localhost:{}", server.address.port());
+    let client = PersistentLayer::new("web", Fixed::new(address.clone()))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(HttpConnector::<Body>::http1().tls(pki.client()));
+    let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
         .await
-        .unwrap_or_else(|_| panic!("{connector:?}: not replaced at once"));
-        let obtained = format!("obtained address {address:?}");
-        assert_eq!(
-            seen,
-            [
-                "connected",
-                "disconnected",
-                "attempting to connect",
-                &obtained,
-                "connected"
-            ],
-            "{connector:?}"
-        );
-        let response = timeout(LIMIT, client.clone().oneshot(get("/b")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "t /a");
+    // Its first event is the last one so far.
+    let mut events = client.events();
+
+    server.end_without_close_notify();
+    let seen = timeout(LIMIT, async {
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            seen.push(events.next().await.unwrap().to_string());
+        }
+        seen
+    })
+    .await
+    .expect("not replaced at once");
+    let obtained = format!("obtained address {address:?}");
+    assert_eq!(
+        seen,
+        [
+            "connected",
+            "disconnected",
+            "attempting to connect",
+            &obtained,
+            "connected"
+        ]
+    );
+    let response = timeout(LIMIT, client.clone().oneshot(get("/b")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "t /b");
+    client.close().await;
+}
+
+// The same end is judged as TCP's end of stream is, where a message is in progress or the
+// protocol has its own goodbye: not a close in good order (the next connection meets the retry
+// delay) when an HTTP/1.1 request's body is still being sent (a server that answers early, then
+// closes), nor for HTTP/2 without GOAWAY, idle after serving.
+#[tokio::test]
+async fn an_end_without_close_notify_is_judged_as_over_tcp() {
+    use http_body_util::channel::Channel;
+    use tower_persistent::Closable;
+
+    let pki = Pki::new(&["localhost"]);
+    // HTTP/1.1: the server answers `413` to the request head and ends the stream while the
+    // request's body, never finished, is being sent.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = pki.acceptor(&[b"http/1.1"]);
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let socket = socket.into_std().unwrap();
+        let duplicate = socket.try_clone().unwrap();
+        let mut stream = acceptor
+            .accept(TcpStream::from_std(socket).unwrap())
             .await
-            .unwrap()
             .unwrap();
-        assert_eq!(text(response).await, "t /b");
-        client.close().await;
-    }
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert_ne!(n, 0, "the client closed before its request head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        tokio::io::AsyncWriteExt::write_all(
+            &mut stream,
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        tokio::io::AsyncWriteExt::flush(&mut stream).await.unwrap();
+        duplicate.shutdown(std::net::Shutdown::Write).unwrap();
+        // Reads on (the client's writes succeed) until the client's end.
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+    let conn = HttpConnector::<Channel<Bytes>>::http1()
+        .tls(pki.client())
+        .oneshot(format!("localhost:{port}"))
+        .await
+        .unwrap();
+    let (mut body, request_body) = Channel::<Bytes>::new(1);
+    let request = http::Request::post("/upload").body(request_body).unwrap();
+    let sending = tokio::spawn(conn.clone().oneshot(request));
+    body.send_data(Bytes::from_static(b"first part"))
+        .await
+        .unwrap();
+    // The body stays unfinished until the connection has ended.
+    timeout(LIMIT, conn.close_finished())
+        .await
+        .expect("the connection did not end");
+    drop(body);
+    let _answer_or_error = timeout(LIMIT, sending).await.unwrap().unwrap();
+    assert!(
+        !conn.closed_gracefully(),
+        "http/1.1, a request body in progress"
+    );
+    timeout(LIMIT, server).await.unwrap().unwrap();
+
+    // HTTP/2: served, idle, then the end without close_notify and without GOAWAY.
+    let server = TlsServer::start(pki.acceptor(&[b"h2"])).await;
+    let conn = HttpConnector::<Body>::http2()
+        .tls(pki.client())
+        .oneshot(format!("localhost:{}", server.address.port()))
+        .await
+        .unwrap();
+    let response = timeout(LIMIT, conn.clone().oneshot(get("/a")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "t /a");
+    server.end_without_close_notify();
+    timeout(LIMIT, conn.close_finished())
+        .await
+        .expect("the connection did not end");
+    assert!(!conn.closed_gracefully(), "http/2, no GOAWAY");
 }
 
 // Over HTTP/1.1, the same end in the middle of a response's body cuts the body short: reading

@@ -918,16 +918,6 @@ async fn drive(
     // order all the same.
     let ended = match ended {
         Some(Err(error)) if shared.never_used() && is_incomplete_message(&error) => Some(Ok(())),
-        // A stream that ended without its transport's own goodbye (rustls: the peer closed the
-        // connection without TLS's close_notify, as a server that drops its TLS stream does):
-        // an end of stream, as over TCP (RFC 9110 §9.8: an incomplete close with no message in
-        // progress is a close). What was in progress then failed with it (a body cut short
-        // gets the error), and the requests in flight tell whether it served, as they do
-        // after TCP's end of stream. The error is kept as the end's cause.
-        Some(Err(error)) if is_unexpected_eof(&error) => {
-            shared.keep_end_error(error);
-            Some(Ok(()))
-        }
         ended => ended,
     };
     let ended_by_peer = matches!(ended, Some(Ok(())));
@@ -1088,19 +1078,6 @@ fn is_incomplete_message(error: &BoxError) -> bool {
     error
         .downcast_ref::<hyper::Error>()
         .is_some_and(hyper::Error::is_incomplete_message)
-}
-
-/// Whether hyper's connection ended because its stream said `UnexpectedEof` (hyper's I/O
-/// error, its cause): the end of the stream without the transport's own goodbye (TLS's
-/// close_notify). Not a request body's error of the caller's, whatever its cause.
-fn is_unexpected_eof(error: &BoxError) -> bool {
-    use std::error::Error as _;
-    error
-        .downcast_ref::<hyper::Error>()
-        .filter(|error| !error.is_user())
-        .and_then(|error| error.source())
-        .and_then(|cause| cause.downcast_ref::<std::io::Error>())
-        .is_some_and(|cause| cause.kind() == std::io::ErrorKind::UnexpectedEof)
 }
 
 /// Finishes the connection when dropped, the probe released first (it keeps the socket open).

@@ -196,6 +196,22 @@ impl AsyncRead for Watched {
             let before = buf.filled().len();
             let polled =
                 unless_panicked(panicked, "poll_read", || inner.as_mut().poll_read(cx, buf));
+            if let Poll::Ready(Err(error)) = &polled {
+                if error.kind() == io::ErrorKind::UnexpectedEof
+                    && shared.in_flight.load(Ordering::Acquire) == 0
+                {
+                    // The end of the stream without its transport's own goodbye (rustls: the
+                    // peer closed without TLS's close_notify, as a server that drops its TLS
+                    // stream on its idle timeout does), with no response in progress: the end
+                    // of stream it is (RFC 9110 §9.8), given to hyper as TCP's, so that hyper
+                    // and h2 judge it as they judge TCP's (an HTTP/1.1 request still being
+                    // written fails; an HTTP/2 end without GOAWAY is not in good order). With
+                    // a response in progress the error stays: a body that the close delimits
+                    // could not be told from one cut short.
+                    buf.set_filled(before);
+                    return Poll::Ready(Ok(()));
+                }
+            }
             if !matches!(polled, Poll::Ready(Ok(()))) {
                 // Bytes a failed (or panicking) read left in the buffer: hyper never sees them.
                 return polled;

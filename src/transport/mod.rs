@@ -144,10 +144,14 @@
 //!   and stops answering them meets the retry delay); a connection that ends otherwise ends
 //!   the row. Each connector counts its own row (a clone starts a new one). Over TLS, a server
 //!   that closes without sending `close_notify` first (rustls reports an unexpected end, as a
-//!   server that drops its TLS stream on its idle timeout causes) ends the connection as TCP's
-//!   end of stream does (RFC 9110 §9.8: an incomplete close with no message in progress is a
-//!   close): after complete responses, or idle, in good order; a body it cuts short fails with
-//!   rustls's error as its cause, and then the connection did not close in good order.
+//!   server that drops its TLS stream on its idle timeout causes) with no response in progress
+//!   (RFC 9110 §9.8: an incomplete close with no message in progress is a close) ends the
+//!   connection as TCP's end of stream does: hyper and h2 are given that end of stream, and
+//!   judge it as they judge TCP's (over HTTP/1.1, after complete responses or idle, in good
+//!   order; a request whose body is still being sent fails; over HTTP/2 an end without GOAWAY
+//!   is not in good order). With a response in progress the error stays: a body cut short
+//!   fails with rustls's error as its cause (a body that the close delimits could not be told
+//!   from one cut short), and the connection did not close in good order.
 //! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`
 //!   fails), lets the requests in flight finish, bodies included, for up to the
 //!   [`close_timeout`](HttpConnector::close_timeout) (default 5 s), then cuts off those still
