@@ -792,8 +792,11 @@ fn lock<T>(send: &SendSlot<T>) -> std::sync::MutexGuard<'_, Option<T>> {
 pub(super) struct Release<T>(std::sync::Weak<Mutex<Option<T>>>);
 
 impl<T> Release<T> {
-    pub(super) fn new(send: &SendSlot<T>) -> Self {
-        Release(Arc::downgrade(send))
+    /// The connection's slot for `send`, and its release.
+    pub(super) fn slot(send: T) -> (SendSlot<T>, Release<T>) {
+        let slot = Arc::new(Mutex::new(Some(send)));
+        let release = Release(Arc::downgrade(&slot));
+        (slot, release)
     }
 }
 

@@ -5,8 +5,8 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::connection::{ConnDriver, HttpConnection, Release, SendSlot, Sender};
+use super::connection::{ConnDriver, HttpConnection, Release, Sender};
 use super::dial::{Dial, Dialed, Dialer, Over, OverHyper, Peer};
 use super::exec;
 use super::io::{ClosedOnDrop, Greeting, Preface, Watched};
@@ -424,8 +424,7 @@ where
                 let conn = conn.with_upgrades();
                 // The connection's one `SendRequest`, dropped once hyper's connection is gone
                 // (see `Release`).
-                let send: SendSlot<_> = Arc::new(Mutex::new(Some(send)));
-                let release = Release::new(&send);
+                let (send, release) = Release::slot(send);
                 let mut conn: ConnDriver = Box::pin(async move {
                     let ended = conn.await.map_err(BoxError::from);
                     drop(release);
@@ -464,8 +463,7 @@ where
                 // gone (see `Release`): hyper's connection first (the future awaited is
                 // dropped at the end of its statement), then the `SendRequest`. Dropped
                 // unfinished, both go at once.
-                let send: SendSlot<_> = Arc::new(Mutex::new(Some(send)));
-                let release = Release::new(&send);
+                let (send, release) = Release::slot(send);
                 let conn: ConnDriver = Box::pin(async move {
                     let ended = conn.await;
                     drop(release);
