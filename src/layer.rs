@@ -244,8 +244,11 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// is up, because a handle without a connection weighs more than any connected one (see
     /// [`load`](crate::load)); p2c picks its two at random, so when both are down the request
     /// goes to one of them and fails at once (without fail-fast, a replica that is down is not
-    /// ready, and p2c passes it over). Before the first failure of a round (the first attempt in
-    /// flight) handles still wait.
+    /// ready, and p2c passes it over). p2c weighs ready replicas only: an HTTP/1.1 replica busy
+    /// with a request is not ready, so while every replica that is up is busy, one failing fast
+    /// is the only one ready and takes the request. Under a balancer over HTTP/1.1, prefer
+    /// [`ready_timeout`](Self::ready_timeout). Before the first failure of a round (the first
+    /// attempt in flight) handles still wait.
     pub fn fail_fast(mut self, fail_fast: bool) -> Self {
         self.config.fail_fast = fail_fast;
         self
@@ -445,6 +448,8 @@ where
 ///
 /// If called outside a tokio runtime: the driver is spawned on the current one. The message
 /// says so, and points to [`PersistentLayer::pair`], whose driver you run where you like.
+/// Also on a runtime without timers (a `Builder` without `enable_time` or `enable_all`), with
+/// tokio's message (`timers are disabled`): the driver needs them.
 impl<G, A, C, M> Layer<M> for PersistentLayer<G, A, C>
 where
     G: Service<(), Response = A> + Clone + Send + 'static,
@@ -467,6 +472,10 @@ where
                  the driver to run yourself)"
             );
         };
+        // The driver's timers are the runtime's: a runtime without them is refused here, with
+        // tokio's own message, not by the driver's first timer, whose panic would end the
+        // persistent connection as a close does. (Making a timer checks; it registers nothing.)
+        drop(tokio::time::sleep(Duration::ZERO));
         // The driver is a task of the runtime's: it may take the connection's task over.
         let (handle, driver) = self.driver(connect, true);
         runtime.spawn(driver);

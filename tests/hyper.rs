@@ -1664,3 +1664,98 @@ async fn an_http1_request_given_up_while_its_body_is_stuck_has_its_connection_re
     client.close().await;
     server.abort();
 }
+
+// p2c picks among the ready replicas only, and an HTTP/1.1 replica busy with a request is not
+// ready (its connection serves one request at a time). With fail-fast, a replica that is down
+// is ready: while every replica that is up is busy it is the only one ready, and takes the
+// request, which fails at once with `Unavailable` (the README and `fail_fast` say so). With a
+// ready timeout instead, the replica that is down waits, and the request waits for the busy
+// one's turn (what the README advises under a balancer over HTTP/1.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_over_busy_http1_replicas_sends_to_one_failing_fast_not_to_one_waiting() {
+    use tower::Layer;
+    use tower::balance::p2c::Balance;
+    use tower::discover::ServiceList;
+    use tower_persistent::Unavailable;
+
+    let server = HttpServer::start("up").await.unwrap();
+    let nowhere = support::line::closed_port().await;
+    for fail_fast in [true, false] {
+        let replica = |address| -> Client {
+            let layer = PersistentLayer::new("replica", fixed(address))
+                .retry_delay(|| Duration::from_secs(3600));
+            let layer = if fail_fast {
+                layer.fail_fast(true)
+            } else {
+                layer.ready_timeout(LIMIT)
+            };
+            layer.layer(HttpConnector::http1())
+        };
+        let (up, down) = (replica(server.address), replica(nowhere));
+        timeout(LIMIT, up.connected()).await.unwrap().unwrap();
+        // (A subscriber gets the last event first: the failure, whenever it came.)
+        next_event(&mut down.events(), "failed_to_connect").await;
+        let mut balance = Balance::new(ServiceList::new(vec![up.clone(), down.clone()]));
+        // Both idle: the replica that is up takes the request (with fail-fast, the one down
+        // weighs more; without, it is not ready). Its one turn is taken until the answer is read.
+        let slow = balance.ready().await.unwrap().call(get("/slow"));
+        let slow = tokio::spawn(async move { text(slow.await.unwrap()).await });
+        let next = timeout(LIMIT, async {
+            balance.ready().await.unwrap().call(get("/next")).await
+        })
+        .await
+        .unwrap();
+        if fail_fast {
+            let error = next.unwrap_err();
+            assert!(error.is::<Unavailable>(), "{error}");
+        } else {
+            assert_eq!(text(next.unwrap()).await, "up /next");
+        }
+        assert_eq!(slow.await.unwrap(), "up /slow");
+        up.close().await;
+        down.close().await;
+    }
+}
+
+// The runtime that runs a persistent connection (its driver and its HTTP connection's task)
+// shuts down with a request in flight, sent from another runtime: the request fails with
+// hyper's error, which says the runtime dropped its task (the README's faults table), and
+// every handle sees the persistent connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_when_its_connection_s_runtime_shuts_down_fails_with_hyper_s_error() {
+    for connector in [HttpConnector::http1(), HttpConnector::http2()] {
+        let server = HttpServer::start("s").await.unwrap();
+        let other = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let address = server.address;
+        let made = other.spawn(async move {
+            let (client, _) = client(fixed(address), connector);
+            client.connected().await.unwrap();
+            client
+        });
+        let client = timeout(LIMIT, made).await.unwrap().unwrap();
+        let mut events = client.events();
+        let request = tokio::spawn(client.clone().oneshot(get("/hang")));
+        assert!(server.stats.requests(1, LIMIT).await);
+        other.shutdown_background();
+        let error = timeout(LIMIT, request).await.unwrap().unwrap().unwrap_err();
+        assert_eq!(
+            support::chain(&*error),
+            "dispatch task is gone: runtime dropped the dispatch task"
+        );
+        // The runtime's threads drop its tasks one after another: once the driver's is gone
+        // (its event streams end), every handle sees the persistent connection closed.
+        timeout(LIMIT, async {
+            use futures_util::StreamExt;
+            while events.next().await.is_some() {}
+        })
+        .await
+        .unwrap();
+        let mut handle = client.clone();
+        let closed = timeout(LIMIT, handle.ready()).await.unwrap();
+        assert!(closed.unwrap_err().is::<tower_persistent::Closed>());
+    }
+}

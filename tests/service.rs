@@ -235,6 +235,30 @@ fn layer_outside_a_runtime_panics_with_a_clear_message() {
     let _p = PersistentLayer::new("test", lookup).layer(connect);
 }
 
+// `layer` on a runtime without timers panics at once, with tokio's message saying so: the
+// driver needs them, and without this check its first timer (a lookup that does not finish at
+// once, a retry delay, a close) panicked inside it, which ended the persistent connection as a
+// close would, long after the configuration was made.
+#[test]
+#[should_panic(
+    expected = "A Tokio 1.x context was found, but timers are disabled. Call `enable_time` on the \
+                runtime builder to enable timers."
+)]
+fn layer_on_a_runtime_without_timers_panics_at_once() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let lookup = service_fn(|()| async { Ok::<_, io::Error>("a") });
+    let connect = service_fn(|_: &'static str| async {
+        Ok::<_, io::Error>(ClosableService::new(service_fn(|n: u32| async move {
+            Ok::<_, io::Error>(n)
+        })))
+    });
+    let _enter = runtime.enter();
+    let _p = PersistentLayer::new("test", lookup).layer(connect);
+}
+
 // `call` without readiness panics with a fixed message.
 #[tokio::test(start_paused = true)]
 #[should_panic(
