@@ -89,10 +89,9 @@ pub(crate) const NOT_READY: &str =
 pub struct Persistent<A, C> {
     shared: Arc<Shared<A, C>>,
     id: u64,
-    /// The connection this handle uses, its generation and this handle's readiness on it.
-    conn: Option<Held<C>>,
-    /// What the last `poll_ready` left for `call` while the handle holds no connection (with
-    /// one, it is the connection's [`Held::readiness`]).
+    /// The connection this handle uses, and its generation.
+    conn: Option<(u64, C)>,
+    /// What the last `Ready(Ok(()))` of `poll_ready` reserved, until `call`.
     readiness: Readiness,
     /// The waker registered with the shared state, and for which generation.
     registered: Option<(u64, Waker)>,
@@ -140,16 +139,6 @@ impl ReadyTimer {
         };
         timer.as_mut().project().sleep.poll(cx).is_ready()
     }
-}
-
-/// The connection a handle uses.
-struct Held<C> {
-    generation: u64,
-    /// The handle's readiness while it holds this connection. Kept here, not beside the
-    /// `Option`, so that `call`'s one test of this byte finds both the connection and the
-    /// readiness: the `Option`'s `None` is a value of this byte that no `Readiness` has.
-    readiness: Readiness,
-    conn: C,
 }
 
 /// What `poll_ready` reserved for `call`: one byte, so that the ready path reads and writes no
@@ -432,25 +421,6 @@ where
     }
 }
 
-impl<A, C> Persistent<A, C> {
-    /// What the last `poll_ready` left for `call`: the held connection's readiness, or the
-    /// handle's without one.
-    fn readiness(&self) -> Readiness {
-        match &self.conn {
-            Some(held) => held.readiness,
-            None => self.readiness,
-        }
-    }
-
-    /// Sets what [`readiness`](Self::readiness) returns.
-    fn set_readiness(&mut self, readiness: Readiness) {
-        match &mut self.conn {
-            Some(held) => held.readiness = readiness,
-            None => self.readiness = readiness,
-        }
-    }
-}
-
 impl<A, C: Clone> Persistent<A, C> {
     /// The load of the current connection: this handle's own copy if it is still current (one
     /// atomic load), else the slot's; `None` without one.
@@ -458,9 +428,9 @@ impl<A, C: Clone> Persistent<A, C> {
     where
         C: tower::load::Load,
     {
-        if let Some(held) = &self.conn {
-            if held.generation == self.shared.slot.generation() {
-                return Some(held.conn.load());
+        if let Some((generation, conn)) = &self.conn {
+            if *generation == self.shared.slot.generation() {
+                return Some(conn.load());
             }
         }
         self.shared.slot.current().map(|conn| conn.load())
@@ -470,8 +440,7 @@ impl<A, C: Clone> Persistent<A, C> {
     /// all (a panic).
     #[cold]
     fn call_without_connection(&mut self) -> BoxError {
-        let readiness = self.readiness();
-        self.set_readiness(Readiness::NotReady);
+        let readiness = std::mem::replace(&mut self.readiness, Readiness::NotReady);
         let failing = self.failing.take();
         match (readiness, failing) {
             (Readiness::TimedOut, _) if !self.shared.is_closed() => {
@@ -508,13 +477,13 @@ impl<A, C: Clone> Persistent<A, C> {
         C: Service<R>,
         C::Error: Into<BoxError>,
     {
-        if self.readiness() != Readiness::Waiting {
+        if self.readiness != Readiness::Waiting {
             // A new wait may begin: the timer of an earlier one is gone.
             self.ready_timer = None;
         }
         match &mut self.conn {
-            Some(held) if held.generation == self.shared.slot.generation() => {
-                let poll = held.conn.poll_ready(cx);
+            Some((generation, conn)) if *generation == self.shared.slot.generation() => {
+                let poll = conn.poll_ready(cx);
                 self.not_ready::<R>(poll, cx)
             }
             _ => self.poll_ready_slow::<R>(cx),
@@ -527,13 +496,13 @@ impl<A, C: Clone> Persistent<A, C> {
         C: Service<R>,
         C::Error: Into<BoxError>,
     {
-        self.set_readiness(Readiness::NotReady);
-        let Some(generation) = self.conn.as_ref().map(|held| held.generation) else {
+        self.readiness = Readiness::NotReady;
+        let Some((generation, _)) = self.conn else {
             return self.poll_ready_slow::<R>(cx);
         };
         match poll {
             Poll::Ready(Ok(())) => {
-                self.set_readiness(Readiness::Connection);
+                self.readiness = Readiness::Connection;
                 Readied::Ready
             }
             Poll::Pending => {
@@ -541,8 +510,8 @@ impl<A, C: Clone> Persistent<A, C> {
                 self.watch_generation(generation, cx.waker());
                 // A connection that is not ready and has begun closing by itself is reported,
                 // so that its close is bounded by the close timeout.
-                if let Some(held) = &self.conn {
-                    self.shared.check_closing(generation, &held.conn);
+                if let Some((_, conn)) = &self.conn {
+                    self.shared.check_closing(generation, conn);
                 }
                 self.pending(cx)
             }
@@ -579,11 +548,7 @@ impl<A, C: Clone> Persistent<A, C> {
                     self.registered = None;
                 }
                 let poll = conn.poll_ready(cx);
-                self.conn = Some(Held {
-                    generation,
-                    readiness: Readiness::NotReady,
-                    conn,
-                });
+                self.conn = Some((generation, conn));
                 self.not_ready::<R>(poll, cx)
             }
             Lookup::Closed => Readied::Closed,
@@ -602,7 +567,7 @@ impl<A, C: Clone> Persistent<A, C> {
     /// `poll_ready` has nothing ready: `Pending`, unless the wait has lasted the ready timeout,
     /// in which case the handle is ready and its `call` fails with [`ReadyTimeout`].
     fn pending(&mut self, cx: &mut Context<'_>) -> Readied {
-        self.set_readiness(Readiness::Waiting);
+        self.readiness = Readiness::Waiting;
         let Some(timeout) = self.shared.ready_timeout else {
             return Readied::Pending;
         };
@@ -615,11 +580,11 @@ impl<A, C: Clone> Persistent<A, C> {
             );
         if timed_out {
             self.ready_timer = None;
+            self.readiness = Readiness::TimedOut;
             // The connection's own wait is given up too (its place in an HTTP/1.1 connection's
             // queue, say, which would otherwise hold the turn once it came): the next
             // `poll_ready` takes the current connection again.
             self.conn = None;
-            self.readiness = Readiness::TimedOut;
             return Readied::Ready;
         }
         Readied::Pending
@@ -638,10 +603,10 @@ where
     #[inline(always)]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // The happy path: ready on the connection that is still current.
-        if let Some(held) = &mut self.conn {
-            if held.generation == self.shared.slot.generation() {
-                if let Poll::Ready(Ok(())) = held.conn.poll_ready(cx) {
-                    held.readiness = Readiness::Connection;
+        if let Some((generation, conn)) = &mut self.conn {
+            if *generation == self.shared.slot.generation() {
+                if let Poll::Ready(Ok(())) = conn.poll_ready(cx) {
+                    self.readiness = Readiness::Connection;
                     return Poll::Ready(Ok(()));
                 }
             }
@@ -653,14 +618,13 @@ where
 
     #[inline(always)]
     fn call(&mut self, request: R) -> Self::Future {
-        // One test of one byte: the connection is held and ready on it.
-        if let Some(held) = &mut self.conn {
-            if held.readiness == Readiness::Connection {
-                held.readiness = Readiness::NotReady;
+        if self.readiness == Readiness::Connection {
+            self.readiness = Readiness::NotReady;
+            if let Some((_, conn)) = &mut self.conn {
                 // The closed flag is read once more: a call after `close()` never reaches the
                 // connection, whenever `poll_ready` ran. (It publishes nothing to read.)
                 if !self.shared.commands.stop.is_set_relaxed() {
-                    return ResponseFuture::new(held.conn.call(request));
+                    return ResponseFuture::new(conn.call(request));
                 }
                 return ResponseFuture::from_failed(Self::call_after_close());
             }
@@ -697,7 +661,7 @@ impl<A, C> fmt::Debug for Persistent<A, C> {
         f.debug_struct("Persistent")
             .field("server_name", &self.shared.server_name)
             .field("closed", &self.shared.is_closed())
-            .field("ready", &(self.readiness() != Readiness::NotReady))
+            .field("ready", &(self.readiness != Readiness::NotReady))
             .finish_non_exhaustive()
     }
 }
