@@ -267,7 +267,10 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// ready while its server lets no new stream open (hyper queues the request until a stream
     /// is free), and that wait is a timeout layer's to bound. Every value is accepted: zero
     /// fails a call that would wait at all, `Duration::MAX` fires after about thirty years (a
-    /// deadline too far to be represented is held there), in effect never.
+    /// deadline too far to be represented is held there), in effect never. Once the handle is
+    /// ready so, it stays ready until its `call`, as tower asks: polled again first, it takes a
+    /// connection ready by then, or else answers `Ready` again without a new wait (which a
+    /// balancer that polls a service again before calling it, tower's p2c, relies on).
     ///
     /// # Panics
     ///

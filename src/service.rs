@@ -477,6 +477,9 @@ impl<A, C: Clone> Persistent<A, C> {
         C: Service<R>,
         C::Error: Into<BoxError>,
     {
+        if matches!(self.readiness, Readiness::Failing | Readiness::TimedOut) {
+            return self.poll_ready_again::<R>(cx);
+        }
         if self.readiness != Readiness::Waiting {
             // A new wait may begin: the timer of an earlier one is gone.
             self.ready_timer = None;
@@ -487,6 +490,34 @@ impl<A, C: Clone> Persistent<A, C> {
                 self.not_ready::<R>(poll, cx)
             }
             _ => self.poll_ready_slow::<R>(cx),
+        }
+    }
+
+    /// `poll_ready` again after it answered `Ready` without a connection (failing fast, or the
+    /// ready timeout reached), before `call`. A connection ready now is taken; otherwise the
+    /// readiness given stands: tower's contract is ready until `call`, and a new wait here
+    /// (`Pending`) left a balancer that polls a service again before calling it (tower's p2c)
+    /// waiting for good behind a ready timeout.
+    #[cold]
+    fn poll_ready_again<R>(&mut self, cx: &mut Context<'_>) -> Readied
+    where
+        C: Service<R>,
+        C::Error: Into<BoxError>,
+    {
+        let readiness = self.readiness;
+        let failing = self.failing.take();
+        self.ready_timer = None;
+        match self.poll_ready_slow::<R>(cx) {
+            Readied::Pending => {
+                // Nothing ready (a new round's first attempt in flight, a connection busy):
+                // the wait just begun, and any place it took on a connection, are given up.
+                self.conn = None;
+                self.ready_timer = None;
+                self.readiness = readiness;
+                self.failing = failing;
+                Readied::Ready
+            }
+            readied => readied,
         }
     }
 

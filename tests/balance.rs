@@ -11,7 +11,7 @@ use tower::discover::ServiceList;
 use tower::load::Load;
 use tower::{Layer, Service, ServiceExt};
 use tower_persistent::load::ConnectionLoad;
-use tower_persistent::{Persistent, PersistentLayer, Unavailable};
+use tower_persistent::{Persistent, PersistentLayer, ReadyTimeout, Unavailable};
 
 impl Load for Echo {
     type Metric = usize;
@@ -133,4 +133,28 @@ async fn p2c_sends_nothing_to_replicas_that_wait_for_a_connection() {
     }
     assert_eq!(replicas[1].load(), ConnectionLoad::Connected(300));
     assert_eq!(replicas[0].load(), ConnectionLoad::NotConnected);
+}
+
+// With a ready timeout (and no fail-fast), p2c over replicas that are all down answers within the ready timeout: its request
+// fails with `ReadyTimeout` instead of waiting for good (p2c polls a service again before it
+// calls it, and a handle whose wait reached the timeout stays ready until its call).
+#[tokio::test(start_paused = true)]
+async fn p2c_over_replicas_all_down_answers_within_the_ready_timeout() {
+    let start = Instant::now();
+    let replicas: Vec<_> = (0..3)
+        .map(|_| {
+            PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Err("down"))))
+                .retry_delay(|| Duration::from_secs(1))
+                .ready_timeout(Duration::from_millis(500))
+                .layer(Connect::new(Script::new(start, [], Step::Ok(""))))
+        })
+        .collect();
+    let mut balance = Balance::new(ServiceList::new(replicas.clone()));
+    let ready = tokio::time::timeout(Duration::from_secs(60), balance.ready()).await;
+    let error = ready.unwrap().unwrap().call(1u32).await.unwrap_err();
+    assert!(error.is::<ReadyTimeout>(), "{error}");
+    assert_eq!(ms(start), 500);
+    for p in &replicas {
+        p.close().await;
+    }
 }

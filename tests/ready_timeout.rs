@@ -25,6 +25,65 @@ async fn a_request_without_a_connection_fails_after_the_ready_timeout() {
     p.close().await;
 }
 
+// Ready stays ready until `call` (tower's contract): a handle whose wait reached the ready
+// timeout answers `Ready` to every later `poll_ready` at once, without a new wait, and its call
+// fails with `ReadyTimeout`. (It used to begin a new wait: `Pending`, and p2c, which polls a
+// service again before it calls it, never got a ready one.)
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_handle_stays_ready_until_its_call() {
+    let start = Instant::now();
+    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Err("down"))))
+        .retry_delay(|| Duration::from_secs(1))
+        .ready_timeout(Duration::from_millis(500))
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let mut handle = p.clone();
+    ServiceExt::<u32>::ready(&mut handle).await.unwrap();
+    assert_eq!(ms(start), 500);
+    for _ in 0..3 {
+        let again = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(Service::<u32>::poll_ready(&mut handle, cx))
+        })
+        .await;
+        assert!(matches!(again, std::task::Poll::Ready(Ok(()))), "{again:?}");
+    }
+    let error = handle.call(1u32).await.unwrap_err();
+    assert!(error.is::<ReadyTimeout>(), "{error}");
+    assert_eq!(ms(start), 500);
+    // The next request waits the whole timeout again.
+    let error = handle.ready().await.unwrap().call(2u32).await.unwrap_err();
+    assert!(error.is::<ReadyTimeout>(), "{error}");
+    assert_eq!(ms(start), 1000);
+    p.close().await;
+}
+
+// Failing fast, a handle made ready without a connection takes one that is ready by the time
+// it is polled again, before `call`.
+#[tokio::test(start_paused = true)]
+async fn a_handle_failing_fast_polled_again_takes_a_connection_come_meanwhile() {
+    let start = Instant::now();
+    // The first attempt fails at once, the second (after a second) connects.
+    let lookup = Lookup(Script::new(start, [Step::Err("down")], Step::Ok("a")));
+    let p = PersistentLayer::new("test", lookup)
+        .retry_delay(|| Duration::from_secs(1))
+        .jitter(0.0)
+        .fail_fast(true)
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let failed = p.connected_or_failed_to_connect().await.unwrap_err();
+    assert_eq!(failed.text(), "address lookup failed: down");
+    let mut handle = p.clone();
+    ServiceExt::<u32>::ready(&mut handle).await.unwrap();
+    assert_eq!(ms(start), 0);
+    p.connected().await.unwrap();
+    assert_eq!(ms(start), 1000);
+    let again = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(Service::<u32>::poll_ready(&mut handle, cx))
+    })
+    .await;
+    assert!(matches!(again, std::task::Poll::Ready(Ok(()))), "{again:?}");
+    assert_eq!(handle.call(3u32).await.unwrap(), (1, 3));
+    p.close().await;
+}
+
 /// A lookup whose first call answers `a` 1.5 s after `start`; every later one fails.
 fn lookup_answering_after_1500ms(start: Instant) -> Lookup {
     Lookup(Script::new(
