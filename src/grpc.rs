@@ -20,9 +20,9 @@
 //! `Channel`.
 //!
 //! A connection lost before the response head is `UNAVAILABLE`, as gRPC clients say, so that a
-//! retry policy on `UNAVAILABLE` fires. (tonic's own `Channel` says `UNKNOWN`, "transport error",
-//! for the same loss: here the two differ, as for the `grpc-timeout`.) Its error type, [`Error`], is a concrete, opaque type (as
-//! tonic's `Channel` has).
+//! retry policy on `UNAVAILABLE` fires. (tonic's own `Channel` says `UNKNOWN`, "transport
+//! error", for the same loss: here the two differ, as for the `grpc-timeout`.) Its error type,
+//! [`Error`], is a concrete, opaque type (as tonic's `Channel` has).
 //!
 //! [`Balanced`] is tower's p2c balancer over one `GrpcChannel` per replica, with the same
 //! concrete error: `HealthClient<Buffer<Balanced<..>>>` can be moved into `tokio::spawn`, where
