@@ -248,7 +248,10 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// with a request is not ready, so while every replica that is up is busy, one failing fast
     /// is the only one ready and takes the request. Under a balancer over HTTP/1.1, prefer
     /// [`ready_timeout`](Self::ready_timeout). Before the first failure of a round (the first
-    /// attempt in flight) handles still wait.
+    /// attempt in flight) handles still wait. A handle made ready so stays ready until its
+    /// `call`, as tower asks: polled again first, it takes a connection ready by then, or else
+    /// stays ready, and its call fails with the last attempt's error (also if a connection came
+    /// meanwhile but is not ready, or if a new round has begun).
     pub fn fail_fast(mut self, fail_fast: bool) -> Self {
         self.config.fail_fast = fail_fast;
         self
@@ -270,7 +273,10 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// deadline too far to be represented is held there), in effect never. Once the handle is
     /// ready so, it stays ready until its `call`, as tower asks: polled again first, it takes a
     /// connection ready by then, or else answers `Ready` again without a new wait (which a
-    /// balancer that polls a service again before calling it, tower's p2c, relies on).
+    /// balancer that polls a service again before calling it, tower's p2c, relies on). With
+    /// [`fail_fast`](Self::fail_fast) too, a handle polled again once an attempt has failed is
+    /// failing fast: its call fails with [`Unavailable`](crate::Unavailable), not
+    /// `ReadyTimeout`.
     ///
     /// # Panics
     ///
