@@ -7,17 +7,23 @@ use std::time::Duration;
 use support::*;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
-use tower_persistent::{Closable, PersistentLayer, ReadyTimeout};
+use tower_persistent::{Closable, Persistent, PersistentLayer, ReadyTimeout};
+
+/// A persistent connection whose every lookup fails (one attempt a second), with `timeout` as
+/// its ready timeout.
+fn never_connected(start: Instant, timeout: Duration) -> Persistent<&'static str, Conn> {
+    PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Err("down"))))
+        .retry_delay(|| Duration::from_secs(1))
+        .ready_timeout(timeout)
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))))
+}
 
 // With no connection to be had, a request waits exactly the ready timeout, then fails with
 // ReadyTimeout; without one, it would wait for ever (a timeout layer above bounds `call` only).
 #[tokio::test(start_paused = true)]
 async fn a_request_without_a_connection_fails_after_the_ready_timeout() {
     let start = Instant::now();
-    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Err("down"))))
-        .retry_delay(|| Duration::from_secs(1))
-        .ready_timeout(Duration::from_secs(2))
-        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let p = never_connected(start, Duration::from_secs(2));
     let error = p.clone().oneshot(1u32).await.unwrap_err();
     assert_eq!(ms(start), 2000);
     assert!(error.is::<ReadyTimeout>(), "{error}");
@@ -32,10 +38,7 @@ async fn a_request_without_a_connection_fails_after_the_ready_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_timed_out_handle_stays_ready_until_its_call() {
     let start = Instant::now();
-    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Err("down"))))
-        .retry_delay(|| Duration::from_secs(1))
-        .ready_timeout(Duration::from_millis(500))
-        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let p = never_connected(start, Duration::from_millis(500));
     let mut handle = p.clone();
     ServiceExt::<u32>::ready(&mut handle).await.unwrap();
     assert_eq!(ms(start), 500);
