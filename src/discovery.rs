@@ -44,6 +44,10 @@
 //! # std::fs::remove_dir(&dir)?;
 //! # Ok(()) }
 //! ```
+#![cfg_attr(
+    not(feature = "etcd"),
+    doc = "[`Etcd`]: https://docs.rs/tower-persistent/latest/tower_persistent/discovery/struct.Etcd.html"
+)]
 
 use std::convert::Infallible;
 use std::error::Error as StdError;

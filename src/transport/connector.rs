@@ -130,7 +130,13 @@ impl<B> HttpConnector<B> {
     }
 
     /// A connector for HTTP/2 with prior knowledge (cleartext `h2c`, as gRPC uses), or, with
-    /// [`tls`](Self::tls), HTTP/2 over TLS (ALPN `h2`).
+    /// [`tls`][tls], HTTP/2 over TLS (ALPN `h2`).
+    ///
+    #[cfg_attr(feature = "tls", doc = "[tls]: Self::tls")]
+    #[cfg_attr(
+        not(feature = "tls"),
+        doc = "[tls]: https://docs.rs/tower-persistent/latest/tower_persistent/transport/struct.HttpConnector.html#method.tls"
+    )]
     pub fn http2() -> Self {
         Self::new(Version::Http2)
     }
@@ -157,11 +163,17 @@ impl<B, D> HttpConnector<B, D> {
 
     /// The authority (`host` or `host:port`) that requests naming none are sent with (the
     /// HTTP/1.1 `Host` header, the HTTP/2 `:authority`), whatever the address; and, over TLS
-    /// without a [`server_name`](super::TlsConfig::server_name) and with an address that is not
+    /// without a [`server_name`][server_name] and with an address that is not
     /// a name (a stream of yours, a Unix socket), the name the certificate is checked against.
     /// For a stream of yours ([`over`](Self::over)), whose destination the crate cannot know.
     /// Default: none (the address's name, else the TLS server name, else the TCP peer, else
     /// `localhost`).
+    ///
+    #[cfg_attr(feature = "tls", doc = "[server_name]: super::TlsConfig::server_name")]
+    #[cfg_attr(
+        not(feature = "tls"),
+        doc = "[server_name]: https://docs.rs/tower-persistent/latest/tower_persistent/transport/struct.TlsConfig.html#method.server_name"
+    )]
     pub fn authority(mut self, authority: http::uri::Authority) -> Self {
         self.authority = Some(authority);
         self

@@ -290,7 +290,7 @@ where
 ///   `"replica-3.orders.internal:8080"`), resolved at connect time, each of its addresses tried
 ///   in turn;
 /// - an [`http::Uri`] (`http://host:port`, port 80 by default; `https://host`, port 443 by
-///   default, which does not by itself turn TLS on: see [`HttpConnector::tls`](super::HttpConnector::tls));
+///   default, which does not by itself turn TLS on: see [`HttpConnector::tls`][tls]);
 /// - the path of a Unix domain socket: a [`PathBuf`], a `&'static Path`, or a string that
 ///   starts with `unix:` (`"unix:/run/orders.sock"`), so that a lookup answering strings
 ///   (`Fixed`, `RoundRobin`, `Watch`, etcd's values) can give one as text. (`Dns` and `Catalog`
@@ -300,6 +300,12 @@ where
 /// HTTP/2 `:authority`) when they do not name one themselves, and what a TLS server's
 /// certificate is checked against, unless the connector names a server itself. Sealed:
 /// implemented here only.
+///
+#[cfg_attr(feature = "tls", doc = "[tls]: super::HttpConnector::tls")]
+#[cfg_attr(
+    not(feature = "tls"),
+    doc = "[tls]: https://docs.rs/tower-persistent/latest/tower_persistent/transport/struct.HttpConnector.html#method.tls"
+)]
 pub trait Address: sealed::Sealed + Send + 'static {
     /// The addresses to try in turn and the name, resolved.
     #[doc(hidden)]

@@ -315,6 +315,11 @@
 //! [`HttpConnection`] (`connection.rs`, with the task that drives hyper's side), whose responses
 //! are [`ResponseFuture`] and [`ResponseBody`] (`body.rs`); under them, the watched stream
 //! (`io.rs`) and the state a connection's clones and task share (`shared.rs`).
+//!
+#![cfg_attr(
+    not(feature = "tls"),
+    doc = "[`HttpConnector::tls`]: https://docs.rs/tower-persistent/latest/tower_persistent/transport/struct.HttpConnector.html#method.tls"
+)]
 
 mod body;
 mod connection;
