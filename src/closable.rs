@@ -57,10 +57,19 @@ pub trait Closable {
     /// Called once by the persistent connection when it has made this connection, just before
     /// it becomes current (if closing begins meanwhile, it never does), with where the connection that replaces it will be announced: a
     /// connection may keep it to hand that successor the requests it could not send
-    /// ([`HttpConnection`](crate::transport::HttpConnection) does, for a request that hyper hands
+    /// ([`HttpConnection`][HttpConnection] does, for a request that hyper hands
     /// back unsent because the connection ended). See [`Successor`].
     ///
     /// Default: the successor is not needed.
+    ///
+    #[cfg_attr(
+        feature = "hyper",
+        doc = "[HttpConnection]: crate::transport::HttpConnection"
+    )]
+    #[cfg_attr(
+        not(feature = "hyper"),
+        doc = "[HttpConnection]: https://docs.rs/tower-persistent/latest/tower_persistent/transport/struct.HttpConnection.html"
+    )]
     fn set_successor(&self, successor: Successor<Self>)
     where
         Self: Sized,
@@ -75,11 +84,28 @@ pub trait Closable {
     /// still in flight, which other clones may hold) should release them now, failing what is
     /// still in flight, rather than at a later deadline of its own.
     ///
-    /// [`HttpConnection`](crate::transport::HttpConnection) cuts off what is still open on it
-    /// (requests in flight fail with [`ClosedInFlight`](crate::transport::ClosedInFlight)) and
+    /// [`HttpConnection`][HttpConnection] cuts off what is still open on it
+    /// (requests in flight fail with [`ClosedInFlight`][ClosedInFlight]) and
     /// closes its socket.
     ///
     /// Default: nothing (the persistent connection's clones are dropped).
+    ///
+    #[cfg_attr(
+        feature = "hyper",
+        doc = "[HttpConnection]: crate::transport::HttpConnection"
+    )]
+    #[cfg_attr(
+        not(feature = "hyper"),
+        doc = "[HttpConnection]: https://docs.rs/tower-persistent/latest/tower_persistent/transport/struct.HttpConnection.html"
+    )]
+    #[cfg_attr(
+        feature = "hyper",
+        doc = "[ClosedInFlight]: crate::transport::ClosedInFlight"
+    )]
+    #[cfg_attr(
+        not(feature = "hyper"),
+        doc = "[ClosedInFlight]: https://docs.rs/tower-persistent/latest/tower_persistent/transport/struct.ClosedInFlight.html"
+    )]
     fn abort(&self) {}
 }
 

@@ -313,9 +313,15 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 /// The connection was closed; returned by [`ClosableService`](crate::ClosableService)'s
 /// `poll_ready` once it is, and by an HTTP connection's (see the
-/// [transport module](crate::transport)). An HTTP request called for just as hyper's
+/// [transport module][transport]). An HTTP request called for just as hyper's
 /// connection ended, after `poll_ready` admitted it, fails with it too when no successor takes
 /// it: it was sent nowhere, as a request that fails with hyper's `is_canceled` error.
+///
+#[cfg_attr(feature = "hyper", doc = "[transport]: crate::transport")]
+#[cfg_attr(
+    not(feature = "hyper"),
+    doc = "[transport]: https://docs.rs/tower-persistent/latest/tower_persistent/transport/index.html"
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConnectionClosed(());
 

@@ -375,7 +375,7 @@ where
     /// again after that runtime shut down panics in tokio's timer, which ends the persistent
     /// connection as dropping the driver does. A driver of yours takes nothing over from the
     /// connector (the HTTP connector's connection task runs in a task of its own, its connect
-    /// timeout on a timer of its own; see the [transport docs](crate::transport)): requests
+    /// timeout on a timer of its own; see the [transport docs][transport]): requests
     /// never wait on your polling it.
     ///
     /// # Panics
@@ -411,6 +411,12 @@ where
     /// driver.await.unwrap(); // The loop ends once closing finished.
     /// # }
     /// ```
+    ///
+    #[cfg_attr(feature = "hyper", doc = "[transport]: crate::transport")]
+    #[cfg_attr(
+        not(feature = "hyper"),
+        doc = "[transport]: https://docs.rs/tower-persistent/latest/tower_persistent/transport/index.html"
+    )]
     pub fn pair<M>(
         &self,
         connect: M,

@@ -92,7 +92,12 @@
 //! - [`discovery`]: fixed, round-robin, DNS and service-catalog address lookups.
 //! - [`transport`] (feature `hyper`, on by default): an HTTP/1.1 and HTTP/2 connector over
 //!   hyper, which also carries tonic's generated clients.
-
+//!
+#![cfg_attr(feature = "hyper", doc = "[`transport`]: transport")]
+#![cfg_attr(
+    not(feature = "hyper"),
+    doc = "[`transport`]: https://docs.rs/tower-persistent/latest/tower_persistent/transport/index.html"
+)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 

@@ -2,7 +2,7 @@
 //! `tower::balance::p2c` can weigh one `Persistent` per replica with no wrapper.
 //!
 //! A handle's load is its current connection's load (for an
-//! [`HttpConnection`](crate::transport::HttpConnection), the requests in flight on it), and a
+//! [`HttpConnection`][HttpConnection], the requests in flight on it), and a
 //! handle with no connection, or failing fast, weighs more than any connected one: a balancer
 //! that compares two replicas sends the request to the connected one. (p2c picks the two at
 //! random among the ready replicas: when both are failing fast, the request goes to one of them
@@ -49,6 +49,15 @@
 //! assert!(ConnectionLoad::Connected(1_000) < ConnectionLoad::NotConnected);
 //! # }
 //! ```
+//!
+#![cfg_attr(
+    feature = "hyper",
+    doc = "[HttpConnection]: crate::transport::HttpConnection"
+)]
+#![cfg_attr(
+    not(feature = "hyper"),
+    doc = "[HttpConnection]: https://docs.rs/tower-persistent/latest/tower_persistent/transport/struct.HttpConnection.html"
+)]
 
 use tower::load::Load;
 
