@@ -509,3 +509,173 @@ async fn bytes_of_a_failed_read_are_no_greeting() {
     );
     timeout(LIMIT, client.close()).await.unwrap();
 }
+
+/// A stream of the user's whose shutdown never finishes (a tunnel that waits for its peer's
+/// acknowledgement, say), served by a test server; `dropped` counts the streams dropped.
+struct ShutdownWaits {
+    inner: DuplexStream,
+    dropped: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Drop for ShutdownWaits {
+    fn drop(&mut self) {
+        self.dropped.send_modify(|n| *n += 1);
+    }
+}
+
+impl tokio::io::AsyncRead for ShutdownWaits {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ShutdownWaits {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// The servers of a service of streams: one token per stream made, which stops its server
+/// gracefully (HTTP/2: GOAWAY) once cancelled.
+type Servers = Arc<Mutex<Vec<tokio_util::sync::CancellationToken>>>;
+
+/// A service of `ShutdownWaits` streams, each served by a test server with `options` (its token
+/// pushed onto `servers`); and the count of the streams dropped.
+#[allow(clippy::type_complexity)]
+fn shutdown_waits(
+    options: support::web::Options,
+    servers: Servers,
+) -> (
+    impl tower::Service<
+        &'static str,
+        Response = ShutdownWaits,
+        Error = io::Error,
+        Future = std::future::Ready<io::Result<ShutdownWaits>>,
+    > + Clone
+    + Send
+    + 'static,
+    tokio::sync::watch::Receiver<usize>,
+) {
+    let dropped = Arc::new(tokio::sync::watch::Sender::new(0));
+    let count = dropped.subscribe();
+    let streams = service_fn(move |name: &'static str| {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let stop = tokio_util::sync::CancellationToken::new();
+        servers.lock().unwrap().push(stop.clone());
+        tokio::spawn(support::web::serve_one_with(name, server, options, stop));
+        std::future::ready(Ok(ShutdownWaits {
+            inner: client,
+            dropped: dropped.clone(),
+        }))
+    });
+    (streams, count)
+}
+
+/// Waits until `n` streams are dropped.
+async fn dropped(count: &mut tokio::sync::watch::Receiver<usize>, n: usize) {
+    timeout(LIMIT, count.wait_for(|&dropped| dropped >= n))
+        .await
+        .expect("streams dropped")
+        .unwrap();
+}
+
+// A stream whose shutdown never finishes does not hold up what hyper is done with. Over
+// HTTP/1.1 a server that closes after each response (`Connection: close`): the connection
+// ends as hyper begins the shutdown, its stream dropped then, and the next request goes on
+// a connection made at once (it used to wait for good on the old one).
+#[tokio::test(start_paused = true)]
+async fn an_http1_stream_whose_shutdown_never_finishes_ends_with_hyper_s_connection() {
+    let options = support::web::Options {
+        close_after_each: true,
+        ..Default::default()
+    };
+    let (streams, mut count) = shutdown_waits(options, Default::default());
+    let client = PersistentLayer::new("mem", Fixed::new("memory"))
+        .retry_delay(|| Duration::from_secs(1))
+        .layer(HttpConnector::<Body>::http1().over(streams));
+    let start = Instant::now();
+    for n in 1..=3 {
+        let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
+            .await
+            .expect("answered")
+            .unwrap();
+        assert_eq!(text(response).await, "memory /a");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "request {n}: no retry delay"
+        );
+    }
+    // The streams of the connections whose servers closed them are dropped, at once.
+    dropped(&mut count, 3).await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    client.close().await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+// Over HTTP/2 the shutdown of such a stream is cut off at the connector's close timeout: a
+// server's GOAWAY ends the connection as hyper begins the shutdown, replaced at once, the old
+// stream cut off at the close timeout of its close (it used to stay open for good); and
+// `close()` resolves at that timeout, the stream dropped (it used to take the persistent
+// connection's own close timeout, the stream left open).
+#[tokio::test(start_paused = true)]
+async fn an_http2_stream_whose_shutdown_never_finishes_is_cut_off_at_the_close_timeout() {
+    const CLOSE: Duration = Duration::from_secs(1);
+    let servers = Servers::default();
+    let (streams, mut count) = shutdown_waits(Default::default(), servers.clone());
+    let client = PersistentLayer::new("mem", Fixed::new("memory"))
+        .retry_delay(|| Duration::from_secs(1))
+        .layer(
+            HttpConnector::<Body>::http2()
+                .close_timeout(CLOSE)
+                .over(streams),
+        );
+    let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(text(response).await, "memory /a");
+    let first = client.current_connection().unwrap();
+
+    // The server sends GOAWAY: the next request goes on a new connection, at once.
+    let start = Instant::now();
+    servers.lock().unwrap()[0].cancel();
+    assert!(yield_until(|| first.is_closed()).await);
+    let response = timeout(LIMIT, client.clone().oneshot(get("/b")))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(text(response).await, "memory /b");
+    assert_eq!(start.elapsed(), Duration::ZERO, "no retry delay");
+    // The old stream, whose shutdown waits, is cut off at the close timeout of its close.
+    dropped(&mut count, 1).await;
+    assert_eq!(start.elapsed(), CLOSE);
+
+    // A close of ours: over at the connector's close timeout, the stream dropped.
+    let start = Instant::now();
+    timeout(LIMIT, client.close()).await.unwrap();
+    assert_eq!(start.elapsed(), CLOSE);
+    assert_eq!(*count.borrow(), 2);
+}

@@ -913,6 +913,14 @@ async fn drive(
         if shared.given_up_in_flight.load(Ordering::Acquire) {
             return Poll::Ready(Some(Ok(())));
         }
+        // hyper is done with its connection and shuts the stream down, which waits (a stream
+        // of yours whose shutdown waits for its peer): hyper's connection has ended. Over
+        // HTTP/1.1 the stream goes with it now (its shutdown begun, not awaited); over HTTP/2
+        // hyper's I/O task goes on with the shutdown, within the close timeout of the close
+        // that follows (then cut off, as anything still open on the stream).
+        if shared.shutdown_waits.load(Ordering::Acquire) {
+            return Poll::Ready(Some(Ok(())));
+        }
         Poll::Pending
     })
     .await;
@@ -1041,15 +1049,19 @@ async fn until(shared: &ConnShared, deadline: Instant, what: impl Future) -> boo
     }
 }
 
-/// Waits, once hyper's connection has ended by itself, until its stream is closed (false) or a
-/// close of ours is asked for (true).
+/// Waits, once hyper's connection has ended by itself, until its stream is closed (false), or a
+/// close of ours is asked for or the stream's shutdown waits (true): what is left on the
+/// stream then has the close timeout. (A shutdown, hyper's last step, comes once nothing is
+/// open on the stream: it waits for no caller, and no close of ours may ever come.)
 async fn outlive(shared: &ConnShared) -> bool {
     std::future::poll_fn(|cx| {
         if shared.poll_stream_closed(cx).is_ready() {
             return Poll::Ready(false);
         }
         shared.task.register(cx.waker());
-        if shared.close_asked.load(Ordering::Acquire) {
+        if shared.close_asked.load(Ordering::Acquire)
+            || shared.shutdown_waits.load(Ordering::Acquire)
+        {
             return Poll::Ready(true);
         }
         Poll::Pending

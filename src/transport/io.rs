@@ -256,10 +256,21 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        let (inner, panicked) = (this.inner, this.panicked);
-        unless_panicked(panicked, "poll_shutdown", || {
-            inner.as_mut().poll_shutdown(cx)
-        })
+        let (inner, panicked, shared) = (this.inner, this.panicked, &this.shared.0);
+        let polled = cuttable_io(*this.cuttable, shared, this.registered, cx, |cx| {
+            unless_panicked(panicked, "poll_shutdown", || {
+                inner.as_mut().poll_shutdown(cx)
+            })
+        });
+        if polled.is_pending() && !shared.shutdown_waits.load(Ordering::Relaxed) {
+            // hyper is done with the connection, and the shutdown waits (for the peer, say):
+            // the connection's task (`connection::drive`) does not wait for it unbounded. It
+            // polls hyper's connection, and with it this shutdown, until hyper's connection
+            // ends; over HTTP/2 hyper's I/O task may go on after that, and wakes it.
+            shared.shutdown_waits.store(true, Ordering::Release);
+            shared.task.wake();
+        }
+        polled
     }
 
     fn poll_write_vectored(

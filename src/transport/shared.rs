@@ -67,6 +67,11 @@ pub(super) struct ConnShared {
     /// the connection's task ends hyper's connection at once, as hyper does once it notices
     /// (which it does not while it writes a request body to a server that stopped reading).
     pub(super) given_up_in_flight: AtomicBool,
+    /// hyper began to shut the stream down (it is done with the connection) and the stream's
+    /// shutdown waits (a stream of yours that waits for its peer, say): hyper's connection
+    /// counts as ended from then on, its stream given the close timeout to finish (see
+    /// `connection::drive`).
+    pub(super) shutdown_waits: AtomicBool,
     /// The connector's count of connections in a row that a caller's give-up ended (see
     /// [`Self::given_up_first`]); set to zero when one ends otherwise.
     given_up: Arc<AtomicU32>,
@@ -162,6 +167,7 @@ impl ConnShared {
             failed: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             given_up_in_flight: AtomicBool::new(false),
+            shutdown_waits: AtomicBool::new(false),
             given_up,
             given_up_first: AtomicU8::new(0),
             ended_by_peer: AtomicBool::new(false),

@@ -169,6 +169,19 @@ impl HttpServer {
     }
 }
 
+/// Serves one connection (TCP, Unix, in-memory or TLS) as a server named `name` with
+/// `options` does, until `graceful` is cancelled: then it stops gracefully (HTTP/2: GOAWAY).
+pub async fn serve_one_with<S>(
+    name: &'static str,
+    socket: S,
+    options: Options,
+    graceful: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    serve(name, socket, Arc::new(Stats::default()), options, graceful).await
+}
+
 /// Serves one connection (TCP, Unix, in-memory or TLS) as a server named `name` does.
 pub async fn serve_one<S>(name: &'static str, socket: S)
 where
