@@ -503,8 +503,8 @@ async fn bytes_of_a_failed_read_are_no_greeting() {
         .unwrap_err();
     assert_eq!(
         error.text(),
-        "connect failed: server closed the connection during the http/2 handshake: connection \
-         error: the connection's stream panicked in poll_read: a read of the stream panics \
+        "connect failed: the connection ended during the http/2 handshake: connection error: \
+         the connection's stream panicked in poll_read: a read of the stream panics \
          after filling the buffer"
     );
     timeout(LIMIT, client.close()).await.unwrap();
@@ -678,4 +678,38 @@ async fn an_http2_stream_whose_shutdown_never_finishes_is_cut_off_at_the_close_t
     timeout(LIMIT, client.close()).await.unwrap();
     assert_eq!(start.elapsed(), CLOSE);
     assert_eq!(*count.borrow(), 2);
+}
+
+// An HTTP/2 connect whose server closes before its preface fails with the connection's end
+// and its cause (here the client's write that found the stream closed), without blaming the
+// server for a failure that may be the stream's own (see `bytes_of_a_failed_read_are_no_greeting`).
+#[tokio::test(start_paused = true)]
+async fn an_http2_connect_whose_server_closes_before_its_preface_says_why() {
+    // The server reads the client's preface, then closes without a word.
+    let ends = service_fn(|()| async {
+        let (client, mut server) = tokio::io::duplex(1024);
+        tokio::spawn(async move {
+            // Everything the client sends until it waits for the server.
+            let mut sent = [0; 1024];
+            while let Ok(Ok(1..)) = timeout(
+                Duration::from_millis(10),
+                tokio::io::AsyncReadExt::read(&mut server, &mut sent),
+            )
+            .await
+            {}
+        });
+        Ok::<_, io::Error>(client)
+    });
+    let client = PersistentLayer::new("web", Fixed::new(()))
+        .layer(HttpConnector::<Body>::http2().over(ends));
+    let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.text(),
+        "connect failed: the connection ended during the http/2 handshake: connection error: \
+         connection closed because of a broken pipe"
+    );
+    timeout(LIMIT, client.close()).await.unwrap();
 }

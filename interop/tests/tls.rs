@@ -624,8 +624,8 @@ async fn a_server_requiring_a_client_certificate_fails_the_http2_connect_with_it
     let connector = HttpConnector::<Body>::http2().tls(pki.client());
     assert_eq!(
         failure(format!("localhost:{}", server.address.port()), connector).await,
-        "connect failed: server closed the connection during the http/2 handshake: connection \
-         error: received fatal alert: CertificateRequired"
+        "connect failed: the connection ended during the http/2 handshake: connection error: \
+         received fatal alert: CertificateRequired"
     );
 }
 

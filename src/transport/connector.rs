@@ -274,7 +274,11 @@ pub(super) enum ConnectErrorKind {
     #[cfg(feature = "tls")]
     InvalidServerName,
     Handshake,
+    /// hyper's connection ended without an error before the server's preface.
     ClosedDuringHandshake,
+    /// hyper's connection failed before the server's preface (a read or write of the stream,
+    /// a TLS alert, bytes that are not HTTP/2): the error is the cause.
+    FailedDuringHandshake,
     NotSettings(u8),
     TimedOut(Duration),
 }
@@ -322,6 +326,9 @@ impl fmt::Display for ConnectErrorKind {
             ConnectErrorKind::Handshake => f.write_str("http handshake failed"),
             ConnectErrorKind::ClosedDuringHandshake => {
                 f.write_str("server closed the connection during the http/2 handshake")
+            }
+            ConnectErrorKind::FailedDuringHandshake => {
+                f.write_str("the connection ended during the http/2 handshake")
             }
             ConnectErrorKind::NotSettings(frame_type) => write!(
                 f,
@@ -505,11 +512,14 @@ where
                     }
                 }
                 _ = shared.finished.wait() => {
-                    // Why, if hyper's connection failed (a TLS alert, say).
-                    return Err(HttpConnectError::new(
-                        ConnectErrorKind::ClosedDuringHandshake,
-                        shared.take_end_error(),
-                    ));
+                    // Why, if hyper's connection failed (a TLS alert, a failed read, bytes
+                    // that are not HTTP/2): not the server's close then.
+                    let error = shared.take_end_error();
+                    let kind = match error {
+                        Some(_) => ConnectErrorKind::FailedDuringHandshake,
+                        None => ConnectErrorKind::ClosedDuringHandshake,
+                    };
+                    return Err(HttpConnectError::new(kind, error));
                 }
             }
             // Idle from now: the wait for the greeting is not idleness (a server that greets
