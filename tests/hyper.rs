@@ -1497,7 +1497,8 @@ async fn http1_churn_never_hangs_a_request() {
 
 // The connector dials names and URIs as well as socket addresses: a `host:port` string is
 // resolved at connect time, its addresses tried in turn ("localhost" may name ::1 first, where
-// nothing listens), and the name is the requests' Host; a name that does not resolve is a
+// nothing listens), and the name is the requests' Host; a URI given as a string is read as
+// the URI it is; a name that does not resolve is a
 // FailedToConnect that says so.
 #[tokio::test]
 async fn names_and_uris_are_addresses() {
@@ -1524,6 +1525,30 @@ async fn names_and_uris_are_addresses() {
         .unwrap();
     assert_eq!(text(response).await, "s /x");
     by_uri.close().await;
+
+    // A URI as text, as a catalog or etcd may hold it: read as the URI it is; a scheme that is
+    // not HTTP's says so.
+    let by_text = PersistentLayer::new("web", Fixed::new(format!("http://localhost:{port}/")))
+        .layer(HttpConnector::<Empty<Bytes>>::http1());
+    let response = timeout(LIMIT, by_text.clone().oneshot(get("/host")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, format!("s host localhost:{port}"));
+    by_text.close().await;
+    let other_scheme = PersistentLayer::new("web", Fixed::new("grpc://localhost:50051"))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(HttpConnector::<Empty<Bytes>>::http1());
+    let error = timeout(LIMIT, other_scheme.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.text(),
+        "connect failed: cannot resolve the address: scheme grpc is not supported: \
+         grpc://localhost:50051/"
+    );
+    other_scheme.close().await;
 
     let nowhere = PersistentLayer::new("web", Fixed::new("no-such-host.invalid:80"))
         .retry_delay(|| Duration::from_secs(60))

@@ -290,7 +290,9 @@ where
 ///   `"replica-3.orders.internal:8080"`), resolved at connect time, each of its addresses tried
 ///   in turn;
 /// - an [`http::Uri`] (`http://host:port`, port 80 by default; `https://host`, port 443 by
-///   default, which does not by itself turn TLS on: see [`HttpConnector::tls`][tls]);
+///   default, which does not by itself turn TLS on: see [`HttpConnector::tls`][tls]), or a
+///   string that holds one (`"https://replica-3.orders.internal:8443"`: any string with
+///   `://` is read as a URI);
 /// - the path of a Unix domain socket: a [`PathBuf`], a `&'static Path`, or a string that
 ///   starts with `unix:` (`"unix:/run/orders.sock"`), so that a lookup answering strings
 ///   (`Fixed`, `RoundRobin`, `Watch`, etcd's values) can give one as text. (`Dns` and `Catalog`
@@ -341,6 +343,14 @@ impl Address for String {
                 Some(format!("no path in {self:?}").into()),
             )),
             Some(path) => Ok(Resolved::Unix(PathBuf::from(path))),
+            // A URL as text (`"https://replica-3:8443"`): as the `http::Uri` it is.
+            None if self.contains("://") => match self.parse::<http::Uri>() {
+                Ok(uri) => uri.resolve().await,
+                Err(error) => Err(HttpConnectError::new(
+                    ConnectErrorKind::Resolve,
+                    Some(At::new(self, error).into()),
+                )),
+            },
             None => resolve_name(self).await,
         }
     }
