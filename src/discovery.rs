@@ -600,7 +600,8 @@ impl Publication {
     /// answer within its timeout. The withdrawal of an etcd entry takes that timeout at most,
     /// or three times it while the entry is being published again under a new lease (its
     /// grant and its put are finished first, so that the lease revoked is the last one
-    /// granted).
+    /// granted; one not finished within two timeouts, its task's runtime no longer driven,
+    /// say, is cut short, and its new lease left to expire).
     ///
     /// # Cancel safety
     ///

@@ -838,3 +838,108 @@ async fn the_turn_goes_on_after_the_last_key_as_keys_change() {
     assert_eq!([port().await, port().await, port().await], [3, 9, 2]);
     drop(cluster);
 }
+
+// A publication whose key etcd does not store (a value larger than etcd takes in one request)
+// fails, and leaves no lease behind: the lease granted for it is revoked (it used to stay
+// until its TTL ran out, its key with it had etcd stored the key after all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(etcd),
+    ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
+)]
+async fn a_publication_whose_key_is_not_stored_leaves_no_lease() {
+    let binary = etcd_binary().expect(INSTALL);
+    let cluster = Cluster::start(&binary, 1).await.unwrap();
+    let endpoints = cluster.endpoints();
+    let discovery = Etcd::connect(&endpoints, PREFIX)
+        .await
+        .unwrap()
+        .timeout(Duration::from_secs(1));
+    // A TTL that no other lease of this test has, to find its lease by.
+    let ttl = Duration::from_secs(777);
+    let too_large = "x".repeat(2 * 1024 * 1024);
+    let error = timeout(LIMIT, discovery.publish("r40", &too_large, ttl))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("put of /services/orders/r40"),
+        "{error}"
+    );
+    let mut client = etcd_client::Client::connect(&endpoints, None)
+        .await
+        .unwrap();
+    let leases = timeout(LIMIT, client.leases()).await.unwrap().unwrap();
+    for lease in leases.leases() {
+        let alive = timeout(LIMIT, client.lease_time_to_live(lease.id(), None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(
+            alive.granted_ttl(),
+            777,
+            "the failed publication's lease is left"
+        );
+    }
+    assert!(keys(&endpoints).await.is_empty());
+    drop(cluster);
+}
+
+// A withdrawal is bounded even when the runtime its publication was made on is no longer
+// driven (a current-thread runtime kept outside its `block_on`): the keep-alive task, which
+// cannot run, is waited for two timeouts at most, then the revoke fails at its own timeout
+// (it used to wait for that task for good).
+#[test]
+#[cfg_attr(
+    not(etcd),
+    ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
+)]
+fn a_withdrawal_from_a_runtime_no_longer_driven_takes_three_timeouts() {
+    let binary = etcd_binary().expect(INSTALL);
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = main.block_on(Cluster::start(&binary, 1)).unwrap();
+    let endpoints = cluster.endpoints();
+    let etcd_timeout = Duration::from_millis(300);
+    let setup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let publication = setup.block_on(async {
+        let discovery = Etcd::connect(&endpoints, PREFIX)
+            .await
+            .unwrap()
+            .timeout(etcd_timeout);
+        timeout(
+            LIMIT,
+            discovery.publish("r41", "127.0.0.1:9041", Duration::from_secs(3)),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+    });
+    // `setup` is kept, and no longer driven.
+    main.block_on(async {
+        let start = Instant::now();
+        let error = timeout(LIMIT, publication.withdraw())
+            .await
+            .expect("the withdrawal waited for good")
+            .unwrap_err();
+        let took = start.elapsed();
+        let said = "etcd did not answer lease revoke for /services/orders/r41 within 300ms";
+        assert!(
+            error.to_string() == said || error.to_string().starts_with(&format!("{said} (")),
+            "{error}"
+        );
+        assert!(took >= etcd_timeout * 3, "{took:?}");
+        assert!(
+            took < etcd_timeout * 3 + Duration::from_millis(500),
+            "{took:?}"
+        );
+    });
+    drop(setup);
+    drop(cluster);
+}

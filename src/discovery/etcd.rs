@@ -20,12 +20,14 @@ pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(2);
 /// connection to a member may take to come up.
 const ENDPOINT_KEEP_ALIVE: Duration = Duration::from_secs(2);
 
-/// Refuses an endpoint whose port is not a port (etcd-client would dial port 80 instead).
+/// Refuses an endpoint whose port is not a port, or that names none without `https://`
+/// (etcd-client would dial port 80 in both cases; etcd's port is 2379).
 fn check_endpoint(endpoint: &str) -> Result<(), LookupError> {
-    let bare = endpoint
-        .strip_prefix("http://")
-        .or_else(|| endpoint.strip_prefix("https://"))
-        .unwrap_or(endpoint);
+    let (bare, https) = match endpoint.strip_prefix("https://") {
+        Some(bare) => (bare, true),
+        None => (endpoint.strip_prefix("http://").unwrap_or(endpoint), false),
+    };
+    let bare = bare.strip_suffix('/').unwrap_or(bare);
     let invalid = format!("cannot make an etcd client: invalid endpoint {endpoint:?}");
     let authority: http::uri::Authority = bare.parse().map_err(|e| {
         LookupError::new(
@@ -33,10 +35,20 @@ fn check_endpoint(endpoint: &str) -> Result<(), LookupError> {
             Some(io::Error::new(io::ErrorKind::InvalidInput, e)),
         )
     })?;
-    if let Some((_, port)) = authority.as_str().rsplit_once(':') {
-        if !port.ends_with(']') && port.parse::<u16>().is_err() {
+    match authority.as_str().rsplit_once(':') {
+        Some((_, port)) if !port.ends_with(']') => {
+            if port.parse::<u16>().is_err() {
+                return Err(LookupError::new(
+                    format!("{invalid}: the port is not a number from 0 to 65535"),
+                    None,
+                ));
+            }
+        }
+        // No port: `https://` means 443; anything else would be port 80, where etcd is not.
+        _ if https => {}
+        _ => {
             return Err(LookupError::new(
-                format!("{invalid}: the port is not a number from 0 to 65535"),
+                format!("{invalid}: no port (etcd listens on 2379: \"{bare}:2379\")"),
                 None,
             ));
         }
@@ -57,7 +69,10 @@ const MAX_TTL_SECS: i64 = 9_000_000_000;
 /// Every call reads the prefix again (a serializable range request: any member the client
 /// reaches answers from its own copy, without waiting for a leader, so that lookups go on
 /// while the cluster elects one; the copy may lag the leader by the time it takes to apply a
-/// change) and answers the next replica in turn, keys taken in order: the one after the key
+/// change, and a member cut off from the rest of the cluster answers from its copy as it was
+/// for as long as it is cut off: replicas withdrawn meanwhile are still answered through it,
+/// and attempts on them fail and move on; a replica that died abruptly is answered until its
+/// lease expires anyway) and answers the next replica in turn, keys taken in order: the one after the key
 /// answered last, so that a key put or deleted meanwhile makes it neither repeat nor skip one. Values that are empty, not UTF-8, or do not parse as an `A`, are
 /// passed over (surrounding whitespace is trimmed; with the default `String`, every other value
 /// is an address). Every key under the prefix counts: an empty prefix reads the whole keyspace.
@@ -121,7 +136,8 @@ impl Etcd<String> {
     /// whose members answer at `endpoints` (`"127.0.0.1:2379"`, `"http://10.0.0.1:2379"`).
     ///
     /// Connects lazily: this fails only for an endpoint that is not a valid address (a port
-    /// out of range included), never because etcd is down. Each member's connection is PINGed
+    /// out of range included, or no port without `https://`: etcd-client would dial port 80),
+    /// never because etcd is down. A trailing `/` is accepted. Each member's connection is PINGed
     /// every 2 s (HTTP/2 keep-alive) and dropped if the answer takes longer, so that a member
     /// that is frozen rather than down is passed over for a while (its connection comes up
     /// again at once, the kernel still accepting for it: it keeps taking some tries, and now and
@@ -131,7 +147,8 @@ impl Etcd<String> {
     /// # Errors
     ///
     /// If an endpoint is not a valid address (`cannot make an etcd client: invalid endpoint
-    /// ...`), or etcd-client refuses the endpoints.
+    /// ...`, with `: no port (etcd listens on 2379: "etcd-0:2379")` for one without a port),
+    /// or etcd-client refuses the endpoints.
     ///
     /// # Cancel safety
     ///
@@ -174,8 +191,14 @@ impl Etcd<String> {
 }
 
 impl<A> Etcd<A> {
-    /// The deadline of one lookup, and of each etcd request of a registration. Default:
-    /// [`DEFAULT_ETCD_TIMEOUT`] (2 s). Every value is accepted: `Duration::MAX` is no
+    /// The deadline of one lookup (all its requests: when the prefix's values are too large
+    /// to read at once, its keys and then values read one by one), and of each etcd request
+    /// of a registration. Default: [`DEFAULT_ETCD_TIMEOUT`] (2 s). Within it a request is made
+    /// again after a transient error (a member down, an election) and after a try that got
+    /// no answer in time: a quarter of the timeout for the first try (at least 50 ms, at most
+    /// 500 ms: a member frozen rather than down holds a try that long), twice as long for each
+    /// one after it, so that an answer slower than the first try's time (a member far away,
+    /// a large read) comes within the timeout. Every value is accepted: `Duration::MAX` is no
     /// deadline (the persistent connection's `connect_timeout` still bounds a lookup), and
     /// `Duration::ZERO` fails every request at once, without sending it (no etcd answers in no
     /// time; a lease is not granted to a publication that would then fail).
@@ -225,8 +248,13 @@ impl<A> Etcd<A> {
     ///
     /// Every request of the registration (grant, put, keep-alive, revoke) is bounded by the
     /// lookup [`timeout`](Self::timeout), and by the TTL, and tried again within it after a
-    /// transient error. A keep-alive that fails is logged (WARN the first time, then DEBUG
-    /// until one succeeds).
+    /// transient error, and, but for the grant, after a try that got no answer (see
+    /// [`timeout`](Self::timeout)): a grant whose answer is late is waited for, since etcd
+    /// may carry it out all the same, and a second one would be a second lease. If the key
+    /// cannot be stored, the lease just granted is revoked (at best, within the timeout), so
+    /// that a failed publication leaves nothing behind. A keep-alive that fails is logged
+    /// (WARN the first time, then DEBUG until one succeeds), as is a publication under a new
+    /// lease that fails.
     ///
     /// # Errors
     ///
@@ -257,7 +285,8 @@ impl<A> Etcd<A> {
             client: self.client.clone(),
             made_on: self.made_on.clone(),
         };
-        let lease = register(&link, &key, &value, ttl_secs, timeout).await?;
+        let registered = register(&link, &key, &value, ttl_secs, timeout).await?;
+        let lease: LeaseId = Arc::new(std::sync::atomic::AtomicI64::new(registered.lease));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let keeper = tokio::spawn(keep_alive(
             link.clone(),
@@ -265,7 +294,7 @@ impl<A> Etcd<A> {
             value,
             ttl_secs,
             timeout,
-            lease.clone(),
+            (lease.clone(), registered.asked_at),
             stopped,
         ));
         Ok(Publication {
@@ -328,11 +357,34 @@ struct Link {
     made_on: MadeOn,
 }
 
-/// Makes the request `make` makes until it is answered, fails for good, or `timeout` passes:
-/// again after a transient error (a member down, an election) or a try with no answer within
-/// a quarter of `timeout` (at least 50 ms, at most 500 ms: a member that is frozen rather than
-/// down holds a try that long), 20 ms apart, doubling up to 200 ms.
-async fn tried<T, F, Fut>(made_on: &MadeOn, timeout: Duration, mut make: F) -> Result<T, Failed>
+/// How a request is made again within its timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tries {
+    /// After a transient error, and after a try that got no answer within its time: a quarter
+    /// of the timeout for the first (at least 50 ms, at most 500 ms: a member that is frozen
+    /// rather than down holds a try that long), twice as long for each one after it, so that
+    /// an answer slower than the first try's time (a member far away, a large read) gets a
+    /// try long enough for it within the timeout.
+    Resent,
+    /// After a transient error only: a request that etcd may carry out although its answer is
+    /// late (a lease grant: sent again, it would grant a second lease) waits for its answer,
+    /// within the timeout.
+    Answered,
+}
+
+/// The time of the first try of a request made again when it gets no answer ([`Tries::Resent`]).
+fn first_try(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(50), Duration::from_millis(500))
+}
+
+/// Makes the request `make` makes until it is answered, fails for good, or `timeout` passes,
+/// again as `tries` says, 20 ms apart, doubling up to 200 ms.
+async fn tried<T, F, Fut>(
+    made_on: &MadeOn,
+    timeout: Duration,
+    tries: Tries,
+    mut make: F,
+) -> Result<T, Failed>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -345,17 +397,25 @@ where
     if timeout.is_zero() {
         return Err(Failed::TimedOut(None));
     }
-    let per_try = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    let mut this_try = match tries {
+        Tries::Resent => first_try(timeout),
+        // The timeout's own timer alone.
+        Tries::Answered => Duration::MAX,
+    };
     let mut pause = Duration::from_millis(20);
     let mut last: Option<String> = None;
     let tries = async {
         loop {
-            let why = match tokio::time::timeout(per_try, make()).await {
+            let why = match tokio::time::timeout(this_try, make()).await {
                 Ok(Ok(answer)) => return Ok(answer),
                 _ if made_on.gone() => return Err(Failed::RuntimeGone),
                 Ok(Err(error)) if transient(&error) => stable_text(&error),
                 Ok(Err(error)) => return Err(Failed::Error(error)),
-                Err(_) => format!("a try got no answer within {per_try:?}"),
+                Err(_) => {
+                    let why = format!("a try got no answer within {this_try:?}");
+                    this_try = this_try.saturating_mul(2);
+                    why
+                }
             };
             tracing::debug!(%why, "etcd request failed; trying again");
             last = Some(why);
@@ -374,6 +434,7 @@ where
 async fn within<T, F, Fut>(
     made_on: &MadeOn,
     timeout: Duration,
+    tries: Tries,
     what: impl FnOnce() -> String,
     make: F,
 ) -> io::Result<T>
@@ -381,7 +442,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
-    tried(made_on, timeout, make)
+    tried(made_on, timeout, tries, make)
         .await
         .map_err(|failed| match failed {
             Failed::Error(error) => io::Error::other(format!("etcd {}: {error}", what())),
@@ -400,8 +461,9 @@ where
         })
 }
 
-/// Whether `error` may pass with another try: the member asked is down or unreachable, or the
-/// cluster is electing a leader (`etcdserver: leader changed`, `no leader`). A request that
+/// Whether `error` may pass with another try: the member asked is down or unreachable, the
+/// cluster is electing a leader (`etcdserver: leader changed`, `no leader`), or it is
+/// overloaded (`etcdserver: too many requests`). A request that
 /// tonic gives up as `Cancelled` (`operation was canceled`, the connection to the member closed
 /// under it as the member died; nothing of this crate's cancels one) is tried again too.
 fn transient(error: &etcd_client::Error) -> bool {
@@ -412,6 +474,7 @@ fn transient(error: &etcd_client::Error) -> bool {
                 | tonic::Code::DeadlineExceeded
                 | tonic::Code::Unknown
                 | tonic::Code::Cancelled
+                | tonic::Code::ResourceExhausted
         ),
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
@@ -475,7 +538,7 @@ async fn lookup(
         let prefix = prefix.to_owned();
         async move { kv.get(prefix, Some(options)).await }
     };
-    tried(made_on, timeout, request).await
+    tried(made_on, timeout, Tries::Resent, request).await
 }
 
 /// A failed lookup of `prefix`, as the error that says so.
@@ -499,17 +562,29 @@ fn lookup_error(failed: Failed, prefix: &str, timeout: Duration) -> LookupError 
 /// The lease a registration holds now (replaced when the task publishes again).
 type LeaseId = Arc<std::sync::atomic::AtomicI64>;
 
-/// Grants a lease and stores `key` = `value` under it.
+/// A lease granted, with the key stored under it.
+struct Registered {
+    lease: i64,
+    /// When the grant was asked for: the lease's TTL runs from about then.
+    asked_at: tokio::time::Instant,
+}
+
+/// Grants a lease and stores `key` = `value` under it. If the key cannot be stored, the lease
+/// is revoked (at best, within `timeout`), so that it does not outlive the failure, with the
+/// key should etcd have stored it after all.
 async fn register(
-    Link { client, made_on }: &Link,
+    link: &Link,
     key: &str,
     value: &str,
     ttl_secs: i64,
     timeout: Duration,
-) -> io::Result<LeaseId> {
+) -> io::Result<Registered> {
+    let Link { client, made_on } = link;
+    let asked_at = tokio::time::Instant::now();
     let granted = within(
         made_on,
         timeout,
+        Tries::Answered,
         || format!("lease grant for {key}"),
         || {
             let mut client = client.clone();
@@ -517,9 +592,10 @@ async fn register(
         },
     )
     .await?;
-    within(
+    let stored = within(
         made_on,
         timeout,
+        Tries::Resent,
         || format!("put of {key}"),
         || {
             let mut client = client.clone();
@@ -528,8 +604,42 @@ async fn register(
             async move { client.put(key, value, Some(options)).await }
         },
     )
-    .await?;
-    Ok(Arc::new(std::sync::atomic::AtomicI64::new(granted.id())))
+    .await;
+    if let Err(error) = stored {
+        if let Err(revoking) = revoke(link, key, granted.id(), timeout).await {
+            tracing::debug!(%key, %revoking, "etcd lease of a failed publication not revoked");
+        }
+        return Err(error);
+    }
+    Ok(Registered {
+        lease: granted.id(),
+        asked_at,
+    })
+}
+
+/// Revokes `lease` (which deletes the keys under it); a lease already gone is not an error.
+async fn revoke(
+    Link { client, made_on }: &Link,
+    key: &str,
+    lease: i64,
+    timeout: Duration,
+) -> io::Result<()> {
+    within(
+        made_on,
+        timeout,
+        Tries::Resent,
+        || format!("lease revoke for {key}"),
+        || {
+            let mut client = client.clone();
+            async move {
+                match client.lease_revoke(lease).await {
+                    Err(error) if lease_gone(&error) => Ok(()),
+                    other => other.map(drop),
+                }
+            }
+        },
+    )
+    .await
 }
 
 /// Keeps the lease alive every third of its TTL until stopped, on one keep-alive stream kept
@@ -540,17 +650,17 @@ async fn keep_alive(
     value: String,
     ttl_secs: i64,
     timeout: Duration,
-    lease: LeaseId,
+    (lease, granted_at): (LeaseId, tokio::time::Instant),
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     use std::sync::atomic::Ordering;
     let period = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(1)) / 3;
-    // The first turn a period after the grant, as every later one.
+    // The first turn a period after the grant was asked for (the TTL runs from about then,
+    // however long the put took), as every later one.
     let period = period.max(Duration::from_millis(100));
-    let now = tokio::time::Instant::now();
-    let first = now
+    let first = granted_at
         .checked_add(period)
-        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365));
+        .unwrap_or_else(|| granted_at + Duration::from_secs(60 * 60 * 24 * 365));
     let mut ticks = tokio::time::interval_at(first, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost = false;
@@ -563,6 +673,9 @@ async fn keep_alive(
     let held: Arc<std::sync::Mutex<Option<Held>>> = Arc::default();
     // Whether the last keep-alive failed: the first failure is a WARN, the next ones DEBUG.
     let mut failing = false;
+    // Whether a publication again under a new lease has failed since the lease was lost (its
+    // first failure is a WARN, the next ones DEBUG).
+    let mut not_restored = false;
     loop {
         // The stop first: a turn that took its whole period finds the next tick due already,
         // and an unbiased choice would start turn after turn before the withdrawal.
@@ -571,22 +684,43 @@ async fn keep_alive(
             _ = &mut stopped => return,
             _ = ticks.tick() => {}
         }
-        // Publishing again under a new lease; false if etcd did not take it (next turn).
-        let republish = || async {
-            match register(&link, &key, &value, ttl_secs, timeout).await {
-                Ok(new) => {
-                    lease.store(new.load(Ordering::Acquire), Ordering::Release);
-                    tracing::info!(%key, "etcd registration published again under a new lease");
-                    true
-                }
-                Err(error) => {
-                    tracing::debug!(%key, %error, "etcd registration not yet restored");
-                    false
+        // Publishing again under a new lease; false if etcd did not take it (next turn). The
+        // first failure in a row is a WARN (the replica is not published meanwhile), the next
+        // ones DEBUG.
+        let republish = |not_restored: &mut bool| {
+            let warned = std::mem::replace(not_restored, true);
+            let (link, key, value, lease) = (&link, &key, &value, &lease);
+            async move {
+                match register(link, key, value, ttl_secs, timeout).await {
+                    Ok(new) => {
+                        lease.store(new.lease, Ordering::Release);
+                        tracing::info!(
+                            %key,
+                            "etcd registration published again under a new lease"
+                        );
+                        true
+                    }
+                    Err(error) if warned => {
+                        tracing::debug!(%key, %error, "etcd registration not yet restored");
+                        false
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            %key,
+                            %error,
+                            "etcd registration not restored; the replica is unpublished until \
+                             it is (tried again every third of the TTL)"
+                        );
+                        false
+                    }
                 }
             }
         };
         if lost {
-            lost = !republish().await;
+            lost = !republish(&mut not_restored).await;
+            if !lost {
+                not_restored = false;
+            }
             continue;
         }
         let id = lease.load(Ordering::Acquire);
@@ -599,6 +733,7 @@ async fn keep_alive(
         let renewing = within(
             &link.made_on,
             timeout,
+            Tries::Resent,
             || format!("keep-alive of {key}"),
             || {
                 let mut client = link.client.clone();
@@ -648,7 +783,11 @@ async fn keep_alive(
                 tracing::warn!(%key, "etcd lease lost (expired or revoked); publishing again");
                 failing = false;
                 // At once (etcd has just answered), not a period later.
-                lost = !republish().await;
+                not_restored = false;
+                lost = !republish(&mut not_restored).await;
+                if !lost {
+                    not_restored = false;
+                }
             }
             Ok(true) => {
                 failing = false;
@@ -691,6 +830,7 @@ async fn restore_key(
     let answer = within(
         made_on,
         timeout,
+        Tries::Resent,
         || format!("check of {key}"),
         || {
             let mut client = client.clone();
@@ -750,25 +890,18 @@ impl Registration {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.keeper).await;
+        // Bounded all the same: a grant and a put (its revoke, should the put fail, is given
+        // up), or for ever if the task's runtime is no longer driven. A publication under a
+        // new lease cut short here leaves that lease, and its key if stored, to expire.
+        let finishing = self.timeout.saturating_mul(2);
+        if tokio::time::timeout(finishing, &mut self.keeper)
+            .await
+            .is_err()
+        {
+            self.keeper.abort();
+        }
         let id = self.lease.load(std::sync::atomic::Ordering::Acquire);
-        let key = std::mem::take(&mut self.key);
-        let client = self.link.client.clone();
-        within(
-            &self.link.made_on,
-            self.timeout,
-            || format!("lease revoke for {key}"),
-            || {
-                let mut client = client.clone();
-                async move {
-                    match client.lease_revoke(id).await {
-                        Err(error) if lease_gone(&error) => Ok(()),
-                        other => other.map(drop),
-                    }
-                }
-            },
-        )
-        .await
+        revoke(&self.link, &self.key, id, self.timeout).await
     }
 
     /// Leaves the key to expire with its lease, as a replica that dies does.
@@ -808,9 +941,11 @@ where
         let timeout = self.timeout;
         let rotation = self.rotation.clone();
         Resolving::new(async move {
-            let answer = match lookup(&made_on, &kv, &prefix, timeout, false).await {
+            // One deadline for the whole lookup, its fallback's requests included.
+            let deadline = Deadline::after(timeout);
+            let answer = match lookup(&made_on, &kv, &prefix, deadline.left(), false).await {
                 Err(Failed::Error(error)) if too_large(&error) => {
-                    return one_by_one(&made_on, &kv, &prefix, timeout, &rotation).await;
+                    return one_by_one(&made_on, &kv, &prefix, deadline, timeout, &rotation).await;
                 }
                 other => other.map_err(|failed| lookup_error(failed, &prefix, timeout))?,
             };
@@ -853,17 +988,37 @@ fn too_large(error: &etcd_client::Error) -> bool {
 /// read at once.
 const ONE_BY_ONE: usize = 8;
 
+/// When a lookup must be over: `timeout` after its start (never, for a timeout too long to
+/// add).
+#[derive(Clone, Copy)]
+struct Deadline(Option<tokio::time::Instant>);
+
+impl Deadline {
+    fn after(timeout: Duration) -> Deadline {
+        Deadline(tokio::time::Instant::now().checked_add(timeout))
+    }
+
+    /// The time left (zero once past: a request then is not sent).
+    fn left(self) -> Duration {
+        self.0.map_or(Duration::MAX, |at| {
+            at.saturating_duration_since(tokio::time::Instant::now())
+        })
+    }
+}
+
 /// The lookup when the prefix's values are too large to read at once: the keys alone, then the
 /// values of up to [`ONE_BY_ONE`] of them, one at a time from the next in turn, until one holds
-/// an address. Each request is bounded by `timeout`.
+/// an address. All within the lookup's `deadline` (`timeout` after its start), which, reached,
+/// fails the lookup as etcd's silence does.
 async fn one_by_one<A: FromStr>(
     made_on: &MadeOn,
     kv: &etcd_client::KvClient,
     prefix: &str,
+    deadline: Deadline,
     timeout: Duration,
     rotation: &Turn<Vec<u8>>,
 ) -> Result<A, LookupError> {
-    let keys = lookup(made_on, kv, prefix, timeout, true)
+    let keys = lookup(made_on, kv, prefix, deadline.left(), true)
         .await
         .map_err(|failed| lookup_error(failed, prefix, timeout))?;
     let keys: Vec<Vec<u8>> = keys.kvs().iter().map(|kv| kv.key().to_vec()).collect();
@@ -894,16 +1049,15 @@ async fn one_by_one<A: FromStr>(
                 kv.get(key, Some(options)).await
             }
         };
-        match tried(made_on, timeout, request).await {
+        match tried(made_on, deadline.left(), Tries::Resent, request).await {
             Ok(answer) => {
                 if let Some(found) = answer.kvs().first().and_then(address) {
                     return Ok(found);
                 }
             }
-            Err(Failed::RuntimeGone) => {
-                return Err(lookup_error(Failed::RuntimeGone, prefix, timeout));
-            }
-            Err(_) => {}
+            // A key whose read fails for good (its value alone too large, say) is passed over.
+            Err(Failed::Error(_)) => {}
+            Err(failed) => return Err(lookup_error(failed, prefix, timeout)),
         }
     }
     Err(LookupError::new(
@@ -918,7 +1072,97 @@ async fn one_by_one<A: FromStr>(
 
 #[cfg(test)]
 mod tests {
-    use super::transient;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{Failed, MadeOn, Tries, check_endpoint, transient, tried};
+
+    /// A request answered `answer_after` after it is sent; `sent` counts the sends.
+    fn answered_after(
+        answer_after: Duration,
+        sent: &Arc<AtomicUsize>,
+    ) -> impl FnMut() -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<u32, etcd_client::Error>> + Send>,
+    > + use<> {
+        let sent = sent.clone();
+        move || {
+            let n = sent.fetch_add(1, Ordering::SeqCst) as u32 + 1;
+            Box::pin(async move {
+                tokio::time::sleep(answer_after).await;
+                Ok(n)
+            })
+        }
+    }
+
+    // A request whose answer is slower than its first try's time (a quarter of the timeout)
+    // is sent again with twice the time, and answered within the timeout; a lease grant's
+    // kind of request (`Answered`) is sent once and waited for.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_answer_gets_a_try_long_enough_and_a_grant_is_sent_once() {
+        let timeout = Duration::from_secs(2);
+        let sent = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let answer = tried(
+            &MadeOn::default(),
+            timeout,
+            Tries::Resent,
+            answered_after(Duration::from_millis(700), &sent),
+        )
+        .await;
+        // Tries of 500 ms (cut off), then 1 s after a 20 ms pause: the second one's answer.
+        assert!(matches!(answer, Ok(2)));
+        assert_eq!(start.elapsed(), Duration::from_millis(500 + 20 + 700));
+
+        let sent = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let answer = tried(
+            &MadeOn::default(),
+            timeout,
+            Tries::Answered,
+            answered_after(Duration::from_millis(1500), &sent),
+        )
+        .await;
+        assert!(matches!(answer, Ok(1)));
+        assert_eq!(start.elapsed(), Duration::from_millis(1500));
+
+        // Never answered: sent once, failed at the timeout.
+        let sent = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let answer = tried(
+            &MadeOn::default(),
+            timeout,
+            Tries::Answered,
+            answered_after(Duration::MAX, &sent),
+        )
+        .await;
+        assert!(matches!(answer, Err(Failed::TimedOut(None))));
+        assert_eq!(start.elapsed(), timeout);
+        assert_eq!(sent.load(Ordering::SeqCst), 1);
+    }
+
+    // An endpoint with no port and no `https://` is refused (etcd-client would dial port 80),
+    // with `https://` it is port 443; a trailing slash is accepted, as etcd-client accepts it.
+    #[test]
+    fn endpoints_without_a_port_are_refused_unless_https() {
+        let refused = |endpoint: &str| check_endpoint(endpoint).unwrap_err().to_string();
+        assert_eq!(
+            refused("etcd-0"),
+            "cannot make an etcd client: invalid endpoint \"etcd-0\": no port (etcd listens on \
+             2379: \"etcd-0:2379\")"
+        );
+        assert_eq!(
+            refused("http://[::1]"),
+            "cannot make an etcd client: invalid endpoint \"http://[::1]\": no port (etcd \
+             listens on 2379: \"[::1]:2379\")"
+        );
+        assert!(check_endpoint("https://etcd.example.com").is_ok());
+        assert!(check_endpoint("http://10.0.0.1:2379/").is_ok());
+        assert!(check_endpoint("[::1]:2379").is_ok());
+        assert!(check_endpoint("etcd-0:2379").is_ok());
+    }
 
     // A member down, unreachable, or whose connection closed under a request (tonic's
     // `Cancelled`), and an election, are tried again; a refusal (a permission, a bad request)
@@ -937,6 +1181,9 @@ mod tests {
         ))));
         assert!(transient(&status(tonic::Status::deadline_exceeded(
             "timeout"
+        ))));
+        assert!(transient(&status(tonic::Status::resource_exhausted(
+            "etcdserver: too many requests"
         ))));
         assert!(!transient(&status(tonic::Status::permission_denied(
             "denied"
