@@ -943,3 +943,64 @@ fn a_withdrawal_from_a_runtime_no_longer_driven_takes_three_timeouts() {
     drop(setup);
     drop(cluster);
 }
+
+// A keep-alive turn that finds the key as published writes nothing to etcd's log (its check is
+// a transaction of comparisons alone, which etcd answers as a read): two turns commit no
+// proposal. (Its check used to compare and put in one transaction, a write to the log of
+// every member at every turn of every replica.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(etcd),
+    ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
+)]
+async fn a_keep_alive_turn_writes_nothing_when_the_key_is_as_published() {
+    const COMMITTED: &str = "etcd_server_proposals_committed_total";
+    let binary = etcd_binary().expect(INSTALL);
+    let cluster = Cluster::start(&binary, 1).await.unwrap();
+    let endpoints = cluster.endpoints();
+    let discovery = Etcd::connect(&endpoints, PREFIX).await.unwrap();
+    let publication = timeout(
+        LIMIT,
+        // Turns 2 s apart: the remaining TTL (in whole seconds, rounded up) falls to 4 before
+        // each one.
+        discovery.publish("r42", "127.0.0.1:9042", Duration::from_secs(6)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut client = etcd_client::Client::connect(&endpoints, None)
+        .await
+        .unwrap();
+    let lease = client
+        .get(format!("{PREFIX}r42"), None)
+        .await
+        .unwrap()
+        .kvs()[0]
+        .lease();
+    let committed = cluster.metric(0, COMMITTED).await.expect(COMMITTED);
+    // Two turns (a third of the TTL apart), each seen as the lease's TTL going back up.
+    let mut renewals = 0;
+    let mut last_ttl = i64::MAX;
+    for _ in 0..100 {
+        let ttl = client.lease_time_to_live(lease, None).await.unwrap().ttl();
+        if ttl > last_ttl {
+            renewals += 1;
+            if renewals == 2 {
+                break;
+            }
+        }
+        last_ttl = ttl;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(renewals, 2, "two keep-alive turns");
+    assert_eq!(
+        cluster.metric(0, COMMITTED).await.expect(COMMITTED),
+        committed,
+        "proposals committed by the turns"
+    );
+    timeout(LIMIT, publication.withdraw())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(cluster);
+}

@@ -818,8 +818,11 @@ async fn keep_alive(
 }
 
 /// Puts `key` = `value` back under `lease` unless it is there as such already (deleted or
-/// overwritten by another client since it was published): one transaction, which compares
-/// and puts. Whether it put it back.
+/// overwritten by another client since it was published). Whether it put it back.
+///
+/// First a transaction of comparisons alone, which etcd answers as a read (no write to its
+/// log: every keep-alive turn of every replica asks it), then, only if the key is not as
+/// published, one that compares and puts.
 async fn restore_key(
     Link { client, made_on }: &Link,
     key: &str,
@@ -827,6 +830,27 @@ async fn restore_key(
     lease: i64,
     timeout: Duration,
 ) -> io::Result<bool> {
+    let as_published = || {
+        [
+            Compare::value(key, CompareOp::Equal, value),
+            Compare::lease(key, CompareOp::Equal, lease),
+        ]
+    };
+    let check = within(
+        made_on,
+        timeout,
+        Tries::Resent,
+        || format!("check of {key}"),
+        || {
+            let mut client = client.clone();
+            let txn = Txn::new().when(as_published());
+            async move { client.txn(txn).await }
+        },
+    )
+    .await?;
+    if check.succeeded() {
+        return Ok(false);
+    }
     let answer = within(
         made_on,
         timeout,
@@ -834,16 +858,11 @@ async fn restore_key(
         || format!("check of {key}"),
         || {
             let mut client = client.clone();
-            let txn = Txn::new()
-                .when([
-                    Compare::value(key, CompareOp::Equal, value),
-                    Compare::lease(key, CompareOp::Equal, lease),
-                ])
-                .or_else([TxnOp::put(
-                    key,
-                    value,
-                    Some(PutOptions::new().with_lease(lease)),
-                )]);
+            let txn = Txn::new().when(as_published()).or_else([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
             async move { client.txn(txn).await }
         },
     )

@@ -210,6 +210,31 @@ impl Cluster {
 }
 
 /// Whether the member at `port` says it is healthy.
+impl Cluster {
+    /// The value of the Prometheus counter or gauge `name` that member `i` reports on its
+    /// client port's `/metrics`; `None` if it does not answer within 2 s or has no such line.
+    pub async fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let port = self.members[i].client;
+        let ask = async {
+            let mut socket = TcpStream::connect(("127.0.0.1", port)).await?;
+            socket
+                .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .await?;
+            let mut answer = String::new();
+            socket.read_to_string(&mut answer).await?;
+            io::Result::Ok(answer)
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(2), ask)
+            .await
+            .ok()?
+            .ok()?;
+        answer.lines().find_map(|line| {
+            let (metric, value) = line.split_once(' ')?;
+            (metric == name).then(|| value.trim().parse().ok())?
+        })
+    }
+}
+
 async fn healthy(port: u16) -> bool {
     let ask = async {
         let mut socket = TcpStream::connect(("127.0.0.1", port)).await?;
