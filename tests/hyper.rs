@@ -1549,6 +1549,26 @@ async fn names_and_uris_are_addresses() {
          grpc://localhost:50051/"
     );
     other_scheme.close().await;
+    for (address, said) in [
+        ("http://127.0.0.1:99999", "http://127.0.0.1:99999/"),
+        ("http://127.0.0.1:", "http://127.0.0.1:/"),
+    ] {
+        let bad_port = PersistentLayer::new("web", Fixed::new(address))
+            .retry_delay(|| Duration::from_secs(60))
+            .layer(HttpConnector::<Empty<Bytes>>::http1());
+        let error = timeout(LIMIT, bad_port.connected_or_failed_to_connect())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            error.text(),
+            format!(
+                "connect failed: cannot resolve the address: the port is not a number from 0 \
+                 to 65535: {said}"
+            )
+        );
+        bad_port.close().await;
+    }
 
     let nowhere = PersistentLayer::new("web", Fixed::new("no-such-host.invalid:80"))
         .retry_delay(|| Duration::from_secs(60))

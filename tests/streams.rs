@@ -510,11 +510,15 @@ async fn bytes_of_a_failed_read_are_no_greeting() {
     timeout(LIMIT, client.close()).await.unwrap();
 }
 
-/// A stream of the user's whose shutdown never finishes (a tunnel that waits for its peer's
-/// acknowledgement, say), served by a test server; `dropped` counts the streams dropped.
+/// A stream of the user's whose shutdown waits: `Pending` `waits` times (woken at once) before
+/// it goes through, or for good with `u32::MAX` (a tunnel that waits for its peer's
+/// acknowledgement, say); served by a test server. `dropped` counts the streams dropped,
+/// `shut` the shutdowns that went through.
 struct ShutdownWaits {
     inner: DuplexStream,
+    waits: u32,
     dropped: Arc<tokio::sync::watch::Sender<usize>>,
+    shut: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 impl Drop for ShutdownWaits {
@@ -550,10 +554,22 @@ impl tokio::io::AsyncWrite for ShutdownWaits {
     }
 
     fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Pending
+        if self.waits == u32::MAX {
+            return std::task::Poll::Pending;
+        }
+        if self.waits > 0 {
+            self.waits -= 1;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        let shut = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        if shut.is_ready() {
+            self.shut.send_modify(|n| *n += 1);
+        }
+        shut
     }
 }
 
@@ -561,10 +577,17 @@ impl tokio::io::AsyncWrite for ShutdownWaits {
 /// gracefully (HTTP/2: GOAWAY) once cancelled.
 type Servers = Arc<Mutex<Vec<tokio_util::sync::CancellationToken>>>;
 
-/// A service of `ShutdownWaits` streams, each served by a test server with `options` (its token
-/// pushed onto `servers`); and the count of the streams dropped.
+/// Counts of the streams of a service of `ShutdownWaits`.
+struct Counts {
+    dropped: tokio::sync::watch::Receiver<usize>,
+    shut: tokio::sync::watch::Receiver<usize>,
+}
+
+/// A service of `ShutdownWaits` streams whose shutdowns wait `waits` times, each served by a
+/// test server with `options` (its token pushed onto `servers`); and their counts.
 #[allow(clippy::type_complexity)]
 fn shutdown_waits(
+    waits: u32,
     options: support::web::Options,
     servers: Servers,
 ) -> (
@@ -576,10 +599,14 @@ fn shutdown_waits(
     > + Clone
     + Send
     + 'static,
-    tokio::sync::watch::Receiver<usize>,
+    Counts,
 ) {
     let dropped = Arc::new(tokio::sync::watch::Sender::new(0));
-    let count = dropped.subscribe();
+    let shut = Arc::new(tokio::sync::watch::Sender::new(0));
+    let counts = Counts {
+        dropped: dropped.subscribe(),
+        shut: shut.subscribe(),
+    };
     let streams = service_fn(move |name: &'static str| {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let stop = tokio_util::sync::CancellationToken::new();
@@ -587,52 +614,68 @@ fn shutdown_waits(
         tokio::spawn(support::web::serve_one_with(name, server, options, stop));
         std::future::ready(Ok(ShutdownWaits {
             inner: client,
+            waits,
             dropped: dropped.clone(),
+            shut: shut.clone(),
         }))
     });
-    (streams, count)
+    (streams, counts)
 }
 
-/// Waits until `n` streams are dropped.
-async fn dropped(count: &mut tokio::sync::watch::Receiver<usize>, n: usize) {
-    timeout(LIMIT, count.wait_for(|&dropped| dropped >= n))
+/// Waits until `count` reaches `n`.
+async fn counted(count: &mut tokio::sync::watch::Receiver<usize>, n: usize) {
+    timeout(LIMIT, count.wait_for(|&counted| counted >= n))
         .await
-        .expect("streams dropped")
+        .expect("counted")
         .unwrap();
 }
 
-// A stream whose shutdown never finishes does not hold up what hyper is done with. Over
-// HTTP/1.1 a server that closes after each response (`Connection: close`): the connection
-// ends as hyper begins the shutdown, its stream dropped then, and the next request goes on
-// a connection made at once (it used to wait for good on the old one).
+// A stream whose shutdown waits does not hold up what hyper is done with. Over HTTP/1.1 a
+// server that closes after each response (`Connection: close`): the connection ends as hyper
+// begins the shutdown, and the next request goes on a connection made at once (with a
+// shutdown that never finishes, it used to wait for good on the old one). A shutdown that
+// waits a little goes through (a TLS close_notify behind a full socket is sent), one that
+// never finishes is cut off at the connector's close timeout, the stream dropped.
 #[tokio::test(start_paused = true)]
-async fn an_http1_stream_whose_shutdown_never_finishes_ends_with_hyper_s_connection() {
+async fn an_http1_stream_whose_shutdown_waits_ends_with_hyper_s_connection() {
+    const CLOSE: Duration = Duration::from_secs(1);
     let options = support::web::Options {
         close_after_each: true,
         ..Default::default()
     };
-    let (streams, mut count) = shutdown_waits(options, Default::default());
-    let client = PersistentLayer::new("mem", Fixed::new("memory"))
-        .retry_delay(|| Duration::from_secs(1))
-        .layer(HttpConnector::<Body>::http1().over(streams));
-    let start = Instant::now();
-    for n in 1..=3 {
-        let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
-            .await
-            .expect("answered")
-            .unwrap();
-        assert_eq!(text(response).await, "memory /a");
-        assert_eq!(
-            start.elapsed(),
-            Duration::ZERO,
-            "request {n}: no retry delay"
-        );
+    for waits in [3, u32::MAX] {
+        let (streams, mut counts) = shutdown_waits(waits, options, Servers::default());
+        let client = PersistentLayer::new("mem", Fixed::new("memory"))
+            .retry_delay(|| Duration::from_secs(1))
+            .layer(
+                HttpConnector::<Body>::http1()
+                    .close_timeout(CLOSE)
+                    .over(streams),
+            );
+        let start = Instant::now();
+        for n in 1..=3 {
+            let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
+                .await
+                .expect("answered")
+                .unwrap();
+            assert_eq!(text(response).await, "memory /a");
+            assert_eq!(
+                start.elapsed(),
+                Duration::ZERO,
+                "shutdown waits {waits}: request {n}: no retry delay"
+            );
+        }
+        counted(&mut counts.dropped, 3).await;
+        if waits == u32::MAX {
+            // Cut off at the close timeout, never shut.
+            assert_eq!(start.elapsed(), CLOSE);
+            assert_eq!(*counts.shut.borrow(), 0);
+        } else {
+            assert_eq!(start.elapsed(), Duration::ZERO);
+            assert_eq!(*counts.shut.borrow(), 3, "every shutdown went through");
+        }
+        client.close().await;
     }
-    // The streams of the connections whose servers closed them are dropped, at once.
-    dropped(&mut count, 3).await;
-    assert_eq!(start.elapsed(), Duration::ZERO);
-    client.close().await;
-    assert_eq!(start.elapsed(), Duration::ZERO);
 }
 
 // Over HTTP/2 the shutdown of such a stream is cut off at the connector's close timeout: a
@@ -644,7 +687,7 @@ async fn an_http1_stream_whose_shutdown_never_finishes_ends_with_hyper_s_connect
 async fn an_http2_stream_whose_shutdown_never_finishes_is_cut_off_at_the_close_timeout() {
     const CLOSE: Duration = Duration::from_secs(1);
     let servers = Servers::default();
-    let (streams, mut count) = shutdown_waits(Default::default(), servers.clone());
+    let (streams, mut counts) = shutdown_waits(u32::MAX, Default::default(), servers.clone());
     let client = PersistentLayer::new("mem", Fixed::new("memory"))
         .retry_delay(|| Duration::from_secs(1))
         .layer(
@@ -670,14 +713,14 @@ async fn an_http2_stream_whose_shutdown_never_finishes_is_cut_off_at_the_close_t
     assert_eq!(text(response).await, "memory /b");
     assert_eq!(start.elapsed(), Duration::ZERO, "no retry delay");
     // The old stream, whose shutdown waits, is cut off at the close timeout of its close.
-    dropped(&mut count, 1).await;
+    counted(&mut counts.dropped, 1).await;
     assert_eq!(start.elapsed(), CLOSE);
 
     // A close of ours: over at the connector's close timeout, the stream dropped.
     let start = Instant::now();
     timeout(LIMIT, client.close()).await.unwrap();
     assert_eq!(start.elapsed(), CLOSE);
-    assert_eq!(*count.borrow(), 2);
+    assert_eq!(*counts.dropped.borrow(), 2);
 }
 
 // An HTTP/2 connect whose server closes before its preface fails with the connection's end
@@ -712,4 +755,32 @@ async fn an_http2_connect_whose_server_closes_before_its_preface_says_why() {
          connection closed because of a broken pipe"
     );
     timeout(LIMIT, client.close()).await.unwrap();
+}
+
+// Over HTTP/2 a shutdown that waits a little goes through, after a server's GOAWAY as after a
+// close of ours, at once.
+#[tokio::test(start_paused = true)]
+async fn an_http2_stream_whose_shutdown_waits_a_little_is_shut() {
+    let servers = Servers::default();
+    let (streams, mut counts) = shutdown_waits(3, Default::default(), servers.clone());
+    let client = PersistentLayer::new("mem", Fixed::new("memory"))
+        .retry_delay(|| Duration::from_secs(1))
+        .layer(HttpConnector::<Body>::http2().over(streams));
+    let start = Instant::now();
+    let response = timeout(LIMIT, client.clone().oneshot(get("/a")))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(text(response).await, "memory /a");
+    servers.lock().unwrap()[0].cancel();
+    counted(&mut counts.shut, 1).await;
+    let response = timeout(LIMIT, client.clone().oneshot(get("/b")))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(text(response).await, "memory /b");
+    timeout(LIMIT, client.close()).await.unwrap();
+    assert_eq!(*counts.shut.borrow(), 2);
+    assert_eq!(*counts.dropped.borrow(), 2);
+    assert_eq!(start.elapsed(), Duration::ZERO);
 }

@@ -197,8 +197,10 @@ impl<A> Etcd<A> {
     /// again after a transient error (a member down, an election) and after a try that got
     /// no answer in time: a quarter of the timeout for the first try (at least 50 ms, at most
     /// 500 ms: a member frozen rather than down holds a try that long), twice as long for each
-    /// one after it, so that an answer slower than the first try's time (a member far away,
-    /// a large read) comes within the timeout. Every value is accepted: `Duration::MAX` is no
+    /// one after it, and all the time left for the last one (when twice its time would not
+    /// fit), so that an answer slower than the first try's time (a member far away, a large
+    /// read) still comes within the timeout, if any try reaches a member that gives it
+    /// (with the default, tries of 500 ms and then up to 1.48 s). Every value is accepted: `Duration::MAX` is no
     /// deadline (the persistent connection's `connect_timeout` still bounds a lookup), and
     /// `Duration::ZERO` fails every request at once, without sending it (no etcd answers in no
     /// time; a lease is not granted to a publication that would then fail).
@@ -248,13 +250,13 @@ impl<A> Etcd<A> {
     ///
     /// Every request of the registration (grant, put, keep-alive, revoke) is bounded by the
     /// lookup [`timeout`](Self::timeout), and by the TTL, and tried again within it after a
-    /// transient error, and, but for the grant, after a try that got no answer (see
-    /// [`timeout`](Self::timeout)): a grant whose answer is late is waited for, since etcd
-    /// may carry it out all the same, and a second one would be a second lease. If the key
-    /// cannot be stored, the lease just granted is revoked (at best, within the timeout), so
-    /// that a failed publication leaves nothing behind. A keep-alive that fails is logged
-    /// (WARN the first time, then DEBUG until one succeeds), as is a publication under a new
-    /// lease that fails.
+    /// transient error, and after a try that got no answer (see [`timeout`](Self::timeout)).
+    /// etcd may carry out a try whose answer did not come in time all the same: a grant made
+    /// again after one leaves a lease with no key, which expires with its TTL. If the key
+    /// cannot be stored, the lease granted for it is revoked (at best, within the timeout: a
+    /// revoke that fails leaves it, and the key should etcd have stored it late, until the
+    /// TTL runs out). A keep-alive that fails is logged (WARN the first time, then DEBUG
+    /// until one succeeds), as is a publication under a new lease that fails.
     ///
     /// # Errors
     ///
@@ -357,34 +359,19 @@ struct Link {
     made_on: MadeOn,
 }
 
-/// How a request is made again within its timeout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Tries {
-    /// After a transient error, and after a try that got no answer within its time: a quarter
-    /// of the timeout for the first (at least 50 ms, at most 500 ms: a member that is frozen
-    /// rather than down holds a try that long), twice as long for each one after it, so that
-    /// an answer slower than the first try's time (a member far away, a large read) gets a
-    /// try long enough for it within the timeout.
-    Resent,
-    /// After a transient error only: a request that etcd may carry out although its answer is
-    /// late (a lease grant: sent again, it would grant a second lease) waits for its answer,
-    /// within the timeout.
-    Answered,
-}
-
-/// The time of the first try of a request made again when it gets no answer ([`Tries::Resent`]).
+/// The time of the first try of a request (see [`tried`]).
 fn first_try(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_millis(50), Duration::from_millis(500))
 }
 
-/// Makes the request `make` makes until it is answered, fails for good, or `timeout` passes,
-/// again as `tries` says, 20 ms apart, doubling up to 200 ms.
-async fn tried<T, F, Fut>(
-    made_on: &MadeOn,
-    timeout: Duration,
-    tries: Tries,
-    mut make: F,
-) -> Result<T, Failed>
+/// Makes the request `make` makes until it is answered, fails for good, or `timeout` passes:
+/// again after a transient error (a member down, an election), and after a try that got no
+/// answer in its time, 20 ms apart, doubling up to 200 ms. The first try has a quarter of the
+/// timeout (at least 50 ms, at most 500 ms: a member that is frozen rather than down holds a
+/// try that long), each one after it twice the time of the one before, and the last one all
+/// the time left (when twice its time would not fit): an answer slower than the first try's
+/// time (a member far away, a large read) comes within the timeout.
+async fn tried<T, F, Fut>(made_on: &MadeOn, timeout: Duration, mut make: F) -> Result<T, Failed>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -397,15 +384,19 @@ where
     if timeout.is_zero() {
         return Err(Failed::TimedOut(None));
     }
-    let mut this_try = match tries {
-        Tries::Resent => first_try(timeout),
-        // The timeout's own timer alone.
-        Tries::Answered => Duration::MAX,
-    };
+    let deadline = tokio::time::Instant::now().checked_add(timeout);
+    let mut this_try = first_try(timeout);
     let mut pause = Duration::from_millis(20);
     let mut last: Option<String> = None;
     let tries = async {
         loop {
+            let left = deadline.map_or(Duration::MAX, |at| {
+                at.saturating_duration_since(tokio::time::Instant::now())
+            });
+            if this_try.saturating_mul(2) > left {
+                // The last try: all the time left (the timeout's own timer ends it).
+                this_try = Duration::MAX;
+            }
             let why = match tokio::time::timeout(this_try, make()).await {
                 Ok(Ok(answer)) => return Ok(answer),
                 _ if made_on.gone() => return Err(Failed::RuntimeGone),
@@ -434,7 +425,6 @@ where
 async fn within<T, F, Fut>(
     made_on: &MadeOn,
     timeout: Duration,
-    tries: Tries,
     what: impl FnOnce() -> String,
     make: F,
 ) -> io::Result<T>
@@ -442,7 +432,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
-    tried(made_on, timeout, tries, make)
+    tried(made_on, timeout, make)
         .await
         .map_err(|failed| match failed {
             Failed::Error(error) => io::Error::other(format!("etcd {}: {error}", what())),
@@ -538,7 +528,7 @@ async fn lookup(
         let prefix = prefix.to_owned();
         async move { kv.get(prefix, Some(options)).await }
     };
-    tried(made_on, timeout, Tries::Resent, request).await
+    tried(made_on, timeout, request).await
 }
 
 /// A failed lookup of `prefix`, as the error that says so.
@@ -584,7 +574,6 @@ async fn register(
     let granted = within(
         made_on,
         timeout,
-        Tries::Answered,
         || format!("lease grant for {key}"),
         || {
             let mut client = client.clone();
@@ -595,7 +584,6 @@ async fn register(
     let stored = within(
         made_on,
         timeout,
-        Tries::Resent,
         || format!("put of {key}"),
         || {
             let mut client = client.clone();
@@ -627,7 +615,6 @@ async fn revoke(
     within(
         made_on,
         timeout,
-        Tries::Resent,
         || format!("lease revoke for {key}"),
         || {
             let mut client = client.clone();
@@ -733,7 +720,6 @@ async fn keep_alive(
         let renewing = within(
             &link.made_on,
             timeout,
-            Tries::Resent,
             || format!("keep-alive of {key}"),
             || {
                 let mut client = link.client.clone();
@@ -839,7 +825,6 @@ async fn restore_key(
     let check = within(
         made_on,
         timeout,
-        Tries::Resent,
         || format!("check of {key}"),
         || {
             let mut client = client.clone();
@@ -854,7 +839,6 @@ async fn restore_key(
     let answer = within(
         made_on,
         timeout,
-        Tries::Resent,
         || format!("check of {key}"),
         || {
             let mut client = client.clone();
@@ -1068,7 +1052,7 @@ async fn one_by_one<A: FromStr>(
                 kv.get(key, Some(options)).await
             }
         };
-        match tried(made_on, deadline.left(), Tries::Resent, request).await {
+        match tried(made_on, deadline.left(), request).await {
             Ok(answer) => {
                 if let Some(found) = answer.kvs().first().and_then(address) {
                     return Ok(found);
@@ -1097,7 +1081,7 @@ mod tests {
 
     use tokio::time::Instant;
 
-    use super::{Failed, MadeOn, Tries, check_endpoint, transient, tried};
+    use super::{Failed, MadeOn, check_endpoint, transient, tried};
 
     /// A request answered `answer_after` after it is sent; `sent` counts the sends.
     fn answered_after(
@@ -1117,49 +1101,48 @@ mod tests {
     }
 
     // A request whose answer is slower than its first try's time (a quarter of the timeout)
-    // is sent again with twice the time, and answered within the timeout; a lease grant's
-    // kind of request (`Answered`) is sent once and waited for.
+    // is sent again with more time, the last try all the time left: answered within the
+    // timeout however slow, if faster than that.
     #[tokio::test(start_paused = true)]
-    async fn a_slow_answer_gets_a_try_long_enough_and_a_grant_is_sent_once() {
+    async fn a_slow_answer_gets_a_try_long_enough() {
         let timeout = Duration::from_secs(2);
-        let sent = Arc::new(AtomicUsize::new(0));
-        let start = Instant::now();
-        let answer = tried(
-            &MadeOn::default(),
-            timeout,
-            Tries::Resent,
-            answered_after(Duration::from_millis(700), &sent),
-        )
-        .await;
-        // Tries of 500 ms (cut off), then 1 s after a 20 ms pause: the second one's answer.
-        assert!(matches!(answer, Ok(2)));
-        assert_eq!(start.elapsed(), Duration::from_millis(500 + 20 + 700));
+        for (answer_after, answered_at, sent) in [
+            // 500 ms (cut off), then after a 20 ms pause the last try, of 1,480 ms.
+            (700, 520 + 700, 2),
+            (1400, 520 + 1400, 2),
+            // With a 10 s timeout: 500 ms, 1 s and 2 s (cut off), then after pauses of 20, 40
+            // and 80 ms the last try, of 6,360 ms.
+            (3000, 3640 + 3000, 4),
+        ] {
+            let timeout = if answer_after == 3000 {
+                Duration::from_secs(10)
+            } else {
+                timeout
+            };
+            let count = Arc::new(AtomicUsize::new(0));
+            let start = Instant::now();
+            let answer = tried(
+                &MadeOn::default(),
+                timeout,
+                answered_after(Duration::from_millis(answer_after), &count),
+            )
+            .await;
+            assert!(matches!(answer, Ok(n) if n == sent), "{answer_after} ms");
+            assert_eq!(start.elapsed(), Duration::from_millis(answered_at));
+        }
 
-        let sent = Arc::new(AtomicUsize::new(0));
+        // Never answered: failed at the timeout, after a first try and a last one.
+        let count = Arc::new(AtomicUsize::new(0));
         let start = Instant::now();
         let answer = tried(
             &MadeOn::default(),
             timeout,
-            Tries::Answered,
-            answered_after(Duration::from_millis(1500), &sent),
+            answered_after(Duration::MAX, &count),
         )
         .await;
-        assert!(matches!(answer, Ok(1)));
-        assert_eq!(start.elapsed(), Duration::from_millis(1500));
-
-        // Never answered: sent once, failed at the timeout.
-        let sent = Arc::new(AtomicUsize::new(0));
-        let start = Instant::now();
-        let answer = tried(
-            &MadeOn::default(),
-            timeout,
-            Tries::Answered,
-            answered_after(Duration::MAX, &sent),
-        )
-        .await;
-        assert!(matches!(answer, Err(Failed::TimedOut(None))));
+        assert!(matches!(answer, Err(Failed::TimedOut(Some(_)))));
         assert_eq!(start.elapsed(), timeout);
-        assert_eq!(sent.load(Ordering::SeqCst), 1);
+        assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 
     // An endpoint with no port and no `https://` is refused (etcd-client would dial port 80),

@@ -110,10 +110,11 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
         async move {
             shared.finished.wait().await;
             // Finished before this close (hyper's connection ended by itself), the stream may
-            // still be open over HTTP/2, in hyper's own task: the connection's task cuts it off
-            // at the close timeout. Bounded here too, should that task be gone. (Over HTTP/1.1
-            // a stream still open is an upgrade's, the caller's.)
-            if shared.version == Version::Http2 && !shared.is_stream_closed() {
+            // still be open over HTTP/2, in hyper's own task, or finishing a shutdown that
+            // waits: it is cut off at the close timeout. Bounded here too, should that task be
+            // gone. (Over HTTP/1.1 a stream still open otherwise is an upgrade's, the caller's.)
+            let shutting = shared.shutdown_waits.load(Ordering::Acquire);
+            if (shared.version == Version::Http2 || shutting) && !shared.is_stream_closed() {
                 let bound = shared.close_timeout.saturating_add(CUT_GRACE);
                 let _ = tokio::time::timeout(bound, shared.stream_closed()).await;
             }
@@ -913,11 +914,10 @@ async fn drive(
         if shared.given_up_in_flight.load(Ordering::Acquire) {
             return Poll::Ready(Some(Ok(())));
         }
-        // hyper is done with its connection and shuts the stream down, which waits (a stream
-        // of yours whose shutdown waits for its peer): hyper's connection has ended. Over
-        // HTTP/1.1 the stream goes with it now (its shutdown begun, not awaited); over HTTP/2
-        // hyper's I/O task goes on with the shutdown, within the close timeout of the close
-        // that follows (then cut off, as anything still open on the stream).
+        // hyper is done with its connection and shuts the stream down, which waits (a TLS
+        // close_notify behind a full socket, a stream of yours whose shutdown waits for its
+        // peer): hyper's connection has ended. The shutdown goes on within the close timeout
+        // (see below), and the connection does not wait for it.
         if shared.shutdown_waits.load(Ordering::Acquire) {
             return Poll::Ready(Some(Ok(())));
         }
@@ -974,6 +974,21 @@ async fn drive(
             tracing::debug!(peer = %shared.peer, "http connection closed");
         }
     }
+    // A shutdown of the stream that waits goes on in a task of its own over HTTP/1.1 (over
+    // HTTP/2 hyper's I/O task goes on with it, below), until it finishes, the close timeout
+    // passes, or the connection is given up (`Closable::abort`); the connection counts as
+    // ended now.
+    let conn = if shared.version == Version::Http1 && shared.shutdown_waits.load(Ordering::Acquire)
+    {
+        let at = deadline_after(Instant::now(), close_timeout);
+        let shutting = shared.clone();
+        crate::handover::spawn(Box::pin(async move {
+            let _ = until(&shutting, at, conn).await;
+        }));
+        None
+    } else {
+        Some(conn)
+    };
     // Closes the socket (over HTTP/1.1), and hands back the requests still queued, before the
     // connection counts as finished.
     drop(conn);
@@ -1001,8 +1016,9 @@ async fn drive(
             shared.mark_served();
         }
     }
-    // Over HTTP/1.1 the stream went with hyper's connection, unless an upgrade took it: then it
-    // is the caller's, and nothing of the connection's waits for it.
+    // Over HTTP/1.1 the stream went with hyper's connection (or finishes its shutdown, above),
+    // unless an upgrade took it: then it is the caller's, and nothing of the connection's waits
+    // for it.
     if shared.is_stream_closed() || shared.version == Version::Http1 {
         return;
     }

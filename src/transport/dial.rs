@@ -292,7 +292,8 @@ where
 /// - an [`http::Uri`] (`http://host:port`, port 80 by default; `https://host`, port 443 by
 ///   default, which does not by itself turn TLS on: see [`HttpConnector::tls`][tls]), or a
 ///   string that holds one (`"https://replica-3.orders.internal:8443"`: any string with
-///   `://` is read as a URI);
+///   `://` is read as a URI); its host and port alone count (a path, a query, user
+///   information are not used), and a port that is there must be one (`:99999` is refused);
 /// - the path of a Unix domain socket: a [`PathBuf`], a `&'static Path`, or a string that
 ///   starts with `unix:` (`"unix:/run/orders.sock"`), so that a lookup answering strings
 ///   (`Fixed`, `RoundRobin`, `Watch`, etcd's values) can give one as text. (`Dns` and `Catalog`
@@ -390,7 +391,24 @@ impl Address for http::Uri {
         let Some(authority) = self.authority() else {
             return Err(unsupported(format!("no host in {self}")));
         };
-        let port = authority.port_u16().unwrap_or(default_port);
+        // A port that is there but not a port (`:99999`, `:`) is refused, not taken for the
+        // scheme's default: `port_u16` says `None` for both.
+        let host_port = authority
+            .as_str()
+            .rsplit_once('@')
+            .map_or(authority.as_str(), |(_, host_port)| host_port);
+        let has_port = host_port
+            .rfind(':')
+            .is_some_and(|colon| !host_port[colon..].contains(']'));
+        let port = match authority.port_u16() {
+            Some(port) => port,
+            None if has_port => {
+                return Err(unsupported(format!(
+                    "the port is not a number from 0 to 65535: {self}"
+                )));
+            }
+            None => default_port,
+        };
         resolve_name(format!("{}:{port}", authority.host())).await
     }
 }
@@ -462,7 +480,61 @@ impl std::error::Error for At {
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::{Address, Resolved, host_of};
+
+    /// The socket addresses `uri` resolves to, or the text of its error.
+    async fn dialed(uri: &'static str) -> Result<Vec<std::net::SocketAddr>, String> {
+        match uri.resolve().await {
+            Ok(Resolved::Tcp { addresses, .. }) => Ok(addresses),
+            Ok(Resolved::Unix(path)) => Err(format!("a path: {}", path.display())),
+            Err(error) => {
+                let mut text = error.to_string();
+                let mut source = std::error::Error::source(&error);
+                while let Some(cause) = source {
+                    text.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                Err(text)
+            }
+        }
+    }
+
+    // A URI as text: its host and port; the scheme's port without one, through user
+    // information and IPv6 brackets too; a port that is not one is refused.
+    #[tokio::test]
+    async fn the_port_of_a_uri() {
+        let at = |address: &str| Ok(vec![address.parse().unwrap()]);
+        assert_eq!(
+            dialed("http://127.0.0.1:8080/path?q").await,
+            at("127.0.0.1:8080")
+        );
+        assert_eq!(
+            dialed("http://user:secret@127.0.0.1").await,
+            at("127.0.0.1:80")
+        );
+        assert_eq!(
+            dialed("https://user:secret@127.0.0.1:8443").await,
+            at("127.0.0.1:8443")
+        );
+        assert_eq!(dialed("https://[::1]").await, at("[::1]:443"));
+        assert_eq!(dialed("HTTP://[::1]:8080").await, at("[::1]:8080"));
+        assert_eq!(
+            dialed("http://[::1]:99999").await,
+            Err(
+                "cannot resolve the address: the port is not a number from 0 to 65535: \
+                 http://[::1]:99999/"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            dialed("http://user:secret@127.0.0.1:").await,
+            Err(
+                "cannot resolve the address: the port is not a number from 0 to 65535: \
+                 http://user:secret@127.0.0.1:/"
+                    .to_owned()
+            )
+        );
+    }
 
     // The host of an authority: a name without its port, an IPv6 literal without its
     // brackets, a name without a port as it is.
