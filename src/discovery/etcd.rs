@@ -194,13 +194,11 @@ impl<A> Etcd<A> {
     /// The deadline of one lookup (all its requests: when the prefix's values are too large
     /// to read at once, its keys and then values read one by one), and of each etcd request
     /// of a registration. Default: [`DEFAULT_ETCD_TIMEOUT`] (2 s). Within it a request is made
-    /// again after a transient error (a member down, an election) and after a try that got
-    /// no answer in time: a quarter of the timeout for the first try (at least 50 ms, at most
-    /// 500 ms: a member frozen rather than down holds a try that long), twice as long for each
-    /// one after it, and all the time left for the last one (when twice its time would not
-    /// fit), so that an answer slower than the first try's time (a member far away, a large
-    /// read) still comes within the timeout, if any try reaches a member that gives it
-    /// (with the default, tries of 500 ms and then up to 1.48 s). Every value is accepted: `Duration::MAX` is no
+    /// again after a transient error (a member down, an election), and a try that gets no
+    /// answer within a quarter of the timeout (at least 50 ms, at most 500 ms) gets another
+    /// beside it, four at most at once, the first answer of any taken: a member that is frozen
+    /// rather than down, which holds a try for good, is passed by, and a member that is only
+    /// slow (far away, reading much) still answers in time. Every value is accepted: `Duration::MAX` is no
     /// deadline (the persistent connection's `connect_timeout` still bounds a lookup), and
     /// `Duration::ZERO` fails every request at once, without sending it (no etcd answers in no
     /// time; a lease is not granted to a publication that would then fail).
@@ -250,9 +248,9 @@ impl<A> Etcd<A> {
     ///
     /// Every request of the registration (grant, put, keep-alive, revoke) is bounded by the
     /// lookup [`timeout`](Self::timeout), and by the TTL, and tried again within it after a
-    /// transient error, and after a try that got no answer (see [`timeout`](Self::timeout)).
-    /// etcd may carry out a try whose answer did not come in time all the same: a grant made
-    /// again after one leaves a lease with no key, which expires with its TTL. If the key
+    /// transient error, and beside a try that got no answer in time (see
+    /// [`timeout`](Self::timeout)): when more than one grant is carried out, the leases not
+    /// kept hold no key, and expire with their TTL. If the key
     /// cannot be stored, the lease granted for it is revoked (at best, within the timeout: a
     /// revoke that fails leaves it, and the key should etcd have stored it late, until the
     /// TTL runs out). A keep-alive that fails is logged (WARN the first time, then DEBUG
@@ -359,23 +357,34 @@ struct Link {
     made_on: MadeOn,
 }
 
-/// The time of the first try of a request (see [`tried`]).
+/// How long a try of a request waits for its answer before another is sent beside it (see
+/// [`tried`]).
 fn first_try(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_millis(50), Duration::from_millis(500))
 }
 
-/// Makes the request `make` makes until it is answered, fails for good, or `timeout` passes:
-/// again after a transient error (a member down, an election), and after a try that got no
-/// answer in its time, 20 ms apart, doubling up to 200 ms. The first try has a quarter of the
-/// timeout (at least 50 ms, at most 500 ms: a member that is frozen rather than down holds a
-/// try that long), each one after it twice the time of the one before, and the last one all
-/// the time left (when twice its time would not fit): an answer slower than the first try's
-/// time (a member far away, a large read) comes within the timeout.
+/// How many tries of one request may wait for their answers at once.
+const TRIES_AT_ONCE: usize = 4;
+
+/// Makes the request `make` makes until it is answered, fails for good, or `timeout` passes.
+///
+/// A try that gets no answer in its time is not given up: another one is sent beside it, and
+/// the first answer of any is taken (a member that is frozen rather than down holds a try for
+/// good, and the balancer may send the next one elsewhere; a member that is only slow, far
+/// away or reading much, answers the first in the end). A try is sent every quarter of the
+/// timeout (at least 50 ms, at most 500 ms) while none is answered, [`TRIES_AT_ONCE`] at most
+/// waiting at once. A try that fails for a transient reason
+/// (a member down, an election) is made again 20 ms later if none is waiting, doubling up to
+/// 200 ms. (etcd may carry out a try whose answer came late all the same: a lease grant made
+/// twice grants two leases, the one not kept expiring with its TTL.)
 async fn tried<T, F, Fut>(made_on: &MadeOn, timeout: Duration, mut make: F) -> Result<T, Failed>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
+    use futures_util::StreamExt;
+    use futures_util::stream::FuturesUnordered;
+
     if made_on.gone() {
         return Err(Failed::RuntimeGone);
     }
@@ -384,34 +393,47 @@ where
     if timeout.is_zero() {
         return Err(Failed::TimedOut(None));
     }
-    let deadline = tokio::time::Instant::now().checked_add(timeout);
-    let mut this_try = first_try(timeout);
-    let mut pause = Duration::from_millis(20);
     let mut last: Option<String> = None;
     let tries = async {
+        let mut waiting = FuturesUnordered::new();
+        let this_try = first_try(timeout);
+        let mut pause = Duration::from_millis(20);
+        // When the next try goes: now, then `this_try` after each one sent, or `pause` after
+        // a failure that left none waiting.
+        let next = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(next);
         loop {
-            let left = deadline.map_or(Duration::MAX, |at| {
-                at.saturating_duration_since(tokio::time::Instant::now())
-            });
-            if this_try.saturating_mul(2) > left {
-                // The last try: all the time left (the timeout's own timer ends it).
-                this_try = Duration::MAX;
-            }
-            let why = match tokio::time::timeout(this_try, make()).await {
-                Ok(Ok(answer)) => return Ok(answer),
-                _ if made_on.gone() => return Err(Failed::RuntimeGone),
-                Ok(Err(error)) if transient(&error) => stable_text(&error),
-                Ok(Err(error)) => return Err(Failed::Error(error)),
-                Err(_) => {
-                    let why = format!("a try got no answer within {this_try:?}");
-                    this_try = this_try.saturating_mul(2);
-                    why
+            tokio::select! {
+                biased;
+                Some(answer) = waiting.next() => match answer {
+                    Ok(answer) => return Ok(answer),
+                    Err(_) if made_on.gone() => return Err(Failed::RuntimeGone),
+                    Err(error) if transient(&error) => {
+                        let why = stable_text(&error);
+                        tracing::debug!(%why, "etcd request failed; trying again");
+                        last = Some(why);
+                        if waiting.is_empty() {
+                            next.as_mut().reset(tokio::time::Instant::now() + pause);
+                            pause = (pause * 2).min(Duration::from_millis(200));
+                        }
+                    }
+                    Err(error) => return Err(Failed::Error(error)),
+                },
+                () = &mut next => {
+                    if !waiting.is_empty() {
+                        let why = format!("a try got no answer within {this_try:?}");
+                        tracing::debug!(%why, "etcd request slow; trying again beside it");
+                        last = Some(why);
+                    }
+                    if waiting.len() < TRIES_AT_ONCE {
+                        waiting.push(make());
+                    }
+                    let at = tokio::time::Instant::now()
+                        .checked_add(this_try)
+                        .unwrap_or_else(|| tokio::time::Instant::now() + FAR);
+                    next.as_mut().reset(at);
                 }
-            };
-            tracing::debug!(%why, "etcd request failed; trying again");
-            last = Some(why);
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
+            }
         }
     };
     match tokio::time::timeout(timeout, tries).await {
@@ -420,6 +442,9 @@ where
         Err(_) => Err(Failed::TimedOut(last)),
     }
 }
+
+/// Far enough in the future for a timer never to fire: a year.
+const FAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// [`tried`], its failure as an `io::Error` that says what was asked.
 async fn within<T, F, Fut>(
@@ -1083,66 +1108,76 @@ mod tests {
 
     use super::{Failed, MadeOn, check_endpoint, transient, tried};
 
-    /// A request answered `answer_after` after it is sent; `sent` counts the sends.
+    /// A request whose `n`th try is answered `answers[n]` milliseconds after it is sent (the
+    /// last of `answers` for every try after them; `u64::MAX`: never), with its number (from
+    /// 1); `sent` counts the tries.
     fn answered_after(
-        answer_after: Duration,
+        answers: &'static [u64],
         sent: &Arc<AtomicUsize>,
     ) -> impl FnMut() -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<u32, etcd_client::Error>> + Send>,
+        Box<dyn std::future::Future<Output = Result<usize, etcd_client::Error>> + Send>,
     > + use<> {
         let sent = sent.clone();
         move || {
-            let n = sent.fetch_add(1, Ordering::SeqCst) as u32 + 1;
+            let n = sent.fetch_add(1, Ordering::SeqCst);
+            let after = answers[n.min(answers.len() - 1)];
             Box::pin(async move {
-                tokio::time::sleep(answer_after).await;
-                Ok(n)
+                if after == u64::MAX {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(Duration::from_millis(after)).await;
+                Ok(n + 1)
             })
         }
     }
 
-    // A request whose answer is slower than its first try's time (a quarter of the timeout)
-    // is sent again with more time, the last try all the time left: answered within the
-    // timeout however slow, if faster than that.
+    // A try that gets no answer in its time (a quarter of the timeout, 500 ms at most) is not
+    // given up: another is sent beside it, four at most, and the first answer of any is taken.
+    // A slow member's answer comes however slow, within the timeout; a frozen member's try is
+    // passed by.
     #[tokio::test(start_paused = true)]
-    async fn a_slow_answer_gets_a_try_long_enough() {
-        let timeout = Duration::from_secs(2);
-        for (answer_after, answered_at, sent) in [
-            // 500 ms (cut off), then after a 20 ms pause the last try, of 1,480 ms.
-            (700, 520 + 700, 2),
-            (1400, 520 + 1400, 2),
-            // With a 10 s timeout: 500 ms, 1 s and 2 s (cut off), then after pauses of 20, 40
-            // and 80 ms the last try, of 6,360 ms.
-            (3000, 3640 + 3000, 4),
-        ] {
-            let timeout = if answer_after == 3000 {
-                Duration::from_secs(10)
-            } else {
-                timeout
-            };
-            let count = Arc::new(AtomicUsize::new(0));
+    async fn a_slow_answer_comes_and_a_frozen_member_is_passed_by() {
+        // (timeout in s, answers of the tries in ms, the try answered, when, tries sent)
+        let cases: [(u64, &'static [u64], usize, u64, usize); 5] = [
+            // Tries sent at 0 and 500 ms; the first answers.
+            (2, &[700], 1, 700, 2),
+            // Tries at 0, 500 and 1,000 ms.
+            (2, &[1400], 1, 1400, 3),
+            // Tries at 0, 500, 1,000 and 1,500 ms, no more: four wait at once.
+            (10, &[4000], 1, 4000, 4),
+            // The first try lands on a frozen member: the second answers.
+            (2, &[u64::MAX, 5], 2, 505, 2),
+            // Frozen for the first three: the fourth, sent at 1.5 s, answers.
+            (10, &[u64::MAX, u64::MAX, u64::MAX, 5], 4, 1505, 4),
+        ];
+        for (timeout, answers, answered, at, tries) in cases {
+            let sent = Arc::new(AtomicUsize::new(0));
             let start = Instant::now();
             let answer = tried(
                 &MadeOn::default(),
-                timeout,
-                answered_after(Duration::from_millis(answer_after), &count),
+                Duration::from_secs(timeout),
+                answered_after(answers, &sent),
             )
             .await;
-            assert!(matches!(answer, Ok(n) if n == sent), "{answer_after} ms");
-            assert_eq!(start.elapsed(), Duration::from_millis(answered_at));
+            assert!(matches!(answer, Ok(n) if n == answered), "{answers:?}");
+            assert_eq!(start.elapsed(), Duration::from_millis(at), "{answers:?}");
+            assert_eq!(sent.load(Ordering::SeqCst), tries, "{answers:?}");
         }
 
-        // Never answered: failed at the timeout, after a first try and a last one.
-        let count = Arc::new(AtomicUsize::new(0));
+        // Never answered: tries at 0, 500, 1,000 and 1,500 ms, failed at the timeout, saying so.
+        let sent = Arc::new(AtomicUsize::new(0));
         let start = Instant::now();
         let answer = tried(
             &MadeOn::default(),
-            timeout,
-            answered_after(Duration::MAX, &count),
+            Duration::from_secs(2),
+            answered_after(&[u64::MAX], &sent),
         )
         .await;
-        assert!(matches!(answer, Err(Failed::TimedOut(Some(_)))));
-        assert_eq!(start.elapsed(), timeout);
-        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert!(
+            matches!(&answer, Err(Failed::TimedOut(Some(why))) if why == "a try got no answer within 500ms")
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert_eq!(sent.load(Ordering::SeqCst), 4);
     }
 
     // An endpoint with no port and no `https://` is refused (etcd-client would dial port 80),
