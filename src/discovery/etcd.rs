@@ -398,9 +398,15 @@ where
         let mut waiting = FuturesUnordered::new();
         let this_try = first_try(timeout);
         let mut pause = Duration::from_millis(20);
-        // When the next try goes: now, then `this_try` after each one sent, or `pause` after
-        // a failure that left none waiting.
-        let next = tokio::time::sleep(Duration::ZERO);
+        // When the next try goes: `this_try` after each one sent, or `pause` after a failure
+        // that left none waiting. The first goes now (a timer of no time would fire at the
+        // timer's next tick, up to a millisecond on).
+        waiting.push(make());
+        let after = |wait: Duration| {
+            let now = tokio::time::Instant::now();
+            now.checked_add(wait).unwrap_or(now + FAR)
+        };
+        let next = tokio::time::sleep_until(after(this_try));
         tokio::pin!(next);
         loop {
             tokio::select! {
@@ -413,7 +419,7 @@ where
                         tracing::debug!(%why, "etcd request failed; trying again");
                         last = Some(why);
                         if waiting.is_empty() {
-                            next.as_mut().reset(tokio::time::Instant::now() + pause);
+                            next.as_mut().reset(after(pause));
                             pause = (pause * 2).min(Duration::from_millis(200));
                         }
                     }
@@ -428,10 +434,7 @@ where
                     if waiting.len() < TRIES_AT_ONCE {
                         waiting.push(make());
                     }
-                    let at = tokio::time::Instant::now()
-                        .checked_add(this_try)
-                        .unwrap_or_else(|| tokio::time::Instant::now() + FAR);
-                    next.as_mut().reset(at);
+                    next.as_mut().reset(after(this_try));
                 }
             }
         }
