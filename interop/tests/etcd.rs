@@ -75,6 +75,19 @@ async fn keys(endpoints: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// A multi-threaded runtime, and a 1-member etcd cluster started on it (for tests that make
+/// runtimes of their own beside it).
+fn cluster_on_a_runtime_of_its_own() -> (tokio::runtime::Runtime, Cluster) {
+    let binary = etcd_binary().expect(INSTALL);
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = main.block_on(Cluster::start(&binary, 1)).unwrap();
+    (main, cluster)
+}
+
 // Replicas registered in a 3-member etcd cluster are found, followed and dropped as replicas,
 // members and the whole cluster fail and come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,13 +621,7 @@ async fn a_key_deleted_or_overwritten_by_others_is_put_back() {
     ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
 )]
 fn an_etcd_whose_runtime_has_shut_down_fails_at_once_saying_so() {
-    let binary = etcd_binary().expect(INSTALL);
-    let main = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let cluster = main.block_on(Cluster::start(&binary, 1)).unwrap();
+    let (main, cluster) = cluster_on_a_runtime_of_its_own();
     let endpoints = cluster.endpoints();
     let setup = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -895,13 +902,7 @@ async fn a_publication_whose_key_is_not_stored_leaves_no_lease() {
     ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
 )]
 fn a_withdrawal_from_a_runtime_no_longer_driven_takes_three_timeouts() {
-    let binary = etcd_binary().expect(INSTALL);
-    let main = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let cluster = main.block_on(Cluster::start(&binary, 1)).unwrap();
+    let (main, cluster) = cluster_on_a_runtime_of_its_own();
     let endpoints = cluster.endpoints();
     let etcd_timeout = Duration::from_millis(300);
     let setup = tokio::runtime::Builder::new_current_thread()
