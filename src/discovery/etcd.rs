@@ -12,6 +12,7 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOpt
 use tower_service::Service;
 
 use super::{Entry, LookupError, Publication, Resolving, Turn};
+use crate::shared::deadline_after;
 
 /// The default deadline of one lookup (and of each etcd request of a registration).
 pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -402,10 +403,7 @@ where
         // that left none waiting. The first goes now (a timer of no time would fire at the
         // timer's next tick, up to a millisecond on).
         waiting.push(make());
-        let after = |wait: Duration| {
-            let now = tokio::time::Instant::now();
-            now.checked_add(wait).unwrap_or(now + FAR)
-        };
+        let after = |wait: Duration| deadline_after(tokio::time::Instant::now(), wait);
         let next = tokio::time::sleep_until(after(this_try));
         tokio::pin!(next);
         loop {
@@ -445,9 +443,6 @@ where
         Err(_) => Err(Failed::TimedOut(last)),
     }
 }
-
-/// Far enough in the future for a timer never to fire: a year.
-const FAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// [`tried`], its failure as an `io::Error` that says what was asked.
 async fn within<T, F, Fut>(
@@ -673,9 +668,7 @@ async fn keep_alive(
     // The first turn a period after the grant was asked for (the TTL runs from about then,
     // however long the put took), as every later one.
     let period = period.max(Duration::from_millis(100));
-    let first = granted_at
-        .checked_add(period)
-        .unwrap_or_else(|| granted_at + Duration::from_secs(60 * 60 * 24 * 365));
+    let first = deadline_after(granted_at, period);
     let mut ticks = tokio::time::interval_at(first, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost = false;
@@ -699,43 +692,17 @@ async fn keep_alive(
             _ = &mut stopped => return,
             _ = ticks.tick() => {}
         }
-        // Publishing again under a new lease; false if etcd did not take it (next turn). The
-        // first failure in a row is a WARN (the replica is not published meanwhile), the next
-        // ones DEBUG.
-        let republish = |not_restored: &mut bool| {
-            let warned = std::mem::replace(not_restored, true);
-            let (link, key, value, lease) = (&link, &key, &value, &lease);
-            async move {
-                match register(link, key, value, ttl_secs, timeout).await {
-                    Ok(new) => {
-                        lease.store(new.lease, Ordering::Release);
-                        tracing::info!(
-                            %key,
-                            "etcd registration published again under a new lease"
-                        );
-                        true
-                    }
-                    Err(error) if warned => {
-                        tracing::debug!(%key, %error, "etcd registration not yet restored");
-                        false
-                    }
-                    Err(error) => {
-                        tracing::warn!(
-                            %key,
-                            %error,
-                            "etcd registration not restored; the replica is unpublished until \
-                             it is (tried again every third of the TTL)"
-                        );
-                        false
-                    }
-                }
-            }
-        };
         if lost {
-            lost = !republish(&mut not_restored).await;
-            if !lost {
-                not_restored = false;
-            }
+            lost = !republish(
+                &link,
+                &key,
+                &value,
+                ttl_secs,
+                timeout,
+                &lease,
+                &mut not_restored,
+            )
+            .await;
             continue;
         }
         let id = lease.load(Ordering::Acquire);
@@ -797,11 +764,16 @@ async fn keep_alive(
                 tracing::warn!(%key, "etcd lease lost (expired or revoked); publishing again");
                 failing = false;
                 // At once (etcd has just answered), not a period later.
-                not_restored = false;
-                lost = !republish(&mut not_restored).await;
-                if !lost {
-                    not_restored = false;
-                }
+                lost = !republish(
+                    &link,
+                    &key,
+                    &value,
+                    ttl_secs,
+                    timeout,
+                    &lease,
+                    &mut not_restored,
+                )
+                .await;
             }
             Ok(true) => {
                 failing = false;
@@ -827,6 +799,41 @@ async fn keep_alive(
                     tracing::warn!(%key, %error, "etcd keep-alive failed");
                 }
             }
+        }
+    }
+}
+
+/// Publishes `key` = `value` again under a new lease, which `lease` then holds; false if etcd
+/// did not take it (the next turn tries again). The first failure in a row (`not_restored`) is
+/// a WARN, the replica being unpublished meanwhile, the next ones DEBUG.
+async fn republish(
+    link: &Link,
+    key: &str,
+    value: &str,
+    ttl_secs: i64,
+    timeout: Duration,
+    lease: &LeaseId,
+    not_restored: &mut bool,
+) -> bool {
+    match register(link, key, value, ttl_secs, timeout).await {
+        Ok(new) => {
+            lease.store(new.lease, std::sync::atomic::Ordering::Release);
+            *not_restored = false;
+            tracing::info!(%key, "etcd registration published again under a new lease");
+            true
+        }
+        Err(error) if std::mem::replace(not_restored, true) => {
+            tracing::debug!(%key, %error, "etcd registration not yet restored");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(
+                %key,
+                %error,
+                "etcd registration not restored; the replica is unpublished until it is (tried \
+                 again every third of the TTL)"
+            );
+            false
         }
     }
 }
