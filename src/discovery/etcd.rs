@@ -684,13 +684,17 @@ async fn keep_alive(
     // Whether a publication again under a new lease has failed since the lease was lost (its
     // first failure is a WARN, the next ones DEBUG).
     let mut not_restored = false;
+    // A lease found lost: published again at once (etcd has just answered), not a period later.
+    let mut at_once = false;
     loop {
         // The stop first: a turn that took its whole period finds the next tick due already,
         // and an unbiased choice would start turn after turn before the withdrawal.
-        tokio::select! {
-            biased;
-            _ = &mut stopped => return,
-            _ = ticks.tick() => {}
+        if !std::mem::take(&mut at_once) {
+            tokio::select! {
+                biased;
+                _ = &mut stopped => return,
+                _ = ticks.tick() => {}
+            }
         }
         if lost {
             lost = !republish(
@@ -763,17 +767,8 @@ async fn keep_alive(
             Ok(false) => {
                 tracing::warn!(%key, "etcd lease lost (expired or revoked); publishing again");
                 failing = false;
-                // At once (etcd has just answered), not a period later.
-                lost = !republish(
-                    &link,
-                    &key,
-                    &value,
-                    ttl_secs,
-                    timeout,
-                    &lease,
-                    &mut not_restored,
-                )
-                .await;
+                lost = true;
+                at_once = true;
             }
             Ok(true) => {
                 failing = false;
