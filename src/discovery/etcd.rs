@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseGrantOptions, PutOptions, Txn,
+    TxnOp,
+};
 use tower_service::Service;
 
 use super::{Entry, LookupError, Publication, Resolving, Turn};
@@ -250,8 +253,8 @@ impl<A> Etcd<A> {
     /// Every request of the registration (grant, put, keep-alive, revoke) is bounded by the
     /// lookup [`timeout`](Self::timeout), and by the TTL, and tried again within it after a
     /// transient error, and beside a try that got no answer in time (see
-    /// [`timeout`](Self::timeout)): when more than one grant is carried out, the leases not
-    /// kept hold no key, and expire with their TTL. If the key
+    /// [`timeout`](Self::timeout)). Every try of the grant names the same lease (a random ID
+    /// chosen by the client), so a grant tried beside another grants one lease at most. If the key
     /// cannot be stored, the lease granted for it is revoked (at best, within the timeout: a
     /// revoke that fails leaves it, and the key should etcd have stored it late, until the
     /// TTL runs out). A keep-alive that fails is logged (WARN the first time, then DEBUG
@@ -376,8 +379,9 @@ const TRIES_AT_ONCE: usize = 4;
 /// timeout (at least 50 ms, at most 500 ms) while none is answered, [`TRIES_AT_ONCE`] at most
 /// waiting at once. A try that fails for a transient reason
 /// (a member down, an election) is made again 20 ms later if none is waiting, doubling up to
-/// 200 ms. (etcd may carry out a try whose answer came late all the same: a lease grant made
-/// twice grants two leases, the one not kept expiring with its TTL.)
+/// 200 ms. (etcd may carry out a try whose answer came late all the same: a request made with
+/// tries beside each other must be one that may be carried out twice, as a lease grant that
+/// names its lease is.)
 async fn tried<T, F, Fut>(made_on: &MadeOn, timeout: Duration, mut make: F) -> Result<T, Failed>
 where
     F: FnMut() -> Fut,
@@ -594,13 +598,25 @@ async fn register(
 ) -> io::Result<Registered> {
     let Link { client, made_on } = link;
     let asked_at = tokio::time::Instant::now();
+    // Every try of the grant asks for the same lease, chosen here: a try sent beside a slow one
+    // cannot grant a second lease, which would outlive the publication with no key under it.
+    // etcd refuses a lease that exists, so a try that meets the lease an earlier try of this
+    // grant made takes it as its answer.
+    let lease = new_lease_id();
     let granted = within(
         made_on,
         timeout,
         || format!("lease grant for {key}"),
         || {
             let mut client = client.clone();
-            async move { client.lease_grant(ttl_secs, None).await }
+            let options = LeaseGrantOptions::new().with_id(lease);
+            async move {
+                match client.lease_grant(ttl_secs, Some(options)).await {
+                    Ok(granted) => Ok(granted.id()),
+                    Err(error) if lease_exists(&error) => Ok(lease),
+                    Err(error) => Err(error),
+                }
+            }
         },
     )
     .await?;
@@ -610,22 +626,39 @@ async fn register(
         || format!("put of {key}"),
         || {
             let mut client = client.clone();
-            let options = PutOptions::new().with_lease(granted.id());
+            let options = PutOptions::new().with_lease(granted);
             let (key, value) = (key.to_owned(), value.to_owned());
             async move { client.put(key, value, Some(options)).await }
         },
     )
     .await;
     if let Err(error) = stored {
-        if let Err(revoking) = revoke(link, key, granted.id(), timeout).await {
+        if let Err(revoking) = revoke(link, key, granted, timeout).await {
             tracing::debug!(%key, %revoking, "etcd lease of a failed publication not revoked");
         }
         return Err(error);
     }
     Ok(Registered {
-        lease: granted.id(),
+        lease: granted,
         asked_at,
     })
+}
+
+/// A lease ID for a new grant: random, positive (0 asks etcd to choose one), so that two
+/// grants, of this process or another, ask for the same one with a chance of one in 2⁶³.
+fn new_lease_id() -> i64 {
+    (rand::random::<u64>() >> 1).max(1) as i64
+}
+
+/// Whether `error` is etcd's refusal of a lease ID already granted.
+fn lease_exists(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::FailedPrecondition
+                && status.message().contains("lease already exists")
+        }
+        _ => false,
+    }
 }
 
 /// Revokes `lease` (which deletes the keys under it); a lease already gone is not an error.
@@ -1111,7 +1144,7 @@ mod tests {
 
     use tokio::time::Instant;
 
-    use super::{Failed, MadeOn, check_endpoint, transient, tried};
+    use super::{Failed, MadeOn, check_endpoint, lease_exists, transient, tried};
 
     /// A request whose `n`th try is answered `answers[n]` milliseconds after it is sent (the
     /// last of `answers` for every try after them; `u64::MAX`: never), with its number (from
@@ -1204,6 +1237,26 @@ mod tests {
         assert!(check_endpoint("http://10.0.0.1:2379/").is_ok());
         assert!(check_endpoint("[::1]:2379").is_ok());
         assert!(check_endpoint("etcd-0:2379").is_ok());
+    }
+
+    // A try of a grant that meets the lease an earlier try granted (etcd's refusal of a lease
+    // ID that exists, `interop/tests/etcd.rs` checks its text) takes it as its answer; no other
+    // refusal is taken so.
+    #[test]
+    fn a_lease_that_exists_is_told_apart() {
+        let status = |status| etcd_client::Error::GRpcStatus(status);
+        assert!(lease_exists(&status(tonic::Status::failed_precondition(
+            "etcdserver: lease already exists"
+        ))));
+        assert!(!lease_exists(&status(tonic::Status::failed_precondition(
+            "etcdserver: requested lease not found"
+        ))));
+        assert!(!lease_exists(&status(tonic::Status::unknown(
+            "etcdserver: lease already exists"
+        ))));
+        assert!(!lease_exists(&status(tonic::Status::unavailable(
+            "tcp connect error"
+        ))));
     }
 
     // A member down, unreachable, or whose connection closed under a request (tonic's
