@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::Empty;
 use support::etcd::{Cluster, INSTALL, etcd_binary};
+use support::proxy::Proxy;
 use support::web::{HttpServer, get, text};
 use tokio::time::{Instant, timeout};
 use tower::{Layer, ServiceExt};
@@ -1006,43 +1007,6 @@ async fn a_keep_alive_turn_writes_nothing_when_the_key_is_as_published() {
     drop(cluster);
 }
 
-/// A TCP proxy on 127.0.0.1 to `target` that delivers every byte read, each way, `delay` after
-/// it was read (a slow member: far away, or busy). Its tasks end with their connections.
-async fn slow_proxy(target: SocketAddr, delay: Duration) -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-    async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
-        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-        tokio::spawn(async move {
-            while let Some((at, bytes)) = receiver.recv().await {
-                tokio::time::sleep_until(at).await;
-                if to.write_all(&bytes).await.is_err() {
-                    return;
-                }
-            }
-            let _ = to.shutdown().await;
-        });
-        let mut buffer = vec![0; 64 * 1024];
-        while let Ok(read @ 1..) = from.read(&mut buffer).await {
-            let _ = sender.send((Instant::now() + delay, buffer[..read].to_vec()));
-        }
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
-                continue;
-            };
-            let (client_read, client_write) = client.into_split();
-            let (server_read, server_write) = server.into_split();
-            tokio::spawn(pipe(client_read, server_write, delay));
-            tokio::spawn(pipe(server_read, client_write, delay));
-        }
-    });
-    address
-}
-
 // A grant whose answer is slow gets tries beside it (one every 500 ms with a 2 s timeout), and
 // etcd carries every one out; they all name one lease, so the publication leaves one lease, the
 // one its key is under (each try used to grant a lease of its own: three here, two of them
@@ -1058,8 +1022,8 @@ async fn a_grant_tried_beside_a_slow_one_grants_one_lease() {
     let endpoints = cluster.endpoints();
     let member: SocketAddr = endpoints[0].trim_start_matches("http://").parse().unwrap();
     // 700 ms each way: an answer 1.4 s after its try, tries sent at 0, 0.5 and 1 s.
-    let slow = slow_proxy(member, Duration::from_millis(700)).await;
-    let discovery = timeout(LIMIT, Etcd::connect(&[slow.to_string()], PREFIX))
+    let slow = Proxy::start(member, Duration::from_millis(700)).await;
+    let discovery = timeout(LIMIT, Etcd::connect(&[slow.address().to_string()], PREFIX))
         .await
         .unwrap()
         .unwrap()

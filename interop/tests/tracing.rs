@@ -1,5 +1,5 @@
-//! Tracing output of the connection loop (alone in its binary: tracing's callsite cache is
-//! process-wide).
+//! Tracing output of the connection loop, and of etcd discovery's keep-alive (alone in their
+//! binary: tracing's callsite cache is process-wide).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -150,4 +150,79 @@ async fn a_panicking_close_is_logged() {
         ],
         "{lines:#?}"
     );
+}
+
+// A keep-alive stream kept from the last turn that has ended since (its connection cut: a
+// member down, a network cut) is replaced within the turn: the lease is renewed in that turn,
+// and no keep-alive fails (it used to fail that turn, with a WARN, and renew a period later).
+#[tokio::test]
+#[cfg_attr(
+    not(etcd),
+    ignore = "etcd is not installed (apt-get install etcd-server; .ci/run installs it)"
+)]
+async fn a_keep_alive_stream_cut_between_turns_is_replaced_in_the_turn() {
+    use support::etcd::{Cluster, INSTALL, etcd_binary};
+    use support::proxy::Proxy;
+    use tower_persistent::discovery::Etcd;
+
+    const LIMIT: Duration = Duration::from_secs(30);
+    let (buffer, guard) = capture(tracing::Level::WARN);
+    let binary = etcd_binary().expect(INSTALL);
+    let cluster = Cluster::start(&binary, 1).await.unwrap();
+    let member = cluster.endpoints()[0].parse().unwrap();
+    let proxy = Proxy::start(member, Duration::ZERO).await;
+    let discovery: Etcd = Etcd::connect(&[proxy.address().to_string()], "/services/orders/")
+        .await
+        .unwrap();
+    // How many times etcd has renewed a lease, in all.
+    let renewed = || async {
+        cluster
+            .metric(0, "etcd_debugging_lease_renewed_total")
+            .await
+            .expect("etcd's metrics")
+    };
+    // Waits until etcd has renewed a lease more than `n` times.
+    let renewed_after = |n: f64| async move {
+        tokio::time::timeout(LIMIT, async {
+            while renewed().await <= n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the lease was not renewed");
+    };
+    // A turn every second.
+    let publication = tokio::time::timeout(
+        LIMIT,
+        discovery.publish("r1", "127.0.0.1:1", Duration::from_secs(3)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // The first turn opens the keep-alive stream (its first message renews the lease), kept for
+    // the next turns.
+    renewed_after(0.0).await;
+    let before = renewed().await;
+    proxy.cut();
+    // The next turn finds it ended, and renews on a new one, over a new connection.
+    let cut_at = Instant::now();
+    tokio::time::timeout(LIMIT, proxy.until_accepted(2))
+        .await
+        .expect("no new connection");
+    renewed_after(before).await;
+    let renewed_in = cut_at.elapsed();
+    tokio::time::timeout(LIMIT, publication.withdraw())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(guard);
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text, "", "nothing failed");
+    assert_eq!(
+        proxy.accepted(),
+        2,
+        "one connection before the cut, one after"
+    );
+    // In the turn after the cut, a second at most after it (not two).
+    assert!(renewed_in < Duration::from_millis(1_500), "{renewed_in:?}");
 }

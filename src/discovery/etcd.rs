@@ -686,7 +686,9 @@ async fn revoke(
 }
 
 /// Keeps the lease alive every third of its TTL until stopped, on one keep-alive stream kept
-/// from turn to turn; publishes again under a new lease if it was lost.
+/// from turn to turn (a stream that has ended since the last turn, its member down or its
+/// connection cut, is replaced within the turn; a new stream's first answer is the turn's
+/// renewal); publishes again under a new lease if it was lost.
 async fn keep_alive(
     link: Link,
     key: String,
@@ -757,16 +759,29 @@ async fn keep_alive(
                 let mut client = link.client.clone();
                 let held = held.clone();
                 async move {
+                    let keep = |kept| *held.lock().unwrap_or_else(|e| e.into_inner()) = kept;
                     let taken = held.lock().unwrap_or_else(|e| e.into_inner()).take();
                     let (mut keeper, mut answers) = match taken {
                         Some((keeper, answers, of)) if of == id => (keeper, answers),
-                        // A new stream's first answer is awaited by etcd-client, which reports
-                        // a lease already gone (revoked before this turn) as an error.
-                        _ => match client.lease_keep_alive(id).await {
-                            Ok(stream) => stream,
-                            Err(error) if lease_gone(&error) => return Ok(false),
-                            Err(error) => return Err(error),
-                        },
+                        // A new stream: etcd-client sends its first keep-alive and awaits the
+                        // answer, which renews the lease, or tells that it is gone (revoked
+                        // before this turn) as an error.
+                        _ => {
+                            return match client.lease_keep_alive(id).await {
+                                Ok((keeper, answers)) => {
+                                    keep(Some((keeper, answers, id)));
+                                    Ok(true)
+                                }
+                                Err(error) if lease_gone(&error) => Ok(false),
+                                // The stream ended with no answer (etcd-client's words).
+                                Err(etcd_client::Error::WatchError(_)) => {
+                                    Err(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
+                                        "the keep-alive stream ended with no answer",
+                                    )))
+                                }
+                                Err(error) => Err(error),
+                            };
+                        }
                     };
                     let answer = async {
                         keeper.keep_alive().await?;
@@ -777,16 +792,23 @@ async fn keep_alive(
                         Ok(Some(answer)) => {
                             let alive = answer.ttl() > 0;
                             if alive {
-                                *held.lock().unwrap_or_else(|e| e.into_inner()) =
-                                    Some((keeper, answers, id));
+                                keep(Some((keeper, answers, id)));
                             }
                             Ok(alive)
                         }
-                        Ok(None) => Err(etcd_client::Error::LeaseKeepAliveError(
-                            "the keep-alive stream ended with no answer".to_owned(),
-                        )),
                         Err(error) if lease_gone(&error) => Ok(false),
-                        Err(error) => Err(error),
+                        // The stream of the last turn has ended since (its member went down,
+                        // its connection was cut): tried again at once, on a new stream.
+                        Ok(None) => {
+                            Err(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
+                                "the keep-alive stream of the last turn has ended",
+                            )))
+                        }
+                        Err(error) => {
+                            Err(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
+                                format!("the keep-alive stream of the last turn failed: {error}"),
+                            )))
+                        }
                     }
                 }
             },

@@ -364,6 +364,9 @@ pub mod etcd;
 #[path = "ports.rs"]
 pub mod ports;
 
+#[path = "proxy.rs"]
+pub mod proxy;
+
 /// An error with its sources, `: `-separated (as the README quotes errors).
 pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
