@@ -613,6 +613,108 @@ async fn an_http1_request_whose_body_fails_has_its_connection_replaced_at_once_t
     client.close().await;
 }
 
+/// A request body of one frame, that panics in the poll after it (`in_poll`), or in `size_hint`
+/// (`in_size_hint`).
+struct PanickingBody {
+    polls: usize,
+    in_poll: bool,
+    in_size_hint: bool,
+}
+
+impl hyper::body::Body for PanickingBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.polls += 1;
+        match self.polls {
+            1 => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+                b"part",
+            ))))),
+            _ if self.in_poll => panic!("the upload's source broke"),
+            _ => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.in_size_hint {
+            panic!("no size");
+        }
+        hyper::body::SizeHint::default()
+    }
+}
+
+// A request body that panics while hyper sends it fails its request, at once, over HTTP/1.1
+// (saying so) and HTTP/2, and nothing else: over HTTP/2 the connection goes on serving; over HTTP/1.1 hyper
+// closes it, as after any body's failure (the caller's doing: the first in a row is replaced
+// at once). A body whose
+// `size_hint` panics is sent without a length. (Over HTTP/2 the request used to wait for good for
+// an answer to a body cut short; over HTTP/1.1 it failed with `dispatch task is gone: user code
+// panicked`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_panics_fails_its_request_at_once() {
+    use http_body_util::BodyExt;
+    use http_body_util::combinators::BoxBody;
+    use tower::Layer;
+    type Body = BoxBody<Bytes, tower_persistent::BoxError>;
+    let request = |path: &str, in_poll: bool, in_size_hint: bool| {
+        let body = PanickingBody {
+            polls: 0,
+            in_poll,
+            in_size_hint,
+        };
+        http::Request::post(path)
+            .body(body.map_err(tower_persistent::BoxError::from).boxed())
+            .unwrap()
+    };
+    for (http2, connector) in [
+        (false, HttpConnector::<Body>::http1()),
+        (true, HttpConnector::<Body>::http2()),
+    ] {
+        let server = HttpServer::start("s").await.unwrap();
+        let client: Persistent<SocketAddr, HttpConnection<Body>> =
+            PersistentLayer::new("web", fixed(server.address))
+                .retry_delay(|| Duration::from_secs(3600))
+                .layer(connector);
+        let mut events = client.events();
+        next_event(&mut events, "connected").await;
+        let error = timeout(
+            LIMIT,
+            client.clone().oneshot(request("/upload", true, false)),
+        )
+        .await
+        .expect("the request hung")
+        .unwrap_err();
+        // Over HTTP/2 hyper resets the stream, and tells the request no more (as for a body
+        // that fails); the panic is logged.
+        let expected = if http2 {
+            "http2 error: stream error sent by user: unexpected internal error encountered"
+        } else {
+            "error from user's Body stream: the request body panicked: the upload's source broke"
+        };
+        assert_eq!(support::chain(&*error), expected, "http2 {http2}");
+        assert_eq!(
+            answer_of(&client, request("/after", false, false)).await,
+            "s /after"
+        );
+        assert_eq!(
+            answer_of(&client, request("/sized", false, true)).await,
+            "s /sized"
+        );
+        // HTTP/2: one connection all along; HTTP/1.1: a new one after the failed body, made at
+        // once (long before the retry delay).
+        assert_eq!(
+            server.accepted(),
+            if http2 { 1 } else { 2 },
+            "http2 {http2}"
+        );
+        client.close().await;
+    }
+}
+
 // An HTTP/1.1 upgrade asked for through the handle (`Upgrade` header, `101 Switching Protocols`)
 // hands the connection's stream to the caller (`hyper::upgrade::on`), and the persistent
 // connection replaces the connection at once, while the caller holds the upgraded stream: it

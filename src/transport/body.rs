@@ -117,3 +117,94 @@ impl Body for ResponseBody {
         self.inner.size_hint()
     }
 }
+
+pin_project! {
+    /// A request body as hyper gets it: a panic in the body's `poll_frame` (a stream of yours,
+    /// say) is an error of the body (logged at ERROR), which fails the request (over HTTP/1.1
+    /// `error from user's Body stream`, with this as its source; over HTTP/2 hyper resets the
+    /// stream, and the request fails with that reset, as for any body that fails). Without
+    /// this, a panic while hyper sends the body ended the body's sending alone over HTTP/2, the
+    /// request left waiting for an answer to a body cut short, and hyper's dispatch of the
+    /// whole connection over HTTP/1.1. A panic in `size_hint` gives no hint; in
+    /// `is_end_stream`, not at the end (its `poll_frame` then tells).
+    pub(super) struct Guarded<B> {
+        #[pin]
+        inner: B,
+        // Once a poll panicked: every later poll fails (the body is not polled again).
+        panicked: bool,
+    }
+}
+
+impl<B> Guarded<B> {
+    pub(super) fn new(inner: B) -> Self {
+        Guarded {
+            inner,
+            panicked: false,
+        }
+    }
+}
+
+/// A guarded body's error: the body's own, or the message of its panic. (Not an `Error` itself,
+/// so that it converts into a `BoxError` as the body's own error does: hyper boxes it so.)
+pub(super) enum GuardedError<E> {
+    Body(E),
+    Panicked(String),
+}
+
+impl<E: Into<BoxError>> From<GuardedError<E>> for BoxError {
+    fn from(error: GuardedError<E>) -> BoxError {
+        match error {
+            GuardedError::Body(error) => error.into(),
+            GuardedError::Panicked(message) => message.into(),
+        }
+    }
+}
+
+impl<B: Body> Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = GuardedError<B::Error>;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        if *this.panicked {
+            let error = "the request body panicked in an earlier poll".to_owned();
+            return Poll::Ready(Some(Err(GuardedError::Panicked(error))));
+        }
+        let inner = this.inner;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll_frame(cx))) {
+            Ok(Poll::Ready(Some(Err(error)))) => Poll::Ready(Some(Err(GuardedError::Body(error)))),
+            Ok(Poll::Ready(Some(Ok(frame)))) => Poll::Ready(Some(Ok(frame))),
+            Ok(Poll::Ready(None)) => Poll::Ready(None),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => {
+                let error = format!(
+                    "the request body panicked: {}",
+                    crate::error::panic_message(&*payload)
+                );
+                // Over HTTP/2 hyper resets the stream and tells the request no more.
+                tracing::error!(%error, "a request body panicked");
+                *this.panicked = true;
+                Poll::Ready(Some(Err(GuardedError::Panicked(error))))
+            }
+        }
+    }
+
+    /// A body whose `is_end_stream` panics is not at its end: its `poll_frame` tells.
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        !self.panicked
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.is_end_stream()))
+                .unwrap_or(false)
+    }
+
+    /// A body whose `size_hint` panics has no hint.
+    #[inline]
+    fn size_hint(&self) -> http_body::SizeHint {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.size_hint()))
+            .unwrap_or_default()
+    }
+}

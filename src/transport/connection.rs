@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::PollSemaphore;
 use tower_service::Service;
 
-use super::body::{ResponseBody, ResponseFuture, respond};
+use super::body::{Guarded, ResponseBody, ResponseFuture, respond};
 use super::dial::Peer;
 use super::shared::{ConnShared, InFlight, Version};
 use crate::closable::WeakSuccessor;
@@ -32,7 +32,8 @@ use tokio::time::Instant;
 /// Clones share the connection; readiness is per clone. See the [module docs](super).
 pub struct HttpConnection<B> {
     shared: Arc<ConnShared>,
-    sender: Sender<B>,
+    // Each request's body is guarded: a panic of its is an error of the body (see `Guarded`).
+    sender: Sender<Guarded<B>>,
 }
 
 impl<B> Clone for HttpConnection<B> {
@@ -240,7 +241,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> ResponseFuture {
-        self.send(request, true)
+        self.send(request.map(Guarded::new), true)
     }
 }
 
@@ -260,7 +261,7 @@ where
 {
     /// Sends `request`; with `resend`, a request that hyper hands back unsent may go to the
     /// successor (see [`resend_on_successor`]), once: a resent request is sent without it.
-    fn send(&mut self, mut request: http::Request<B>, resend: bool) -> ResponseFuture {
+    fn send(&mut self, mut request: http::Request<Guarded<B>>, resend: bool) -> ResponseFuture {
         let shared = &self.shared;
         let authority = || shared.authority();
         let in_flight = InFlight::new(shared);
@@ -275,7 +276,7 @@ where
                     state: Http1State::Unsent {
                         request: Some(request),
                     },
-                    start: |send: &mut http1::SendRequest<B>, request| {
+                    start: |send: &mut http1::SendRequest<Guarded<B>>, request| {
                         send.try_send_request(request)
                     },
                     turn: Some(turn),
@@ -325,7 +326,7 @@ pin_project! {
 
 impl<F, B> Future for Http2Sending<F>
 where
-    F: Future<Output = Result<http::Response<Incoming>, TrySendError<http::Request<B>>>>,
+    F: Future<Output = Result<http::Response<Incoming>, TrySendError<http::Request<Guarded<B>>>>>,
     B: Body + Send + 'static,
 {
     type Output = Sent;
@@ -360,7 +361,7 @@ where
 #[cold]
 #[inline(never)]
 fn handed_back<B>(
-    mut error: TrySendError<http::Request<B>>,
+    mut error: TrySendError<http::Request<Guarded<B>>>,
     resend: Option<Added>,
     in_flight: InFlight,
 ) -> Result<Pin<Box<dyn Future<Output = Sent> + Send>>, BoxError>
@@ -386,7 +387,7 @@ where
 #[cold]
 #[inline(never)]
 fn gone<B>(
-    request: http::Request<B>,
+    request: http::Request<Guarded<B>>,
     resend: Option<Added>,
     in_flight: InFlight,
 ) -> Pin<Box<dyn Future<Output = Sent> + Send>>
@@ -489,7 +490,7 @@ impl Added {
 /// one of your own; the request was made by an `on_event` handler, which the persistent
 /// connection awaits before it can replace the connection) fails with `error`.
 async fn resend_on_successor<B>(
-    mut request: http::Request<B>,
+    mut request: http::Request<Guarded<B>>,
     added: Added,
     error: BoxError,
     in_flight: InFlight,
@@ -557,11 +558,11 @@ pin_project! {
     /// [`http1_handed_back`]'s.
     struct Http1Sending<F: Future, S, B> {
         #[pin]
-        state: Http1State<F, B>,
+        state: Http1State<F, Guarded<B>>,
         start: S,
         // Dropped when the request is done with (answered, handed to the successor, failed).
         turn: Option<tokio::sync::OwnedSemaphorePermit>,
-        send: SendSlot<http1::SendRequest<B>>,
+        send: SendSlot<http1::SendRequest<Guarded<B>>>,
         // Taken when `sent` is done.
         in_flight: Option<InFlight>,
         resend: Option<Added>,
@@ -595,8 +596,8 @@ pin_project! {
 
 impl<F, S, B> Future for Http1Sending<F, S, B>
 where
-    F: Future<Output = Result<http::Response<Incoming>, TrySendError<http::Request<B>>>>,
-    S: Fn(&mut http1::SendRequest<B>, http::Request<B>) -> F,
+    F: Future<Output = Result<http::Response<Incoming>, TrySendError<http::Request<Guarded<B>>>>>,
+    S: Fn(&mut http1::SendRequest<Guarded<B>>, http::Request<Guarded<B>>) -> F,
     B: Body + Send + 'static,
 {
     type Output = Sent;
@@ -670,14 +671,17 @@ const HTTP1_RESENDS: usize = 8;
 /// clone's `turn`; so a request that `poll_ready` admitted never fails for a readiness race.
 /// If the connection is gone, see [`resend_on_successor`] (with `resend`: what was added to the
 /// request).
-async fn http1_handed_back<B: Body + Send + 'static>(
-    send: SendSlot<http1::SendRequest<B>>,
+async fn http1_handed_back<B>(
+    send: SendSlot<http1::SendRequest<Guarded<B>>>,
     turn: Option<tokio::sync::OwnedSemaphorePermit>,
-    mut error: TrySendError<http::Request<B>>,
+    mut error: TrySendError<http::Request<Guarded<B>>>,
     in_flight: InFlight,
     resend: Option<Added>,
     upgrade: bool,
-) -> Sent {
+) -> Sent
+where
+    B: Body + Send + 'static,
+{
     let mut resends = 0;
     loop {
         // Before `in_flight` goes: the connection's end waits for it to tell how it ended.
@@ -849,7 +853,7 @@ impl<B: 'static> HttpConnection<B> {
     /// returns the handle on it and the task (to abort while the connect is not finished).
     pub(super) async fn start(
         shared: Arc<ConnShared>,
-        sender: Sender<B>,
+        sender: Sender<Guarded<B>>,
         conn: ConnDriver,
         close_timeout: Duration,
     ) -> (Self, Option<tokio::task::AbortHandle>) {

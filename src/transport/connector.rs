@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::body::Guarded;
 use super::connection::{ConnDriver, HttpConnection, Release, Sender};
 use super::dial::{Dial, Dialed, Dialer, Over, OverHyper, Peer};
 use super::exec;
@@ -435,7 +436,7 @@ where
             registered: None,
             panicked: None,
         });
-        let (sender, driver): (Sender<B>, ConnDriver) = match self.version {
+        let (sender, driver): (Sender<Guarded<B>>, ConnDriver) = match self.version {
             Version::Http1 => {
                 let (send, conn) = http1::handshake(io).await.map_err(handshake)?;
                 // Upgrades (`hyper::upgrade::on` a `101` asked for, or a `CONNECT`'s `2xx`)

@@ -58,10 +58,9 @@
 //!   wake-up of a task that on tokio's multi-threaded runtime often wakes a parked thread.
 //!   Their wake-ups of one another are answered inside the same poll; a wake-up from outside
 //!   (a request sent, the socket ready) goes through the runtime, so that requests that come
-//!   meanwhile are written together. A future that panics ends alone, as a task would: a
-//!   request body that panics as it is sent stops being sent, its stream left without its
-//!   end (the request then waits for the server's answer to a body cut short, as it did with
-//!   tokio's executor: a request timeout of yours bounds it), and the connection goes on. Once hyper's connection has ended, its futures still running (the I/O finishing a
+//!   meanwhile are written together. A future that panics ends alone, as a task would, and
+//!   the connection goes on. (A request body that panics as it is sent does not get there: its
+//!   panic is the body's error, and hyper resets its stream, which fails the request at once.) Once hyper's connection has ended, its futures still running (the I/O finishing a
 //!   graceful close, responses and bodies still on their way) are spawned, and finish as they
 //!   would have as tasks.
 //!   Likewise the connect timeout is kept by the driver's own timer for the attempt (which it
