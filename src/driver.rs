@@ -435,7 +435,7 @@ where
             let mut last_address: Option<A> = None;
             let mut last_error: Option<ConnectError> = None;
             let mut attempt = 0u32;
-            let (conn, deadline) = loop {
+            let (conn, deadline, started) = loop {
                 if stop.is_set() {
                     return None;
                 }
@@ -451,7 +451,7 @@ where
                 // The attempt's own deadline: never before the next attempt could start.
                 let limit = self.connect_timeout.max(delay);
                 let error = match Box::pin(self.attempt(&mut last_address, start, limit)).await? {
-                    Ok(conn) => break (conn, deadline),
+                    Ok(conn) => break (conn, deadline, start),
                     Err(error) => error,
                 };
                 // No successor for the last connection.
@@ -471,7 +471,7 @@ where
                 if !repeated {
                     self.events.emit(Event::FailedToConnect(error)).await;
                 }
-                if !self.wait_until(deadline).await {
+                if !self.wait_until(deadline, start).await {
                     return None;
                 }
             };
@@ -644,7 +644,7 @@ where
             let go_on = if next_round_at <= now {
                 !stop.is_set()
             } else {
-                self.wait_until(next_round_at).await
+                self.wait_until(next_round_at, started).await
             };
             if !go_on {
                 return None;
@@ -653,14 +653,23 @@ where
     }
 
     /// Waits until `deadline`, or less if `reconnect_now` is called (which also resets the
-    /// policy). False if closing began. A deadline already passed is not waited for at all (a
-    /// timer would only fire at its next tick, 1 ms later); the timer's wait runs in a future
-    /// of its own, so that the driver's future stays small.
-    async fn wait_until(&mut self, deadline: Instant) -> bool {
-        if self.reconnect_asked() || deadline <= Instant::now() {
+    /// policy): then until [`MIN_RETRY_DELAY`](crate::MIN_RETRY_DELAY) after `started`, the
+    /// start of the last attempt, if that is later (calls of `reconnect_now` in a loop start an
+    /// attempt a millisecond at most, not one in a busy loop). False if closing began. A
+    /// deadline already passed is not waited for at all (a timer would only fire at its next
+    /// tick, 1 ms later); the timer's wait runs in a future of its own, so that the driver's
+    /// future stays small.
+    async fn wait_until(&mut self, deadline: Instant, started: Instant) -> bool {
+        let now = Instant::now();
+        if deadline <= now {
             return !self.shared().commands.stop.is_set();
         }
-        Box::pin(self.wait_for_timer(deadline)).await
+        let floor = deadline.min(started + crate::backoff::MIN_RETRY_DELAY);
+        let asked = self.reconnect_asked();
+        if asked && floor <= now {
+            return !self.shared().commands.stop.is_set();
+        }
+        Box::pin(self.wait_for_timer(deadline, floor, asked)).await
     }
 
     /// Whether `reconnect_now` was called since the state that this wait follows was
@@ -675,23 +684,31 @@ where
         asked
     }
 
-    async fn wait_for_timer(&mut self, deadline: Instant) -> bool {
+    /// Waits until `deadline`, or until `floor` once `reconnect_now` is called (`asked`: it
+    /// was already; see `wait_until`).
+    async fn wait_for_timer(&mut self, deadline: Instant, floor: Instant, asked: bool) -> bool {
         let shared = self.shared().clone();
         // Listening before looking again: a `reconnect_now` between the look in `wait_until`
         // and this wait is seen by one or the other.
         let mut reconnect = std::pin::pin!(shared.commands.reconnect.notified());
         reconnect.as_mut().enable();
-        if self.reconnect_asked() {
-            return !shared.commands.stop.is_set();
-        }
-        tokio::select! {
-            biased;
-            _ = shared.commands.stop.wait() => false,
-            _ = sleep_until(deadline) => true,
-            _ = reconnect => {
-                shared.commands.reconnect_asked.store(0, Ordering::Release);
-                self.backoff.reset();
-                true
+        let mut asked = asked || self.reconnect_asked();
+        let sleep = sleep_until(if asked { floor } else { deadline });
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shared.commands.stop.wait() => return false,
+                () = &mut sleep => return true,
+                _ = &mut reconnect, if !asked => {
+                    shared.commands.reconnect_asked.store(0, Ordering::Release);
+                    self.backoff.reset();
+                    if floor <= Instant::now() {
+                        return true;
+                    }
+                    asked = true;
+                    sleep.as_mut().reset(floor);
+                }
             }
         }
     }

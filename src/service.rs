@@ -372,7 +372,10 @@ where
     /// shows a `next_attempt_at`: also while the wait is about to begin (during a
     /// `FailedToConnect` or `Disconnected` handler, or while a dead connection is closed), which
     /// is then not waited. Does nothing while an attempt is under way, while connected, or once
-    /// closed.
+    /// closed. The next attempt still starts no sooner than
+    /// [`MIN_RETRY_DELAY`](crate::MIN_RETRY_DELAY) (1 ms) after the last one began, as every
+    /// delay is held to it: called in a loop, this starts an attempt a millisecond at most, not
+    /// one per call.
     pub fn reconnect_now(&self) {
         let commands = &self.shared.commands;
         if let Some(version) = self.shared.slot.waiting_version() {

@@ -188,3 +188,44 @@ async fn state_changed_once_closed_resolves_at_once_with_closed() {
     assert!(after.expect("resolves at once").is_closed());
     assert_eq!(ms(start), 0);
 }
+
+// `reconnect_now` called in a loop (here 100 times at one instant, the driver let run after each
+// call, every attempt failing at once) starts an attempt a millisecond at most after the last
+// one began, as any delay is held to `MIN_RETRY_DELAY`: not one per call, in a busy loop. Once
+// that millisecond is over, a call starts the attempt at once.
+#[tokio::test(start_paused = true)]
+async fn reconnect_now_in_a_loop_starts_an_attempt_a_millisecond_at_most() {
+    let start = Instant::now();
+    let calls: std::sync::Arc<std::sync::Mutex<Vec<u128>>> = Default::default();
+    let lookup = {
+        let calls = calls.clone();
+        tower::service_fn(move |()| {
+            calls.lock().unwrap().push(start.elapsed().as_micros());
+            async { Err::<&'static str, _>(std::io::Error::other("down")) }
+        })
+    };
+    let p = PersistentLayer::new("test", lookup)
+        .retry_delay(|| Duration::from_secs(10))
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let storm = || async {
+        for _ in 0..100 {
+            p.reconnect_now();
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    // The first attempt at 0; the storm at 0 starts the next one at 1 ms.
+    tokio::task::yield_now().await;
+    storm().await;
+    assert_eq!(*calls.lock().unwrap(), [0]);
+    until(start, 3).await;
+    assert_eq!(*calls.lock().unwrap(), [0, 1_000]);
+    // A storm 2 ms after that attempt began: one attempt at once, and the next at 4 ms.
+    storm().await;
+    until(start, 3).await;
+    assert_eq!(*calls.lock().unwrap(), [0, 1_000, 3_000]);
+    until(start, 10).await;
+    assert_eq!(*calls.lock().unwrap(), [0, 1_000, 3_000, 4_000]);
+    p.close().await;
+}
