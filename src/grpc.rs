@@ -11,13 +11,22 @@
 //! | [`ReadyTimeout`] | `DEADLINE_EXCEEDED` |
 //! | the request's `grpc-timeout` (tonic's `Request::set_timeout`) passed, counted from the call, before its response head came (the request is then given up: its stream reset) | `DEADLINE_EXCEEDED` (where tonic's `Channel` says `CANCELLED`, "Timeout expired"; other gRPC clients say `DEADLINE_EXCEEDED`) |
 //! | a `tonic::Status` already in the error's chain | that status |
-//! | the server reset the stream (`RST_STREAM`) | by its HTTP/2 error code, as gRPC maps them: `REFUSED_STREAM` `UNAVAILABLE`, `CANCEL` `CANCELLED`, `ENHANCE_YOUR_CALM` `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` `PERMISSION_DENIED`, `NO_ERROR`, `PROTOCOL_ERROR`, `INTERNAL_ERROR` and the like `INTERNAL`, others `UNKNOWN` |
+//! | the server reset the stream (`RST_STREAM`) | by its HTTP/2 error code, as gRPC maps them: `REFUSED_STREAM` `UNAVAILABLE`, `CANCEL` `CANCELLED`, `ENHANCE_YOUR_CALM` `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` `PERMISSION_DENIED`, `NO_ERROR`, `PROTOCOL_ERROR`, `INTERNAL_ERROR`, `FRAME_SIZE_ERROR` and the like `INTERNAL` (tonic's `Channel` gives `UNKNOWN` for `FRAME_SIZE_ERROR`), others (`STREAM_CLOSED`, `HTTP_1_1_REQUIRED`, which gRPC does not map) `UNKNOWN` |
 //! | everything else the transport fails with ([`Closed`](crate::Closed), [`Unavailable`](crate::Unavailable), [`ConnectionClosed`](crate::ConnectionClosed), a connection reset or lost mid-request) | `UNAVAILABLE` |
 //!
 //! These are the errors of the call, up to the response head. A connection lost once a
 //! streaming response has begun fails the response's body, which tonic reads itself: its
 //! status then is tonic's, `UNKNOWN` ("error reading a body from connection"), as with tonic's
 //! `Channel`.
+//!
+//! A response stream does not keep its persistent connection open: keep a handle (a clone of
+//! the client, or of the channel) for as long as you read one. Dropping the last handle closes
+//! the persistent connection (as [`close`](crate::Persistent::close) does), which gives the
+//! streams still being read the connector's close timeout (5 s by default), then cuts them
+//! off: their status is then tonic's `UNKNOWN`, "error reading a body from connection". (With
+//! tonic's own `Channel`, a stream outlives the client it came from.) A stream read to its end
+//! (its status in the trailers) is over, whether or not its `Streaming` is still held: it keeps
+//! neither the connection's load nor a close waiting.
 //!
 //! A connection lost before the response head is `UNAVAILABLE`, as gRPC clients say, so that a
 //! retry policy on `UNAVAILABLE` fires. (tonic's own `Channel` says `UNKNOWN`, "transport
@@ -407,6 +416,7 @@ fn reset_code(error: &h2::Error) -> Option<Code> {
         | Reason::INTERNAL_ERROR
         | Reason::FLOW_CONTROL_ERROR
         | Reason::SETTINGS_TIMEOUT
+        | Reason::FRAME_SIZE_ERROR
         | Reason::COMPRESSION_ERROR
         | Reason::CONNECT_ERROR => Code::Internal,
         _ => Code::Unknown,

@@ -1906,3 +1906,65 @@ async fn a_request_in_flight_when_its_connection_s_runtime_shuts_down_fails_with
         assert!(closed.unwrap_err().is::<tower_persistent::Closed>());
     }
 }
+
+// Over HTTP/2, a response body read to its trailers (a gRPC response's status comes in them,
+// and a gRPC client reads no further) is finished: not in flight, not weighed by the load, and
+// not waited for by a close, though its body is still held. (It counted as in flight until the
+// body gave its end, which a gRPC client never asks for: a close took the connector's close
+// timeout, here an hour, and p2c sent elsewhere.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_response_read_to_its_trailers_is_no_longer_in_flight() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use tower::Layer;
+    use tower::load::Load;
+
+    let (address, _, _server) = counting_server(|socket| async move {
+        let service = hyper::service::service_fn(|_: http::Request<hyper::body::Incoming>| {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+                Ok(Frame::data(Bytes::from_static(b"message"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(
+                StreamBody::new(futures_util::stream::iter(frames)),
+            )))
+        });
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+            .await;
+    })
+    .await;
+    let client: Client = PersistentLayer::new("grpc", fixed(address))
+        .close_timeout(Duration::from_secs(3600))
+        .layer(HttpConnector::<Empty<Bytes>>::http2().close_timeout(Duration::from_secs(3600)));
+    let response = timeout(LIMIT, client.clone().oneshot(get("/")))
+        .await
+        .unwrap()
+        .unwrap();
+    let conn = client.current_connection().unwrap();
+    let mut body = response.into_body();
+    let first = timeout(LIMIT, body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "message");
+    assert_eq!(conn.in_flight(), 1, "the body is being read");
+    let last = timeout(LIMIT, body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(last.is_trailers());
+    assert_eq!(conn.in_flight(), 0);
+    assert_eq!(
+        client.load(),
+        tower_persistent::load::ConnectionLoad::Connected(0)
+    );
+    timeout(LIMIT, client.close())
+        .await
+        .expect("the close waited for a finished response");
+    drop(body);
+}

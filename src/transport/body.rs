@@ -61,7 +61,7 @@ pub(super) fn respond(
     let http1 = shared.version == Version::Http1;
     let in_flight = (!(http1 && response.body().is_end_stream())).then_some(in_flight);
     response.map(|body| ResponseBody {
-        inner: body,
+        inner: Some(body),
         in_flight,
         http1,
     })
@@ -71,8 +71,8 @@ pin_project! {
     /// The body of a response of [`HttpConnection`]: hyper's body, counted as in flight until it
     /// ends or is dropped (a graceful close waits for it).
     pub struct ResponseBody {
-        #[pin]
-        inner: Incoming,
+        // hyper's body; dropped once its trailers are read (see `poll_frame`).
+        inner: Option<Incoming>,
         in_flight: Option<InFlight>,
         // Over HTTP/1.1, the last data frame ends the count (hyper knows the body's length).
         http1: bool,
@@ -93,11 +93,22 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let this = self.project();
+        let Some(inner) = this.inner else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
         match &frame {
+            // Trailers are a body's last frame (a gRPC response's status comes in them, and a
+            // gRPC client reads no further): the end. hyper's body goes too, so that an HTTP/2
+            // stream is not held open by a caller that keeps the finished body (hyper's
+            // connection, closing, waits for every stream it holds).
+            Some(Ok(frame)) if frame.is_trailers() => {
+                drop(this.in_flight.take());
+                *this.inner = None;
+            }
             // More to come.
-            Some(Ok(_)) if !*this.http1 || !this.inner.is_end_stream() => {}
+            Some(Ok(_)) if !*this.http1 || !inner.is_end_stream() => {}
             // The end (the last frame, or after it): no longer in flight.
             Some(Ok(_)) | None => drop(this.in_flight.take()),
             Some(Err(_)) => {
@@ -110,11 +121,14 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => http_body::SizeHint::with_exact(0),
+        }
     }
 }
 
