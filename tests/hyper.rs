@@ -1968,3 +1968,69 @@ async fn an_http2_response_read_to_its_trailers_is_no_longer_in_flight() {
         .expect("the close waited for a finished response");
     drop(body);
 }
+
+// Over HTTP/1.1, a request body that fails or panics after the response head came, while the
+// caller reads a response body that the server streams back (an echo), ends the connection:
+// the caller's doing, the response's body cut short with it included, so the first connection
+// in a row to end so is replaced at once. (The response body's failure, when the caller saw it
+// before the connection's end was judged, counted as the server's: the next request waited out
+// the retry delay, here an hour, in most runs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_request_body_failing_under_a_streamed_answer_is_the_caller_s_doing() {
+    use http_body_util::combinators::BoxBody;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use tower::Layer;
+    type Body = BoxBody<Bytes, tower_persistent::BoxError>;
+
+    // Echoes each request's body as its response's, at once.
+    let (address, accepted, _server) = counting_server(|socket| async move {
+        let service =
+            hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| {
+                std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(
+                    request.into_body(),
+                )))
+            });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+            .await;
+    })
+    .await;
+    // Three chunks 30 ms apart, then an error or a panic.
+    let body = |panics: bool| -> Body {
+        let frames = futures_util::stream::unfold(0, move |sent| async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            match sent {
+                0..3 => Some((Ok(Frame::data(Bytes::from_static(b"chunk"))), sent + 1)),
+                _ if panics => panic!("the upload's source broke"),
+                _ => Some((Err("the upload broke".into()), sent + 1)),
+            }
+        });
+        StreamBody::new(frames).boxed()
+    };
+    for panics in [false, true] {
+        let client: Persistent<SocketAddr, HttpConnection<Body>> =
+            PersistentLayer::new("echo", fixed(address))
+                .retry_delay(|| Duration::from_secs(3600))
+                .layer(HttpConnector::<Body>::http1());
+        let request = http::Request::post("/echo").body(body(panics)).unwrap();
+        let response = timeout(LIMIT, client.clone().oneshot(request))
+            .await
+            .unwrap()
+            .unwrap();
+        let read = timeout(LIMIT, response.into_body().collect())
+            .await
+            .unwrap();
+        assert!(read.is_err(), "the answer is cut short with the upload");
+        let after = http::Request::get("/after")
+            .body(Empty::<Bytes>::new().map_err(Into::into).boxed())
+            .unwrap();
+        assert_eq!(
+            answer_of(&client, after).await,
+            "",
+            "panics {panics}: replaced at once"
+        );
+        client.close().await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+}

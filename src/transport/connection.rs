@@ -85,7 +85,11 @@ impl<B> HttpConnection<B> {
         self.shared.version == Version::Http2
     }
 
-    /// Requests sent on this connection whose responses are not finished yet.
+    /// Requests sent on this connection whose responses are not finished yet: a response counts
+    /// until its body has given its end (its last frame: trailers, or the last data frame of a
+    /// body whose length hyper knows over HTTP/1.1) or is dropped. A request body still being
+    /// sent after its response finished is not counted (a close waits for it over HTTP/2, and
+    /// drops it over HTTP/1.1: see the [module docs](super)).
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Acquire)
     }
@@ -171,7 +175,12 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
         let fine =
             !shared.reset_by_peer.load(Ordering::Acquire) && !shared.failed.load(Ordering::Acquire);
         if shared.abandoned.load(Ordering::Acquire) {
-            // hyper ended it (which reads as an end in good order): the caller's doing.
+            // hyper ended it (which reads as an end in good order): the caller's doing. A
+            // response cut short by that end (its body being read as the request's body failed)
+            // is the caller's doing too.
+            let fine = fine
+                || (!shared.reset_by_peer.load(Ordering::Acquire)
+                    && shared.caller_failed.load(Ordering::Acquire));
             return fine && shared.given_up_first();
         }
         shared.given_up_row_ended();

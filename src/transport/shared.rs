@@ -63,6 +63,10 @@ pub(super) struct ConnShared {
     /// for the caller's own reason (its body's error, before the response head or after it),
     /// which makes hyper close the connection. Its end is the caller's doing, not the server's.
     pub(super) abandoned: AtomicBool,
+    /// HTTP/1.1: a request failed for the caller's own reason (its body's error or panic): a
+    /// response cut short with the connection that hyper then closed is the caller's doing too,
+    /// not a failure of the server's ([`Self::failed`] then does not count).
+    pub(super) caller_failed: AtomicBool,
     /// HTTP/1.1: a caller gave up a request that hyper had taken (see [`Self::abandoned`]):
     /// the connection's task ends hyper's connection at once, as hyper does once it notices
     /// (which it does not while it writes a request body to a server that stopped reading).
@@ -166,6 +170,7 @@ impl ConnShared {
             served: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
+            caller_failed: AtomicBool::new(false),
             given_up_in_flight: AtomicBool::new(false),
             shutdown_waits: AtomicBool::new(false),
             given_up,
@@ -438,6 +443,7 @@ impl ConnShared {
     /// closes for it ends by the caller's doing ([`Self::abandoned`]).
     pub(super) fn caller_error(&self, error: &hyper::Error) {
         if error.is_user() {
+            self.caller_failed.store(true, Ordering::Release);
             self.abandoned.store(true, Ordering::Release);
         }
     }
