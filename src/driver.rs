@@ -664,7 +664,7 @@ where
         if deadline <= now {
             return !self.shared().commands.stop.is_set();
         }
-        let floor = deadline.min(started + crate::backoff::MIN_RETRY_DELAY);
+        let floor = deadline.min(deadline_after(started, crate::backoff::MIN_RETRY_DELAY));
         let asked = self.reconnect_asked();
         if asked && floor <= now {
             return !self.shared().commands.stop.is_set();

@@ -775,9 +775,7 @@ async fn keep_alive(
                                 Err(error) if lease_gone(&error) => Ok(false),
                                 // The stream ended with no answer (etcd-client's words).
                                 Err(etcd_client::Error::WatchError(_)) => {
-                                    Err(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
-                                        "the keep-alive stream ended with no answer",
-                                    )))
+                                    Err(stream_ended("the keep-alive stream ended with no answer"))
                                 }
                                 Err(error) => Err(error),
                             };
@@ -799,16 +797,12 @@ async fn keep_alive(
                         Err(error) if lease_gone(&error) => Ok(false),
                         // The stream of the last turn has ended since (its member went down,
                         // its connection was cut): tried again at once, on a new stream.
-                        Ok(None) => {
-                            Err(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
-                                "the keep-alive stream of the last turn has ended",
-                            )))
-                        }
-                        Err(error) => {
-                            Err(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
-                                format!("the keep-alive stream of the last turn failed: {error}"),
-                            )))
-                        }
+                        Ok(None) => Err(stream_ended(
+                            "the keep-alive stream of the last turn has ended".to_owned(),
+                        )),
+                        Err(error) => Err(stream_ended(format!(
+                            "the keep-alive stream of the last turn failed: {error}"
+                        ))),
                     }
                 }
             },
@@ -851,6 +845,12 @@ async fn keep_alive(
             }
         }
     }
+}
+
+/// A keep-alive stream that ended (`why`), as a transient error: the turn tries again at once,
+/// on a new stream.
+fn stream_ended(why: impl Into<String>) -> etcd_client::Error {
+    etcd_client::Error::GRpcStatus(tonic::Status::unavailable(why))
 }
 
 /// Publishes `key` = `value` again under a new lease, which `lease` then holds; false if etcd
