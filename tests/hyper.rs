@@ -648,12 +648,13 @@ impl hyper::body::Body for PanickingBody {
 }
 
 // A request body that panics while hyper sends it fails its request, at once, over HTTP/1.1
-// (saying so) and HTTP/2, and nothing else: over HTTP/2 the connection goes on serving; over HTTP/1.1 hyper
-// closes it, as after any body's failure (the caller's doing: the first in a row is replaced
-// at once). A body whose
-// `size_hint` panics is sent without a length. (Over HTTP/2 the request used to wait for good for
-// an answer to a body cut short; over HTTP/1.1 it failed with `dispatch task is gone: user code
-// panicked`.)
+// (saying so) and HTTP/2, and nothing else: over HTTP/2 the connection goes on serving; over
+// HTTP/1.1 hyper closes it, as after any body's failure (the caller's doing: the first in a row
+// is replaced at once). A body whose `size_hint` panics is sent without a length. Over HTTP/2,
+// a body that panics at its first poll (inside hyper's connection future) fails its request
+// alone. (Over HTTP/2 a request whose body panicked later used to wait for good for an answer
+// to a body cut short; over HTTP/1.1, and over HTTP/2 at the first poll, it failed with
+// `dispatch task is gone: user code panicked`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_body_that_panics_fails_its_request_at_once() {
     use http_body_util::BodyExt;
@@ -704,6 +705,31 @@ async fn a_request_body_that_panics_fails_its_request_at_once() {
             answer_of(&client, request("/sized", false, true)).await,
             "s /sized"
         );
+        if http2 {
+            // A body that panics at its first poll, which hyper makes inside its connection's
+            // own future over HTTP/2: that request alone fails, as any whose body fails (it
+            // failed with `dispatch task is gone: user code panicked`).
+            let mut first = request("/first", true, false);
+            *first.body_mut() = PanickingBody {
+                polls: 1,
+                in_poll: true,
+                in_size_hint: false,
+            }
+            .map_err(tower_persistent::BoxError::from)
+            .boxed();
+            let error = timeout(LIMIT, client.clone().oneshot(first))
+                .await
+                .expect("the request hung")
+                .unwrap_err();
+            assert_eq!(
+                support::chain(&*error),
+                "http2 error: stream error sent by user: unexpected internal error encountered"
+            );
+            assert_eq!(
+                answer_of(&client, request("/last", false, false)).await,
+                "s /last"
+            );
+        }
         // HTTP/2: one connection all along; HTTP/1.1: a new one after the failed body, made at
         // once (long before the retry delay).
         assert_eq!(
