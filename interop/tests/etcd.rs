@@ -340,6 +340,61 @@ async fn an_unreachable_etcd_fails_each_attempt_with_the_same_text() {
     );
 }
 
+// A member that accepts connections and never answers (frozen) fails every lookup with the
+// same text, however little time the lookup's tries had left of its timeout (the real clock,
+// on which some always passes between the lookup's start and its first try): a round of
+// attempts reports it once (lookups of 400 ms, tries paced at 100 ms).
+#[tokio::test]
+async fn a_silent_etcd_fails_each_attempt_with_the_same_text() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = silent.local_addr().unwrap().to_string();
+    // Every connection accepted and held, never read from nor written to.
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let discovery = Etcd::connect(&[endpoint], PREFIX)
+        .await
+        .unwrap()
+        .timeout(Duration::from_millis(400));
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (looked_up, mut lookups) = tokio::sync::watch::channel(0_usize);
+    let record = failures.clone();
+    let discovery = tower::service_fn(move |()| {
+        looked_up.send_modify(|n| *n += 1);
+        discovery.clone().oneshot(())
+    });
+    let client = PersistentLayer::new("orders", discovery)
+        .retry_delay(|| Duration::from_millis(100))
+        .jitter(0.0)
+        .on_event(move |event: Event<String, HttpConnection<Empty<Bytes>>>| {
+            if let Event::FailedToConnect(error) = &event {
+                record.lock().unwrap().push(error.text());
+            }
+            async {}
+        })
+        .layer(tower::service_fn(move |_: String| async {
+            Err::<HttpConnection<Empty<Bytes>>, _>(std::io::Error::other("unreached"))
+        }));
+    // Four lookups failed (the fifth begun), one after another.
+    timeout(Duration::from_secs(10), lookups.wait_for(|n| *n >= 5))
+        .await
+        .expect("five lookups in 10 s")
+        .unwrap();
+    client.close().await;
+    holder.abort();
+    let failures = failures.lock().unwrap().clone();
+    assert_eq!(
+        failures,
+        [
+            "address lookup failed: etcd did not answer a lookup of /services/orders/ within \
+          400ms: a try got no answer within 100ms"
+        ],
+    );
+}
+
 // An endpoint that is not an address, or whose port is out of range, is refused when the
 // lookup is made.
 #[tokio::test]

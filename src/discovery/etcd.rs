@@ -382,7 +382,21 @@ const TRIES_AT_ONCE: usize = 4;
 /// 200 ms. (etcd may carry out a try whose answer came late all the same: a request made with
 /// tries beside each other must be one that may be carried out twice, as a lease grant that
 /// names its lease is.)
-async fn tried<T, F, Fut>(made_on: &MadeOn, timeout: Duration, mut make: F) -> Result<T, Failed>
+///
+/// `pace` is the timeout the request was given as a whole, whose quarter paces the tries, and
+/// `timeout` the time left of it (less, for a request made late in a lookup): the pace, which
+/// the error names, is the same for every call, so that a failure's text does not change from
+/// one call to the next (a lookup's error is the source of its `FailedToConnect`, which a round
+/// reports once per text). Once a try has gone unanswered in its time, that is the failure
+/// named, whatever transient error a try meets after it (a frozen member's connection, dropped
+/// by its keep-alive, fails the tries that wait on it at a moment that varies from call to
+/// call).
+async fn tried<T, F, Fut>(
+    made_on: &MadeOn,
+    timeout: Duration,
+    pace: Duration,
+    mut make: F,
+) -> Result<T, Failed>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -401,7 +415,8 @@ where
     let mut last: Option<String> = None;
     let tries = async {
         let mut waiting = FuturesUnordered::new();
-        let this_try = first_try(timeout);
+        let this_try = first_try(pace);
+        let mut unanswered = false;
         let mut pause = Duration::from_millis(20);
         // When the next try goes: `this_try` after each one sent, or `pause` after a failure
         // that left none waiting. The first goes now (a timer of no time would fire at the
@@ -419,7 +434,9 @@ where
                     Err(error) if transient(&error) => {
                         let why = stable_text(&error);
                         tracing::debug!(%why, "etcd request failed; trying again");
-                        last = Some(why);
+                        if !unanswered {
+                            last = Some(why);
+                        }
                         if waiting.is_empty() {
                             next.as_mut().reset(after(pause));
                             pause = (pause * 2).min(Duration::from_millis(200));
@@ -432,6 +449,7 @@ where
                         let why = format!("a try got no answer within {this_try:?}");
                         tracing::debug!(%why, "etcd request slow; trying again beside it");
                         last = Some(why);
+                        unanswered = true;
                     }
                     if waiting.len() < TRIES_AT_ONCE {
                         waiting.push(make());
@@ -459,7 +477,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
-    tried(made_on, timeout, make)
+    tried(made_on, timeout, timeout, make)
         .await
         .map_err(|failed| match failed {
             Failed::Error(error) => io::Error::other(format!("etcd {}: {error}", what())),
@@ -538,12 +556,13 @@ fn lease_gone(error: &etcd_client::Error) -> bool {
 }
 
 /// One read of `prefix` (its keys alone if `keys_only`): a serializable range request (any
-/// member answers from its own copy, with no need of a leader), [`tried`] until `timeout`.
+/// member answers from its own copy, with no need of a leader), [`tried`] until `timeout` at
+/// the `pace` of the lookup's whole timeout.
 async fn lookup(
     made_on: &MadeOn,
     kv: &etcd_client::KvClient,
     prefix: &str,
-    timeout: Duration,
+    (timeout, pace): (Duration, Duration),
     keys_only: bool,
 ) -> Result<etcd_client::GetResponse, Failed> {
     let request = || {
@@ -555,7 +574,7 @@ async fn lookup(
         let prefix = prefix.to_owned();
         async move { kv.get(prefix, Some(options)).await }
     };
-    tried(made_on, timeout, request).await
+    tried(made_on, timeout, pace, request).await
 }
 
 /// A failed lookup of `prefix`, as the error that says so.
@@ -1031,7 +1050,9 @@ where
         Resolving::new(async move {
             // One deadline for the whole lookup, its fallback's requests included.
             let deadline = Deadline::after(timeout);
-            let answer = match lookup(&made_on, &kv, &prefix, deadline.left(), false).await {
+            let answer = match lookup(&made_on, &kv, &prefix, (deadline.left(), timeout), false)
+                .await
+            {
                 Err(Failed::Error(error)) if too_large(&error) => {
                     return one_by_one(&made_on, &kv, &prefix, deadline, timeout, &rotation).await;
                 }
@@ -1106,7 +1127,7 @@ async fn one_by_one<A: FromStr>(
     timeout: Duration,
     rotation: &Turn<Vec<u8>>,
 ) -> Result<A, LookupError> {
-    let keys = lookup(made_on, kv, prefix, deadline.left(), true)
+    let keys = lookup(made_on, kv, prefix, (deadline.left(), timeout), true)
         .await
         .map_err(|failed| lookup_error(failed, prefix, timeout))?;
     let keys: Vec<Vec<u8>> = keys.kvs().iter().map(|kv| kv.key().to_vec()).collect();
@@ -1137,7 +1158,7 @@ async fn one_by_one<A: FromStr>(
                 kv.get(key, Some(options)).await
             }
         };
-        match tried(made_on, deadline.left(), request).await {
+        match tried(made_on, deadline.left(), timeout, request).await {
             Ok(answer) => {
                 if let Some(found) = answer.kvs().first().and_then(address) {
                     return Ok(found);
@@ -1216,6 +1237,7 @@ mod tests {
             let answer = tried(
                 &MadeOn::default(),
                 Duration::from_secs(timeout),
+                Duration::from_secs(timeout),
                 answered_after(answers, &sent),
             )
             .await;
@@ -1230,6 +1252,7 @@ mod tests {
         let answer = tried(
             &MadeOn::default(),
             Duration::from_secs(2),
+            Duration::from_secs(2),
             answered_after(&[u64::MAX], &sent),
         )
         .await;
@@ -1238,6 +1261,45 @@ mod tests {
         );
         assert_eq!(start.elapsed(), Duration::from_secs(2));
         assert_eq!(sent.load(Ordering::SeqCst), 4);
+    }
+
+    // A call's failure reads the same from one call to the next: the tries' pace, which it
+    // names, is a quarter of the request's whole timeout however little of it is left (a
+    // request made late in a lookup), and a try unanswered in its time stays the failure named
+    // when another fails after it (a frozen member's connection cut by its keep-alive).
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_member_fails_every_call_with_the_same_text() {
+        for left in [2_000, 1_999, 1_234] {
+            let sent = Arc::new(AtomicUsize::new(0));
+            let counted = sent.clone();
+            // The second try fails 1.4 s after it is sent (at 1.9 s), the others never answer.
+            let make = move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    if n != 1 {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1_400)).await;
+                    Err::<(), _>(etcd_client::Error::IoError(std::io::Error::other("cut")))
+                })
+            };
+            let answer = tried(
+                &MadeOn::default(),
+                Duration::from_millis(left),
+                Duration::from_secs(2),
+                make,
+            )
+            .await;
+            assert!(
+                matches!(&answer, Err(Failed::TimedOut(Some(why))) if why == "a try got no answer within 500ms"),
+                "{left}: {:?}",
+                answer.err().map(|failed| match failed {
+                    Failed::TimedOut(why) => format!("timed out: {why:?}"),
+                    _ => "another failure".to_owned(),
+                })
+            );
+            assert!(sent.load(Ordering::SeqCst) >= 2, "{left}");
+        }
     }
 
     // An endpoint with no port and no `https://` is refused (etcd-client would dial port 80),
