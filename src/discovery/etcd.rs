@@ -556,13 +556,14 @@ fn lease_gone(error: &etcd_client::Error) -> bool {
 }
 
 /// One read of `prefix` (its keys alone if `keys_only`): a serializable range request (any
-/// member answers from its own copy, with no need of a leader), [`tried`] until `timeout` at
-/// the `pace` of the lookup's whole timeout.
+/// member answers from its own copy, with no need of a leader), [`tried`] until `deadline`,
+/// at the pace of the lookup's whole `timeout`.
 async fn lookup(
     made_on: &MadeOn,
     kv: &etcd_client::KvClient,
     prefix: &str,
-    (timeout, pace): (Duration, Duration),
+    deadline: Deadline,
+    timeout: Duration,
     keys_only: bool,
 ) -> Result<etcd_client::GetResponse, Failed> {
     let request = || {
@@ -574,7 +575,7 @@ async fn lookup(
         let prefix = prefix.to_owned();
         async move { kv.get(prefix, Some(options)).await }
     };
-    tried(made_on, timeout, pace, request).await
+    tried(made_on, deadline.left(), timeout, request).await
 }
 
 /// A failed lookup of `prefix`, as the error that says so.
@@ -1050,9 +1051,7 @@ where
         Resolving::new(async move {
             // One deadline for the whole lookup, its fallback's requests included.
             let deadline = Deadline::after(timeout);
-            let answer = match lookup(&made_on, &kv, &prefix, (deadline.left(), timeout), false)
-                .await
-            {
+            let answer = match lookup(&made_on, &kv, &prefix, deadline, timeout, false).await {
                 Err(Failed::Error(error)) if too_large(&error) => {
                     return one_by_one(&made_on, &kv, &prefix, deadline, timeout, &rotation).await;
                 }
@@ -1127,7 +1126,7 @@ async fn one_by_one<A: FromStr>(
     timeout: Duration,
     rotation: &Turn<Vec<u8>>,
 ) -> Result<A, LookupError> {
-    let keys = lookup(made_on, kv, prefix, (deadline.left(), timeout), true)
+    let keys = lookup(made_on, kv, prefix, deadline, timeout, true)
         .await
         .map_err(|failed| lookup_error(failed, prefix, timeout))?;
     let keys: Vec<Vec<u8>> = keys.kvs().iter().map(|kv| kv.key().to_vec()).collect();
