@@ -1273,38 +1273,89 @@ async fn a_server_closing_or_resetting_while_a_body_is_written_fails_the_request
 // An HTTP/1.1 server that answers `413` before it has read the request body, then closes:
 // the answer arrives, or the request fails with `error writing a body to connection` (as bare
 // hyper races); either way the connection did not end in good order and the next round waits
-// for the delay.
+// for the delay, whether or not the connection had served a request before (a served one that
+// the write's failure ended was once replaced at once, as after a close in good order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http1_answer_before_the_body_then_a_close_meets_the_retry_delay() {
     let (address, _server) = raw_server(|mut socket| async move {
-        if read_head(&mut socket).await {
+        // `GET`s are answered and the connection kept; a `POST` gets its `413` at once.
+        loop {
+            let mut method = [0u8; 3];
+            if tokio::io::AsyncReadExt::read_exact(&mut socket, &mut method)
+                .await
+                .is_err()
+                || !read_head(&mut socket).await
+            {
+                return;
+            }
+            if &method == b"GET" {
+                if socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             let _ = socket
                 .write_all(
                     b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
                 )
                 .await;
+            return;
         }
     })
     .await;
-    let (client, log) = client_of(address, HttpConnector::<Upload>::http1(), |l| {
-        l.retry_delay(|| Duration::from_secs(3600))
-    });
-    let request = http::Request::post("/upload").body(upload(512)).unwrap();
-    match timeout(LIMIT, client.clone().oneshot(request))
-        .await
-        .expect("the request is answered")
-    {
-        Ok(response) => assert_eq!(response.status(), 413),
-        Err(error) => assert!(
-            support::chain(&*error).starts_with("error writing a body to connection: "),
-            "{}",
-            support::chain(&*error)
-        ),
+    let mut outcomes = std::collections::BTreeSet::new();
+    for served in [false, true] {
+        for round in 0..4 {
+            let (client, log) = client_of(address, HttpConnector::<Upload>::http1(), |l| {
+                l.retry_delay(|| Duration::from_secs(3600))
+            });
+            if served {
+                let get = http::Request::get("/").body(upload(0)).unwrap();
+                let response = timeout(LIMIT, client.clone().oneshot(get))
+                    .await
+                    .expect("the GET is answered")
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                timeout(
+                    LIMIT,
+                    http_body_util::BodyExt::collect(response.into_body()),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            }
+            let request = http::Request::post("/upload").body(upload(512)).unwrap();
+            match timeout(LIMIT, client.clone().oneshot(request))
+                .await
+                .expect("the request is answered")
+            {
+                Ok(response) => {
+                    assert_eq!(response.status(), 413);
+                    outcomes.insert("413");
+                }
+                Err(error) => {
+                    assert!(
+                        support::chain(&*error).starts_with("error writing a body to connection: "),
+                        "{}",
+                        support::chain(&*error)
+                    );
+                    outcomes.insert("write failed");
+                }
+            }
+            logged(&log, "disconnected").await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(
+                log.lines(),
+                ONE_CONNECTION_ENDED,
+                "served {served}, round {round}, outcomes so far {outcomes:?}"
+            );
+            timeout(LIMIT, client.close()).await.unwrap();
+        }
     }
-    logged(&log, "disconnected").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(log.lines(), ONE_CONNECTION_ENDED);
-    timeout(LIMIT, client.close()).await.unwrap();
 }
 
 // An HTTP/1.1 response body held unread keeps the connection's turn: another clone's request

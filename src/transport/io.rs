@@ -178,6 +178,18 @@ fn cuttable_io<T>(
     Poll::Pending
 }
 
+/// A write (or flush) of the stream that failed: over HTTP/1.1 the connection did not end in
+/// good order ([`ConnShared::mark_failed`]). The peer closed or reset it while a request was
+/// written (hyper writes only requests), so the request fails, and a connection that had served
+/// before is not replaced at once as after a server's close in good order.
+#[inline]
+fn write_failed<T>(shared: &ConnShared, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    if let Poll::Ready(Err(_)) = &polled {
+        shared.mark_failed();
+    }
+    polled
+}
+
 impl AsyncRead for Watched {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -238,19 +250,25 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let (inner, panicked) = (this.inner, this.panicked);
-        cuttable_io(*this.cuttable, &this.shared.0, this.registered, cx, |cx| {
-            unless_panicked(panicked, "poll_write", || {
-                inner.as_mut().poll_write(cx, buf)
-            })
+        let (inner, panicked, shared) = (this.inner, this.panicked, &this.shared.0);
+        cuttable_io(*this.cuttable, shared, this.registered, cx, |cx| {
+            write_failed(
+                shared,
+                unless_panicked(panicked, "poll_write", || {
+                    inner.as_mut().poll_write(cx, buf)
+                }),
+            )
         })
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        let (inner, panicked) = (this.inner, this.panicked);
-        cuttable_io(*this.cuttable, &this.shared.0, this.registered, cx, |cx| {
-            unless_panicked(panicked, "poll_flush", || inner.as_mut().poll_flush(cx))
+        let (inner, panicked, shared) = (this.inner, this.panicked, &this.shared.0);
+        cuttable_io(*this.cuttable, shared, this.registered, cx, |cx| {
+            write_failed(
+                shared,
+                unless_panicked(panicked, "poll_flush", || inner.as_mut().poll_flush(cx)),
+            )
         })
     }
 
@@ -279,11 +297,14 @@ impl AsyncWrite for Watched {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let (inner, panicked) = (this.inner, this.panicked);
-        cuttable_io(*this.cuttable, &this.shared.0, this.registered, cx, |cx| {
-            unless_panicked(panicked, "poll_write_vectored", || {
-                inner.as_mut().poll_write_vectored(cx, bufs)
-            })
+        let (inner, panicked, shared) = (this.inner, this.panicked, &this.shared.0);
+        cuttable_io(*this.cuttable, shared, this.registered, cx, |cx| {
+            write_failed(
+                shared,
+                unless_panicked(panicked, "poll_write_vectored", || {
+                    inner.as_mut().poll_write_vectored(cx, bufs)
+                }),
+            )
         })
     }
 

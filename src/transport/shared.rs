@@ -56,7 +56,10 @@ pub(super) struct ConnShared {
     /// HTTP/1.1 any byte (which hyper may take in before the caller sees the response).
     pub(super) served: AtomicBool,
     /// HTTP/1.1: a response failed (a head that is not HTTP, an informational status where a
-    /// response was due, a body cut short): whatever followed, not a close in good order.
+    /// response was due, a body cut short), or a write of the stream failed (a server that
+    /// closed or reset the connection while a request was written to it, which then fails
+    /// with `error writing a body to connection`, whether or not the connection had served):
+    /// whatever followed, not a close in good order.
     pub(super) failed: AtomicBool,
     /// HTTP/1.1: a caller gave up a request that hyper had taken (its response future was
     /// dropped before the response head came: a `tower::timeout`, say), or the request failed
