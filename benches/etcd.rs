@@ -42,6 +42,8 @@ const GROUP: &str = "etcd_lookup";
 const PREFIX: &str = "/services/orders/";
 
 fn main() {
+    // Estimates that criterion wrote before this run are not this run's.
+    ratios::start();
     let Some(binary) = etcd_binary() else {
         eprintln!("{INSTALL}; nothing measured");
         return;

@@ -63,6 +63,8 @@ fn measure<S, B>(
 }
 
 fn main() {
+    // Estimates that criterion wrote before this run are not this run's.
+    ratios::start();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -119,6 +119,8 @@ async_loop!(async_loop, one_request);
 async_loop!(async_loop_one_site, one_request_one_site);
 
 fn main() {
+    // Estimates that criterion wrote before this run are not this run's.
+    ratios::start();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

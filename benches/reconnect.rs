@@ -409,6 +409,8 @@ async fn ideal_batch(
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
+    // Estimates that criterion wrote before this run are not this run's.
+    ratios::start();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

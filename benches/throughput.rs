@@ -220,6 +220,8 @@ async fn bare(address: SocketAddr, uri: http::Uri) -> Bare {
 }
 
 fn main() {
+    // Estimates that criterion wrote before this run are not this run's.
+    ratios::start();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
             std::env::var("THROUGHPUT_WORKERS")

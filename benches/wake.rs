@@ -111,6 +111,8 @@ async fn watch(n: usize) -> Duration {
 }
 
 fn main() {
+    // Estimates that criterion wrote before this run are not this run's.
+    ratios::start();
     let rt: Runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

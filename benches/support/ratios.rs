@@ -2,9 +2,23 @@
 //! baseline run of the same group.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::SystemTime;
 
-/// The mean, in nanoseconds, criterion estimated for `run` of `group` in this run.
+/// When this run began (see [`start`]).
+static STARTED: OnceLock<SystemTime> = OnceLock::new();
+
+/// Marks the beginning of this run, first thing in `main`: estimates that criterion wrote
+/// before it (of a benchmark that this run's filter left out, written by an earlier run) are
+/// not this run's, and [`mean`] gives none for them.
+pub fn start() {
+    STARTED.get_or_init(SystemTime::now);
+}
+
+/// The mean, in nanoseconds, criterion estimated for `run` of `group` in this run; `None` if
+/// this run did not measure it (or [`start`] was not called).
 pub fn mean(group: &str, run: &str) -> Option<f64> {
+    let started = *STARTED.get()?;
     // Criterion writes under the target directory, which holds this binary in
     // `<target>/<profile>/deps/`.
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -13,8 +27,15 @@ pub fn mean(group: &str, run: &str) -> Option<f64> {
             let exe = std::env::current_exe().ok()?;
             Some(exe.parent()?.parent()?.parent()?.to_path_buf())
         })?;
-    let dir = target.join("criterion").join(group);
-    let json = std::fs::read_to_string(dir.join(run).join("new/estimates.json")).ok()?;
+    let file = target
+        .join("criterion")
+        .join(group)
+        .join(run)
+        .join("new/estimates.json");
+    if std::fs::metadata(&file).ok()?.modified().ok()? < started {
+        return None;
+    }
+    let json = std::fs::read_to_string(file).ok()?;
     let after = &json[json.find("\"mean\"")?..];
     let after = &after[after.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
     let end = after.find([',', '}'])?;
