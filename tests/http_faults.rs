@@ -1487,3 +1487,81 @@ async fn a_black_hole_takes_the_whole_connect_timeout() {
     timeout(LIMIT, client.close()).await.unwrap();
     drop(listener);
 }
+
+// An idle HTTP/1.1 connection whose server has closed it ends as soon as a request's
+// `poll_ready` finds that end in the socket (the probe), without waiting for the runtime's I/O
+// driver to tell hyper's task: here the driver does not turn at all while a task keeps the
+// scheduler busy (a current-thread runtime that polls its driver only when no task is ready),
+// and the connection is finished meanwhile. (Before, it ended only once that task stopped.)
+#[test]
+fn an_idle_http1_connection_found_ended_by_the_probe_ends_at_once() {
+    use std::io::{Read, Write};
+    use std::task::Poll;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (close, close_asked) = std::sync::mpsc::channel::<()>();
+    let (closed, closed_seen) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            socket.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .unwrap();
+        close_asked.recv_timeout(LIMIT).unwrap();
+        // The end of stream is in the client's socket once this returns.
+        socket.shutdown(std::net::Shutdown::Both).unwrap();
+        closed.send(()).unwrap();
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .event_interval(u32::MAX)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut conn = HttpConnector::<Empty<Bytes>>::http1()
+            .oneshot(address)
+            .await
+            .unwrap();
+        let response = timeout(LIMIT, conn.ready().await.unwrap().call(get("/")))
+            .await
+            .unwrap()
+            .unwrap();
+        let body = http_body_util::BodyExt::collect(response.into_body());
+        assert_eq!(
+            timeout(LIMIT, body).await.unwrap().unwrap().to_bytes(),
+            "ok"
+        );
+        // Idle long enough for a request's `poll_ready` to look at the socket first.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        close.send(()).unwrap();
+        closed_seen.recv_timeout(LIMIT).unwrap();
+        assert!(!conn.is_closed());
+        // Spins until it sees the connection closed, or `SPINS` times.
+        const SPINS: u32 = 1_000_000;
+        let watched = conn.clone();
+        let mut spins = 0;
+        let spinner = tokio::spawn(std::future::poll_fn(move |cx| {
+            spins += 1;
+            if watched.is_closed() || spins == SPINS {
+                return Poll::Ready(spins);
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }));
+        // The look at the socket finds the end: nothing is sent, `poll_ready` waits.
+        let polled = std::future::poll_fn(|cx| Poll::Ready(conn.poll_ready(cx))).await;
+        assert!(polled.is_pending());
+        let spins = timeout(LIMIT, spinner).await.unwrap().unwrap();
+        assert!(
+            spins < SPINS,
+            "the connection ended only once the spinning stopped"
+        );
+        timeout(LIMIT, conn.close_finished()).await.unwrap();
+    });
+    server.join().unwrap();
+}
