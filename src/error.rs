@@ -370,7 +370,8 @@ impl StdError for Unavailable {
 
 /// A handle waited in `poll_ready` longer than the
 /// [`ready_timeout`](crate::PersistentLayer::ready_timeout) without a ready connection; its
-/// `call` fails at once with this.
+/// `call` fails at once with this. (A wait that its caller gave up, the handle polled again
+/// within a second of its deadline, is that wait still: see `ready_timeout`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadyTimeout(std::time::Duration);
 

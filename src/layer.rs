@@ -273,7 +273,13 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// deadline too far to be represented is held there), in effect never. Once the handle is
     /// ready so, it stays ready until its `call`, as tower asks: polled again first, it takes a
     /// connection ready by then, or else answers `Ready` again without a new wait (which a
-    /// balancer that polls a service again before calling it, tower's p2c, relies on). With
+    /// balancer that polls a service again before calling it, tower's p2c, relies on). A wait
+    /// that its caller gave up (a `ready()` future dropped while pending) cannot be told from a
+    /// caller slow to poll again, until the handle has not been polled for a second past the
+    /// wait's deadline (a caller still waiting is woken at the deadline): its next `poll_ready`
+    /// then begins a new wait, with the whole timeout. Polled again within that second, it goes
+    /// on with the old wait (ready at once, its `call` failing with `ReadyTimeout`, if no
+    /// connection is ready then). A new clone always begins a new wait. With
     /// [`fail_fast`](Self::fail_fast) too, a handle polled again once an attempt has failed is
     /// failing fast: its call fails with [`Unavailable`](crate::Unavailable), not
     /// `ReadyTimeout`.

@@ -113,7 +113,23 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// How long after its deadline a wait whose handle has not been polled since counts as given
+/// up by its caller (see [`ReadyTimer::given_up`]).
+const GIVEN_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl ReadyTimer {
+    /// Whether the wait was given up by its caller: its handle is polled a second or more after
+    /// the deadline, still waiting. A caller still waiting is woken by this timer at the
+    /// deadline and polls then, which ends the wait (`ReadyTimeout`); one that gave its
+    /// `ready()` up (under a timeout of its own, say) polls again only when it wants a new
+    /// request sent, which then gets a whole wait of its own rather than a stale deadline's.
+    fn given_up(&self) -> bool {
+        self.sleep
+            .deadline()
+            .checked_add(GIVEN_UP_AFTER)
+            .is_some_and(|at| tokio::time::Instant::now() >= at)
+    }
+
     /// Whether the wait has reached `deadline`, on a timer of the runtime polling it (made
     /// anew if `timer` belongs to another).
     fn poll_until(
@@ -483,8 +499,13 @@ impl<A, C: Clone> Persistent<A, C> {
         if matches!(self.readiness, Readiness::Failing | Readiness::TimedOut) {
             return self.poll_ready_again::<R>(cx);
         }
-        if self.readiness != Readiness::Waiting {
-            // A new wait may begin: the timer of an earlier one is gone.
+        if self.readiness != Readiness::Waiting
+            || self
+                .ready_timer
+                .as_ref()
+                .is_some_and(|timer| timer.given_up())
+        {
+            // A new wait may begin: the timer of an earlier one (or of one given up) is gone.
             self.ready_timer = None;
         }
         match &mut self.conn {

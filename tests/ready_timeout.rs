@@ -135,6 +135,62 @@ async fn every_wait_gets_the_whole_timeout() {
     p.close().await;
 }
 
+// A wait that its caller gave up (its `ready()` dropped while pending) is over once the handle
+// has not been polled for a second past its deadline: the next `poll_ready` begins a new wait
+// with the whole timeout, rather than failing at once on the old deadline (a connection came
+// and went meanwhile). Polled again within that second, the handle goes on with the old wait.
+#[tokio::test(start_paused = true)]
+async fn a_wait_given_up_by_its_caller_is_not_carried_over() {
+    let start = Instant::now();
+    let connect = Connect::new(Script::new(start, [], Step::Ok("")));
+    let p = PersistentLayer::new("test", lookup_answering_after_1500ms(start))
+        .retry_delay(|| Duration::from_secs(10))
+        .jitter(0.0)
+        .ready_timeout(Duration::from_secs(2))
+        .layer(connect.clone());
+    let mut handle = p.clone();
+    // No connection yet: the caller gives up after 100 ms (the wait's deadline is at 2 s).
+    let given_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        ServiceExt::<u32>::ready(&mut handle),
+    );
+    assert!(given_up.await.is_err());
+    p.connected().await.unwrap();
+    assert_eq!(ms(start), 1500);
+    // The connection dies young at 5 s: none until the next round, at 10 s, whose lookup fails.
+    until(start, 5000).await;
+    connect.conn(1).close().await;
+    let error = ServiceExt::<u32>::ready(&mut handle)
+        .await
+        .unwrap()
+        .call(8)
+        .await
+        .unwrap_err();
+    assert!(error.is::<ReadyTimeout>(), "{error}");
+    assert_eq!(
+        ms(start),
+        7000,
+        "a whole wait from 5 s, not a failure at once"
+    );
+
+    // Given up at 7.1 s (deadline 9 s), polled again at 9.5 s: the same wait, over at once.
+    let given_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        ServiceExt::<u32>::ready(&mut handle),
+    );
+    assert!(given_up.await.is_err());
+    until(start, 9500).await;
+    let error = ServiceExt::<u32>::ready(&mut handle)
+        .await
+        .unwrap()
+        .call(9)
+        .await
+        .unwrap_err();
+    assert!(error.is::<ReadyTimeout>(), "{error}");
+    assert_eq!(ms(start), 9500);
+    p.close().await;
+}
+
 // A ready timeout of zero fails at once a call that would wait at all (no timer's tick first),
 // and leaves alone one whose connection is ready.
 #[tokio::test(start_paused = true)]
