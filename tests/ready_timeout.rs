@@ -87,6 +87,24 @@ async fn a_handle_failing_fast_polled_again_takes_a_connection_come_meanwhile() 
     p.close().await;
 }
 
+/// Sends `request` through `handle`, whose call must fail with `ReadyTimeout`.
+async fn timed_out(handle: &mut Persistent<&'static str, Conn>, request: u32) {
+    let error = ServiceExt::<u32>::ready(handle)
+        .await
+        .unwrap()
+        .call(request)
+        .await
+        .unwrap_err();
+    assert!(error.is::<ReadyTimeout>(), "{error}");
+}
+
+/// Waits for `handle` to be ready, and gives the wait up after 100 ms (it must not be ready by
+/// then).
+async fn give_up_after_100ms(handle: &mut Persistent<&'static str, Conn>) {
+    let ready = tokio::time::timeout(Duration::from_millis(100), ServiceExt::<u32>::ready(handle));
+    assert!(ready.await.is_err(), "ready within 100 ms");
+}
+
 /// A lookup whose first call answers `a` 1.5 s after `start`; every later one fails.
 fn lookup_answering_after_1500ms(start: Instant) -> Lookup {
     Lookup(Script::new(
@@ -124,13 +142,7 @@ async fn every_wait_gets_the_whole_timeout() {
 
     until(start, 5000).await;
     connect.conn(1).close().await;
-    let error = ServiceExt::<u32>::ready(&mut handle)
-        .await
-        .unwrap()
-        .call(8)
-        .await
-        .unwrap_err();
-    assert!(error.is::<ReadyTimeout>(), "{error}");
+    timed_out(&mut handle, 8).await;
     assert_eq!(ms(start), 7000, "two seconds from the start of this wait");
     p.close().await;
 }
@@ -150,23 +162,13 @@ async fn a_wait_given_up_by_its_caller_is_not_carried_over() {
         .layer(connect.clone());
     let mut handle = p.clone();
     // No connection yet: the caller gives up after 100 ms (the wait's deadline is at 2 s).
-    let given_up = tokio::time::timeout(
-        Duration::from_millis(100),
-        ServiceExt::<u32>::ready(&mut handle),
-    );
-    assert!(given_up.await.is_err());
+    give_up_after_100ms(&mut handle).await;
     p.connected().await.unwrap();
     assert_eq!(ms(start), 1500);
     // The connection dies young at 5 s: none until the next round, at 10 s, whose lookup fails.
     until(start, 5000).await;
     connect.conn(1).close().await;
-    let error = ServiceExt::<u32>::ready(&mut handle)
-        .await
-        .unwrap()
-        .call(8)
-        .await
-        .unwrap_err();
-    assert!(error.is::<ReadyTimeout>(), "{error}");
+    timed_out(&mut handle, 8).await;
     assert_eq!(
         ms(start),
         7000,
@@ -174,19 +176,9 @@ async fn a_wait_given_up_by_its_caller_is_not_carried_over() {
     );
 
     // Given up at 7.1 s (deadline 9 s), polled again at 9.5 s: the same wait, over at once.
-    let given_up = tokio::time::timeout(
-        Duration::from_millis(100),
-        ServiceExt::<u32>::ready(&mut handle),
-    );
-    assert!(given_up.await.is_err());
+    give_up_after_100ms(&mut handle).await;
     until(start, 9500).await;
-    let error = ServiceExt::<u32>::ready(&mut handle)
-        .await
-        .unwrap()
-        .call(9)
-        .await
-        .unwrap_err();
-    assert!(error.is::<ReadyTimeout>(), "{error}");
+    timed_out(&mut handle, 9).await;
     assert_eq!(ms(start), 9500);
     p.close().await;
 }

@@ -178,16 +178,28 @@ fn cuttable_io<T>(
     Poll::Pending
 }
 
-/// A write (or flush) of the stream that failed: over HTTP/1.1 the connection did not end in
-/// good order ([`ConnShared::mark_failed`]). The peer closed or reset it while a request was
-/// written (hyper writes only requests), so the request fails, and a connection that had served
-/// before is not replaced at once as after a server's close in good order.
-#[inline]
-fn write_failed<T>(shared: &ConnShared, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-    if let Poll::Ready(Err(_)) = &polled {
-        shared.mark_failed();
+impl Watched {
+    /// A write (or flush) of the stream, `io`, as [`cuttable_io`] does it, a panic of the
+    /// stream's made its error. One that fails means, over HTTP/1.1, that the connection did
+    /// not end in good order ([`ConnShared::mark_failed`]): the peer closed or reset it while a
+    /// request was written (hyper writes only requests), so the request fails, and a connection
+    /// that had served before is not replaced at once as after a server's close in good order.
+    fn written<T>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        what: &'static str,
+        io: impl FnOnce(&mut BoxIo, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let this = self.project();
+        let (inner, panicked, shared) = (this.inner, this.panicked, &this.shared.0);
+        cuttable_io(*this.cuttable, shared, this.registered, cx, |cx| {
+            let polled = unless_panicked(panicked, what, || io(inner, cx));
+            if let Poll::Ready(Err(_)) = &polled {
+                shared.mark_failed();
+            }
+            polled
+        })
     }
-    polled
 }
 
 impl AsyncRead for Watched {
@@ -249,27 +261,13 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let (inner, panicked, shared) = (this.inner, this.panicked, &this.shared.0);
-        cuttable_io(*this.cuttable, shared, this.registered, cx, |cx| {
-            write_failed(
-                shared,
-                unless_panicked(panicked, "poll_write", || {
-                    inner.as_mut().poll_write(cx, buf)
-                }),
-            )
+        self.written(cx, "poll_write", |inner, cx| {
+            inner.as_mut().poll_write(cx, buf)
         })
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let (inner, panicked, shared) = (this.inner, this.panicked, &this.shared.0);
-        cuttable_io(*this.cuttable, shared, this.registered, cx, |cx| {
-            write_failed(
-                shared,
-                unless_panicked(panicked, "poll_flush", || inner.as_mut().poll_flush(cx)),
-            )
-        })
+        self.written(cx, "poll_flush", |inner, cx| inner.as_mut().poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -296,15 +294,8 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let (inner, panicked, shared) = (this.inner, this.panicked, &this.shared.0);
-        cuttable_io(*this.cuttable, shared, this.registered, cx, |cx| {
-            write_failed(
-                shared,
-                unless_panicked(panicked, "poll_write_vectored", || {
-                    inner.as_mut().poll_write_vectored(cx, bufs)
-                }),
-            )
+        self.written(cx, "poll_write_vectored", |inner, cx| {
+            inner.as_mut().poll_write_vectored(cx, bufs)
         })
     }
 
