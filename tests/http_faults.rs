@@ -1488,15 +1488,15 @@ async fn a_black_hole_takes_the_whole_connect_timeout() {
     drop(listener);
 }
 
-// An idle HTTP/1.1 connection whose server has closed it ends as soon as a request's
-// `poll_ready` finds that end in the socket (the probe), without waiting for the runtime's I/O
-// driver to tell hyper's task: here the driver does not turn at all while a task keeps the
-// scheduler busy (a current-thread runtime that polls its driver only when no task is ready),
-// and the connection is finished meanwhile. (Before, it ended only once that task stopped.)
+// An idle connection whose server has closed it ends as soon as a request's `poll_ready` finds
+// that end in the socket (the probe), without waiting for the runtime's I/O driver to tell
+// hyper's task: here the driver does not turn at all while a task keeps the scheduler busy (a
+// current-thread runtime that polls its driver only when no task is ready), and the connection
+// is finished meanwhile. (Before, it ended only once that task stopped: over HTTP/1.1 until
+// `73d85b6`, over HTTP/2 until the probe's find ended it too.)
 #[test]
 fn an_idle_http1_connection_found_ended_by_the_probe_ends_at_once() {
     use std::io::{Read, Write};
-    use std::task::Poll;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let (close, close_asked) = std::sync::mpsc::channel::<()>();
@@ -1517,16 +1517,70 @@ fn an_idle_http1_connection_found_ended_by_the_probe_ends_at_once() {
         socket.shutdown(std::net::Shutdown::Both).unwrap();
         closed.send(()).unwrap();
     });
+    ended_by_the_probe_at_once(HttpConnector::http1(), address, close, closed_seen);
+    server.join().unwrap();
+}
+
+// The same over HTTP/2: the server (hyper's) has served a request and its socket is then shut
+// down under it, so that the client's socket holds an end of stream and nothing before it (no
+// GOAWAY).
+#[test]
+fn an_idle_http2_connection_found_ended_by_the_probe_ends_at_once() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (close, close_asked) = std::sync::mpsc::channel::<()>();
+    let (closed, closed_seen) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (socket, _) = listener.accept().unwrap();
+        let handle = socket.try_clone().unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let serving = runtime.spawn(async move {
+            let socket = tokio::net::TcpStream::from_std(socket).unwrap();
+            let service = hyper::service::service_fn(|_: http::Request<Incoming>| async {
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(socket), service)
+                .await;
+        });
+        // The server's connection runs meanwhile.
+        runtime.block_on(async {
+            tokio::task::spawn_blocking(move || close_asked.recv_timeout(LIMIT))
+                .await
+                .unwrap()
+                .unwrap();
+        });
+        // The end of stream is in the client's socket once this returns.
+        handle.shutdown(std::net::Shutdown::Both).unwrap();
+        closed.send(()).unwrap();
+        runtime.block_on(async { timeout(LIMIT, serving).await.unwrap().unwrap() });
+    });
+    ended_by_the_probe_at_once(HttpConnector::http2(), address, close, closed_seen);
+    server.join().unwrap();
+}
+
+/// Connects with `connector` to `address`, gets `/` (`ok`), waits until the connection is idle
+/// long enough to be probed, asks the server to close it (`close`) and waits until it has
+/// (`closed`); then a request's `poll_ready` must find that end and the connection must end
+/// while another task keeps the runtime's I/O driver from turning.
+fn ended_by_the_probe_at_once(
+    connector: HttpConnector<Empty<Bytes>>,
+    address: SocketAddr,
+    close: std::sync::mpsc::Sender<()>,
+    closed: std::sync::mpsc::Receiver<()>,
+) {
+    use std::task::Poll;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .event_interval(u32::MAX)
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut conn = HttpConnector::<Empty<Bytes>>::http1()
-            .oneshot(address)
-            .await
-            .unwrap();
+        let mut conn = connector.oneshot(address).await.unwrap();
         let response = timeout(LIMIT, conn.ready().await.unwrap().call(get("/")))
             .await
             .unwrap()
@@ -1539,7 +1593,7 @@ fn an_idle_http1_connection_found_ended_by_the_probe_ends_at_once() {
         // Idle long enough for a request's `poll_ready` to look at the socket first.
         tokio::time::sleep(Duration::from_millis(5)).await;
         close.send(()).unwrap();
-        closed_seen.recv_timeout(LIMIT).unwrap();
+        closed.recv_timeout(LIMIT).unwrap();
         assert!(!conn.is_closed());
         // Spins until it sees the connection closed, or `SPINS` times.
         const SPINS: u32 = 1_000_000;
@@ -1563,5 +1617,4 @@ fn an_idle_http1_connection_found_ended_by_the_probe_ends_at_once() {
         );
         timeout(LIMIT, conn.close_finished()).await.unwrap();
     });
-    server.join().unwrap();
 }

@@ -934,7 +934,7 @@ async fn drive(
         if shared.shutdown_waits.load(Ordering::Acquire) {
             return Poll::Ready(Some(Ok(())));
         }
-        // HTTP/1.1: the probe found the server's end in the idle connection's socket (and woke
+        // The probe found the server's end in the idle connection's socket (and woke
         // this task): hyper's connection is over, in good order.
         if shared.ended_while_idle() {
             return Poll::Ready(Some(Ok(())));

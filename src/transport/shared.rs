@@ -247,12 +247,10 @@ impl ConnShared {
             None | Some(Peeked::Open) => false,
             Some(Peeked::Ended) => {
                 self.ended_by_peer.store(true, Ordering::Release);
-                if self.version == Version::Http1 {
-                    // The connection's task ends hyper's connection now (see
-                    // `ended_while_idle`), rather than once the runtime's I/O driver has told
-                    // hyper's read of the socket's end.
-                    self.task.wake();
-                }
+                // The connection's task ends hyper's connection now (see `ended_while_idle`),
+                // rather than once the runtime's I/O driver has told hyper's read of the
+                // socket's end.
+                self.task.wake();
                 true
             }
             Some(Peeked::Failed) => {
@@ -262,17 +260,15 @@ impl ConnShared {
         }
     }
 
-    /// HTTP/1.1: the probe found the server's end of stream in the socket of the idle
-    /// connection (no request in flight, nothing unread before the end): hyper's connection
-    /// is over, in good order, as hyper would find when it reads that end, which it does only
-    /// once the runtime's I/O driver has delivered the socket's readiness to its task (later
-    /// by a turn of the driver, when the one who probed, a request about to be sent, is still
-    /// running). A request sent meanwhile (by a clone made ready before the end) is in flight:
-    /// then hyper reads the end itself.
+    /// The probe found the server's end of stream in the socket of the idle connection (no
+    /// request in flight, nothing unread before the end: over HTTP/2, no GOAWAY either):
+    /// hyper's connection is over, in good order, as hyper would find when it reads that end,
+    /// which it does only once the runtime's I/O driver has delivered the socket's readiness
+    /// to its task (later by a turn of the driver, when the one who probed, a request about to
+    /// be sent, is still running). A request sent meanwhile (by a clone made ready before the
+    /// end) is in flight: then hyper reads the end itself.
     pub(super) fn ended_while_idle(&self) -> bool {
-        self.version == Version::Http1
-            && self.ended_by_peer.load(Ordering::Acquire)
-            && self.in_flight.load(Ordering::Acquire) == 0
+        self.ended_by_peer.load(Ordering::Acquire) && self.in_flight.load(Ordering::Acquire) == 0
     }
 
     /// Wakes `waker` when hyper's connection has ended; false if it has already.
