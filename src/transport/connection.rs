@@ -935,9 +935,9 @@ async fn drive(
             return Poll::Ready(Some(Ok(())));
         }
         // The probe found the server's end in the idle connection's socket (and woke
-        // this task): hyper's connection is over, in good order.
+        // this task): hyper's connection is over.
         if shared.ended_while_idle() {
-            return Poll::Ready(Some(Ok(())));
+            return Poll::Ready(Some(shared.end_while_idle()));
         }
         Poll::Pending
     })

@@ -99,13 +99,17 @@
 //!   connection has left an end of stream or a reset there (other errors of the peek tell
 //!   nothing and are left to hyper), which hyper's task learns of only once the runtime has
 //!   delivered it and the task has run. Then no request goes out on the connection:
-//!   `poll_ready` waits (`Pending`) until that task, which the runtime wakes with the end of
-//!   stream, has ended the connection, and then fails with
-//!   [`ConnectionClosed`](crate::ConnectionClosed). Meanwhile
-//!   [`is_closed`](crate::Closable::is_closed) is still false: hyper has not yet seen the close.
-//!   A persistent connection replaces the connection as its task ends (at once if it served
-//!   and the server ended it without a reset, as above) and the request waits for the new one,
-//!   instead of going to the dead connection and coming back. (Failing `poll_ready` at once
+//!   `poll_ready` waits (`Pending`) until the connection has ended, and then fails with
+//!   [`ConnectionClosed`](crate::ConnectionClosed). An end of stream with nothing in flight
+//!   ends the connection at once: the peek wakes the connection's task, which ends hyper's
+//!   connection as hyper would on reading that end (over HTTP/1.1 in good order; over HTTP/2,
+//!   an end without GOAWAY, not in good order), without waiting for the runtime to deliver
+//!   it. A reset is left to hyper's task, which the runtime wakes with it. Until the
+//!   connection has ended, [`is_closed`](crate::Closable::is_closed) is still false. A
+//!   persistent connection replaces the connection as it ends (at once if it lived longer
+//!   than the retry delay, or if it served and the server ended it in good order, as above)
+//!   and the request waits for the new one, instead of going to the dead connection and
+//!   coming back. (Failing `poll_ready` at once
 //!   and closing the connection from the caller's task was measured slower: the reconnect then
 //!   ran on the caller's thread while the runtime's I/O thread was waking up for the same end
 //!   of stream.) Browsers look at an idle socket the same way before they reuse it. The peek

@@ -100,6 +100,9 @@ pub(super) struct ConnShared {
     /// error: hyper may then read a plain end of stream, which must not count as a close in
     /// good order.)
     pub(super) reset_by_peer: AtomicBool,
+    /// The probe found the server's end of stream, with nothing unread before it (see
+    /// [`Self::ended_while_idle`]).
+    found_ended: AtomicBool,
     /// Where the persistent connection will announce this connection's successor: a
     /// `WeakSuccessor<HttpConnection<B>>`, which keeps nothing alive (a strong one would keep
     /// every later connection alive with this one).
@@ -183,6 +186,7 @@ impl ConnShared {
             cut_off: AtomicBool::new(false),
             io_waker: AtomicWaker::new(),
             reset_by_peer: AtomicBool::new(false),
+            found_ended: AtomicBool::new(false),
             successor: OnceLock::new(),
             resend_limit,
             close_timeout,
@@ -213,7 +217,9 @@ impl ConnShared {
     /// (no second look).
     pub(super) fn found_gone(&self) -> bool {
         // Found already (or hyper's task has just seen the peer's end: it is about to finish).
-        if self.ended_by_peer.load(Ordering::Acquire) || self.reset_by_peer.load(Ordering::Acquire)
+        if self.ended_by_peer.load(Ordering::Acquire)
+            || self.reset_by_peer.load(Ordering::Acquire)
+            || self.found_ended.load(Ordering::Acquire)
         {
             return true;
         }
@@ -246,7 +252,13 @@ impl ConnShared {
         match peeked {
             None | Some(Peeked::Open) => false,
             Some(Peeked::Ended) => {
-                self.ended_by_peer.store(true, Ordering::Release);
+                // Over HTTP/1.1 an end in good order, as hyper counts an end of stream between
+                // responses; over HTTP/2 not, as hyper counts an end without GOAWAY (h2: a
+                // broken pipe): see `ended_while_idle`.
+                if self.version == Version::Http1 {
+                    self.ended_by_peer.store(true, Ordering::Release);
+                }
+                self.found_ended.store(true, Ordering::Release);
                 // The connection's task ends hyper's connection now (see `ended_while_idle`),
                 // rather than once the runtime's I/O driver has told hyper's read of the
                 // socket's end.
@@ -262,13 +274,23 @@ impl ConnShared {
 
     /// The probe found the server's end of stream in the socket of the idle connection (no
     /// request in flight, nothing unread before the end: over HTTP/2, no GOAWAY either):
-    /// hyper's connection is over, in good order, as hyper would find when it reads that end,
-    /// which it does only once the runtime's I/O driver has delivered the socket's readiness
-    /// to its task (later by a turn of the driver, when the one who probed, a request about to
-    /// be sent, is still running). A request sent meanwhile (by a clone made ready before the
-    /// end) is in flight: then hyper reads the end itself.
+    /// hyper's connection is over, as hyper would find when it reads that end, which it does
+    /// only once the runtime's I/O driver has delivered the socket's readiness to its task
+    /// (later by a turn of the driver, when the one who probed, a request about to be sent, is
+    /// still running). A request sent meanwhile (by a clone made ready before the end) is in
+    /// flight: then hyper reads the end itself. Over HTTP/1.1 it is over in good order; over
+    /// HTTP/2 it ends as hyper would end it, with an error (see [`EndedWithoutGoaway`]).
     pub(super) fn ended_while_idle(&self) -> bool {
-        self.ended_by_peer.load(Ordering::Acquire) && self.in_flight.load(Ordering::Acquire) == 0
+        self.found_ended.load(Ordering::Acquire) && self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    /// How hyper's connection ends when [`Self::ended_while_idle`] ends it: as hyper would
+    /// end it on that end of stream.
+    pub(super) fn end_while_idle(&self) -> Result<(), BoxError> {
+        match self.version {
+            Version::Http1 => Ok(()),
+            Version::Http2 => Err(EndedWithoutGoaway.into()),
+        }
     }
 
     /// Wakes `waker` when hyper's connection has ended; false if it has already.
@@ -547,3 +569,17 @@ mod tests {
         assert_eq!(a.0.load(Ordering::SeqCst), 1, "woken once");
     }
 }
+
+/// An idle HTTP/2 connection's end of stream, found by the probe, without GOAWAY before it:
+/// how hyper's connection ends then (hyper itself ends it with h2's broken pipe), which is not
+/// a close in good order.
+#[derive(Debug)]
+pub(super) struct EndedWithoutGoaway;
+
+impl std::fmt::Display for EndedWithoutGoaway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server closed the http/2 connection without goaway")
+    }
+}
+
+impl std::error::Error for EndedWithoutGoaway {}
