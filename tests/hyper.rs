@@ -1457,25 +1457,15 @@ async fn an_idle_http2_connection_closed_by_the_server_is_not_ready_before_its_t
 
     // Hyper reading that end itself (no request looks at the socket): the same verdict.
     let server = ThreadServer::start_http2();
-    let conn: Conn = timeout(LIMIT, HttpConnector::http2().oneshot(server.address))
-        .await
-        .unwrap()
-        .unwrap();
-    let response = timeout(LIMIT, conn.clone().oneshot(get("/one")))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(text(response).await, "ok");
-    tokio::time::sleep(IDLE).await;
+    let conn = served_then_idle(&server).await;
     server.end_last();
     timeout(LIMIT, conn.close_finished()).await.unwrap();
     assert!(!conn.closed_gracefully(), "read by hyper");
 }
 
-/// A connection to `server` (of its HTTP version) that served one request, then idled, then
-/// was ended by the server (reset if `reset`): checks that `poll_ready` waits (nothing is
-/// sent) until hyper's task has ended, then wakes and fails with `ConnectionClosed`.
-async fn ended_while_idle(server: ThreadServer, reset: bool) -> (Conn, ThreadServer) {
+/// A connection to `server` (of its HTTP version) that has served one request and been idle
+/// for `IDLE` since.
+async fn served_then_idle(server: &ThreadServer) -> Conn {
     let connector = if server.http2 {
         HttpConnector::http2()
     } else {
@@ -1491,6 +1481,14 @@ async fn ended_while_idle(server: ThreadServer, reset: bool) -> (Conn, ThreadSer
         .unwrap();
     assert_eq!(text(response).await, "ok");
     tokio::time::sleep(IDLE).await;
+    conn
+}
+
+/// A connection to `server` (of its HTTP version) that served one request, then idled, then
+/// was ended by the server (reset if `reset`): checks that `poll_ready` waits (nothing is
+/// sent) until hyper's task has ended, then wakes and fails with `ConnectionClosed`.
+async fn ended_while_idle(server: ThreadServer, reset: bool) -> (Conn, ThreadServer) {
+    let conn = served_then_idle(&server).await;
     if reset {
         server.reset_last();
     } else {
