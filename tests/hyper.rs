@@ -1543,6 +1543,36 @@ async fn a_request_finding_the_idle_connection_closed_goes_to_the_next_one() {
     client.close().await;
 }
 
+// The same over HTTP/2, where the server's end without GOAWAY is not a close in good order: the
+// request that finds it waits for the next connection, which comes once the rest of the retry
+// delay has passed (the connection was younger than the delay), and is sent there.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_finding_a_young_http2_connection_ended_waits_out_the_delay() {
+    let server = ThreadServer::start_http2();
+    let delay = Duration::from_secs(1);
+    let (client, log) = client_retrying_after(fixed(server.address), HttpConnector::http2(), delay);
+    assert_eq!(ask(&client, "/one").await, "ok");
+    tokio::time::sleep(IDLE).await;
+    server.end_last();
+    let (ready, waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&client);
+    assert!(
+        ready.is_pending(),
+        "the request waits for the next connection"
+    );
+    assert_eq!(ask(&client, "/two").await, "ok");
+    assert!(waiting.is_woken(), "woken when the next connection came");
+    let p = server.address.port();
+    assert_eq!(log.lines(), reconnected_once(p));
+    // The connection ended younger than the delay (at least 0.7 of it, the jitter's least),
+    // and the next round began only once the first attempt's delay had passed.
+    let times: Vec<Instant> = log.0.lock().unwrap().iter().map(|(t, _)| *t).collect();
+    assert!(times[3] - times[0] < delay.mul_f64(0.7), "{times:?}");
+    assert!(times[4] - times[0] >= delay.mul_f64(0.7), "{times:?}");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+    client.close().await;
+}
+
 /// A server that completes the HTTP/2 preface (its SETTINGS, and the ACK of the client's) and
 /// then never answers anything, PINGs included.
 async fn hung_http2_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
