@@ -1637,3 +1637,72 @@ fn ended_by_the_probe_at_once(
         assert_eq!(conn.closed_gracefully(), graceful);
     });
 }
+
+// HTTP/1.1: a request answered while its body is still being sent, whose server then ends the
+// connection: judged as hyper judges it (not in good order: the request was cut short), whether
+// or not another request's `poll_ready` looks at the socket first. The body still being sent
+// keeps the connection from counting as idle, and from being looked at. (Before, the look
+// found the end and counted it as a close in good order.)
+#[tokio::test(flavor = "current_thread")]
+async fn an_http1_upload_outliving_its_answer_is_judged_as_hyper_judges_it() {
+    use http_body_util::channel::Channel;
+    use std::io::{Read, Write};
+    for look in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let (close, close_asked) = std::sync::mpsc::channel::<()>();
+        let (closed, closed_seen) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            socket.set_read_timeout(Some(LIMIT)).unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                socket.read_exact(&mut byte).unwrap();
+                head.push(byte[0]);
+            }
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .unwrap();
+            close_asked.recv_timeout(LIMIT).unwrap();
+            // The end of stream is in the client's socket once this returns.
+            socket.shutdown(std::net::Shutdown::Write).unwrap();
+            closed.send(()).unwrap();
+            // Reads on (the client's writes succeed) until the client's end.
+            let mut buf = [0u8; 1024];
+            while matches!(socket.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        let conn = HttpConnector::<Channel<Bytes>>::http1()
+            .oneshot(address)
+            .await
+            .unwrap();
+        let (mut body, request_body) = Channel::<Bytes>::new(1);
+        let request = http::Request::post("/upload").body(request_body).unwrap();
+        let sending = tokio::spawn(conn.clone().oneshot(request));
+        body.send_data(Bytes::from_static(b"first part"))
+            .await
+            .unwrap();
+        let response = timeout(LIMIT, sending).await.unwrap().unwrap().unwrap();
+        let answer = http_body_util::BodyExt::collect(response.into_body());
+        assert_eq!(
+            timeout(LIMIT, answer).await.unwrap().unwrap().to_bytes(),
+            "ok"
+        );
+        // Idle long enough to be looked at, were it idle.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        close.send(()).unwrap();
+        closed_seen.recv_timeout(LIMIT).unwrap();
+        if look {
+            let mut other = conn.clone();
+            let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(other.poll_ready(cx)));
+            let _ = polled.await;
+        }
+        // The body stays unfinished until the connection has ended.
+        timeout(LIMIT, conn.close_finished())
+            .await
+            .expect("the connection did not end");
+        drop(body);
+        assert!(!conn.closed_gracefully(), "looked at first: {look}");
+        server.join().unwrap();
+    }
+}

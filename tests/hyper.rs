@@ -1463,6 +1463,25 @@ async fn an_idle_http2_connection_closed_by_the_server_is_not_ready_before_its_t
     assert!(!conn.closed_gracefully(), "read by hyper");
 }
 
+// An HTTP/2 connection that sat idle for a second or more and then met the server's end of
+// stream, without GOAWAY: the server's idle timeout, a close in good order (the next connection
+// is made at once, as over HTTP/1.1), whether the probe finds that end or hyper reads it.
+#[tokio::test(flavor = "current_thread")]
+async fn an_http2_end_without_goaway_after_a_second_idle_is_in_good_order() {
+    for look in [false, true] {
+        let server = ThreadServer::start_http2();
+        let conn = served_then_idle(&server).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        server.end_last();
+        if look {
+            let (ready, _waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&conn);
+            assert!(ready.is_pending(), "the probe found the end");
+        }
+        timeout(LIMIT, conn.close_finished()).await.unwrap();
+        assert!(conn.closed_gracefully(), "looked at first: {look}");
+    }
+}
+
 /// A connection to `server` (of its HTTP version) that has served one request and been idle
 /// for `IDLE` since.
 async fn served_then_idle(server: &ThreadServer) -> Conn {
@@ -1541,6 +1560,64 @@ async fn a_request_finding_the_idle_connection_closed_goes_to_the_next_one() {
     assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
     assert_eq!(server.requests.load(Ordering::SeqCst), 2);
     client.close().await;
+}
+
+// A request made ready before the server closed the idle connection, and called after another
+// request's probe found that end: sent nowhere (it fails with `ConnectionClosed`, as a request
+// called for once hyper's connection is gone), over HTTP/1.1 and HTTP/2; before, it was written
+// to the dead connection and failed with hyper's error.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_made_ready_before_an_end_the_probe_found_is_sent_nowhere() {
+    for server in [ThreadServer::start(), ThreadServer::start_http2()] {
+        let conn = served_then_idle(&server).await;
+        let mut admitted = tower_test::mock::Spawn::new(conn.clone());
+        assert!(matches!(
+            admitted.poll_ready(),
+            std::task::Poll::Ready(Ok(()))
+        ));
+        server.end_last();
+        let (ready, _waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&conn);
+        assert!(ready.is_pending(), "the probe found the end");
+        let error = timeout(LIMIT, admitted.call(get("/two")))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(error.is::<tower_persistent::ConnectionClosed>(), "{error}");
+        timeout(LIMIT, conn.close_finished()).await.unwrap();
+        assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    }
+}
+
+// The same under a persistent connection, whose connection is replaced at once (older than the
+// retry delay): the request made ready before goes to the next connection, and is answered.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_made_ready_before_an_end_the_probe_found_goes_to_the_next_connection() {
+    for (server, connector) in [
+        (ThreadServer::start(), HttpConnector::http1()),
+        (ThreadServer::start_http2(), HttpConnector::http2()),
+    ] {
+        let (client, log) =
+            client_retrying_after(fixed(server.address), connector, Duration::from_millis(1));
+        assert_eq!(ask(&client, "/one").await, "ok");
+        tokio::time::sleep(IDLE).await;
+        let mut admitted = tower_test::mock::Spawn::new(client.clone());
+        assert!(matches!(
+            admitted.poll_ready(),
+            std::task::Poll::Ready(Ok(()))
+        ));
+        server.end_last();
+        let (ready, _waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&client);
+        assert!(ready.is_pending(), "the probe found the end");
+        let response = timeout(LIMIT, admitted.call(get("/two")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, "ok");
+        assert_eq!(log.lines(), reconnected_once(server.address.port()));
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+        client.close().await;
+    }
 }
 
 // The same over HTTP/2, where the server's end without GOAWAY is not a close in good order: the

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use hyper::body::{Body, Incoming};
 use pin_project_lite::pin_project;
 
-use super::shared::{InFlight, Version};
+use super::shared::{ConnShared, InFlight, SendingBody, Version};
 use crate::error::BoxError;
 
 /// The response future of [`HttpConnection`](super::HttpConnection).
@@ -146,14 +146,27 @@ pin_project! {
         inner: B,
         // Once a poll panicked: every later poll fails (the body is not polled again).
         panicked: bool,
+        // Counts the body as being sent on its connection, until it ends, fails or is dropped
+        // (a body over already, or none, is not counted).
+        sending: Option<SendingBody>,
     }
 }
 
-impl<B> Guarded<B> {
+impl<B: Body> Guarded<B> {
     pub(super) fn new(inner: B) -> Self {
         Guarded {
             inner,
             panicked: false,
+            sending: None,
+        }
+    }
+
+    /// The body is to be sent on the connection of `shared` (counted there until it ends,
+    /// unless it is over already); not on any it was counted on before.
+    pub(super) fn sent_on(&mut self, shared: &std::sync::Arc<ConnShared>) {
+        self.sending = None;
+        if !self.is_end_stream() {
+            self.sending = Some(SendingBody::new(shared));
         }
     }
 }
@@ -188,13 +201,34 @@ impl<B: Body> Body for Guarded<B> {
             let error = "the request body panicked in an earlier poll".to_owned();
             return Poll::Ready(Some(Err(GuardedError::Panicked(error))));
         }
-        let inner = this.inner;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll_frame(cx))) {
-            Ok(Poll::Ready(Some(Err(error)))) => Poll::Ready(Some(Err(GuardedError::Body(error)))),
-            Ok(Poll::Ready(Some(Ok(frame)))) => Poll::Ready(Some(Ok(frame))),
-            Ok(Poll::Ready(None)) => Poll::Ready(None),
+        let mut inner = this.inner;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            inner.as_mut().poll_frame(cx)
+        })) {
+            Ok(Poll::Ready(Some(Err(error)))) => {
+                *this.sending = None;
+                Poll::Ready(Some(Err(GuardedError::Body(error))))
+            }
+            Ok(Poll::Ready(Some(Ok(frame)))) => {
+                // Its last frame: sent once hyper has written it, as far as the connection's
+                // idleness goes. (A body whose `is_end_stream` panics ends at its `None`.)
+                if this.sending.is_some()
+                    && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        inner.is_end_stream()
+                    }))
+                    .unwrap_or(false)
+                {
+                    *this.sending = None;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Ok(Poll::Ready(None)) => {
+                *this.sending = None;
+                Poll::Ready(None)
+            }
             Ok(Poll::Pending) => Poll::Pending,
             Err(payload) => {
+                *this.sending = None;
                 let error = format!(
                     "the request body panicked: {}",
                     crate::error::panic_message(&*payload)

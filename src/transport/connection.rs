@@ -274,6 +274,7 @@ where
         let shared = &self.shared;
         let authority = || shared.authority();
         let in_flight = InFlight::new(shared);
+        request.body_mut().sent_on(shared);
         match &mut self.sender {
             Sender::Http1 { send, permit, .. } => {
                 let turn = permit
@@ -298,6 +299,11 @@ where
             Sender::Http2(send) => {
                 let added = Added::scheme_and_authority(&mut request, authority, shared.secure);
                 let resend = resend.then_some(added);
+                // The probe found the connection's end (a request admitted before): sent
+                // nowhere, as once hyper's connection is gone.
+                if shared.found_dead() {
+                    return ResponseFuture::new(gone(request, resend, in_flight));
+                }
                 // The lock is held while hyper writes the request into its queue, not longer.
                 let sent = match lock(send).as_mut() {
                     Some(send) => send.try_send_request(request),
@@ -620,8 +626,13 @@ where
                         .take()
                         .expect("HttpConnection's response future polled after a panic");
                     let mut send = lock(this.send);
-                    let Some(send) = send.as_mut() else {
-                        // hyper's connection ended since `poll_ready` (see `Release`).
+                    let found_dead = this
+                        .in_flight
+                        .as_ref()
+                        .is_some_and(|in_flight| in_flight.connection().found_dead());
+                    let Some(send) = send.as_mut().filter(|_| !found_dead) else {
+                        // hyper's connection ended since `poll_ready` (see `Release`), or the
+                        // probe of another request found its end: sent nowhere.
                         drop(send);
                         drop(this.turn.take());
                         let in_flight = this
@@ -939,6 +950,11 @@ async fn drive(
         if shared.ended_while_idle() {
             return Poll::Ready(Some(shared.end_while_idle()));
         }
+        if shared.found_dead() {
+            // The probe's wake took the waker (a request in flight kept the connection from
+            // ending then): registered again, for `close` and the rest.
+            shared.task.register(cx.waker());
+        }
         Poll::Pending
     })
     .await;
@@ -962,6 +978,12 @@ async fn drive(
             // GOAWAY, an idle timeout), before any close of ours.
             shared.ended_in_good_order();
             tracing::debug!(peer = %shared.peer, "http connection ended");
+        }
+        Some(Err(error)) if shared.ended_idle() => {
+            // HTTP/2: the server's end of stream, without GOAWAY, on a connection idle for a
+            // second or more: its idle timeout, in good order.
+            tracing::debug!(peer = %shared.peer, %error, "http connection ended while idle");
+            shared.ended_in_good_order();
         }
         Some(Err(error)) => {
             tracing::debug!(peer = %shared.peer, %error, "http connection failed");

@@ -233,6 +233,7 @@ impl AsyncRead for Watched {
                     // a response in progress the error stays: a body that the close delimits
                     // could not be told from one cut short.
                     buf.set_filled(before);
+                    shared.mark_read_end();
                     return Poll::Ready(Ok(()));
                 }
             }
@@ -241,6 +242,10 @@ impl AsyncRead for Watched {
                 return polled;
             }
             let read = &buf.filled()[before..];
+            if read.is_empty() && buf.remaining() > 0 {
+                // The end of the stream.
+                shared.mark_read_end();
+            }
             if let Some(watching) = preface {
                 if watching.feed(read) {
                     *preface = None;

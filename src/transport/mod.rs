@@ -105,7 +105,12 @@
 //!   connection as hyper would on reading that end (over HTTP/1.1 in good order; over HTTP/2,
 //!   an end without GOAWAY, not in good order), without waiting for the runtime to deliver
 //!   it. A reset is left to hyper's task, which the runtime wakes with it. Until the
-//!   connection has ended, [`is_closed`](crate::Closable::is_closed) is still false. A
+//!   connection has ended, [`is_closed`](crate::Closable::is_closed) is still false; a request
+//!   that another clone made ready before the find, and calls after it, is sent nowhere (as a
+//!   request called for once hyper's connection is gone: it goes to the connection that
+//!   replaces this one, under a persistent connection, or fails with
+//!   [`ConnectionClosed`](crate::ConnectionClosed)). A request body still being sent (its
+//!   response over) counts as something in flight: the socket is not looked at then. A
 //!   persistent connection replaces the connection as it ends (at once if it lived longer
 //!   than the retry delay, or if it served and the server ended it in good order, as above)
 //!   and the request waits for the new one, instead of going to the dead connection and
@@ -123,7 +128,10 @@
 //!   keep-alive limit, an idle timeout), before any close of ours; or it so ended the
 //!   connection after it had sat idle, nothing in flight, for a second or more (since it was
 //!   ready, over HTTP/2 once the server's greeting came, or since its last request), served or
-//!   not: a server's idle timeout. (With requests
+//!   not: a server's idle timeout. (Over HTTP/2 that includes an end of stream without GOAWAY
+//!   then, which hyper counts as a failure, h2's broken pipe, and which is not in good order
+//!   otherwise. A request body still being sent, its response over, keeps a connection from
+//!   being idle.) (With requests
 //!   rarer than that timeout, the connection made at once to replace one that served meets it
 //!   before any request.) The persistent connection replaces such a connection at once,
 //!   instead of waiting out the retry delay; a server that accepts and closes sooner, without
@@ -152,7 +160,7 @@
 //!   connection as TCP's end of stream does: hyper and h2 are given that end of stream, and
 //!   judge it as they judge TCP's (over HTTP/1.1, after complete responses or idle, in good
 //!   order; a request whose body is still being sent fails; over HTTP/2 an end without GOAWAY
-//!   is not in good order). With a response in progress the error stays: a body cut short
+//!   is not in good order, unless idle a second or more, as above). With a response in progress the error stays: a body cut short
 //!   fails with rustls's error as its cause (a body that the close delimits could not be told
 //!   from one cut short), and the connection did not close in good order. (A stream of yours,
 //!   [`over`](HttpConnector::over), that reports its end as `UnexpectedEof` is taken the same

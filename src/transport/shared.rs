@@ -103,6 +103,11 @@ pub(super) struct ConnShared {
     /// The probe found the server's end of stream, with nothing unread before it (see
     /// [`Self::ended_while_idle`]).
     found_ended: AtomicBool,
+    /// A read of the stream found its end (the peer's; see [`Self::ended_idle`]).
+    read_end: AtomicBool,
+    /// Request bodies still being sent (see [`SendingBody`]): a request whose response has
+    /// ended while its body is still being sent keeps the connection from being idle.
+    sending_bodies: AtomicUsize,
     /// Where the persistent connection will announce this connection's successor: a
     /// `WeakSuccessor<HttpConnection<B>>`, which keeps nothing alive (a strong one would keep
     /// every later connection alive with this one).
@@ -187,6 +192,8 @@ impl ConnShared {
             io_waker: AtomicWaker::new(),
             reset_by_peer: AtomicBool::new(false),
             found_ended: AtomicBool::new(false),
+            read_end: AtomicBool::new(false),
+            sending_bodies: AtomicUsize::new(0),
             successor: OnceLock::new(),
             resend_limit,
             close_timeout,
@@ -223,7 +230,7 @@ impl ConnShared {
         {
             return true;
         }
-        if self.in_flight.load(Ordering::Acquire) != 0 {
+        if !self.nothing_in_flight() {
             return false;
         }
         if self.idle_for() < PROBE_AFTER_IDLE {
@@ -281,7 +288,39 @@ impl ConnShared {
     /// flight: then hyper reads the end itself. Over HTTP/1.1 it is over in good order; over
     /// HTTP/2 it ends as hyper would end it, with an error (see [`EndedWithoutGoaway`]).
     pub(super) fn ended_while_idle(&self) -> bool {
-        self.found_ended.load(Ordering::Acquire) && self.in_flight.load(Ordering::Acquire) == 0
+        self.found_ended.load(Ordering::Acquire) && self.nothing_in_flight()
+    }
+
+    /// No request in flight, and no request body still being sent.
+    fn nothing_in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.sending_bodies.load(Ordering::Acquire) == 0
+    }
+
+    /// Whether the probe found this connection's end of stream, or a reset: nothing may be sent
+    /// on it (a request admitted before is sent nowhere, see `connection::gone`).
+    #[inline]
+    pub(super) fn found_dead(&self) -> bool {
+        self.found_ended.load(Ordering::Acquire) || self.reset_by_peer.load(Ordering::Acquire)
+    }
+
+    /// A read of the stream found its end.
+    pub(super) fn mark_read_end(&self) {
+        self.read_end.store(true, Ordering::Release);
+    }
+
+    /// HTTP/2: hyper's connection, which failed, ended at the server's end of stream (no
+    /// GOAWAY: h2 counts it as a broken pipe; or found so by the probe) after sitting idle,
+    /// nothing in flight, for [`IDLE_CLOSE_AFTER`] or more, without a reset: the server's idle
+    /// timeout, which counts as a close in good order, as over HTTP/1.1 (see
+    /// [`Self::ended_in_good_order`]). A server that ends connections so sooner (or crashes
+    /// while they are busy) still fails them.
+    pub(super) fn ended_idle(&self) -> bool {
+        self.version == Version::Http2
+            && (self.found_ended.load(Ordering::Acquire) || self.read_end.load(Ordering::Acquire))
+            && !self.reset_by_peer.load(Ordering::Acquire)
+            && self.nothing_in_flight()
+            && self.idle_for() >= IDLE_CLOSE_AFTER
     }
 
     /// How hyper's connection ends when [`Self::ended_while_idle`] ends it: as hyper would
@@ -499,6 +538,23 @@ impl ConnShared {
         if self.version == Version::Http1 {
             self.failed.store(true, Ordering::Release);
         }
+    }
+}
+
+/// A request body being sent on a connection; released when the body ends, fails or is
+/// dropped.
+pub(super) struct SendingBody(Arc<ConnShared>);
+
+impl SendingBody {
+    pub(super) fn new(shared: &Arc<ConnShared>) -> Self {
+        shared.sending_bodies.fetch_add(1, Ordering::AcqRel);
+        SendingBody(shared.clone())
+    }
+}
+
+impl Drop for SendingBody {
+    fn drop(&mut self) {
+        self.0.sending_bodies.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
