@@ -1706,3 +1706,200 @@ async fn an_http1_upload_outliving_its_answer_is_judged_as_hyper_judges_it() {
         server.join().unwrap();
     }
 }
+
+/// A raw HTTP/2 server on 127.0.0.1 for one connection: it greets with an empty SETTINGS
+/// frame and reads (and drops) whatever the client sends; told to, it writes `last` and ends
+/// its stream (`shutdown`), then says so. Returns its address, the command and the word back.
+fn raw_http2_server(
+    last: &'static [u8],
+) -> (
+    SocketAddr,
+    std::sync::mpsc::Sender<()>,
+    std::sync::mpsc::Receiver<()>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (end, end_asked) = std::sync::mpsc::channel::<()>();
+    let (ended, ended_seen) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+        let mut reader = socket.try_clone().unwrap();
+        reader.set_read_timeout(Some(LIMIT)).unwrap();
+        let reading = std::thread::spawn(move || {
+            let mut sink = [0u8; 1024];
+            while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+        });
+        end_asked.recv_timeout(LIMIT).unwrap();
+        socket.write_all(last).unwrap();
+        socket.shutdown(std::net::Shutdown::Write).unwrap();
+        ended.send(()).unwrap();
+        reading.join().unwrap();
+    });
+    (address, end, ended_seen, server)
+}
+
+// HTTP/2: an end of stream after a second or more idle is the server's idle timeout only when
+// nothing comes before it: a GOAWAY that gives an error, or a frame cut short, make it a
+// failure whatever the idleness (and a plain end of stream, the control, is one).
+#[tokio::test(flavor = "current_thread")]
+async fn an_http2_idle_end_after_a_goaway_error_or_a_frame_cut_short_is_not_in_good_order() {
+    // GOAWAY, last stream 0, INTERNAL_ERROR.
+    const GOAWAY: &[u8] = &[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    // A PING frame's header and 3 of its 8 bytes.
+    const CUT: &[u8] = &[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3];
+    for (last, graceful) in [(GOAWAY, false), (CUT, false), (&[][..], true)] {
+        let (address, end, ended, server) = raw_http2_server(last);
+        let conn = timeout(
+            LIMIT,
+            HttpConnector::<Empty<Bytes>>::http2().oneshot(address),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        end.send(()).unwrap();
+        ended.recv_timeout(LIMIT).unwrap();
+        timeout(LIMIT, conn.close_finished()).await.unwrap();
+        assert_eq!(conn.closed_gracefully(), graceful, "after {last:?}");
+        drop(conn);
+        server.join().unwrap();
+    }
+}
+
+// HTTP/2: a request answered while its body is still being sent keeps the connection busy
+// until the body ends: the server's end of stream (no GOAWAY) a second and more after the
+// answer, the body still being sent, or 50 ms after the body ended, is not an idle timeout.
+#[tokio::test(flavor = "current_thread")]
+async fn an_http2_end_during_or_just_after_an_upload_is_not_an_idle_timeout() {
+    use http_body_util::channel::Channel;
+    for body_ended_first in [false, true] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (end, end_asked) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let socket = socket.into_std().unwrap();
+            let handle = socket.try_clone().unwrap();
+            let socket = tokio::net::TcpStream::from_std(socket).unwrap();
+            // Answers at once, and reads the request's body on in a task of its own.
+            let service = hyper::service::service_fn(|request: http::Request<Incoming>| async {
+                tokio::spawn(http_body_util::BodyExt::collect(request.into_body()));
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+            });
+            let serving = tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), service),
+            );
+            end_asked.await.unwrap();
+            handle.shutdown(std::net::Shutdown::Both).unwrap();
+            let _ = timeout(LIMIT, serving).await;
+        });
+        let conn = HttpConnector::<Channel<Bytes>>::http2()
+            .oneshot(address)
+            .await
+            .unwrap();
+        let (mut body, request_body) = Channel::<Bytes>::new(1);
+        let request = http::Request::post("/upload").body(request_body).unwrap();
+        let sending = tokio::spawn(conn.clone().oneshot(request));
+        body.send_data(Bytes::from_static(b"first part"))
+            .await
+            .unwrap();
+        let response = timeout(LIMIT, sending).await.unwrap().unwrap().unwrap();
+        let answer = http_body_util::BodyExt::collect(response.into_body());
+        assert_eq!(
+            timeout(LIMIT, answer).await.unwrap().unwrap().to_bytes(),
+            "ok"
+        );
+        // The body goes on for 1.2 s after the answer.
+        for _ in 0..24 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            timeout(LIMIT, body.send_data(Bytes::from_static(b"more")))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        if body_ended_first {
+            drop(body);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            end.send(()).unwrap();
+            timeout(LIMIT, conn.close_finished()).await.unwrap();
+        } else {
+            end.send(()).unwrap();
+            timeout(LIMIT, conn.close_finished()).await.unwrap();
+            drop(body);
+        }
+        assert!(
+            !conn.closed_gracefully(),
+            "the body ended first: {body_ended_first}"
+        );
+        timeout(LIMIT, server).await.unwrap().unwrap();
+    }
+}
+
+// HTTP/1.1: a request answered while its body, one large frame that hyper has taken, is still
+// being written behind a full socket: the connection is not idle, so another request's
+// `poll_ready` does not look at its socket and end it, and the whole body reaches the server
+// (which ended its side of the stream after its answer, and reads on). Before, the look found
+// the end and the connection ended, the upload cut short.
+#[tokio::test(flavor = "current_thread")]
+async fn an_http1_large_frame_still_being_written_is_not_cut_short_by_a_look() {
+    use std::io::{Read, Write};
+    const SIZE: usize = 32 << 20;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (closed, closed_seen) = std::sync::mpsc::channel::<()>();
+    let (read_on, read_on_asked) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        socket.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            socket.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .unwrap();
+        socket.shutdown(std::net::Shutdown::Write).unwrap();
+        closed.send(()).unwrap();
+        // Reads nothing until told: the client's socket fills.
+        read_on_asked.recv_timeout(LIMIT).unwrap();
+        let mut body = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = socket.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            body += n;
+        }
+        body
+    });
+    let conn = HttpConnector::<Full<Bytes>>::http1()
+        .oneshot(address)
+        .await
+        .unwrap();
+    let request = http::Request::post("/upload")
+        .body(Full::new(Bytes::from(vec![b'x'; SIZE])))
+        .unwrap();
+    let sending = tokio::spawn(conn.clone().oneshot(request));
+    let response = timeout(LIMIT, sending).await.unwrap().unwrap().unwrap();
+    let answer = http_body_util::BodyExt::collect(response.into_body());
+    assert_eq!(
+        timeout(LIMIT, answer).await.unwrap().unwrap().to_bytes(),
+        "ok"
+    );
+    closed_seen.recv_timeout(LIMIT).unwrap();
+    // Idle long enough to be looked at, were it idle.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut other = conn.clone();
+    let _ = std::future::poll_fn(|cx| std::task::Poll::Ready(other.poll_ready(cx))).await;
+    drop(other);
+    read_on.send(()).unwrap();
+    timeout(LIMIT, conn.close_finished()).await.unwrap();
+    drop(conn);
+    assert_eq!(server.join().unwrap(), SIZE);
+}

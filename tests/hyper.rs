@@ -1620,6 +1620,43 @@ async fn a_request_made_ready_before_an_end_the_probe_found_goes_to_the_next_con
     }
 }
 
+// HTTP/2, a connection idle for more than a second when the server ends it without GOAWAY (its
+// idle timeout, in good order): a request made ready before, called after the probe found the
+// end, is sent nowhere and goes to the next connection, made at once; sending it nowhere does
+// not make the connection look busy at its end. (Before, the verdict changed, and the request
+// failed while the next one waited out the retry delay.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_made_ready_before_an_idle_timeout_end_goes_to_the_next_connection() {
+    let server = ThreadServer::start_http2();
+    let (client, log) = client_retrying_after(
+        fixed(server.address),
+        HttpConnector::http2(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(ask(&client, "/one").await, "ok");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut admitted = tower_test::mock::Spawn::new(client.clone());
+    assert!(matches!(
+        admitted.poll_ready(),
+        std::task::Poll::Ready(Ok(()))
+    ));
+    let conn = client.current_connection().unwrap();
+    server.end_last();
+    let (ready, _waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&client);
+    assert!(ready.is_pending(), "the probe found the end");
+    let response = timeout(LIMIT, admitted.call(get("/two")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "ok");
+    assert!(conn.closed_gracefully());
+    assert_eq!(log.lines(), reconnected_once(server.address.port()));
+    let times: Vec<Instant> = log.0.lock().unwrap().iter().map(|(t, _)| *t).collect();
+    assert!(times[4] - times[3] < Duration::from_secs(1), "{times:?}");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+    client.close().await;
+}
+
 // The same over HTTP/2, where the server's end without GOAWAY is not a close in good order: the
 // request that finds it waits for the next connection, which comes once the rest of the retry
 // delay has passed (the connection was younger than the delay), and is sent there.

@@ -979,7 +979,7 @@ async fn drive(
             shared.ended_in_good_order();
             tracing::debug!(peer = %shared.peer, "http connection ended");
         }
-        Some(Err(error)) if shared.ended_idle() => {
+        Some(Err(error)) if shared.ended_idle(&error) => {
             // HTTP/2: the server's end of stream, without GOAWAY, on a connection idle for a
             // second or more: its idle timeout, in good order.
             tracing::debug!(peer = %shared.peer, %error, "http connection ended while idle");

@@ -197,6 +197,8 @@ impl Watched {
             if let Poll::Ready(Err(_)) = &polled {
                 shared.mark_failed();
             }
+            // Bytes held back by a full socket: a request still being written.
+            shared.write_blocked(polled.is_pending());
             polled
         })
     }

@@ -128,10 +128,13 @@
 //!   keep-alive limit, an idle timeout), before any close of ours; or it so ended the
 //!   connection after it had sat idle, nothing in flight, for a second or more (since it was
 //!   ready, over HTTP/2 once the server's greeting came, or since its last request), served or
-//!   not: a server's idle timeout. (Over HTTP/2 that includes an end of stream without GOAWAY
-//!   then, which hyper counts as a failure, h2's broken pipe, and which is not in good order
-//!   otherwise. A request body still being sent, its response over, keeps a connection from
-//!   being idle.) (With requests
+//!   not: a server's idle timeout. (Over HTTP/2 that includes a plain end of stream without
+//!   GOAWAY then, which hyper counts as a failure, h2's broken pipe, and which is not in good
+//!   order otherwise; a GOAWAY that gives an error, or a frame cut short, before the end is a
+//!   failure however idle. Idleness is judged when the end is first seen, by a request's look
+//!   at the socket or by hyper's read: a request body still being sent, its response over,
+//!   or bytes held back by a full socket keep a connection from being idle, and an upload's
+//!   end counts as its last activity.) (With requests
 //!   rarer than that timeout, the connection made at once to replace one that served meets it
 //!   before any request.) The persistent connection replaces such a connection at once,
 //!   instead of waiting out the retry delay; a server that accepts and closes sooner, without

@@ -103,8 +103,13 @@ pub(super) struct ConnShared {
     /// The probe found the server's end of stream, with nothing unread before it (see
     /// [`Self::ended_while_idle`]).
     found_ended: AtomicBool,
-    /// A read of the stream found its end (the peer's; see [`Self::ended_idle`]).
-    read_end: AtomicBool,
+    /// Whether the connection was idle for [`IDLE_CLOSE_AFTER`] or more, nothing in flight,
+    /// when its end was first seen, by the probe or by a read of the stream: 0 until then,
+    /// then [`IDLE_AT_END`] or [`BUSY_AT_END`] (see [`Self::ended_idle`]).
+    at_end: AtomicU8,
+    /// The stream's last write (or flush) was held back by a full socket: a request is still
+    /// being written (see [`Self::nothing_in_flight`]).
+    write_blocked: AtomicBool,
     /// Request bodies still being sent (see [`SendingBody`]): a request whose response has
     /// ended while its body is still being sent keeps the connection from being idle.
     sending_bodies: AtomicUsize,
@@ -192,7 +197,8 @@ impl ConnShared {
             io_waker: AtomicWaker::new(),
             reset_by_peer: AtomicBool::new(false),
             found_ended: AtomicBool::new(false),
-            read_end: AtomicBool::new(false),
+            at_end: AtomicU8::new(0),
+            write_blocked: AtomicBool::new(false),
             sending_bodies: AtomicUsize::new(0),
             successor: OnceLock::new(),
             resend_limit,
@@ -265,6 +271,7 @@ impl ConnShared {
                 if self.version == Version::Http1 {
                     self.ended_by_peer.store(true, Ordering::Release);
                 }
+                self.end_seen();
                 self.found_ended.store(true, Ordering::Release);
                 // The connection's task ends hyper's connection now (see `ended_while_idle`),
                 // rather than once the runtime's I/O driver has told hyper's read of the
@@ -291,10 +298,20 @@ impl ConnShared {
         self.found_ended.load(Ordering::Acquire) && self.nothing_in_flight()
     }
 
-    /// No request in flight, and no request body still being sent.
+    /// No request in flight, no request body still being sent, and nothing held back by a
+    /// full socket (a body's last frame, which hyper has taken, still being written).
     fn nothing_in_flight(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
             && self.sending_bodies.load(Ordering::Acquire) == 0
+            && !self.write_blocked.load(Ordering::Acquire)
+    }
+
+    /// Whether the stream's last write was held back (`blocked`) or not.
+    #[inline]
+    pub(super) fn write_blocked(&self, blocked: bool) {
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Release);
+        }
     }
 
     /// Whether the probe found this connection's end of stream, or a reset: nothing may be sent
@@ -306,21 +323,36 @@ impl ConnShared {
 
     /// A read of the stream found its end.
     pub(super) fn mark_read_end(&self) {
-        self.read_end.store(true, Ordering::Release);
+        self.end_seen();
     }
 
-    /// HTTP/2: hyper's connection, which failed, ended at the server's end of stream (no
-    /// GOAWAY: h2 counts it as a broken pipe; or found so by the probe) after sitting idle,
-    /// nothing in flight, for [`IDLE_CLOSE_AFTER`] or more, without a reset: the server's idle
-    /// timeout, which counts as a close in good order, as over HTTP/1.1 (see
-    /// [`Self::ended_in_good_order`]). A server that ends connections so sooner (or crashes
-    /// while they are busy) still fails them.
-    pub(super) fn ended_idle(&self) -> bool {
+    /// The connection's end is seen (the first time counts): notes whether it had been idle,
+    /// nothing in flight, for [`IDLE_CLOSE_AFTER`] or more then. (Decided now: what follows,
+    /// a request body's pipe dropped as hyper fails its stream, a request admitted before and
+    /// sent nowhere, must not make a busy connection look idle, nor an idle one busy.)
+    fn end_seen(&self) {
+        let at_end = if self.nothing_in_flight() && self.idle_for() >= IDLE_CLOSE_AFTER {
+            IDLE_AT_END
+        } else {
+            BUSY_AT_END
+        };
+        let _ = self
+            .at_end
+            .compare_exchange(0, at_end, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// HTTP/2: hyper's connection ended with `error` at the server's end of stream, without
+    /// GOAWAY or anything else before it (h2's broken pipe, or [`EndedWithoutGoaway`] when the
+    /// probe found it), without a reset, after sitting idle, nothing in flight, for
+    /// [`IDLE_CLOSE_AFTER`] or more: the server's idle timeout, which counts as a close in good
+    /// order, as over HTTP/1.1 (see [`Self::ended_in_good_order`]). A server that ends
+    /// connections so sooner (or while they are busy, or with a GOAWAY that gives an error, or
+    /// in the middle of a frame) still fails them.
+    pub(super) fn ended_idle(&self, error: &BoxError) -> bool {
         self.version == Version::Http2
-            && (self.found_ended.load(Ordering::Acquire) || self.read_end.load(Ordering::Acquire))
+            && self.at_end.load(Ordering::Acquire) == IDLE_AT_END
             && !self.reset_by_peer.load(Ordering::Acquire)
-            && self.nothing_in_flight()
-            && self.idle_for() >= IDLE_CLOSE_AFTER
+            && is_end_of_stream(error)
     }
 
     /// How hyper's connection ends when [`Self::ended_while_idle`] ends it: as hyper would
@@ -541,6 +573,29 @@ impl ConnShared {
     }
 }
 
+/// [`ConnShared::at_end`]: idle at the end, or not.
+const IDLE_AT_END: u8 = 1;
+const BUSY_AT_END: u8 = 2;
+
+/// Whether hyper's HTTP/2 connection ended with `error` at a plain end of the stream: the
+/// probe's [`EndedWithoutGoaway`], or h2's broken pipe, which h2 makes for an end of stream
+/// (an I/O error of kind `BrokenPipe` that no system call gave, hyper's I/O error's source). A
+/// GOAWAY with an error, a frame cut short (`bytes remaining on stream`), a protocol error, a
+/// failed read or write of the socket are other errors.
+fn is_end_of_stream(error: &BoxError) -> bool {
+    if error.is::<EndedWithoutGoaway>() {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::BrokenPipe && io.raw_os_error().is_none();
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// A request body being sent on a connection; released when the body ends, fails or is
 /// dropped.
 pub(super) struct SendingBody(Arc<ConnShared>);
@@ -554,7 +609,12 @@ impl SendingBody {
 
 impl Drop for SendingBody {
     fn drop(&mut self) {
-        self.0.sending_bodies.fetch_sub(1, Ordering::AcqRel);
+        // The last body sent, nothing in flight: idle from now.
+        if self.0.sending_bodies.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.0.in_flight.load(Ordering::Acquire) == 0
+        {
+            self.0.now_idle();
+        }
     }
 }
 
