@@ -1488,6 +1488,24 @@ async fn a_black_hole_takes_the_whole_connect_timeout() {
     drop(listener);
 }
 
+/// Accepts one connection on `listener`, reads a request's head (every read bounded by
+/// `LIMIT`) and answers it `ok` (HTTP/1.1, `content-length: 2`); the socket, for what follows.
+fn accept_and_answer_ok(listener: &std::net::TcpListener) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let (mut socket, _) = listener.accept().unwrap();
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        socket.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    socket
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        .unwrap();
+    socket
+}
+
 // An idle connection whose server has closed it ends as soon as a request's `poll_ready` finds
 // that end in the socket (the probe), without waiting for the runtime's I/O driver to tell
 // hyper's task: here the driver does not turn at all while a task keeps the scheduler busy (a
@@ -1496,22 +1514,12 @@ async fn a_black_hole_takes_the_whole_connect_timeout() {
 // `73d85b6`, over HTTP/2 until the probe's find ended it too.)
 #[test]
 fn an_idle_http1_connection_found_ended_by_the_probe_ends_at_once() {
-    use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let (close, close_asked) = std::sync::mpsc::channel::<()>();
     let (closed, closed_seen) = std::sync::mpsc::channel::<()>();
     let server = std::thread::spawn(move || {
-        let (mut socket, _) = listener.accept().unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            socket.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        socket
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            .unwrap();
+        let socket = accept_and_answer_ok(&listener);
         close_asked.recv_timeout(LIMIT).unwrap();
         // The end of stream is in the client's socket once this returns.
         socket.shutdown(std::net::Shutdown::Both).unwrap();
@@ -1646,24 +1654,14 @@ fn ended_by_the_probe_at_once(
 #[tokio::test(flavor = "current_thread")]
 async fn an_http1_upload_outliving_its_answer_is_judged_as_hyper_judges_it() {
     use http_body_util::channel::Channel;
-    use std::io::{Read, Write};
+    use std::io::Read;
     for look in [false, true] {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let (close, close_asked) = std::sync::mpsc::channel::<()>();
         let (closed, closed_seen) = std::sync::mpsc::channel::<()>();
         let server = std::thread::spawn(move || {
-            let (mut socket, _) = listener.accept().unwrap();
-            socket.set_read_timeout(Some(LIMIT)).unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                socket.read_exact(&mut byte).unwrap();
-                head.push(byte[0]);
-            }
-            socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .unwrap();
+            let mut socket = accept_and_answer_ok(&listener);
             close_asked.recv_timeout(LIMIT).unwrap();
             // The end of stream is in the client's socket once this returns.
             socket.shutdown(std::net::Shutdown::Write).unwrap();
@@ -1846,24 +1844,14 @@ async fn an_http2_end_during_or_just_after_an_upload_is_not_an_idle_timeout() {
 // the end and the connection ended, the upload cut short.
 #[tokio::test(flavor = "current_thread")]
 async fn an_http1_large_frame_still_being_written_is_not_cut_short_by_a_look() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     const SIZE: usize = 32 << 20;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let (closed, closed_seen) = std::sync::mpsc::channel::<()>();
     let (read_on, read_on_asked) = std::sync::mpsc::channel::<()>();
     let server = std::thread::spawn(move || {
-        let (mut socket, _) = listener.accept().unwrap();
-        socket.set_read_timeout(Some(LIMIT)).unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            socket.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        socket
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            .unwrap();
+        let mut socket = accept_and_answer_ok(&listener);
         socket.shutdown(std::net::Shutdown::Write).unwrap();
         closed.send(()).unwrap();
         // Reads nothing until told: the client's socket fills.

@@ -1562,6 +1562,24 @@ async fn a_request_finding_the_idle_connection_closed_goes_to_the_next_one() {
     client.close().await;
 }
 
+/// A handle of `service` made ready; then `server` ends its last connection, and another
+/// request's `poll_ready` finds that end in the socket (the probe): the handle made ready
+/// before, to be called.
+fn made_ready_before_the_end<S>(service: &S, server: &ThreadServer) -> tower_test::mock::Spawn<S>
+where
+    S: Service<http::Request<Empty<Bytes>>> + Clone,
+{
+    let mut admitted = tower_test::mock::Spawn::new(service.clone());
+    assert!(matches!(
+        admitted.poll_ready(),
+        std::task::Poll::Ready(Ok(()))
+    ));
+    server.end_last();
+    let (ready, _waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(service);
+    assert!(ready.is_pending(), "the probe found the end");
+    admitted
+}
+
 // A request made ready before the server closed the idle connection, and called after another
 // request's probe found that end: sent nowhere (it fails with `ConnectionClosed`, as a request
 // called for once hyper's connection is gone), over HTTP/1.1 and HTTP/2; before, it was written
@@ -1570,14 +1588,7 @@ async fn a_request_finding_the_idle_connection_closed_goes_to_the_next_one() {
 async fn a_request_made_ready_before_an_end_the_probe_found_is_sent_nowhere() {
     for server in [ThreadServer::start(), ThreadServer::start_http2()] {
         let conn = served_then_idle(&server).await;
-        let mut admitted = tower_test::mock::Spawn::new(conn.clone());
-        assert!(matches!(
-            admitted.poll_ready(),
-            std::task::Poll::Ready(Ok(()))
-        ));
-        server.end_last();
-        let (ready, _waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&conn);
-        assert!(ready.is_pending(), "the probe found the end");
+        let mut admitted = made_ready_before_the_end(&conn, &server);
         let error = timeout(LIMIT, admitted.call(get("/two")))
             .await
             .unwrap()
@@ -1600,14 +1611,7 @@ async fn a_request_made_ready_before_an_end_the_probe_found_goes_to_the_next_con
             client_retrying_after(fixed(server.address), connector, Duration::from_millis(1));
         assert_eq!(ask(&client, "/one").await, "ok");
         tokio::time::sleep(IDLE).await;
-        let mut admitted = tower_test::mock::Spawn::new(client.clone());
-        assert!(matches!(
-            admitted.poll_ready(),
-            std::task::Poll::Ready(Ok(()))
-        ));
-        server.end_last();
-        let (ready, _waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&client);
-        assert!(ready.is_pending(), "the probe found the end");
+        let mut admitted = made_ready_before_the_end(&client, &server);
         let response = timeout(LIMIT, admitted.call(get("/two")))
             .await
             .unwrap()
@@ -1635,15 +1639,8 @@ async fn a_request_made_ready_before_an_idle_timeout_end_goes_to_the_next_connec
     );
     assert_eq!(ask(&client, "/one").await, "ok");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let mut admitted = tower_test::mock::Spawn::new(client.clone());
-    assert!(matches!(
-        admitted.poll_ready(),
-        std::task::Poll::Ready(Ok(()))
-    ));
     let conn = client.current_connection().unwrap();
-    server.end_last();
-    let (ready, _waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&client);
-    assert!(ready.is_pending(), "the probe found the end");
+    let mut admitted = made_ready_before_the_end(&client, &server);
     let response = timeout(LIMIT, admitted.call(get("/two")))
         .await
         .unwrap()
