@@ -235,7 +235,7 @@ impl AsyncRead for Watched {
                     // a response in progress the error stays: a body that the close delimits
                     // could not be told from one cut short.
                     buf.set_filled(before);
-                    shared.mark_read_end();
+                    shared.end_seen();
                     return Poll::Ready(Ok(()));
                 }
             }
@@ -246,7 +246,7 @@ impl AsyncRead for Watched {
             let read = &buf.filled()[before..];
             if read.is_empty() && buf.remaining() > 0 {
                 // The end of the stream.
-                shared.mark_read_end();
+                shared.end_seen();
             }
             if let Some(watching) = preface {
                 if watching.feed(read) {

@@ -163,11 +163,11 @@
 //!   connection as TCP's end of stream does: hyper and h2 are given that end of stream, and
 //!   judge it as they judge TCP's (over HTTP/1.1, after complete responses or idle, in good
 //!   order; a request whose body is still being sent fails; over HTTP/2 an end without GOAWAY
-//!   is not in good order, unless idle a second or more, as above). With a response in progress the error stays: a body cut short
-//!   fails with rustls's error as its cause (a body that the close delimits could not be told
-//!   from one cut short), and the connection did not close in good order. (A stream of yours,
-//!   [`over`](HttpConnector::over), that reports its end as `UnexpectedEof` is taken the same
-//!   way.)
+//!   is not in good order, unless idle a second or more, as above). With a response in
+//!   progress the error stays: a body cut short fails with rustls's error as its cause (a
+//!   body that the close delimits could not be told from one cut short), and the connection
+//!   did not close in good order. (A stream of yours, [`over`](HttpConnector::over), that
+//!   reports its end as `UnexpectedEof` is taken the same way.)
 //! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`
 //!   fails), lets the requests in flight finish, bodies included, for up to the
 //!   [`close_timeout`](HttpConnector::close_timeout) (default 5 s), then cuts off those still

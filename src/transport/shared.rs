@@ -321,16 +321,12 @@ impl ConnShared {
         self.found_ended.load(Ordering::Acquire) || self.reset_by_peer.load(Ordering::Acquire)
     }
 
-    /// A read of the stream found its end.
-    pub(super) fn mark_read_end(&self) {
-        self.end_seen();
-    }
-
-    /// The connection's end is seen (the first time counts): notes whether it had been idle,
-    /// nothing in flight, for [`IDLE_CLOSE_AFTER`] or more then. (Decided now: what follows,
-    /// a request body's pipe dropped as hyper fails its stream, a request admitted before and
-    /// sent nowhere, must not make a busy connection look idle, nor an idle one busy.)
-    fn end_seen(&self) {
+    /// The connection's end is seen, by the probe or by a read of the stream that returns it
+    /// (the first time counts): notes whether it had been idle, nothing in flight, for
+    /// [`IDLE_CLOSE_AFTER`] or more then. (Decided now: what follows, a request body's pipe
+    /// dropped as hyper fails its stream, a request admitted before and sent nowhere, must not
+    /// make a busy connection look idle, nor an idle one busy.)
+    pub(super) fn end_seen(&self) {
         let at_end = if self.nothing_in_flight() && self.idle_for() >= IDLE_CLOSE_AFTER {
             IDLE_AT_END
         } else {
@@ -411,7 +407,10 @@ impl ConnShared {
     /// if it never served (the replacement of a connection that served, made at once, meets
     /// the server's idle timeout before any request when requests are rare).
     pub(super) fn ended_in_good_order(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0 && self.idle_for() >= IDLE_CLOSE_AFTER {
+        // Idle when its end was seen (see `end_seen`), or now.
+        if self.at_end.load(Ordering::Acquire) == IDLE_AT_END
+            || (self.in_flight.load(Ordering::Acquire) == 0 && self.idle_for() >= IDLE_CLOSE_AFTER)
+        {
             self.idle_closed.store(true, Ordering::Release);
         }
         self.ended_by_peer.store(true, Ordering::Release);
@@ -618,6 +617,21 @@ impl Drop for SendingBody {
     }
 }
 
+/// An idle HTTP/2 connection's end of stream, found by the probe, without GOAWAY before it:
+/// how hyper's connection ends then (hyper itself ends it with h2's broken pipe), which is not
+/// a close in good order unless the connection had sat idle a second or more (see
+/// [`ConnShared::ended_idle`]).
+#[derive(Debug)]
+pub(super) struct EndedWithoutGoaway;
+
+impl std::fmt::Display for EndedWithoutGoaway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server closed the http/2 connection without goaway")
+    }
+}
+
+impl std::error::Error for EndedWithoutGoaway {}
+
 /// One request in flight; released when the response body ends or is dropped.
 pub(super) struct InFlight(Arc<ConnShared>);
 
@@ -685,17 +699,3 @@ mod tests {
         assert_eq!(a.0.load(Ordering::SeqCst), 1, "woken once");
     }
 }
-
-/// An idle HTTP/2 connection's end of stream, found by the probe, without GOAWAY before it:
-/// how hyper's connection ends then (hyper itself ends it with h2's broken pipe), which is not
-/// a close in good order.
-#[derive(Debug)]
-pub(super) struct EndedWithoutGoaway;
-
-impl std::fmt::Display for EndedWithoutGoaway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the server closed the http/2 connection without goaway")
-    }
-}
-
-impl std::error::Error for EndedWithoutGoaway {}
