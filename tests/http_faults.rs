@@ -1891,3 +1891,87 @@ async fn an_http1_large_frame_still_being_written_is_not_cut_short_by_a_look() {
     drop(conn);
     assert_eq!(server.join().unwrap(), SIZE);
 }
+
+// HTTP/2: a request answered at once whose body, one frame of 32 MiB, the server reads slowly
+// (a millisecond per 16 KiB frame, more than two seconds in all), then ends the connection,
+// without GOAWAY, as soon as it has read the last byte: the connection was busy until then (the
+// bytes held back by a full socket count, and their going restarts the idle clock), not idle
+// for a second, so not a close in good order. (Before, the idle clock ran from the moment
+// hyper took the body's frame.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_upload_drained_slowly_then_ended_is_not_an_idle_timeout() {
+    use std::io::{Read, Write};
+    const SIZE: usize = 32 << 20;
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut v = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        v.extend_from_slice(&stream.to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        socket.set_read_timeout(Some(LIMIT)).unwrap();
+        socket.write_all(&frame(4, 0, 0, &[])).unwrap();
+        let mut preface = [0u8; 24];
+        socket.read_exact(&mut preface).unwrap();
+        let mut data = 0;
+        loop {
+            let mut head = [0u8; 9];
+            socket.read_exact(&mut head).unwrap();
+            let len = (head[0] as usize) << 16 | (head[1] as usize) << 8 | head[2] as usize;
+            let (kind, flags) = (head[3], head[4]);
+            let stream = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+            let mut payload = vec![0u8; len];
+            socket.read_exact(&mut payload).unwrap();
+            let answer = match kind {
+                // DATA: read slowly; the end of stream once it has all come.
+                0 => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    data += len;
+                    if data >= SIZE {
+                        socket.shutdown(std::net::Shutdown::Both).unwrap();
+                        return data;
+                    }
+                    Vec::new()
+                }
+                // HEADERS: `:status 200` at once, and the windows opened wide.
+                1 => {
+                    let credit = (1u32 << 30).to_be_bytes();
+                    let mut out = frame(1, 0x5, stream, &[0x88]);
+                    out.extend(frame(8, 0, 0, &credit));
+                    out.extend(frame(8, 0, stream, &credit));
+                    out
+                }
+                4 if flags & 1 == 0 => frame(4, 1, 0, &[]),
+                6 if flags & 1 == 0 => frame(6, 1, 0, &payload),
+                _ => Vec::new(),
+            };
+            if !answer.is_empty() {
+                socket.write_all(&answer).unwrap();
+            }
+        }
+    });
+    let conn = timeout(
+        LIMIT,
+        HttpConnector::<Full<Bytes>>::http2().oneshot(address),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let request = http::Request::post("/upload")
+        .body(Full::new(Bytes::from(vec![b'x'; SIZE])))
+        .unwrap();
+    let response = timeout(LIMIT, conn.clone().oneshot(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let answer = http_body_util::BodyExt::collect(response.into_body());
+    timeout(LIMIT, answer).await.unwrap().unwrap();
+    timeout(LIMIT, conn.close_finished()).await.unwrap();
+    assert!(!conn.closed_gracefully());
+    assert_eq!(server.join().unwrap(), SIZE);
+}

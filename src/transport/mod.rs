@@ -134,7 +134,10 @@
 //!   failure however idle. Idleness is judged when the end is first seen, by a request's look
 //!   at the socket or by hyper's read: a request body still being sent, its response over,
 //!   or bytes held back by a full socket keep a connection from being idle, and an upload's
-//!   end counts as its last activity.) (With requests
+//!   end, or those bytes' going, counts as its last activity. A body's last frame that hyper
+//!   has taken and h2 holds until the server gives flow-control credit is not seen: a server
+//!   that gives none, answers, and ends the connection a second later is taken for an idle
+//!   timeout.) (With requests
 //!   rarer than that timeout, the connection made at once to replace one that served meets it
 //!   before any request.) The persistent connection replaces such a connection at once,
 //!   instead of waiting out the retry delay; a server that accepts and closes sooner, without

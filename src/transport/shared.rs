@@ -306,11 +306,15 @@ impl ConnShared {
             && !self.write_blocked.load(Ordering::Acquire)
     }
 
-    /// Whether the stream's last write was held back (`blocked`) or not.
+    /// Whether the stream's last write was held back (`blocked`) or not. Bytes held back that
+    /// have gone, with nothing else in flight: idle from now.
     #[inline]
     pub(super) fn write_blocked(&self, blocked: bool) {
         if self.write_blocked.load(Ordering::Relaxed) != blocked {
             self.write_blocked.store(blocked, Ordering::Release);
+            if !blocked && self.nothing_in_flight() {
+                self.now_idle();
+            }
         }
     }
 
@@ -578,9 +582,11 @@ const BUSY_AT_END: u8 = 2;
 
 /// Whether hyper's HTTP/2 connection ended with `error` at a plain end of the stream: the
 /// probe's [`EndedWithoutGoaway`], or h2's broken pipe, which h2 makes for an end of stream
-/// (an I/O error of kind `BrokenPipe` that no system call gave, hyper's I/O error's source). A
-/// GOAWAY with an error, a frame cut short (`bytes remaining on stream`), a protocol error, a
-/// failed read or write of the socket are other errors.
+/// (an I/O error of kind `BrokenPipe`, hyper's I/O error's source). A GOAWAY with an error, a
+/// frame cut short (`bytes remaining on stream`), a protocol error are other errors. (h2 keeps
+/// an I/O error's kind, not its system error code: a write that failed with `EPIPE` is taken
+/// the same way, which it can only be on a connection whose end was seen while it was idle,
+/// without a reset, as `ended_idle` asks.)
 fn is_end_of_stream(error: &BoxError) -> bool {
     if error.is::<EndedWithoutGoaway>() {
         return true;
@@ -588,7 +594,7 @@ fn is_end_of_stream(error: &BoxError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
     while let Some(error) = source {
         if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::BrokenPipe && io.raw_os_error().is_none();
+            return io.kind() == std::io::ErrorKind::BrokenPipe;
         }
         source = error.source();
     }
