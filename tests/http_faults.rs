@@ -1646,6 +1646,26 @@ fn ended_by_the_probe_at_once(
     });
 }
 
+/// Posts to `conn` a body sent in parts, sends its first part and reads the answer (`ok`),
+/// which comes before the body's end: the body's sender, to go on with it.
+async fn upload_answered(
+    conn: &HttpConnection<http_body_util::channel::Channel<Bytes>>,
+) -> http_body_util::channel::Sender<Bytes> {
+    let (mut body, request_body) = http_body_util::channel::Channel::<Bytes>::new(1);
+    let request = http::Request::post("/upload").body(request_body).unwrap();
+    let sending = tokio::spawn(conn.clone().oneshot(request));
+    body.send_data(Bytes::from_static(b"first part"))
+        .await
+        .unwrap();
+    let response = timeout(LIMIT, sending).await.unwrap().unwrap().unwrap();
+    let answer = http_body_util::BodyExt::collect(response.into_body());
+    assert_eq!(
+        timeout(LIMIT, answer).await.unwrap().unwrap().to_bytes(),
+        "ok"
+    );
+    body
+}
+
 // HTTP/1.1: a request answered while its body is still being sent, whose server then ends the
 // connection: judged as hyper judges it (not in good order: the request was cut short), whether
 // or not another request's `poll_ready` looks at the socket first. The body still being sent
@@ -1674,18 +1694,7 @@ async fn an_http1_upload_outliving_its_answer_is_judged_as_hyper_judges_it() {
             .oneshot(address)
             .await
             .unwrap();
-        let (mut body, request_body) = Channel::<Bytes>::new(1);
-        let request = http::Request::post("/upload").body(request_body).unwrap();
-        let sending = tokio::spawn(conn.clone().oneshot(request));
-        body.send_data(Bytes::from_static(b"first part"))
-            .await
-            .unwrap();
-        let response = timeout(LIMIT, sending).await.unwrap().unwrap().unwrap();
-        let answer = http_body_util::BodyExt::collect(response.into_body());
-        assert_eq!(
-            timeout(LIMIT, answer).await.unwrap().unwrap().to_bytes(),
-            "ok"
-        );
+        let body = upload_answered(&conn).await;
         // Idle long enough to be looked at, were it idle.
         tokio::time::sleep(Duration::from_millis(5)).await;
         close.send(()).unwrap();
@@ -1799,18 +1808,7 @@ async fn an_http2_end_during_or_just_after_an_upload_is_not_an_idle_timeout() {
             .oneshot(address)
             .await
             .unwrap();
-        let (mut body, request_body) = Channel::<Bytes>::new(1);
-        let request = http::Request::post("/upload").body(request_body).unwrap();
-        let sending = tokio::spawn(conn.clone().oneshot(request));
-        body.send_data(Bytes::from_static(b"first part"))
-            .await
-            .unwrap();
-        let response = timeout(LIMIT, sending).await.unwrap().unwrap().unwrap();
-        let answer = http_body_util::BodyExt::collect(response.into_body());
-        assert_eq!(
-            timeout(LIMIT, answer).await.unwrap().unwrap().to_bytes(),
-            "ok"
-        );
+        let mut body = upload_answered(&conn).await;
         // The body goes on for 1.2 s after the answer.
         for _ in 0..24 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1912,6 +1910,11 @@ async fn an_http2_upload_drained_slowly_then_ended_is_not_an_idle_timeout() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
+        // The server's pace: a millisecond per DATA frame, on a clock of its own.
+        let slow = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         let (mut socket, _) = listener.accept().unwrap();
         socket.set_read_timeout(Some(LIMIT)).unwrap();
         socket.write_all(&frame(4, 0, 0, &[])).unwrap();
@@ -1929,7 +1932,7 @@ async fn an_http2_upload_drained_slowly_then_ended_is_not_an_idle_timeout() {
             let answer = match kind {
                 // DATA: read slowly; the end of stream once it has all come.
                 0 => {
-                    std::thread::sleep(Duration::from_millis(1));
+                    slow.block_on(async { tokio::time::sleep(Duration::from_millis(1)).await });
                     data += len;
                     if data >= SIZE {
                         socket.shutdown(std::net::Shutdown::Both).unwrap();

@@ -1542,18 +1542,7 @@ async fn a_request_finding_the_idle_connection_closed_goes_to_the_next_one() {
         HttpConnector::http1(),
         Duration::from_secs(5),
     );
-    assert_eq!(ask(&client, "/one").await, "ok");
-    tokio::time::sleep(IDLE).await;
-    server.end_last();
-    let (ready, waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&client);
-    assert!(
-        ready.is_pending(),
-        "the request waits for the next connection"
-    );
-    assert_eq!(ask(&client, "/two").await, "ok");
-    assert!(waiting.is_woken(), "woken when the next connection came");
-    let p = server.address.port();
-    assert_eq!(log.lines(), reconnected_once(p));
+    waits_for_the_next_connection(&client, &log, &server).await;
     // Replaced at once: the next round did not wait out the retry delay.
     let times: Vec<Instant> = log.0.lock().unwrap().iter().map(|(t, _)| *t).collect();
     assert!(times[4] - times[3] < Duration::from_secs(1), "{times:?}");
@@ -1662,18 +1651,7 @@ async fn a_request_finding_a_young_http2_connection_ended_waits_out_the_delay() 
     let server = ThreadServer::start_http2();
     let delay = Duration::from_secs(1);
     let (client, log) = client_retrying_after(fixed(server.address), HttpConnector::http2(), delay);
-    assert_eq!(ask(&client, "/one").await, "ok");
-    tokio::time::sleep(IDLE).await;
-    server.end_last();
-    let (ready, waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(&client);
-    assert!(
-        ready.is_pending(),
-        "the request waits for the next connection"
-    );
-    assert_eq!(ask(&client, "/two").await, "ok");
-    assert!(waiting.is_woken(), "woken when the next connection came");
-    let p = server.address.port();
-    assert_eq!(log.lines(), reconnected_once(p));
+    waits_for_the_next_connection(&client, &log, &server).await;
     // The connection ended younger than the delay (at least 0.7 of it, the jitter's least),
     // and the next round began only once the first attempt's delay had passed.
     let times: Vec<Instant> = log.0.lock().unwrap().iter().map(|(t, _)| *t).collect();
@@ -1682,6 +1660,23 @@ async fn a_request_finding_a_young_http2_connection_ended_waits_out_the_delay() 
     assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
     assert_eq!(server.requests.load(Ordering::SeqCst), 2);
     client.close().await;
+}
+
+/// `client` (logging to `log`) asks `server` once; once the connection has been idle `IDLE`,
+/// the server ends it, and a request's `poll_ready` finds that end and waits; the next request
+/// is answered on the next connection, and the waiting one is woken then.
+async fn waits_for_the_next_connection(client: &Client, log: &Log, server: &ThreadServer) {
+    assert_eq!(ask(client, "/one").await, "ok");
+    tokio::time::sleep(IDLE).await;
+    server.end_last();
+    let (ready, waiting) = poll_until_not_ready::<_, http::Request<Empty<Bytes>>>(client);
+    assert!(
+        ready.is_pending(),
+        "the request waits for the next connection"
+    );
+    assert_eq!(ask(client, "/two").await, "ok");
+    assert!(waiting.is_woken(), "woken when the next connection came");
+    assert_eq!(log.lines(), reconnected_once(server.address.port()));
 }
 
 /// A server that completes the HTTP/2 preface (its SETTINGS, and the ACK of the client's) and
