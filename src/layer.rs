@@ -269,8 +269,12 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// another request, counts too). A wait inside `call` does not: an HTTP/2 connection is
     /// ready while its server lets no new stream open (hyper queues the request until a stream
     /// is free), and that wait is a timeout layer's to bound. Every value is accepted: zero
-    /// fails a call that would wait at all, `Duration::MAX` fires after about thirty years (a
-    /// deadline too far to be represented is held there), in effect never. Once the handle is
+    /// fails a call that would wait at all (an HTTP/1.1 connection is ready again only once
+    /// hyper's task has taken the end of the last response, a moment after its caller read
+    /// it: under zero, a request sent right after another on the same connection most often
+    /// fails; a timeout of a millisecond or more leaves hyper's task that moment),
+    /// `Duration::MAX` fires after about thirty years (a deadline too far to be represented is
+    /// held there), in effect never. Once the handle is
     /// ready so, it stays ready until its `call`, as tower asks: polled again first, it takes a
     /// connection ready by then, or else answers `Ready` again without a new wait (which a
     /// balancer that polls a service again before calling it, tower's p2c, relies on). A wait

@@ -1978,3 +1978,63 @@ async fn an_http2_upload_drained_slowly_then_ended_is_not_an_idle_timeout() {
     assert!(!conn.closed_gracefully());
     assert_eq!(server.join().unwrap(), SIZE);
 }
+
+// A server that closes an HTTP/1.1 connection after serving, just as a request comes (on its
+// idle timeout, say): its end of stream reaches the client, then the reset for the request it
+// did not read, both before the client's tasks run again. hyper reads the end (the request
+// fails: the server never answered it), then its shutdown of the stream fails on the reset
+// socket. The connection served and the server ended it: replaced at once, as when the end
+// comes alone, not after the retry delay (an hour here). (Over TLS, with close_notify first:
+// `interop/tests/tls.rs`.)
+#[tokio::test]
+async fn a_server_closing_as_a_request_comes_after_serving_is_replaced_at_once() {
+    let (address, _server) = raw_server(|mut socket| async move {
+        if !read_head(&mut socket).await
+            || socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .is_err()
+            || !read_head(&mut socket).await
+        {
+            return;
+        }
+        // The end of stream, then (a zero linger) a reset, in this one step of the task.
+        let _ = socket.shutdown().await;
+        #[allow(deprecated)]
+        socket.set_linger(Some(Duration::ZERO)).unwrap();
+    })
+    .await;
+    let (client, log) = client(address, HttpConnector::http1(), |l| {
+        l.retry_delay(|| Duration::from_secs(3600))
+    });
+    let response = timeout(LIMIT, client.clone().oneshot(get("/served")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "ok");
+    let mut events = client.events();
+    let error = timeout(LIMIT, client.clone().oneshot(get("/raced")))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        support::chain(&*error),
+        "connection closed before message completed"
+    );
+    timeout(LIMIT, support::wait_event(&mut events, "obtained_address"))
+        .await
+        .expect("not replaced at once");
+    // The second attempt's `attempting_to_connect` is in the log by then (events reach the
+    // streams before the handler, which the driver awaits before the next one).
+    assert_eq!(
+        log.lines()[..5],
+        [
+            "attempting_to_connect",
+            "obtained_address",
+            "connected",
+            "disconnected",
+            "attempting_to_connect",
+        ]
+    );
+    timeout(LIMIT, client.close()).await.unwrap();
+}

@@ -299,6 +299,109 @@ async fn an_http1_end_without_close_notify_after_serving_is_replaced_at_once() {
     client.close().await;
 }
 
+/// Reads from `stream` up to the end of a request's head; false if the stream ended first.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+// A server that closes an HTTP/1.1 connection after serving, just as a request comes (on its
+// idle timeout, say): its close_notify and end of stream reach the client, then the reset for
+// the request it did not read, before the client's tasks run again. hyper reads the end
+// (the request fails: the server never answered it), then its shutdown of the stream (TLS's
+// own close_notify) fails on the reset socket. The connection served and the server ended it:
+// replaced at once, as when the end comes alone and as over TCP, not after the retry delay
+// (an hour here). (It once waited the delay: the shutdown's error made the end one with an
+// error.)
+#[tokio::test]
+async fn a_server_closing_as_a_request_comes_after_serving_is_replaced_at_once() {
+    let pki = Pki::new(&["localhost"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("localhost:{}", listener.local_addr().unwrap().port());
+    let acceptor = pki.acceptor(&[b"http/1.1"]);
+    let server = tokio::spawn(async move {
+        // Requests answered, over all connections.
+        let mut served = 0;
+        while let Ok((socket, _)) = listener.accept().await {
+            // A reset when the socket is dropped.
+            #[allow(deprecated)]
+            socket.set_linger(Some(Duration::ZERO)).unwrap();
+            let Ok(mut stream) = acceptor.accept(socket).await else {
+                continue;
+            };
+            while read_head(&mut stream).await {
+                served += 1;
+                if served == 2 {
+                    // The second request: close_notify and the end of stream, then the reset,
+                    // in this one step of the task.
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                    break;
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if tokio::io::AsyncWriteExt::write_all(&mut stream, answer)
+                    .await
+                    .is_err()
+                    || tokio::io::AsyncWriteExt::flush(&mut stream).await.is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    let client = PersistentLayer::new("web", Fixed::new(address.clone()))
+        .retry_delay(|| Duration::from_secs(3600))
+        .layer(HttpConnector::<Body>::http1().tls(pki.client()));
+    let response = timeout(LIMIT, client.clone().oneshot(get("/served")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "ok");
+    // Its first event is the last one so far.
+    let mut events = client.events();
+    let error = timeout(LIMIT, client.clone().oneshot(get("/raced")))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "connection closed before message completed"
+    );
+    let seen = timeout(LIMIT, async {
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            seen.push(events.next().await.unwrap().to_string());
+        }
+        seen
+    })
+    .await
+    .expect("not replaced at once");
+    let obtained = format!("obtained address {address:?}");
+    assert_eq!(
+        seen,
+        [
+            "connected",
+            "disconnected",
+            "attempting to connect",
+            &obtained,
+            "connected"
+        ]
+    );
+    let response = timeout(LIMIT, client.clone().oneshot(get("/next")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "ok");
+    client.close().await;
+    server.abort();
+}
+
 // The same end is judged as TCP's end of stream is, where a message is in progress or the
 // protocol has its own goodbye: not a close in good order (the next connection meets the retry
 // delay) when an HTTP/1.1 request's body is still being sent (a server that answers early, then

@@ -285,6 +285,24 @@ impl AsyncWrite for Watched {
                 inner.as_mut().poll_shutdown(cx)
             })
         });
+        let polled = match polled {
+            // The peer's end of stream was read (or found by the probe) before: the stream is
+            // over from the peer's side, and a shutdown that fails now tells nothing of how it
+            // ended. (A server that closes on its idle timeout as a request comes sends its
+            // end, TLS's close_notify first, then a reset for the request it did not read:
+            // close_notify cannot go then, nor TCP's end.) hyper's connection ends as after
+            // the end of stream it read, not with an error of its shutdown (which would make
+            // a connection that served and was closed in good order wait out the retry delay).
+            Poll::Ready(Err(error)) if shared.end_was_seen() && panicked.is_none() => {
+                tracing::debug!(
+                    peer = %shared.peer,
+                    %error,
+                    "http connection's shutdown failed after the peer's end of stream",
+                );
+                Poll::Ready(Ok(()))
+            }
+            polled => polled,
+        };
         if polled.is_pending() && !shared.shutdown_waits.load(Ordering::Relaxed) {
             // hyper is done with the connection, and the shutdown waits (for the peer, say):
             // the connection's task (`connection::drive`) does not wait for it unbounded. It

@@ -341,6 +341,11 @@ impl ConnShared {
             .compare_exchange(0, at_end, Ordering::AcqRel, Ordering::Acquire);
     }
 
+    /// Whether the connection's end of stream was seen (see [`Self::end_seen`]).
+    pub(super) fn end_was_seen(&self) -> bool {
+        self.at_end.load(Ordering::Acquire) != 0
+    }
+
     /// HTTP/2: hyper's connection ended with `error` at the server's end of stream, without
     /// GOAWAY or anything else before it (h2's broken pipe, or [`EndedWithoutGoaway`] when the
     /// probe found it), without a reset, after sitting idle, nothing in flight, for
