@@ -29,7 +29,7 @@ use tower::{Layer, ServiceExt};
 use tower_persistent::PersistentLayer;
 use tower_persistent::discovery::Fixed;
 use tower_persistent::grpc::GrpcChannel;
-use tower_persistent::transport::{HttpConnector, TlsConfig};
+use tower_persistent::transport::{HttpConnection, HttpConnector, TlsConfig};
 use web::{get, serve_one, text};
 
 /// Every wait of these tests is bounded by this.
@@ -41,9 +41,7 @@ type Body = Empty<Bytes>;
 async fn failure<A, M>(address: A, connector: M) -> String
 where
     A: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
-    M: tower::Service<A, Response = tower_persistent::transport::HttpConnection<Body>>
-        + Send
-        + 'static,
+    M: tower::Service<A, Response = HttpConnection<Body>> + Send + 'static,
     M::Error: Into<tower_persistent::BoxError>,
     M::Future: Send,
 {
@@ -249,6 +247,35 @@ async fn http1_and_http2_over_tls_checked_against_the_address() {
     assert_eq!(server.agreed(), ["http/1.1", "h2", "h2"]);
 }
 
+/// Waits for the events that say that the connection ended and was replaced at once, `events`
+/// giving first the last event before (`connected`): bounded by `LIMIT`, far shorter than the
+/// retry delay of the tests that call it.
+async fn replaced_at_once(
+    events: &mut tower_persistent::Events<String, HttpConnection<Body>>,
+    address: &str,
+) {
+    let seen = timeout(LIMIT, async {
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            seen.push(events.next().await.unwrap().to_string());
+        }
+        seen
+    })
+    .await
+    .expect("not replaced at once");
+    let obtained = format!("obtained address {address:?}");
+    assert_eq!(
+        seen,
+        [
+            "connected",
+            "disconnected",
+            "attempting to connect",
+            &obtained,
+            "connected"
+        ]
+    );
+}
+
 // A server that ends an HTTP/1.1 connection after serving without TLS's close_notify (the
 // socket's end alone, as a server that drops its TLS stream on its idle timeout does): rustls
 // reports an unexpected end, which is an end of stream all the same (RFC 9110 §9.8: no message
@@ -271,26 +298,7 @@ async fn an_http1_end_without_close_notify_after_serving_is_replaced_at_once() {
     let mut events = client.events();
 
     server.end_without_close_notify();
-    let seen = timeout(LIMIT, async {
-        let mut seen = Vec::new();
-        while seen.len() < 5 {
-            seen.push(events.next().await.unwrap().to_string());
-        }
-        seen
-    })
-    .await
-    .expect("not replaced at once");
-    let obtained = format!("obtained address {address:?}");
-    assert_eq!(
-        seen,
-        [
-            "connected",
-            "disconnected",
-            "attempting to connect",
-            &obtained,
-            "connected"
-        ]
-    );
+    replaced_at_once(&mut events, &address).await;
     let response = timeout(LIMIT, client.clone().oneshot(get("/b")))
         .await
         .unwrap()
@@ -373,26 +381,7 @@ async fn a_server_closing_as_a_request_comes_after_serving_is_replaced_at_once()
         error.to_string(),
         "connection closed before message completed"
     );
-    let seen = timeout(LIMIT, async {
-        let mut seen = Vec::new();
-        while seen.len() < 5 {
-            seen.push(events.next().await.unwrap().to_string());
-        }
-        seen
-    })
-    .await
-    .expect("not replaced at once");
-    let obtained = format!("obtained address {address:?}");
-    assert_eq!(
-        seen,
-        [
-            "connected",
-            "disconnected",
-            "attempting to connect",
-            &obtained,
-            "connected"
-        ]
-    );
+    replaced_at_once(&mut events, &address).await;
     let response = timeout(LIMIT, client.clone().oneshot(get("/next")))
         .await
         .unwrap()
@@ -682,10 +671,7 @@ async fn an_expired_certificate_fails_every_attempt_of_a_round_with_one_text() {
     .retry_delay(|| Duration::from_millis(400))
     .jitter(0.0)
     .on_event(
-        move |event: tower_persistent::Event<
-            String,
-            tower_persistent::transport::HttpConnection<Body>,
-        >| {
+        move |event: tower_persistent::Event<String, HttpConnection<Body>>| {
             if let tower_persistent::Event::FailedToConnect(error) = &event {
                 record.lock().unwrap().push(error.text());
             }
