@@ -1981,11 +1981,10 @@ async fn an_http2_upload_drained_slowly_then_ended_is_not_an_idle_timeout() {
 
 // A server that closes an HTTP/1.1 connection after serving, just as a request comes (on its
 // idle timeout, say): its end of stream reaches the client, then the reset for the request it
-// did not read, both before the client's tasks run again. hyper reads the end (the request
-// fails: the server never answered it), then its shutdown of the stream fails on the reset
-// socket. The connection served and the server ended it: replaced at once, as when the end
-// comes alone, not after the retry delay (an hour here). (Over TLS, with close_notify first:
-// `interop/tests/tls.rs`.)
+// did not read, both before the client's tasks run again. The request fails (the server never
+// answered it); the connection served and the server ended it: replaced at once, as when the
+// end comes alone, not after the retry delay (an hour here). (Over TLS, where hyper then also
+// closes its side, which fails on the reset socket: `interop/tests/tls.rs`.)
 #[tokio::test]
 async fn a_server_closing_as_a_request_comes_after_serving_is_replaced_at_once() {
     let (address, _server) = raw_server(|mut socket| async move {
