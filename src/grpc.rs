@@ -206,7 +206,10 @@ impl<B> Balanced<B> {
         let list = tower::discover::ServiceList::new(replicas.into_iter().collect::<Vec<_>>());
         let balance = tower::balance::p2c::Balance::new(list);
         Balanced {
-            inner: tower::util::BoxService::new(tower::util::MapErr::new(balance, Error::new)),
+            inner: tower::util::BoxService::new(tower::util::MapErr::new(
+                balance,
+                Error::from_balancer,
+            )),
         }
     }
 }
@@ -339,6 +342,15 @@ impl Error {
         let mut status = Status::new(code, error.to_string());
         status.set_source(Arc::from(error));
         Error { status }
+    }
+
+    /// An error of the balancer: a replica's own as it is (p2c boxes it), or else the
+    /// balancer's, made one.
+    fn from_balancer(error: BoxError) -> Self {
+        match error.downcast::<Error>() {
+            Ok(error) => *error,
+            Err(error) => Error::new(error),
+        }
     }
 
     /// The gRPC status this error amounts to.

@@ -286,3 +286,37 @@ async fn a_balanced_buffered_client_is_spawnable() {
         server.stop().await;
     }
 }
+
+/// The texts of `status`'s source chain, in order (bounded).
+fn chain_of(status: &tonic::Status) -> Vec<String> {
+    let mut texts = Vec::new();
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source.filter(|_| texts.len() < 16) {
+        texts.push(error.to_string());
+        source = error.source();
+    }
+    texts
+}
+
+// Through the balancer, a replica's error reaches the client as it would through the replica's
+// channel alone: the same status and the same chain of sources (it was once wrapped a second
+// time, each text of the chain twice over).
+#[tokio::test]
+async fn a_balanced_error_is_the_replica_s_own() {
+    let p = persistent(nobody().await, |layer| layer.fail_fast(true));
+    let _ = timeout(LIMIT, p.connected_or_failed_to_connect()).await;
+    let mut alone = HealthClient::new(GrpcChannel::new(p.clone()));
+    let mut balanced = HealthClient::new(Balanced::new([GrpcChannel::new(p.clone())]));
+    let alone = check(&mut alone).await.unwrap_err();
+    let request = HealthCheckRequest {
+        service: "orders".into(),
+    };
+    let balanced = timeout(LIMIT, balanced.check(request))
+        .await
+        .expect("the check hung")
+        .unwrap_err();
+    assert_eq!(balanced.code(), Code::Unavailable, "{balanced:?}");
+    assert_eq!(balanced.message(), "persistent connection is unavailable");
+    assert_eq!(chain_of(&balanced), chain_of(&alone));
+    p.close().await;
+}
