@@ -37,7 +37,7 @@ const FAMILIES: [&[&str]; 2] = [
     // `fn_inner`: `service_fn` over an async block, as the README writes one.
     &["fn_bare", "fn_persistent_closable_service", "fn_reconnect"],
 ];
-const LOOPS: [&str; 2] = ["tight", "async"];
+const LOOPS: [&str; 3] = ["tight", "barrier", "async"];
 
 #[inline(never)]
 fn measured_tight_loop<S>(svc: &mut S, n: u64) -> u64
@@ -49,6 +49,23 @@ where
     let mut sum = 0u64;
     for i in 0..n {
         sum = sum.wrapping_add(tight_round(svc, &mut cx, black_box(i)));
+    }
+    sum
+}
+
+/// `measured_tight_loop` with a barrier between `poll_ready` and `call` (`tight_round_barrier`).
+#[inline(never)]
+fn measured_barrier_loop<S>(svc: &mut S, n: u64) -> u64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = noop_context();
+    let mut sum = 0u64;
+    for i in 0..n {
+        // A xor, where the tight loop adds: for the bare service the two loops are otherwise
+        // the same code, which the compiler then keeps once, under the other's name.
+        sum ^= tight_round_barrier(svc, &mut cx, i);
     }
     sum
 }
@@ -85,6 +102,7 @@ fn child(service: &str, kind: &str, n: u64) {
         rt.block_on(async { svc.ready().await.unwrap().call(0).await.unwrap() });
         let sum = match kind {
             "tight" => measured_tight_loop(&mut svc, n),
+            "barrier" => measured_barrier_loop(&mut svc, n),
             _ => measured_async_loop(rt, &mut svc, n),
         };
         black_box(sum);

@@ -1,9 +1,12 @@
 //! The cost of a request through a connected `Persistent` handle, against the bare inner
 //! service, tower's `Reconnect` and (in the async loop) tower's `Buffer` over the same service,
-//! in one run. Two loops:
+//! in one run. Four loops:
 //!
 //! - `tight`: `poll_ready`, `call` and one poll of the response, with a no-op waker and no
 //!   runtime, as a caller that drives the service by hand;
+//! - `tight_barrier`: the same with the request passed through `black_box` between
+//!   `poll_ready` and `call`, so that `call` cannot use what the compiler knows from
+//!   `poll_ready`;
 //! - `async`: `ready().await` then `call(..).await` on a current-thread tokio runtime;
 //! - `async_one_site`: the same, through a request function called from one place only.
 //!
@@ -38,6 +41,7 @@ use tower::buffer::Buffer;
 use tower::{Service, ServiceExt};
 
 const TIGHT: &str = "tight";
+const TIGHT_BARRIER: &str = "tight_barrier";
 const ASYNC: &str = "async";
 const ASYNC_ONE_SITE: &str = "async_one_site";
 
@@ -58,26 +62,35 @@ where
     svc.ready().await.unwrap().call(n).await.unwrap()
 }
 
-/// Measures `iters` requests of `svc` per sample in the tight loop.
-fn tight<S>(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    name: &str,
-    mut svc: S,
-) where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    group.bench_function(BenchmarkId::from_parameter(name), |b| {
-        b.iter_custom(|iters| {
-            let mut cx = noop_context();
-            let start = std::time::Instant::now();
-            for n in 0..iters {
-                black_box(tight_round(&mut svc, &mut cx, black_box(n)));
-            }
-            start.elapsed()
-        })
-    });
+/// Defines `$name`, which measures `iters` requests of `svc` per sample in the tight loop, each
+/// a `$round` (`tight_round`, or `tight_round_barrier` with a barrier between `poll_ready` and
+/// `call`).
+macro_rules! tight_loop {
+    ($name:ident, $round:ident) => {
+        fn $name<S>(
+            group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+            name: &str,
+            mut svc: S,
+        ) where
+            S: Service<u64, Response = u64>,
+            S::Error: std::fmt::Debug,
+        {
+            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter_custom(|iters| {
+                    let mut cx = noop_context();
+                    let start = std::time::Instant::now();
+                    for n in 0..iters {
+                        black_box($round(&mut svc, &mut cx, black_box(n)));
+                    }
+                    start.elapsed()
+                })
+            });
+        }
+    };
 }
+
+tight_loop!(tight, tight_round);
+tight_loop!(tight_barrier, tight_round_barrier);
 
 /// Defines `$name`, which measures `iters` sequential requests of `svc` per sample in the async
 /// loop, each through the request function `$request` (a function of its own per group, so
@@ -151,6 +164,14 @@ fn main() {
     tight(&mut group, "persistent_closable_service", pc.clone());
     tight(&mut group, "reconnect", r);
     group.finish();
+    let mut r = reconnect();
+    rt.block_on(one_request(&mut r, 0));
+    let mut group = c.benchmark_group(TIGHT_BARRIER);
+    tight_barrier(&mut group, "bare", Inner);
+    tight_barrier(&mut group, "persistent", p.clone());
+    tight_barrier(&mut group, "persistent_closable_service", pc.clone());
+    tight_barrier(&mut group, "reconnect", r);
+    group.finish();
     // Fresh handles: readiness is per handle.
     let mut r = reconnect();
     rt.block_on(one_request(&mut r, 0));
@@ -179,7 +200,7 @@ fn main() {
     group.finish();
     c.final_summary();
 
-    for group in [TIGHT, ASYNC, ASYNC_ONE_SITE] {
+    for group in [TIGHT, TIGHT_BARRIER, ASYNC, ASYNC_ONE_SITE] {
         println!("\n{group} loop:");
         ratios::print_against(
             group,

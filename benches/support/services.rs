@@ -177,6 +177,26 @@ where
     }
 }
 
+/// `tight_round` with the request passed through `black_box` between `poll_ready` and `call`:
+/// the compiler can no longer carry what `poll_ready` stored into `call` (a harness whose
+/// request is built between the two, out of the compiler's sight, is shaped so).
+#[inline(always)]
+pub fn tight_round_barrier<S>(svc: &mut S, cx: &mut Context<'_>, n: u64) -> u64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    match svc.poll_ready(cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("not ready"),
+    }
+    let response = pin!(svc.call(std::hint::black_box(n)));
+    match response.poll(cx) {
+        Poll::Ready(Ok(m)) => m,
+        _ => panic!("not answered at once"),
+    }
+}
+
 /// A context with a waker that does nothing.
 pub fn noop_context() -> Context<'static> {
     Context::from_waker(Waker::noop())
