@@ -89,9 +89,10 @@ pub(crate) const NOT_READY: &str =
 pub struct Persistent<A, C> {
     shared: Arc<Shared<A, C>>,
     id: u64,
-    /// The connection this handle uses, and its generation.
-    conn: Option<(u64, C)>,
-    /// What the last `Ready(Ok(()))` of `poll_ready` reserved, until `call`.
+    /// The connection this handle uses, its generation, and whether it is reserved for `call`.
+    conn: Option<Held<C>>,
+    /// What the last `poll_ready` left for `call` without a reserved connection (failing
+    /// fast, timed out, waiting for one).
     readiness: Readiness,
     /// The waker registered with the shared state, and for which generation.
     registered: Option<(u64, Waker)>,
@@ -157,16 +158,44 @@ impl ReadyTimer {
     }
 }
 
-/// What `poll_ready` reserved for `call`: one byte, so that the ready path reads and writes no
-/// more than that.
+/// The connection a handle uses, with its generation and what `poll_ready` found on it.
+struct Held<C> {
+    generation: u64,
+    /// A byte of its own, whose unused values hold `Option<Held<C>>`'s `None` (the largest
+    /// niche is the one taken): `call`'s one test of it tells both that a connection is held
+    /// and that it is reserved, where a flag beside the `Option` took two.
+    on_it: OnIt,
+    conn: C,
+}
+
+/// What the last `poll_ready` found on the held connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnIt {
+    Nothing,
+    /// Ready: reserved for `call`.
+    Reserved,
+    /// Not ready: a wait is under way (its timer, if any, goes on).
+    Waiting,
+}
+
+impl<C> Held<C> {
+    fn new(generation: u64, conn: C) -> Self {
+        Held {
+            generation,
+            on_it: OnIt::Nothing,
+            conn,
+        }
+    }
+}
+
+/// What `poll_ready` left for `call` without a reserved connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Readiness {
     NotReady,
-    /// `conn` is ready.
-    Connection,
     /// Failing fast: `call` fails with `failing`.
     Failing,
-    /// The last `poll_ready` was `Pending`: a wait is under way (its timer, if any, goes on).
+    /// The last `poll_ready` was `Pending` without a connection: a wait is under way (its
+    /// timer, if any, goes on).
     Waiting,
     /// Waited longer than the ready timeout: `call` fails with [`ReadyTimeout`].
     TimedOut,
@@ -447,9 +476,9 @@ impl<A, C: Clone> Persistent<A, C> {
     where
         C: tower::load::Load,
     {
-        if let Some((generation, conn)) = &self.conn {
-            if *generation == self.shared.slot.generation() {
-                return Some(conn.load());
+        if let Some(held) = &self.conn {
+            if held.generation == self.shared.slot.generation() {
+                return Some(held.conn.load());
             }
         }
         self.shared.slot.current().map(|conn| conn.load())
@@ -461,6 +490,7 @@ impl<A, C: Clone> Persistent<A, C> {
     fn call_without_connection(&mut self) -> BoxError {
         let readiness = std::mem::replace(&mut self.readiness, Readiness::NotReady);
         let failing = self.failing.take();
+        // (A reserved connection is `call`'s happy path, never this one.)
         match (readiness, failing) {
             (Readiness::TimedOut, _) if !self.shared.is_closed() => {
                 ReadyTimeout::new(self.shared.ready_timeout.unwrap_or_default()).into()
@@ -499,7 +529,7 @@ impl<A, C: Clone> Persistent<A, C> {
         if matches!(self.readiness, Readiness::Failing | Readiness::TimedOut) {
             return self.poll_ready_again::<R>(cx);
         }
-        if self.readiness != Readiness::Waiting
+        if !self.waiting()
             || self
                 .ready_timer
                 .as_ref()
@@ -509,12 +539,22 @@ impl<A, C: Clone> Persistent<A, C> {
             self.ready_timer = None;
         }
         match &mut self.conn {
-            Some((generation, conn)) if *generation == self.shared.slot.generation() => {
-                let poll = conn.poll_ready(cx);
+            Some(held) if held.generation == self.shared.slot.generation() => {
+                let poll = held.conn.poll_ready(cx);
                 self.not_ready::<R>(poll, cx)
             }
             _ => self.poll_ready_slow::<R>(cx),
         }
+    }
+
+    /// Whether the last `poll_ready` was `Pending`: a wait is under way, for a connection or on
+    /// the one held.
+    fn waiting(&self) -> bool {
+        self.readiness == Readiness::Waiting
+            || self
+                .conn
+                .as_ref()
+                .is_some_and(|held| held.on_it == OnIt::Waiting)
     }
 
     /// `poll_ready` again after it answered `Ready` without a connection (failing fast, or the
@@ -552,12 +592,14 @@ impl<A, C: Clone> Persistent<A, C> {
         C::Error: Into<BoxError>,
     {
         self.readiness = Readiness::NotReady;
-        let Some((generation, _)) = self.conn else {
+        let Some(held) = &mut self.conn else {
             return self.poll_ready_slow::<R>(cx);
         };
+        held.on_it = OnIt::Nothing;
+        let generation = held.generation;
         match poll {
             Poll::Ready(Ok(())) => {
-                self.readiness = Readiness::Connection;
+                held.on_it = OnIt::Reserved;
                 Readied::Ready
             }
             Poll::Pending => {
@@ -565,8 +607,8 @@ impl<A, C: Clone> Persistent<A, C> {
                 self.watch_generation(generation, cx.waker());
                 // A connection that is not ready and has begun closing by itself is reported,
                 // so that its close is bounded by the close timeout.
-                if let Some((_, conn)) = &self.conn {
-                    self.shared.check_closing(generation, conn);
+                if let Some(held) = &self.conn {
+                    self.shared.check_closing(generation, &held.conn);
                 }
                 self.pending(cx)
             }
@@ -603,7 +645,7 @@ impl<A, C: Clone> Persistent<A, C> {
                     self.registered = None;
                 }
                 let poll = conn.poll_ready(cx);
-                self.conn = Some((generation, conn));
+                self.conn = Some(Held::new(generation, conn));
                 self.not_ready::<R>(poll, cx)
             }
             Lookup::Closed => Readied::Closed,
@@ -622,7 +664,10 @@ impl<A, C: Clone> Persistent<A, C> {
     /// `poll_ready` has nothing ready: `Pending`, unless the wait has lasted the ready timeout,
     /// in which case the handle is ready and its `call` fails with [`ReadyTimeout`].
     fn pending(&mut self, cx: &mut Context<'_>) -> Readied {
-        self.readiness = Readiness::Waiting;
+        match &mut self.conn {
+            Some(held) => held.on_it = OnIt::Waiting,
+            None => self.readiness = Readiness::Waiting,
+        }
         let Some(timeout) = self.shared.ready_timeout else {
             return Readied::Pending;
         };
@@ -658,10 +703,10 @@ where
     #[inline(always)]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // The happy path: ready on the connection that is still current.
-        if let Some((generation, conn)) = &mut self.conn {
-            if *generation == self.shared.slot.generation() {
-                if let Poll::Ready(Ok(())) = conn.poll_ready(cx) {
-                    self.readiness = Readiness::Connection;
+        if let Some(held) = &mut self.conn {
+            if held.generation == self.shared.slot.generation() {
+                if let Poll::Ready(Ok(())) = held.conn.poll_ready(cx) {
+                    held.on_it = OnIt::Reserved;
                     return Poll::Ready(Ok(()));
                 }
             }
@@ -673,13 +718,13 @@ where
 
     #[inline(always)]
     fn call(&mut self, request: R) -> Self::Future {
-        if self.readiness == Readiness::Connection {
-            self.readiness = Readiness::NotReady;
-            if let Some((_, conn)) = &mut self.conn {
+        if let Some(held) = &mut self.conn {
+            if held.on_it == OnIt::Reserved {
+                held.on_it = OnIt::Nothing;
                 // The closed flag is read once more: a call after `close()` never reaches the
                 // connection, whenever `poll_ready` ran. (It publishes nothing to read.)
                 if !self.shared.commands.stop.is_set_relaxed() {
-                    return ResponseFuture::new(conn.call(request));
+                    return ResponseFuture::new(held.conn.call(request));
                 }
                 return ResponseFuture::from_failed(Self::call_after_close());
             }
@@ -716,7 +761,14 @@ impl<A, C> fmt::Debug for Persistent<A, C> {
         f.debug_struct("Persistent")
             .field("server_name", &self.shared.server_name)
             .field("closed", &self.shared.is_closed())
-            .field("ready", &(self.readiness != Readiness::NotReady))
+            .field(
+                "ready",
+                &(self.readiness != Readiness::NotReady
+                    || self
+                        .conn
+                        .as_ref()
+                        .is_some_and(|held| held.on_it != OnIt::Nothing)),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -278,3 +278,68 @@ fn a_wait_moves_from_a_dropped_runtime() {
 fn a_wait_moves_from_a_runtime_no_longer_driven() {
     a_wait_moves_to_the_runtime_that_polls_the_handle(FirstRuntime::Idle);
 }
+
+// A wait on a busy connection (its own `poll_ready` pending) that ends with the connection
+// ready, then a call, leaves nothing behind: the handle's next wait on it gets the whole
+// timeout, not what was left of the first one's.
+#[tokio::test(start_paused = true)]
+async fn a_wait_on_a_busy_connection_ends_with_its_readiness() {
+    use tokio::sync::oneshot;
+    use tower::limit::ConcurrencyLimit;
+    use tower_persistent::ClosableService;
+
+    let start = Instant::now();
+    // One request at a time; each answers when its sender fires.
+    let answer = tower::service_fn(|fired: oneshot::Receiver<()>| async move {
+        fired.await.map_err(|_| std::io::Error::other("dropped"))
+    });
+    let conn = ClosableService::new(ConcurrencyLimit::new(answer, 1));
+    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+        .ready_timeout(Duration::from_secs(2))
+        .layer(tower::service_fn(move |_: &'static str| {
+            std::future::ready(Ok::<_, std::io::Error>(conn.clone()))
+        }));
+    let (mut first, mut second) = (p.clone(), p.clone());
+    let busy = |handle: &mut Persistent<&'static str, _>, fired| {
+        let call = handle.call(fired);
+        tokio::spawn(call)
+    };
+
+    // `first` holds the connection's one turn until 1 s; `second` waits for it from 0 s and
+    // takes it then.
+    let (done, fired) = oneshot::channel();
+    ServiceExt::<oneshot::Receiver<()>>::ready(&mut first)
+        .await
+        .unwrap();
+    let held = busy(&mut first, fired);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        done.send(()).unwrap();
+    });
+    ServiceExt::<oneshot::Receiver<()>>::ready(&mut second)
+        .await
+        .unwrap();
+    assert_eq!(ms(start), 1000);
+    held.await.unwrap().unwrap();
+    let (done, fired) = oneshot::channel();
+    done.send(()).unwrap();
+    second.call(fired).await.unwrap();
+
+    // At 1.5 s `first` holds the turn for good; `second`'s new wait lasts 2 s from then.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_never, fired) = oneshot::channel();
+    ServiceExt::<oneshot::Receiver<()>>::ready(&mut first)
+        .await
+        .unwrap();
+    let _held = busy(&mut first, fired);
+    let error = ServiceExt::<oneshot::Receiver<()>>::ready(&mut second)
+        .await
+        .unwrap()
+        .call(oneshot::channel().1)
+        .await
+        .unwrap_err();
+    assert!(error.is::<ReadyTimeout>(), "{error}");
+    assert_eq!(ms(start), 3500, "two seconds from the start of this wait");
+    drop(_never);
+    p.close().await;
+}
