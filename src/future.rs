@@ -103,13 +103,14 @@ impl Drop for FailedError {
     }
 }
 
+/// The error taken out of a failed call's future (`None`: polled again after it). By value, not
+/// through a reference to the future: a reference passed out of line lets the future's address
+/// escape, and the caller then reloads the future from memory after any opaque code (a
+/// `black_box` of the response, say) to drop it, where it otherwise knows its state.
 #[cold]
 #[inline(never)]
-fn take_error(error: &mut FailedError) -> BoxError {
-    *error
-        .0
-        .take()
-        .expect("ResponseFuture polled after completion")
+fn take_error(error: Option<Box<BoxError>>) -> BoxError {
+    *error.expect("ResponseFuture polled after completion")
 }
 
 #[cold]
@@ -146,7 +147,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             ResponseStateProj::Called { future } => future.poll(cx).map(|r| r.map_err(Into::into)),
-            ResponseStateProj::Failed { error } => Poll::Ready(Err(take_error(error))),
+            ResponseStateProj::Failed { error } => Poll::Ready(Err(take_error(error.0.take()))),
         }
     }
 }

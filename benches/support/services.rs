@@ -179,7 +179,8 @@ where
 
 /// `tight_round` with the request passed through `black_box` between `poll_ready` and `call`:
 /// the compiler can no longer carry what `poll_ready` stored into `call` (a harness whose
-/// request is built between the two, out of the compiler's sight, is shaped so).
+/// request is built between the two, out of the compiler's sight, is shaped so). The answer
+/// goes through `black_box` before the response future is dropped.
 #[inline(always)]
 pub fn tight_round_barrier<S>(svc: &mut S, cx: &mut Context<'_>, n: u64) -> u64
 where
@@ -192,7 +193,9 @@ where
     }
     let response = pin!(svc.call(std::hint::black_box(n)));
     match response.poll(cx) {
-        Poll::Ready(Ok(m)) => m,
+        // The answer through `black_box` too, while the response future is alive (it is
+        // dropped after): opaque code between its poll and its drop.
+        Poll::Ready(Ok(m)) => std::hint::black_box(m),
         _ => panic!("not answered at once"),
     }
 }
