@@ -283,7 +283,12 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     /// wait's deadline (a caller still waiting is woken at the deadline): its next `poll_ready`
     /// then begins a new wait, with the whole timeout. Polled again within that second, it goes
     /// on with the old wait (ready at once, its `call` failing with `ReadyTimeout`, if no
-    /// connection is ready then). A new clone always begins a new wait. With
+    /// connection is ready then). A new clone always begins a new wait. A handle whose wait
+    /// was given up keeps the place that wait took in its connection's queue (an HTTP/1.1
+    /// connection's turn, a concurrency limit's permit), as any tower service does: when the
+    /// turn comes, that handle holds it until it is polled again or dropped, and meanwhile the
+    /// other handles on that connection wait (or meet `ReadyTimeout`). Drop a handle whose
+    /// `ready()` you gave up, or poll it again. With
     /// [`fail_fast`](Self::fail_fast) too, a handle polled again once an attempt has failed is
     /// failing fast: its call fails with [`Unavailable`](crate::Unavailable), not
     /// `ReadyTimeout`.

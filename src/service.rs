@@ -571,18 +571,21 @@ impl<A, C: Clone> Persistent<A, C> {
         let readiness = self.readiness;
         let failing = self.failing.take();
         self.ready_timer = None;
-        match self.poll_ready_slow::<R>(cx) {
-            Readied::Pending => {
-                // Nothing ready (a new round's first attempt in flight, a connection busy):
-                // the wait just begun, and any place it took on a connection, are given up.
-                self.conn = None;
-                self.ready_timer = None;
-                self.readiness = readiness;
-                self.failing = failing;
-                Readied::Ready
-            }
-            readied => readied,
+        let readied = self.poll_ready_slow::<R>(cx);
+        // Nothing ready (a new round's first attempt in flight, a connection busy): `Pending`,
+        // or `Ready` from a new wait that ended at once (a ready timeout of zero).
+        let nothing_ready = readied == Readied::Pending
+            || (readied == Readied::Ready && self.readiness == Readiness::TimedOut);
+        if !nothing_ready {
+            return readied;
         }
+        // The wait just begun, and any place it took on a connection, are given up; the
+        // readiness given stands, and with it its error.
+        self.conn = None;
+        self.ready_timer = None;
+        self.readiness = readiness;
+        self.failing = failing;
+        Readied::Ready
     }
 
     /// Handles the answer `poll` of the connection's `poll_ready`, off the happy path.
@@ -763,11 +766,11 @@ impl<A, C> fmt::Debug for Persistent<A, C> {
             .field("closed", &self.shared.is_closed())
             .field(
                 "ready",
-                &(self.readiness != Readiness::NotReady
+                &(matches!(self.readiness, Readiness::Failing | Readiness::TimedOut)
                     || self
                         .conn
                         .as_ref()
-                        .is_some_and(|held| held.on_it != OnIt::Nothing)),
+                        .is_some_and(|held| held.on_it == OnIt::Reserved)),
             )
             .finish_non_exhaustive()
     }

@@ -5,9 +5,14 @@ mod support;
 use std::time::Duration;
 
 use support::*;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tower::limit::ConcurrencyLimit;
+use tower::util::ServiceFn;
 use tower::{Layer, Service, ServiceExt};
-use tower_persistent::{Closable, Persistent, PersistentLayer, ReadyTimeout};
+use tower_persistent::{
+    BoxError, Closable, ClosableService, Persistent, PersistentLayer, ReadyTimeout, Unavailable,
+};
 
 /// A persistent connection whose every lookup fails (one attempt a second), with `timeout` as
 /// its ready timeout.
@@ -279,39 +284,67 @@ fn a_wait_moves_from_a_runtime_no_longer_driven() {
     a_wait_moves_to_the_runtime_that_polls_the_handle(FirstRuntime::Idle);
 }
 
+/// A connection that takes one request at a time (a receiver), each answered when its sender
+/// fires.
+type OneAtATime = ClosableService<ConcurrencyLimit<ServiceFn<fn(oneshot::Receiver<()>) -> Answer>>>;
+type Answer = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+/// `layer` over one `OneAtATime` connection, the same one every time.
+fn one_at_a_time(
+    layer: PersistentLayer<Lookup, &'static str, OneAtATime>,
+) -> Persistent<&'static str, OneAtATime> {
+    fn answer(fired: oneshot::Receiver<()>) -> Answer {
+        Box::pin(async move { fired.await.map_err(|_| std::io::Error::other("dropped")) })
+    }
+    let answer = answer as fn(oneshot::Receiver<()>) -> Answer;
+    let conn = ClosableService::new(ConcurrencyLimit::new(tower::service_fn(answer), 1));
+    layer.layer(tower::service_fn(move |_: &'static str| {
+        std::future::ready(Ok::<_, std::io::Error>(conn.clone()))
+    }))
+}
+
+/// Holds the one turn of `handle`'s connection until `done` fires (or is dropped).
+async fn hold_the_turn(
+    handle: &mut Persistent<&'static str, OneAtATime>,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), BoxError>>,
+) {
+    let (done, fired) = oneshot::channel();
+    ServiceExt::<oneshot::Receiver<()>>::ready(&mut *handle)
+        .await
+        .unwrap();
+    (done, tokio::spawn(handle.call(fired)))
+}
+
+/// `poll_ready` once.
+async fn poll_once(
+    handle: &mut Persistent<&'static str, OneAtATime>,
+) -> std::task::Poll<Result<(), BoxError>> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(Service::<oneshot::Receiver<()>>::poll_ready(
+            &mut *handle,
+            cx,
+        ))
+    })
+    .await
+}
+
 // A wait on a busy connection (its own `poll_ready` pending) that ends with the connection
 // ready, then a call, leaves nothing behind: the handle's next wait on it gets the whole
 // timeout, not what was left of the first one's.
 #[tokio::test(start_paused = true)]
 async fn a_wait_on_a_busy_connection_ends_with_its_readiness() {
-    use tokio::sync::oneshot;
-    use tower::limit::ConcurrencyLimit;
-    use tower_persistent::ClosableService;
-
     let start = Instant::now();
-    // One request at a time; each answers when its sender fires.
-    let answer = tower::service_fn(|fired: oneshot::Receiver<()>| async move {
-        fired.await.map_err(|_| std::io::Error::other("dropped"))
-    });
-    let conn = ClosableService::new(ConcurrencyLimit::new(answer, 1));
-    let p = PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
-        .ready_timeout(Duration::from_secs(2))
-        .layer(tower::service_fn(move |_: &'static str| {
-            std::future::ready(Ok::<_, std::io::Error>(conn.clone()))
-        }));
+    let p = one_at_a_time(
+        PersistentLayer::new("test", Lookup(Script::new(start, [], Step::Ok("a"))))
+            .ready_timeout(Duration::from_secs(2)),
+    );
     let (mut first, mut second) = (p.clone(), p.clone());
-    let busy = |handle: &mut Persistent<&'static str, _>, fired| {
-        let call = handle.call(fired);
-        tokio::spawn(call)
-    };
 
     // `first` holds the connection's one turn until 1 s; `second` waits for it from 0 s and
     // takes it then.
-    let (done, fired) = oneshot::channel();
-    ServiceExt::<oneshot::Receiver<()>>::ready(&mut first)
-        .await
-        .unwrap();
-    let held = busy(&mut first, fired);
+    let (done, held) = hold_the_turn(&mut first).await;
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
         done.send(()).unwrap();
@@ -327,11 +360,7 @@ async fn a_wait_on_a_busy_connection_ends_with_its_readiness() {
 
     // At 1.5 s `first` holds the turn for good; `second`'s new wait lasts 2 s from then.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_never, fired) = oneshot::channel();
-    ServiceExt::<oneshot::Receiver<()>>::ready(&mut first)
-        .await
-        .unwrap();
-    let _held = busy(&mut first, fired);
+    let (_never, _held) = hold_the_turn(&mut first).await;
     let error = ServiceExt::<oneshot::Receiver<()>>::ready(&mut second)
         .await
         .unwrap()
@@ -340,6 +369,84 @@ async fn a_wait_on_a_busy_connection_ends_with_its_readiness() {
         .unwrap_err();
     assert!(error.is::<ReadyTimeout>(), "{error}");
     assert_eq!(ms(start), 3500, "two seconds from the start of this wait");
-    drop(_never);
+    p.close().await;
+}
+
+// Failing fast under a ready timeout of zero, a handle polled again while the connection come
+// meanwhile is busy stays failing fast: its call fails with the last attempt's error
+// (`Unavailable`), not with `ReadyTimeout` from the new wait that ended at once.
+#[tokio::test(start_paused = true)]
+async fn failing_fast_polled_again_on_a_busy_connection_keeps_its_error_under_a_zero_timeout() {
+    let start = Instant::now();
+    // The first attempt fails at once, the second (after a second) connects.
+    let lookup = Lookup(Script::new(start, [Step::Err("down")], Step::Ok("a")));
+    let p = one_at_a_time(
+        PersistentLayer::new("test", lookup)
+            .retry_delay(|| Duration::from_secs(1))
+            .jitter(0.0)
+            .fail_fast(true)
+            .ready_timeout(Duration::ZERO),
+    );
+    p.connected_or_failed_to_connect().await.unwrap_err();
+    let (mut handle, mut other) = (p.clone(), p.clone());
+    assert!(matches!(
+        poll_once(&mut handle).await,
+        std::task::Poll::Ready(Ok(()))
+    ));
+    p.connected().await.unwrap();
+    assert_eq!(ms(start), 1000);
+    let (_done, _held) = hold_the_turn(&mut other).await;
+    assert!(matches!(
+        poll_once(&mut handle).await,
+        std::task::Poll::Ready(Ok(()))
+    ));
+    let error = handle.call(oneshot::channel().1).await.unwrap_err();
+    assert!(error.is::<Unavailable>(), "{error}");
+    assert_eq!(
+        chain(&*error),
+        "persistent connection is unavailable: address lookup failed: down"
+    );
+    p.close().await;
+}
+
+// `Debug` says a handle is ready only when its `call` would not panic: not while it waits,
+// on a busy connection or for one.
+#[tokio::test(start_paused = true)]
+async fn debug_says_ready_only_when_call_would_not_panic() {
+    let start = Instant::now();
+    let lookup = Lookup(Script::new(
+        start,
+        [Step::After(Duration::from_secs(1), Box::new(Step::Ok("a")))],
+        Step::Ok("a"),
+    ));
+    let p = one_at_a_time(PersistentLayer::new("test", lookup));
+    let (mut handle, mut other) = (p.clone(), p.clone());
+    let ready = |handle: &Persistent<&'static str, OneAtATime>| {
+        format!("{handle:?}").contains("ready: true")
+    };
+    assert!(!ready(&handle));
+    assert!(
+        poll_once(&mut handle).await.is_pending(),
+        "no connection yet"
+    );
+    assert!(!ready(&handle));
+    p.connected().await.unwrap();
+    let (done, held) = hold_the_turn(&mut other).await;
+    assert!(
+        poll_once(&mut handle).await.is_pending(),
+        "the connection is busy"
+    );
+    assert!(!ready(&handle));
+    done.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    assert!(matches!(
+        poll_once(&mut handle).await,
+        std::task::Poll::Ready(Ok(()))
+    ));
+    assert!(ready(&handle));
+    let (done, fired) = oneshot::channel();
+    done.send(()).unwrap();
+    handle.call(fired).await.unwrap();
+    assert!(!ready(&handle));
     p.close().await;
 }
