@@ -550,11 +550,7 @@ impl<A, C: Clone> Persistent<A, C> {
     /// Whether the last `poll_ready` was `Pending`: a wait is under way, for a connection or on
     /// the one held.
     fn waiting(&self) -> bool {
-        self.readiness == Readiness::Waiting
-            || self
-                .conn
-                .as_ref()
-                .is_some_and(|held| held.on_it == OnIt::Waiting)
+        self.readiness == Readiness::Waiting || self.on_it() == OnIt::Waiting
     }
 
     /// `poll_ready` again after it answered `Ready` without a connection (failing fast, or the
@@ -759,6 +755,13 @@ impl<A, C> Drop for Persistent<A, C> {
     }
 }
 
+impl<A, C> Persistent<A, C> {
+    /// What the last `poll_ready` found on the held connection (`Nothing` without one).
+    fn on_it(&self) -> OnIt {
+        self.conn.as_ref().map_or(OnIt::Nothing, |held| held.on_it)
+    }
+}
+
 impl<A, C> fmt::Debug for Persistent<A, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Persistent")
@@ -767,10 +770,7 @@ impl<A, C> fmt::Debug for Persistent<A, C> {
             .field(
                 "ready",
                 &(matches!(self.readiness, Readiness::Failing | Readiness::TimedOut)
-                    || self
-                        .conn
-                        .as_ref()
-                        .is_some_and(|held| held.on_it == OnIt::Reserved)),
+                    || self.on_it() == OnIt::Reserved),
             )
             .finish_non_exhaustive()
     }
