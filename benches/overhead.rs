@@ -18,10 +18,15 @@
 //! each service with the request function inlined (one call site: `one_request_one_site`),
 //! as a request function called from one place in a program is.
 //!
-//! The service answers at once. After the measurements, each run's mean is printed with its
-//! difference to the bare service and its ratio to `Reconnect`, from criterion's own estimates,
-//! so that the figures of one run compare like with like. Instruction counts, which a shared
-//! machine does not blur, are in `benches/instructions.rs`.
+//! The service answers at once. After each group's measurements, each run's mean is printed
+//! with its difference to the bare service and its ratio to `Reconnect`, from criterion's own
+//! estimates, so that the figures of one run compare like with like. Criterion measures one
+//! service after another, a few seconds each, and on a shared machine the load from elsewhere
+//! changes between them; so each group then runs interleaved rounds, each a batch of every
+//! service one after another, and prints the medians over the rounds of each service's time,
+//! of its difference to the bare service within a round and of its ratio to `Reconnect` within
+//! a round. Instruction counts, which a shared machine does not blur at all, are in
+//! `benches/instructions.rs`.
 //!
 //! ```text
 //! cargo bench -p tower-persistent-benches --bench overhead
@@ -33,6 +38,7 @@ mod ratios;
 mod services;
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
 use services::*;
@@ -62,29 +68,23 @@ where
     svc.ready().await.unwrap().call(n).await.unwrap()
 }
 
-/// Defines `$name`, which measures `iters` requests of `svc` per sample in the tight loop, each
-/// a `$round` (`tight_round`, or `tight_round_barrier` with a barrier between `poll_ready` and
-/// `call`).
+/// Defines `$name`, which times `iters` requests of `svc` in the tight loop, each a `$round`
+/// (`tight_round`, or `tight_round_barrier` with a barrier between `poll_ready` and `call`).
+/// Criterion's samples and the interleaved rounds both run it.
 macro_rules! tight_loop {
     ($name:ident, $round:ident) => {
-        fn $name<S>(
-            group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-            name: &str,
-            mut svc: S,
-        ) where
+        #[inline(never)]
+        fn $name<S>(svc: &mut S, iters: u64) -> Duration
+        where
             S: Service<u64, Response = u64>,
             S::Error: std::fmt::Debug,
         {
-            group.bench_function(BenchmarkId::from_parameter(name), |b| {
-                b.iter_custom(|iters| {
-                    let mut cx = noop_context();
-                    let start = std::time::Instant::now();
-                    for n in 0..iters {
-                        black_box($round(&mut svc, &mut cx, black_box(n)));
-                    }
-                    start.elapsed()
-                })
-            });
+            let mut cx = noop_context();
+            let start = Instant::now();
+            for n in 0..iters {
+                black_box($round(svc, &mut cx, black_box(n)));
+            }
+            start.elapsed()
         }
     };
 }
@@ -92,44 +92,114 @@ macro_rules! tight_loop {
 tight_loop!(tight, tight_round);
 tight_loop!(tight_barrier, tight_round_barrier);
 
-/// Defines `$name`, which measures `iters` sequential requests of `svc` per sample in the async
-/// loop, each through the request function `$request` (a function of its own per group, so
-/// that each group's request function has the call sites it is meant to have).
+/// Defines `$name`, which times `iters` sequential requests of `svc` in the async loop, each
+/// through the request function `$request` (a function of its own per group, so that each
+/// group's request function has the call sites it is meant to have: this loop, and for
+/// `one_request` the warm-up too). The service is moved into the loop's future for the batch
+/// and put back after, so that no borrow is held across an await.
 macro_rules! async_loop {
     ($name:ident, $request:ident) => {
-        fn $name<S>(
-            group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-            rt: &Runtime,
-            name: &str,
-            svc: S,
-        ) where
+        #[inline(never)]
+        fn $name<S>(rt: &Runtime, svc: &mut Option<S>, iters: u64) -> Duration
+        where
             S: Service<u64, Response = u64>,
             S::Error: std::fmt::Debug,
         {
-            // Taken out for each sample and put back, so that no borrow is held across an
-            // await.
-            let svc = std::cell::Cell::new(Some(svc));
-            group.bench_function(BenchmarkId::from_parameter(name), |b| {
-                b.to_async(rt).iter_custom(|iters| {
-                    let svc = &svc;
-                    async move {
-                        let mut taken = svc.take().expect("samples run one at a time");
-                        let start = std::time::Instant::now();
-                        for n in 0..iters {
-                            black_box($request(&mut taken, black_box(n)).await);
-                        }
-                        let elapsed = start.elapsed();
-                        svc.set(Some(taken));
-                        elapsed
-                    }
-                })
-            });
+            rt.block_on(async {
+                let mut taken = svc.take().expect("batches run one at a time");
+                let start = Instant::now();
+                for n in 0..iters {
+                    black_box($request(&mut taken, black_box(n)).await);
+                }
+                let elapsed = start.elapsed();
+                *svc = Some(taken);
+                elapsed
+            })
         }
     };
 }
 
 async_loop!(async_loop, one_request);
 async_loop!(async_loop_one_site, one_request_one_site);
+
+/// One service of a group: its name and its batch, which times a given number of requests.
+struct Run<'a> {
+    name: &'static str,
+    batch: Box<dyn FnMut(u64) -> Duration + 'a>,
+}
+
+impl<'a> Run<'a> {
+    fn new(name: &'static str, batch: impl FnMut(u64) -> Duration + 'a) -> Self {
+        Run {
+            name,
+            batch: Box::new(batch),
+        }
+    }
+}
+
+/// Interleaved rounds per group, and requests per batch in them.
+const ROUNDS: usize = 61;
+const BATCH: u64 = 200_000;
+
+/// Measures `runs` as criterion group `group`, then in `ROUNDS` interleaved rounds: each round
+/// times one batch of every run, one after another, each round starting with the next run, so
+/// that a burst of load from elsewhere on the machine falls on the runs of one round alike.
+/// Prints criterion's means against `bare` and `reconnect`, then the rounds' medians: of each
+/// run's time per request, of its difference to `bare` within a round and of its ratio to
+/// `reconnect` within a round. The rounds are skipped when criterion did not measure the
+/// group in this run (a filter, `--list`, `--test`).
+fn measure(c: &mut Criterion, group: &str, runs: &mut [Run<'_>]) {
+    let mut g = c.benchmark_group(group);
+    for run in runs.iter_mut() {
+        g.bench_function(BenchmarkId::from_parameter(run.name), |b| {
+            b.iter_custom(|iters| (run.batch)(iters))
+        });
+    }
+    g.finish();
+    let names: Vec<&str> = runs.iter().map(|run| run.name).collect();
+    println!("\n{group} loop, criterion's means:");
+    ratios::print_against(group, &names, "bare", "reconnect");
+    if ratios::mean(group, "bare").is_none() {
+        return;
+    }
+    let mut per_request = vec![Vec::with_capacity(ROUNDS); runs.len()];
+    for round in 0..ROUNDS {
+        for k in 0..runs.len() {
+            let i = (round + k) % runs.len();
+            let elapsed = (runs[i].batch)(BATCH);
+            per_request[i].push(elapsed.as_secs_f64() * 1e9 / BATCH as f64);
+        }
+    }
+    let index = |name: &str| names.iter().position(|n| *n == name);
+    let (bare, reconnect) = (index("bare"), index("reconnect"));
+    println!(
+        "{group} loop, {ROUNDS} interleaved rounds of {BATCH} requests each, medians:\n\
+         {:<32} {:>10} {:>12} {:>12}",
+        "run", "ns", "- bare", "/ reconnect"
+    );
+    for (i, name) in names.iter().enumerate() {
+        let against = |j: Option<usize>, f: fn(f64, f64) -> f64| {
+            j.map(|j| {
+                median(
+                    (0..ROUNDS)
+                        .map(|r| f(per_request[i][r], per_request[j][r]))
+                        .collect(),
+                )
+            })
+        };
+        println!(
+            "{name:<32} {:>10.2} {:>12} {:>12}",
+            median(per_request[i].clone()),
+            against(bare, |a, b| a - b).map_or("-".into(), |d| format!("{d:+.2}")),
+            against(reconnect, |a, b| a / b).map_or("-".into(), |r| format!("{r:.3}")),
+        );
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
 
 fn main() {
     // Estimates that criterion wrote before this run are not this run's.
@@ -158,21 +228,33 @@ fn main() {
         })
     });
 
-    let mut group = c.benchmark_group(TIGHT);
-    tight(&mut group, "bare", Inner);
-    tight(&mut group, "persistent", p.clone());
-    tight(&mut group, "persistent_closable_service", pc.clone());
-    tight(&mut group, "reconnect", r);
-    group.finish();
+    let (mut p0, mut pc0) = (p.clone(), pc.clone());
+    measure(
+        &mut c,
+        TIGHT,
+        &mut [
+            Run::new("bare", |i| tight(&mut Inner, i)),
+            Run::new("persistent", |i| tight(&mut p0, i)),
+            Run::new("persistent_closable_service", |i| tight(&mut pc0, i)),
+            Run::new("reconnect", |i| tight(&mut r, i)),
+        ],
+    );
+    // Fresh handles: readiness is per handle.
+    let (mut p0, mut pc0) = (p.clone(), pc.clone());
     let mut r = reconnect();
     rt.block_on(one_request(&mut r, 0));
-    let mut group = c.benchmark_group(TIGHT_BARRIER);
-    tight_barrier(&mut group, "bare", Inner);
-    tight_barrier(&mut group, "persistent", p.clone());
-    tight_barrier(&mut group, "persistent_closable_service", pc.clone());
-    tight_barrier(&mut group, "reconnect", r);
-    group.finish();
-    // Fresh handles: readiness is per handle.
+    measure(
+        &mut c,
+        TIGHT_BARRIER,
+        &mut [
+            Run::new("bare", |i| tight_barrier(&mut Inner, i)),
+            Run::new("persistent", |i| tight_barrier(&mut p0, i)),
+            Run::new("persistent_closable_service", |i| {
+                tight_barrier(&mut pc0, i)
+            }),
+            Run::new("reconnect", |i| tight_barrier(&mut r, i)),
+        ],
+    );
     let mut r = reconnect();
     rt.block_on(one_request(&mut r, 0));
 
@@ -182,38 +264,38 @@ fn main() {
     let mut r1 = reconnect();
     rt.block_on(one_request(&mut r1, 0));
 
-    let mut group = c.benchmark_group(ASYNC);
-    async_loop(&mut group, &rt, "bare", Inner);
-    async_loop(&mut group, &rt, "bare_box_error", boxed);
-    async_loop(&mut group, &rt, "persistent", p);
-    async_loop(&mut group, &rt, "persistent_closable_service", pc);
-    async_loop(&mut group, &rt, "reconnect", r);
-    async_loop(&mut group, &rt, "buffer", buffer);
-    group.finish();
+    let rt = &rt;
+    let (mut bare, mut boxed) = (Some(Inner), Some(boxed));
+    let (mut p, mut pc, mut r, mut buffer) = (Some(p), Some(pc), Some(r), Some(buffer));
+    measure(
+        &mut c,
+        ASYNC,
+        &mut [
+            Run::new("bare", |i| async_loop(rt, &mut bare, i)),
+            Run::new("bare_box_error", |i| async_loop(rt, &mut boxed, i)),
+            Run::new("persistent", |i| async_loop(rt, &mut p, i)),
+            Run::new("persistent_closable_service", |i| {
+                async_loop(rt, &mut pc, i)
+            }),
+            Run::new("reconnect", |i| async_loop(rt, &mut r, i)),
+            Run::new("buffer", |i| async_loop(rt, &mut buffer, i)),
+        ],
+    );
 
-    let mut group = c.benchmark_group(ASYNC_ONE_SITE);
-    async_loop_one_site(&mut group, &rt, "bare", Inner);
-    async_loop_one_site(&mut group, &rt, "bare_box_error", InnerBoxError);
-    async_loop_one_site(&mut group, &rt, "persistent", p1);
-    async_loop_one_site(&mut group, &rt, "persistent_closable_service", pc1);
-    async_loop_one_site(&mut group, &rt, "reconnect", r1);
-    group.finish();
+    let (mut bare, mut boxed) = (Some(Inner), Some(InnerBoxError));
+    let (mut p1, mut pc1, mut r1) = (Some(p1), Some(pc1), Some(r1));
+    measure(
+        &mut c,
+        ASYNC_ONE_SITE,
+        &mut [
+            Run::new("bare", |i| async_loop_one_site(rt, &mut bare, i)),
+            Run::new("bare_box_error", |i| async_loop_one_site(rt, &mut boxed, i)),
+            Run::new("persistent", |i| async_loop_one_site(rt, &mut p1, i)),
+            Run::new("persistent_closable_service", |i| {
+                async_loop_one_site(rt, &mut pc1, i)
+            }),
+            Run::new("reconnect", |i| async_loop_one_site(rt, &mut r1, i)),
+        ],
+    );
     c.final_summary();
-
-    for group in [TIGHT, TIGHT_BARRIER, ASYNC, ASYNC_ONE_SITE] {
-        println!("\n{group} loop:");
-        ratios::print_against(
-            group,
-            &[
-                "bare",
-                "bare_box_error",
-                "persistent",
-                "persistent_closable_service",
-                "reconnect",
-                "buffer",
-            ],
-            "bare",
-            "reconnect",
-        );
-    }
 }
