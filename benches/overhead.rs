@@ -138,12 +138,13 @@ impl<'a> Run<'a> {
 }
 
 /// Interleaved rounds per group, and requests per batch in them.
-const ROUNDS: usize = 61;
+const ROUNDS: usize = 101;
 const BATCH: u64 = 200_000;
 
-/// Measures `runs` as criterion group `group`, then in `ROUNDS` interleaved rounds: each round
-/// times one batch of every run, one after another, each round starting with the next run, so
-/// that a burst of load from elsewhere on the machine falls on the runs of one round alike.
+/// Measures `runs` as criterion group `group`, then in `ROUNDS` interleaved rounds (after one
+/// not recorded): each round times one batch of every run, one after another, in an order
+/// shuffled for each round (so that no run always follows the same one), so that a burst of
+/// load from elsewhere on the machine falls on the runs of one round alike.
 /// Prints criterion's means against `bare` and `reconnect`, then the rounds' medians: of each
 /// run's time per request, of its difference to `bare` within a round and of its ratio to
 /// `reconnect` within a round. The rounds are skipped when criterion did not measure the
@@ -162,10 +163,15 @@ fn measure(c: &mut Criterion, group: &str, runs: &mut [Run<'_>]) {
     if ratios::mean(group, "bare").is_none() {
         return;
     }
+    for run in runs.iter_mut() {
+        (run.batch)(BATCH);
+    }
     let mut per_request = vec![Vec::with_capacity(ROUNDS); runs.len()];
-    for round in 0..ROUNDS {
-        for k in 0..runs.len() {
-            let i = (round + k) % runs.len();
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    let mut seed = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..ROUNDS {
+        shuffle(&mut order, &mut seed);
+        for &i in &order {
             let elapsed = (runs[i].batch)(BATCH);
             per_request[i].push(elapsed.as_secs_f64() * 1e9 / BATCH as f64);
         }
@@ -193,6 +199,16 @@ fn measure(c: &mut Criterion, group: &str, runs: &mut [Run<'_>]) {
             against(bare, |a, b| a - b).map_or("-".into(), |d| format!("{d:+.2}")),
             against(reconnect, |a, b| a / b).map_or("-".into(), |r| format!("{r:.3}")),
         );
+    }
+}
+
+/// Shuffles `order` (Fisher-Yates over a xorshift generator whose state is `seed`).
+fn shuffle(order: &mut [usize], seed: &mut u64) {
+    for i in (1..order.len()).rev() {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        order.swap(i, (*seed % (i as u64 + 1)) as usize);
     }
 }
 
@@ -258,8 +274,9 @@ fn main() {
     let mut r = reconnect();
     rt.block_on(one_request(&mut r, 0));
 
-    // Fresh handles again for the second async group, made ready once each by `one_request`
-    // (whose call sites stay the same two).
+    // Fresh handles again for the second async group: the `Persistent` clones are made ready
+    // by their first request in the loop, `Reconnect` once by `one_request` (whose call sites
+    // stay the same two).
     let (p1, pc1) = (p.clone(), pc.clone());
     let mut r1 = reconnect();
     rt.block_on(one_request(&mut r1, 0));
