@@ -29,7 +29,7 @@ pub(crate) type OnEvent<A, C> =
 /// | `ObtainedAddress(a)` | `get_address` answered `a`, and `a` differs from the previous address of this round |
 /// | `FailedToConnect(e)` | an attempt failed, and `e` differs (by [`ConnectError::text`]) from the previous error of this round |
 /// | `Connected(c)` | `c` became the current connection |
-/// | `Disconnected` | the current connection died or was closed; it is no longer current |
+/// | `Disconnected` | the current connection died or was closed, and its close finished (or was given up at the [close timeout](crate::PersistentLayer::close_timeout)); it is no longer current |
 #[non_exhaustive]
 #[derive(Clone)]
 pub enum Event<A, C> {
@@ -42,6 +42,14 @@ pub enum Event<A, C> {
     /// A connection was established and is now the current one.
     Connected(C),
     /// The current connection died or was closed, and is no longer current.
+    ///
+    /// A connection that a handle reported dead (its `poll_ready` failed), or that began
+    /// closing by itself, stops being current at once, so that
+    /// [`state`](crate::Persistent::state) and
+    /// [`current_connection`](crate::Persistent::current_connection) show the change at once;
+    /// the driver then closes it, and this event comes once that close has finished, or once
+    /// it is given up at the [close timeout](crate::PersistentLayer::close_timeout) (10 s by
+    /// default). Until then the last event is still `Connected`.
     Disconnected,
     /// Only in [`Events`] streams, never to `on_event`: this subscriber fell too far behind and
     /// missed this many events; the stream goes on with the oldest event still held.

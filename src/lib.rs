@@ -58,7 +58,8 @@
 //! 4. On success the connection becomes current, then [`Event::Connected`] is emitted.
 //! 5. The connection is dead when its [`close_finished`](Closable::close_finished) resolves, or
 //!    when a handle sees its `poll_ready` fail (the driver then closes it). It stops being
-//!    current, then [`Event::Disconnected`] is emitted.
+//!    current, then [`Event::Disconnected`] is emitted, once the driver's close of it has
+//!    finished or been given up at the close timeout.
 //! 6. The loop waits for the timer of the successful attempt, then starts a new round: a
 //!    connection that lived longer than the delay is replaced at once. So is one that served
 //!    requests and that the peer closed gracefully ([`Closable::closed_gracefully`]), and the

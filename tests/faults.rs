@@ -174,6 +174,55 @@ async fn a_dead_connection_whose_close_hangs_holds_up_the_next_for_the_close_tim
     p.close().await;
 }
 
+// A connection reported dead stops being current at the report (state and current connection
+// say so at once), while Disconnected waits for its close: given up at the close timeout.
+#[tokio::test(start_paused = true)]
+async fn a_dead_connection_stops_being_current_at_once_and_is_disconnected_when_its_close_ends() {
+    let start = Instant::now();
+    let log = Log::new(start);
+    let connect = FaultyConnect::new([Faults {
+        ready_fails: true,
+        close_hangs: true,
+        close_finished_hangs: true,
+        ..Faults::default()
+    }]);
+    let mut p = layer(&log)
+        .close_timeout(Duration::from_secs(2))
+        .layer(connect.clone());
+    p.connected().await.unwrap();
+    until(start, 100).await;
+    assert!(p.state().is_connected());
+
+    // One poll_ready reports it dead; the handle is then Pending.
+    let polled = poll_fn(|cx| Poll::Ready(p.poll_ready(cx).is_pending())).await;
+    assert!(polled, "no connection to be ready on");
+    assert!(p.current_connection().is_none());
+    assert!(matches!(
+        p.state(),
+        tower_persistent::State::Connecting { .. }
+    ));
+    until(start, 2099).await;
+    assert_eq!(
+        log.get(),
+        round(0, 1),
+        "no Disconnected while the close runs"
+    );
+    assert_eq!(connect.conn(1).aborts(), 0);
+
+    until(start, 2101).await;
+    assert_eq!(connect.conn(1).aborts(), 1, "given up");
+    assert_eq!(
+        log.get(),
+        [
+            round(0, 1),
+            timeline(&[(2100, "Disconnected")]),
+            round(2100, 2),
+        ]
+        .concat()
+    );
+    assert_eq!(p.connected().await.unwrap().id, 2);
+    p.close().await;
+}
 // A panic of close_finished counts as the connection's death: Disconnected, then a new round
 // after the attempt's delay.
 #[tokio::test(start_paused = true)]
