@@ -280,6 +280,10 @@ pub struct Dns {
 
 impl Dns {
     /// A lookup of `host_port` (`"example.com:443"`, `"localhost:8080"`, `"[::1]:80"`).
+    ///
+    /// Every value is accepted here; one that cannot be resolved makes each lookup fail
+    /// (`cannot resolve …`), as does port 0 (`cannot connect to port 0 …`). Errors show at
+    /// most 260 bytes of it.
     pub fn new(host_port: impl Into<String>) -> Self {
         Dns {
             host_port: Arc::from(host_port.into()),
@@ -310,15 +314,41 @@ impl Service<()> for Dns {
                         io::ErrorKind::InvalidInput => " (a name and a port: host:port)",
                         _ => "",
                     };
-                    LookupError::new(format!("cannot resolve {host_port}{hint}"), Some(e))
+                    let shown = shown(&host_port);
+                    LookupError::new(format!("cannot resolve {shown}{hint}"), Some(e))
                 })?
                 .collect();
+            if addresses.iter().any(|a| a.port() == 0) {
+                let shown = shown(&host_port);
+                return Err(LookupError::new(
+                    format!("cannot connect to port 0 ({shown})"),
+                    None,
+                ));
+            }
             addresses.sort();
             addresses.dedup();
             let addresses: Vec<_> = addresses.into_iter().map(|a| (a, a)).collect();
-            rotation.pick(&addresses, || format!("{host_port} resolved to no address"))
+            rotation.pick(&addresses, || {
+                format!("{} resolved to no address", shown(&host_port))
+            })
         })
     }
+}
+
+/// The longest `host:port` that `Dns`'s errors show whole: a name has at most 253 bytes.
+const MAX_SHOWN: usize = 260;
+
+/// `host_port` as `Dns`'s errors show it: cut after [`MAX_SHOWN`] bytes, with its length, so
+/// that a mistaken value of any size makes a bounded error (and log line).
+fn shown(host_port: &str) -> std::borrow::Cow<'_, str> {
+    if host_port.len() <= MAX_SHOWN {
+        return host_port.into();
+    }
+    let mut end = MAX_SHOWN;
+    while !host_port.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &host_port[..end], host_port.len()).into()
 }
 
 /// The address last pushed through a [`tokio::sync::watch`] channel: for addresses that come from

@@ -75,6 +75,42 @@ async fn dns_resolves_and_rotates() {
     );
 }
 
+// Port 0 is no port to connect to: the lookup fails, saying so, rather than each connect.
+#[tokio::test]
+async fn dns_refuses_port_zero() {
+    for name in ["127.0.0.1:0", "localhost:0", "[::1]:0"] {
+        let error = Dns::new(name).oneshot(()).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("cannot connect to port 0 ({name})")
+        );
+    }
+}
+
+// A value of any size gives an error of bounded size: the first 260 bytes and the length.
+#[tokio::test]
+async fn dns_errors_show_a_long_name_cut() {
+    // (Byte 260 falls inside a two-byte character: the cut is before it.)
+    let long = format!("a{}", "é".repeat(50_000));
+    let error = Dns::new(long).oneshot(()).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "cannot resolve a{}... (100001 bytes) (a name and a port: host:port)",
+            "é".repeat(129)
+        )
+    );
+    // (No port: refused before any lookup.)
+    let error = Dns::new("a".repeat(300)).oneshot(()).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "cannot resolve {}... (300 bytes) (a name and a port: host:port)",
+            "a".repeat(260)
+        )
+    );
+}
+
 // A name a lookup could never find, or that is not one file name, is refused before anything
 // is written; a write that fails leaves no temporary file behind.
 #[tokio::test]
