@@ -53,6 +53,13 @@ where
     let shared = Arc::new(Shared::new(&config));
     let handle = Persistent::from_shared(shared.clone());
     let span = tracing::info_span!("persistent_connection", server = %config.server_name);
+    // With INFO spans filtered out, the driver's own span is disabled, and instrumenting with
+    // it would leave the driver's events outside the caller's span too: that one, then.
+    let span = if span.is_disabled() {
+        tracing::Span::current()
+    } else {
+        span
+    };
     let driver = Driver {
         get_address,
         connect,

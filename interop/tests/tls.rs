@@ -391,6 +391,75 @@ async fn a_server_closing_as_a_request_comes_after_serving_is_replaced_at_once()
     server.abort();
 }
 
+// A server that ends each HTTP/1.1 connection without close_notify right behind a complete
+// answer (no `Connection: close`): the end reaches the client with the answer, most often
+// before the caller has read it (hyper reads on, and rustls reports the unexpected end while
+// the response is still the caller's to read). The answer was complete (its length given), so
+// it is the end of stream that it would be over TCP: each connection served and the server
+// ended it, replaced at once (not after the retry delay, an hour here).
+#[tokio::test]
+async fn an_http1_end_without_close_notify_right_behind_an_answer_is_replaced_at_once() {
+    let pki = Pki::new(&["localhost"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("localhost:{}", listener.local_addr().unwrap().port());
+    let acceptor = pki.acceptor(&[b"http/1.1"]);
+    let server = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            let socket = socket.into_std().unwrap();
+            let duplicate = socket.try_clone().unwrap();
+            let acceptor = acceptor.clone();
+            connections.spawn(async move {
+                let socket = TcpStream::from_std(socket).unwrap();
+                let Ok(mut stream) = acceptor.accept(socket).await else {
+                    return;
+                };
+                if read_head(&mut stream).await {
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    tokio::io::AsyncWriteExt::write_all(&mut stream, answer)
+                        .await
+                        .unwrap();
+                    tokio::io::AsyncWriteExt::flush(&mut stream).await.unwrap();
+                    duplicate.shutdown(std::net::Shutdown::Write).unwrap();
+                    // Holds the stream until the client's end.
+                    let mut buf = [0u8; 64];
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                }
+            });
+        }
+    });
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let log = events.clone();
+    let client = PersistentLayer::new("web", Fixed::new(address.clone()))
+        .retry_delay(|| Duration::from_secs(3600))
+        .on_event(
+            move |event: tower_persistent::Event<String, HttpConnection<Body>>| {
+                log.lock().unwrap().push(event.name());
+                async {}
+            },
+        )
+        .layer(HttpConnector::<Body>::http1().tls(pki.client()));
+    for _ in 0..3 {
+        let response = timeout(LIMIT, client.clone().oneshot(get("/")))
+            .await
+            .expect("the request waited for the retry delay")
+            .unwrap();
+        assert_eq!(text(response).await, "ok");
+    }
+    let round = ["attempting_to_connect", "obtained_address", "connected"];
+    let expected = [
+        &round[..],
+        &["disconnected"],
+        &round[..],
+        &["disconnected"],
+        &round[..],
+    ]
+    .concat();
+    assert_eq!(events.lock().unwrap()[..expected.len()], expected[..]);
+    client.close().await;
+    server.abort();
+}
+
 // The same end is judged as TCP's end of stream is, where a message is in progress or the
 // protocol has its own goodbye: not a close in good order (the next connection meets the retry
 // delay) when an HTTP/1.1 request's body is still being sent (a server that answers early, then

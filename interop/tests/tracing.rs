@@ -57,6 +57,33 @@ async fn every_event_is_traced() {
     assert_eq!(lines, expected, "{text}");
 }
 
+// With INFO spans filtered out (a subscriber at WARN), the driver's own span is off, and its
+// events still come inside the caller's span.
+#[tokio::test(start_paused = true)]
+async fn events_keep_the_callers_span_when_info_spans_are_off() {
+    let (buffer, guard) = capture(tracing::Level::WARN);
+    let start = Instant::now();
+    let span = tracing::error_span!("caller", request_id = 7);
+    let p = span.in_scope(|| {
+        PersistentLayer::new(
+            "orders",
+            Lookup(Script::new(start, [Step::Err("no replica")], Step::Ok("a"))),
+        )
+        .retry_delay(|| Duration::from_secs(1))
+        .layer(Connect::new(Script::new(start, [], Step::Ok(""))))
+    });
+    p.connected().await.unwrap();
+    p.close().await;
+    drop(guard);
+
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let expected = [
+        "ERROR caller{request_id=7}: tower_persistent::driver: failed to connect server=\"orders\" error=address lookup failed: no replica",
+    ];
+    assert_eq!(lines, expected, "{text}");
+}
+
 /// A subscriber, for this thread while the guard lives, that writes the lines of `level` and
 /// above into the buffer.
 fn capture(level: tracing::Level) -> (Buffer, tracing::subscriber::DefaultGuard) {

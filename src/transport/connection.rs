@@ -963,6 +963,12 @@ async fn drive(
     // order all the same.
     let ended = match ended {
         Some(Err(error)) if shared.never_used() && is_incomplete_message(&error) => Some(Ok(())),
+        // HTTP/1.1: the server's end without its transport's goodbye (TLS's close_notify) right
+        // behind responses that the caller has yet to read: hyper, having delivered them, ends
+        // its connection with that error, where over TCP it ends in good order. Judged as over
+        // TCP: by those responses, below (a body cut short by the end fails, and with it the
+        // verdict).
+        Some(Err(error)) if shared.ended_unclean_behind_responses(&error) => Some(Ok(())),
         ended => ended,
     };
     let ended_by_peer = matches!(ended, Some(Ok(())));

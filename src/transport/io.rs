@@ -224,8 +224,13 @@ impl AsyncRead for Watched {
                 unless_panicked(panicked, "poll_read", || inner.as_mut().poll_read(cx, buf));
             if let Poll::Ready(Err(error)) = &polled {
                 if error.kind() == io::ErrorKind::UnexpectedEof
-                    && shared.in_flight.load(Ordering::Acquire) == 0
+                    && shared.in_flight.load(Ordering::Acquire) != 0
                 {
+                    // The same end with responses in flight: hyper gets the error, and its
+                    // connection's end is judged by those responses (HTTP/1.1).
+                    shared.unclean_end_behind_responses();
+                    shared.end_seen();
+                } else if error.kind() == io::ErrorKind::UnexpectedEof {
                     // The end of the stream without its transport's own goodbye (rustls: the
                     // peer closed without TLS's close_notify, as a server that drops its TLS
                     // stream on its idle timeout does), with no response in progress: the end

@@ -165,7 +165,9 @@
 //!   (RFC 9110 §9.8: an incomplete close with no message in progress is a close) ends the
 //!   connection as TCP's end of stream does: hyper and h2 are given that end of stream, and
 //!   judge it as they judge TCP's (over HTTP/1.1, after complete responses or idle, in good
-//!   order; a request whose body is still being sent fails; over HTTP/2 an end without GOAWAY
+//!   order, also when the end comes right behind a response that the caller has yet to read:
+//!   hyper then ends its connection with rustls's error, and the connection is judged by that
+//!   response, as above for TCP; a request whose body is still being sent fails; over HTTP/2 an end without GOAWAY
 //!   is not in good order, unless idle a second or more, as above). With a response in
 //!   progress the error stays: a body cut short fails with rustls's error as its cause (a
 //!   body that the close delimits could not be told from one cut short), and the connection

@@ -113,6 +113,10 @@ pub(super) struct ConnShared {
     /// Request bodies still being sent (see [`SendingBody`]): a request whose response has
     /// ended while its body is still being sent keeps the connection from being idle.
     sending_bodies: AtomicUsize,
+    /// HTTP/1.1: the stream ended without its transport's own goodbye (rustls: no TLS
+    /// close_notify) while responses were still in flight and no request body was being sent
+    /// (see [`Self::unclean_end_behind_responses`]).
+    unclean_end_behind_responses: AtomicBool,
     /// Where the persistent connection will announce this connection's successor: a
     /// `WeakSuccessor<HttpConnection<B>>`, which keeps nothing alive (a strong one would keep
     /// every later connection alive with this one).
@@ -200,6 +204,7 @@ impl ConnShared {
             at_end: AtomicU8::new(0),
             write_blocked: AtomicBool::new(false),
             sending_bodies: AtomicUsize::new(0),
+            unclean_end_behind_responses: AtomicBool::new(false),
             successor: OnceLock::new(),
             resend_limit,
             close_timeout,
@@ -339,6 +344,29 @@ impl ConnShared {
         let _ = self
             .at_end
             .compare_exchange(0, at_end, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// A read found the stream's end without its transport's own goodbye (rustls: the peer
+    /// closed without TLS's close_notify) with responses in flight: the error goes to hyper,
+    /// which gives it to a response still being read (a body that the close delimits could
+    /// not be told from one cut short). Over HTTP/1.1, with no request body being sent, the
+    /// end of hyper's connection with that error is judged as TCP's end of stream there (see
+    /// [`Self::ended_unclean_behind_responses`]): by those responses, complete or not.
+    pub(super) fn unclean_end_behind_responses(&self) {
+        if self.version == Version::Http1 && self.sending_bodies.load(Ordering::Acquire) == 0 {
+            self.unclean_end_behind_responses
+                .store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether hyper's connection ended with `error` because of the end that
+    /// [`Self::unclean_end_behind_responses`] noted: an end of stream behind responses still
+    /// in flight, as TCP's end of stream there, which hyper meets without an error of its own
+    /// when the responses it read were complete (a failed one is told by the response itself).
+    pub(super) fn ended_unclean_behind_responses(&self, error: &BoxError) -> bool {
+        self.unclean_end_behind_responses.load(Ordering::Acquire)
+            && self.sending_bodies.load(Ordering::Acquire) == 0
+            && is_unexpected_end(error)
     }
 
     /// Whether the connection's end of stream was seen (see [`Self::end_seen`]).
@@ -600,6 +628,19 @@ fn is_end_of_stream(error: &BoxError) -> bool {
     while let Some(error) = source {
         if let Some(io) = error.downcast_ref::<std::io::Error>() {
             return io.kind() == std::io::ErrorKind::BrokenPipe;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Whether `error` comes from a stream's end without its transport's own goodbye: an I/O
+/// error of kind `UnexpectedEof` in its chain (rustls: the peer closed without close_notify).
+fn is_unexpected_end(error: &BoxError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::UnexpectedEof;
         }
         source = error.source();
     }
