@@ -226,10 +226,10 @@ impl AsyncRead for Watched {
                 if error.kind() == io::ErrorKind::UnexpectedEof
                     && shared.in_flight.load(Ordering::Acquire) != 0
                 {
-                    // The same end with responses in flight: hyper gets the error, and its
-                    // connection's end is judged by those responses (HTTP/1.1).
+                    // The end below, with responses in flight: hyper gets the error (it
+                    // fails a body that the close cuts short or delimits), and over HTTP/1.1
+                    // its connection's end is judged by those responses, as TCP's would be.
                     shared.unclean_end_behind_responses();
-                    shared.end_seen();
                 } else if error.kind() == io::ErrorKind::UnexpectedEof {
                     // The end of the stream without its transport's own goodbye (rustls: the
                     // peer closed without TLS's close_notify, as a server that drops its TLS

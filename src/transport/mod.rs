@@ -167,11 +167,11 @@
 //!   judge it as they judge TCP's (over HTTP/1.1, after complete responses or idle, in good
 //!   order, also when the end comes right behind a response that the caller has yet to read:
 //!   hyper then ends its connection with rustls's error, and the connection is judged by that
-//!   response, as above for TCP; a request whose body is still being sent fails; over HTTP/2 an end without GOAWAY
-//!   is not in good order, unless idle a second or more, as above). With a response in
-//!   progress the error stays: a body cut short fails with rustls's error as its cause (a
-//!   body that the close delimits could not be told from one cut short), and the connection
-//!   did not close in good order. (A stream of yours, [`over`](HttpConnector::over), that
+//!   response, as above for TCP; a request whose body is still being sent fails; over HTTP/2
+//!   an end without GOAWAY is not in good order, unless idle a second or more, as above).
+//!   With a response in progress the error stays, for hyper to give to that response: a body
+//!   cut short fails with rustls's error as its cause (a body that the close delimits could
+//!   not be told from one cut short), and then the connection did not close in good order. (A stream of yours, [`over`](HttpConnector::over), that
 //!   reports its end as `UnexpectedEof` is taken the same way.)
 //! - **Graceful close**: [`close`](crate::Closable::close) stops new requests at once (`poll_ready`
 //!   fails), lets the requests in flight finish, bodies included, for up to the
