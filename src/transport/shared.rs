@@ -353,7 +353,13 @@ impl ConnShared {
     /// end of hyper's connection with that error is judged as TCP's end of stream there (see
     /// [`Self::ended_unclean_behind_responses`]): by those responses, complete or not.
     pub(super) fn unclean_end_behind_responses(&self) {
-        if self.version == Version::Http1 && self.sending_bodies.load(Ordering::Acquire) == 0 {
+        if self.version != Version::Http1 {
+            return;
+        }
+        // The peer's end was read: a shutdown of the stream that fails after it tells nothing
+        // (see `Watched::poll_shutdown`).
+        self.end_seen();
+        if self.sending_bodies.load(Ordering::Acquire) == 0 {
             self.unclean_end_behind_responses
                 .store(true, Ordering::Release);
         }
@@ -363,10 +369,10 @@ impl ConnShared {
     /// [`Self::unclean_end_behind_responses`] noted: an end of stream behind responses still
     /// in flight, as TCP's end of stream there, which hyper meets without an error of its own
     /// when the responses it read were complete (a failed one is told by the response itself).
+    /// (A request called after that read, a body and all, does not change it: hyper takes no
+    /// request once its read has failed.)
     pub(super) fn ended_unclean_behind_responses(&self, error: &BoxError) -> bool {
-        self.unclean_end_behind_responses.load(Ordering::Acquire)
-            && self.sending_bodies.load(Ordering::Acquire) == 0
-            && is_unexpected_end(error)
+        self.unclean_end_behind_responses.load(Ordering::Acquire) && is_unexpected_end(error)
     }
 
     /// Whether the connection's end of stream was seen (see [`Self::end_seen`]).
