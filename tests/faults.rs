@@ -138,22 +138,31 @@ async fn close_timeout_is_a_setting_shared_by_every_close() {
     assert_eq!(ms(start), 3000);
 }
 
-// A dead connection (its poll_ready fails) whose close and close_finished never finish holds
-// up the next connection for the close timeout at most.
-#[tokio::test(start_paused = true)]
-async fn a_dead_connection_whose_close_hangs_holds_up_the_next_for_the_close_timeout() {
-    let start = Instant::now();
-    let log = Log::new(start);
+/// A persistent connection (close timeout 2 s) connected to a connection whose `poll_ready`
+/// fails and whose close and `close_finished` never finish, then one that works.
+async fn dying_connection_whose_close_hangs(
+    log: &Log,
+) -> (FaultyConnect, Persistent<&'static str, Faulty>) {
     let connect = FaultyConnect::new([Faults {
         ready_fails: true,
         close_hangs: true,
         close_finished_hangs: true,
         ..Faults::default()
     }]);
-    let mut p = layer(&log)
+    let p = layer(log)
         .close_timeout(Duration::from_secs(2))
         .layer(connect.clone());
     p.connected().await.unwrap();
+    (connect, p)
+}
+
+// A dead connection (its poll_ready fails) whose close and close_finished never finish holds
+// up the next connection for the close timeout at most.
+#[tokio::test(start_paused = true)]
+async fn a_dead_connection_whose_close_hangs_holds_up_the_next_for_the_close_timeout() {
+    let start = Instant::now();
+    let log = Log::new(start);
+    let (connect, mut p) = dying_connection_whose_close_hangs(&log).await;
     until(start, 100).await;
 
     // The handle sees the connection fail, reports it dead, and waits for the next one.
@@ -180,16 +189,7 @@ async fn a_dead_connection_whose_close_hangs_holds_up_the_next_for_the_close_tim
 async fn a_dead_connection_stops_being_current_at_once_and_is_disconnected_when_its_close_ends() {
     let start = Instant::now();
     let log = Log::new(start);
-    let connect = FaultyConnect::new([Faults {
-        ready_fails: true,
-        close_hangs: true,
-        close_finished_hangs: true,
-        ..Faults::default()
-    }]);
-    let mut p = layer(&log)
-        .close_timeout(Duration::from_secs(2))
-        .layer(connect.clone());
-    p.connected().await.unwrap();
+    let (connect, mut p) = dying_connection_whose_close_hangs(&log).await;
     until(start, 100).await;
     assert!(p.state().is_connected());
 
@@ -223,6 +223,7 @@ async fn a_dead_connection_stops_being_current_at_once_and_is_disconnected_when_
     assert_eq!(p.connected().await.unwrap().id, 2);
     p.close().await;
 }
+
 // A panic of close_finished counts as the connection's death: Disconnected, then a new round
 // after the attempt's delay.
 #[tokio::test(start_paused = true)]

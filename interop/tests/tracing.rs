@@ -31,21 +31,11 @@ impl std::io::Write for Buffer {
 // inside the span that was current when the layer was applied.
 #[tokio::test(start_paused = true)]
 async fn every_event_is_traced() {
-    let (buffer, _guard) = capture(tracing::Level::INFO);
-    let start = Instant::now();
-    let span = tracing::info_span!("caller", request_id = 42);
-    let p = span.in_scope(|| {
-        PersistentLayer::new(
-            "orders",
-            Lookup(Script::new(start, [Step::Err("no replica")], Step::Ok("a"))),
-        )
-        .retry_delay(|| Duration::from_secs(1))
-        .layer(Connect::new(Script::new(start, [], Step::Ok(""))))
-    });
-    p.connected().await.unwrap();
-    p.close().await;
-
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let text = traced_in(
+        || tracing::info_span!("caller", request_id = 42),
+        tracing::Level::INFO,
+    )
+    .await;
     let lines: Vec<&str> = text.lines().collect();
     let expected = [
         " INFO caller{request_id=42}:persistent_connection{server=orders}: tower_persistent::driver: attempting to connect server=\"orders\"",
@@ -61,10 +51,25 @@ async fn every_event_is_traced() {
 // events still come inside the caller's span.
 #[tokio::test(start_paused = true)]
 async fn events_keep_the_callers_span_when_info_spans_are_off() {
-    let (buffer, guard) = capture(tracing::Level::WARN);
+    let text = traced_in(
+        || tracing::error_span!("caller", request_id = 7),
+        tracing::Level::WARN,
+    )
+    .await;
+    let lines: Vec<&str> = text.lines().collect();
+    let expected = [
+        "ERROR caller{request_id=7}: tower_persistent::driver: failed to connect server=\"orders\" error=address lookup failed: no replica",
+    ];
+    assert_eq!(lines, expected, "{text}");
+}
+
+/// What a persistent connection made inside the span `span` makes logs at `level` and above,
+/// from its start to its close: its first address lookup fails, the second attempt (a second
+/// later) connects. (The span is made once the subscriber is set.)
+async fn traced_in(span: impl FnOnce() -> tracing::Span, level: tracing::Level) -> String {
+    let (buffer, guard) = capture(level);
     let start = Instant::now();
-    let span = tracing::error_span!("caller", request_id = 7);
-    let p = span.in_scope(|| {
+    let p = span().in_scope(|| {
         PersistentLayer::new(
             "orders",
             Lookup(Script::new(start, [Step::Err("no replica")], Step::Ok("a"))),
@@ -75,13 +80,7 @@ async fn events_keep_the_callers_span_when_info_spans_are_off() {
     p.connected().await.unwrap();
     p.close().await;
     drop(guard);
-
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let expected = [
-        "ERROR caller{request_id=7}: tower_persistent::driver: failed to connect server=\"orders\" error=address lookup failed: no replica",
-    ];
-    assert_eq!(lines, expected, "{text}");
+    String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
 }
 
 /// A subscriber, for this thread while the guard lives, that writes the lines of `level` and

@@ -627,30 +627,25 @@ const BUSY_AT_END: u8 = 2;
 /// the same way, which it can only be on a connection whose end was seen while it was idle,
 /// without a reset, as `ended_idle` asks.)
 fn is_end_of_stream(error: &BoxError) -> bool {
-    if error.is::<EndedWithoutGoaway>() {
-        return true;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
-    while let Some(error) = source {
-        if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::BrokenPipe;
-        }
-        source = error.source();
-    }
-    false
+    error.is::<EndedWithoutGoaway>() || io_kind(error) == Some(std::io::ErrorKind::BrokenPipe)
 }
 
 /// Whether `error` comes from a stream's end without its transport's own goodbye: an I/O
 /// error of kind `UnexpectedEof` in its chain (rustls: the peer closed without close_notify).
 fn is_unexpected_end(error: &BoxError) -> bool {
+    io_kind(error) == Some(std::io::ErrorKind::UnexpectedEof)
+}
+
+/// The kind of the first I/O error in `error`'s chain of sources, itself included.
+fn io_kind(error: &BoxError) -> Option<std::io::ErrorKind> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
     while let Some(error) = source {
         if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::UnexpectedEof;
+            return Some(io.kind());
         }
         source = error.source();
     }
-    false
+    None
 }
 
 /// A request body being sent on a connection; released when the body ends, fails or is
