@@ -125,8 +125,8 @@ async fn idle_connection_closed_by_the_server_is_replaced_before_the_next_reques
     assert_eq!(ask(&client, "/one").await, "s /one");
     // The replacement is made without any request asking for it.
     timeout(LIMIT, async {
-        support::wait_event(&mut events, "connected").await;
-        support::wait_event(&mut events, "connected").await;
+        next_event(&mut events, "connected").await;
+        next_event(&mut events, "connected").await;
     })
     .await
     .expect("no reconnection");
@@ -407,13 +407,13 @@ async fn http1_connections_given_up_before_serving_meet_the_delay_from_the_secon
     let healthy = HttpServer::start("h").await.unwrap();
     let (other, _) = client_retrying_after(fixed(healthy.address), connector, LIMIT);
     let mut events = client.events();
-    support::wait_event(&mut events, "connected").await;
+    next_event(&mut events, "connected").await;
     give_up_once_sent(&client, &server, "/hang", 1).await;
-    support::wait_event(&mut events, "disconnected").await;
-    support::wait_event(&mut events, "connected").await;
+    next_event(&mut events, "disconnected").await;
+    next_event(&mut events, "connected").await;
     assert_eq!(ask(&other, "/meanwhile").await, "h /meanwhile");
     give_up_once_sent(&client, &server, "/hang", 2).await;
-    support::wait_event(&mut events, "disconnected").await;
+    next_event(&mut events, "disconnected").await;
     assert_next_round_held(&client);
     assert_eq!(server.accepted(), 2);
     let p = server.address.port();
@@ -557,12 +557,12 @@ where
 }
 
 // Over HTTP/1.1, a request whose body fails (the caller's stream) makes hyper close the
-// connection: the caller's doing, as a request given up is. The first connection in a row to end
-// so is replaced at once; the next one meets the retry delay (here an hour). Each used to meet
-// it.
+// connection: the caller's doing, as a request given up is. A connection that served before is
+// replaced at once, and ends the row; of those that had not served, the first in a row is
+// replaced at once and the next one meets the retry delay (here an hour). Each used to meet it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http1_request_whose_body_fails_has_its_connection_replaced_at_once_the_first_in_a_row()
-{
+async fn an_http1_request_whose_body_fails_has_its_connection_replaced_at_once_if_it_served_or_is_the_first_in_a_row()
+ {
     use http_body_util::BodyExt;
     use http_body_util::combinators::BoxBody;
     use hyper::body::Frame;
@@ -606,10 +606,18 @@ async fn an_http1_request_whose_body_fails_has_its_connection_replaced_at_once_t
         answer_of(&client, request("/after", false)).await,
         "s /after"
     );
+    // That connection served: replaced at once, and the row is over.
+    send("/upload", true).await.unwrap_err();
+    next_event(&mut events, "disconnected").await;
+    next_event(&mut events, "connected").await;
+    // The first of a new row, which never served: replaced at once; the next one is held.
+    send("/upload", true).await.unwrap_err();
+    next_event(&mut events, "disconnected").await;
+    next_event(&mut events, "connected").await;
     send("/upload", true).await.unwrap_err();
     next_event(&mut events, "disconnected").await;
     assert_next_round_held(&client);
-    assert_eq!(server.accepted(), 2);
+    assert_eq!(server.accepted(), 4);
     client.close().await;
 }
 
@@ -842,11 +850,6 @@ impl std::task::Wake for Woken {
     }
 }
 
-/// Reads a request head from `socket`; false at its end.
-async fn read_head(socket: &mut tokio::net::TcpStream) -> bool {
-    head(socket).await.is_some()
-}
-
 /// Reads a request head from `socket`: `None` at its end.
 async fn head(socket: &mut tokio::net::TcpStream) -> Option<String> {
     use tokio::io::AsyncReadExt;
@@ -861,11 +864,13 @@ async fn head(socket: &mut tokio::net::TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&head).into_owned())
 }
 
-// A server that answers the first request on each HTTP/1.1 connection and none after it,
-// whose callers give the next ones up: the first connection that a give-up ends is replaced at
-// once, the next one only after the retry delay, though each had served.
+// A server that answers some requests and never others (a working server whose answers are
+// now and then too slow for the caller's timeout, or one that stops answering): an HTTP/1.1
+// connection that a give-up ends is replaced at once, however often, if it served before;
+// of those that had not served, the first in a row is replaced at once and the next one meets
+// the retry delay. A connection that served ends the row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http1_connections_that_serve_once_then_are_given_up_meet_the_delay_from_the_second_on() {
+async fn http1_connections_given_up_after_serving_are_replaced_at_once_every_time() {
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -873,18 +878,20 @@ async fn http1_connections_that_serve_once_then_are_given_up_meet_the_delay_from
     let (arrived, mut heads) = tokio::sync::mpsc::unbounded_channel();
     let server = tokio::spawn(async move {
         let mut connections = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..5 {
             let (mut socket, _) = listener.accept().await.unwrap();
             let arrived = arrived.clone();
             connections.push(tokio::spawn(async move {
-                assert!(read_head(&mut socket).await);
-                arrived.send(()).unwrap();
-                socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await
-                    .unwrap();
-                while read_head(&mut socket).await {
+                // `/answered` is answered; anything else never is.
+                while let Some(head) = head(&mut socket).await {
+                    let answer = head.starts_with("GET /answered ");
                     let _ = arrived.send(());
+                    if answer {
+                        socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await
+                            .unwrap();
+                    }
                 }
             }));
         }
@@ -892,9 +899,8 @@ async fn http1_connections_that_serve_once_then_are_given_up_meet_the_delay_from
     });
     let (client, log) = held_http1_client(address);
     let mut events = client.events();
-    for round in 0..2 {
-        assert_eq!(ask(&client, "/answered").await, "ok", "round {round}");
-        timeout(LIMIT, heads.recv()).await.unwrap().unwrap();
+    // Given up once its request has arrived.
+    let give_up = async |heads: &mut tokio::sync::mpsc::UnboundedReceiver<()>| {
         let mut handle = client.clone();
         timeout(LIMIT, handle.ready()).await.unwrap().unwrap();
         let mut given_up = handle.call(get("/given-up"));
@@ -902,16 +908,31 @@ async fn http1_connections_that_serve_once_then_are_given_up_meet_the_delay_from
             _ = &mut given_up => panic!("answered"),
             arrived = timeout(LIMIT, heads.recv()) => arrived.unwrap().unwrap(),
         }
-        drop(given_up);
-        support::wait_event(&mut events, "disconnected").await;
-        if round == 0 {
-            support::wait_event(&mut events, "connected").await;
-        }
+    };
+    // Three connections that served, each ended by a give-up: each replaced at once.
+    for round in 0..3 {
+        assert_eq!(ask(&client, "/answered").await, "ok", "round {round}");
+        timeout(LIMIT, heads.recv()).await.unwrap().unwrap();
+        give_up(&mut heads).await;
+        next_event(&mut events, "disconnected").await;
+        next_event(&mut events, "connected").await;
     }
+    // Then two that never served: the first in a row replaced at once, the next held.
+    give_up(&mut heads).await;
+    next_event(&mut events, "disconnected").await;
+    next_event(&mut events, "connected").await;
+    give_up(&mut heads).await;
+    next_event(&mut events, "disconnected").await;
     assert_next_round_held(&client);
     let p = address.port();
-    assert_eq!(log.lines()[..6], reconnected_once(p)[..6]);
+    let mut expected = reconnected_once(p)[..3].to_vec();
+    for _ in 0..4 {
+        expected.extend_from_slice(&reconnected_once(p)[3..]);
+    }
+    expected.push("Disconnected".to_owned());
+    // Once closed, the callback has had every event.
     client.close().await;
+    assert_eq!(log.lines(), expected);
     for connection in server.await.unwrap() {
         connection.await.unwrap();
     }
@@ -978,7 +999,7 @@ async fn an_http1_response_that_came_before_its_future_was_dropped_is_not_given_
             .await
             .is_err()
     );
-    support::wait_event(&mut events, "disconnected").await;
+    next_event(&mut events, "disconnected").await;
     assert_next_round_held(&client);
     drop(server.await.unwrap());
     client.close().await;
@@ -1209,8 +1230,8 @@ async fn an_unused_http1_connection_closed_by_the_server_is_replaced() {
     let (client, log) = client(fixed(address), HttpConnector::http1());
     let mut events = client.events();
     timeout(LIMIT, async {
-        support::wait_event(&mut events, "connected").await;
-        support::wait_event(&mut events, "connected").await;
+        next_event(&mut events, "connected").await;
+        next_event(&mut events, "connected").await;
     })
     .await
     .expect("no reconnection");

@@ -165,11 +165,12 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
     /// after it), ends the connection (a request given up, at once: hyper would close it once
     /// it noticed, which it does not while it writes the request's body to a server that
     /// stopped reading; a body's error, by hyper), which is the caller's doing, not the
-    /// server's. Such a connection counts as closed in good order if it is the first in a row
-    /// of its connector's to end so (a connection that ends otherwise ends the row), whether or
-    /// not it served: a slow answer and a short timeout cost no retry delay, while a server
-    /// that takes requests and stops answering them (at once, or after a first answer on each
-    /// connection) still meets it from the second connection on.
+    /// server's. Such a connection counts as closed in good order if it served (the server
+    /// answered on it before: a working server, whose slow answer a short timeout did not wait
+    /// for), or if it is the first in a row of its connector's to end so without having served
+    /// (a connection that served, or that ends otherwise, ends the row): a slow answer and a
+    /// short timeout cost no retry delay, however often, while a server that takes requests
+    /// and never answers them still meets it from the second connection on.
     fn closed_gracefully(&self) -> bool {
         let shared = &self.shared;
         let fine =
@@ -181,6 +182,13 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
             let fine = fine
                 || (!shared.reset_by_peer.load(Ordering::Acquire)
                     && shared.caller_failed.load(Ordering::Acquire));
+            if shared.served.load(Ordering::Acquire) {
+                // The server answered on it: a working server, whose answer a caller did not
+                // wait for (a slow answer under a short timeout, now and then). It ends the
+                // row, as a connection that ends otherwise does.
+                shared.given_up_row_ended();
+                return fine;
+            }
             return fine && shared.given_up_first();
         }
         shared.given_up_row_ended();

@@ -79,8 +79,9 @@ pub(super) struct ConnShared {
     /// counts as ended from then on, its stream given the close timeout to finish (see
     /// `connection::drive`).
     pub(super) shutdown_waits: AtomicBool,
-    /// The connector's count of connections in a row that a caller's give-up ended (see
-    /// [`Self::given_up_first`]); set to zero when one ends otherwise.
+    /// The connector's count of connections in a row that a caller's give-up ended before
+    /// they served (see [`Self::given_up_first`]); set to zero when one that served ends, or
+    /// one ends otherwise.
     given_up: Arc<AtomicU32>,
     /// Whether this connection, ended by a give-up, was the first in a row: 0 until asked
     /// (once), then 1 (the first) or 2.
@@ -554,16 +555,17 @@ impl ConnShared {
         }
     }
 
-    /// This connection ended otherwise than by a caller's give-up: its connector's row of
-    /// connections that give-ups ended is over.
+    /// This connection served, or ended otherwise than by a caller's give-up: its connector's
+    /// row of connections that give-ups ended before they served is over.
     pub(super) fn given_up_row_ended(&self) {
         self.given_up.store(0, Ordering::Release);
     }
 
-    /// For a connection that a caller's give-up ended: whether it is the first such connection
-    /// in a row of its connector's (each asks once; a connection that ends otherwise ends the
-    /// row). Only the first is replaced at once: a server that takes requests and stops
-    /// answering them still meets the retry delay from the second on.
+    /// For a connection that a caller's give-up ended before it served: whether it is the
+    /// first such connection in a row of its connector's (each asks once; a connection that
+    /// served, or that ends otherwise, ends the row). Only the first is replaced at once: a
+    /// server that takes requests and never answers them still meets the retry delay from the
+    /// second on.
     pub(super) fn given_up_first(&self) -> bool {
         match self.given_up_first.load(Ordering::Acquire) {
             0 => {
