@@ -110,7 +110,9 @@ async fn ask(client: &Client, path: &str) -> String {
         .await
         .expect("request timed out")
         .expect("request failed");
-    text(response).await
+    timeout(LIMIT, text(response))
+        .await
+        .expect("response body timed out")
 }
 
 // The server closes the idle connection after each response; the client notices while idle and
@@ -2231,4 +2233,57 @@ async fn an_http1_request_body_failing_under_a_streamed_answer_is_the_caller_s_d
         client.close().await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 4);
+}
+
+// Over HTTP/2, response bodies held unread take up the connection's flow-control window: with
+// hyper's default (5 MiB), 24 bodies of 256 KiB held unread leave no room for another body, and
+// a request then waits for good on a live connection. With windows larger than what is held
+// (here 32 MiB, and the largest HTTP/2 allows, asked for with `u32::MAX`), the connection goes
+// on serving, and the held bodies come whole when read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_windows_larger_than_the_bodies_held_unread_keep_the_connection_serving() {
+    let server = HttpServer::start("s").await.unwrap();
+    for connector in [
+        HttpConnector::http2().http2_windows(1 << 20, 32 << 20),
+        HttpConnector::http2().http2_windows(u32::MAX, u32::MAX),
+    ] {
+        let (client, _) = client(fixed(server.address), connector);
+        let mut held = Vec::new();
+        for i in 0..24 {
+            let call = client.clone().oneshot(get(&format!("/big{i}")));
+            held.push(timeout(LIMIT, call).await.unwrap().unwrap());
+        }
+        assert_eq!(ask(&client, "/after").await, "s /after");
+        for (i, response) in held.into_iter().enumerate() {
+            let body = timeout(LIMIT, text(response)).await.unwrap();
+            let head = format!("s /big{i}\n");
+            assert!(body.starts_with(&head), "{i}");
+            assert_eq!(body.len(), head.len() + 256 * 1024, "{i}");
+        }
+        client.close().await;
+    }
+}
+
+// The HTTP/2 windows are held within HTTP/2's bounds, every value accepted; the adaptive
+// window (hyper's, sized from PINGs) serves as the fixed ones do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_windows_accept_every_value_and_the_adaptive_window_serves() {
+    use tower_persistent::transport::{MAX_HTTP2_WINDOW, MIN_HTTP2_WINDOW};
+    let held = HttpConnector::<Empty<Bytes>>::http2().http2_windows(0, u32::MAX);
+    let expected = format!("windows: Some(({MIN_HTTP2_WINDOW}, {MAX_HTTP2_WINDOW}))");
+    assert!(format!("{held:?}").contains(&expected), "{held:?}");
+    assert_eq!(
+        (MIN_HTTP2_WINDOW, MAX_HTTP2_WINDOW),
+        (65_535, 2_147_483_647)
+    );
+    let server = HttpServer::start("s").await.unwrap();
+    for connector in [held, HttpConnector::http2().http2_adaptive_window(true)] {
+        let (client, _) = client(fixed(server.address), connector);
+        for i in 0..4 {
+            let path = format!("/big{i}");
+            let body = ask(&client, &path).await;
+            assert!(body.starts_with(&format!("s {path}\n")), "{i}");
+        }
+        client.close().await;
+    }
 }

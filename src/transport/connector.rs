@@ -35,6 +35,7 @@ pub struct HttpConnector<B, D = Dialer> {
     connect_timeout: Duration,
     close_timeout: Duration,
     keep_alive: Option<(Duration, Duration)>,
+    flow: Flow,
     authority: Option<http::uri::Authority>,
     #[cfg(feature = "tls")]
     tls: Option<Arc<super::tls::Tls>>,
@@ -63,6 +64,7 @@ impl<B, D: Clone> HttpConnector<B, D> {
             connect_timeout: self.connect_timeout,
             close_timeout: self.close_timeout,
             keep_alive: self.keep_alive,
+            flow: self.flow,
             authority: self.authority.clone(),
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
@@ -80,6 +82,7 @@ impl<B, D: fmt::Debug> fmt::Debug for HttpConnector<B, D> {
             .field("connect_timeout", &self.connect_timeout)
             .field("close_timeout", &self.close_timeout)
             .field("keep_alive", &self.keep_alive)
+            .field("flow", &self.flow)
             .field("authority", &self.authority);
         #[cfg(feature = "tls")]
         d.field("tls", &self.tls);
@@ -109,6 +112,22 @@ pub const MIN_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_millis(100);
 /// The longest HTTP/2 keep-alive interval and timeout; longer ones are held to it.
 pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(365 * 86_400);
 
+/// The smallest HTTP/2 flow-control window (65,535 bytes, HTTP/2's initial window); smaller
+/// ones are held to it, so that a window of zero cannot stall every response body for good.
+pub const MIN_HTTP2_WINDOW: u32 = 65_535;
+
+/// The largest HTTP/2 flow-control window (2^31 − 1 bytes, HTTP/2's limit); larger ones are
+/// held to it.
+pub const MAX_HTTP2_WINDOW: u32 = (1 << 31) - 1;
+
+/// HTTP/2 flow control: hyper's defaults unless set.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flow {
+    /// The stream's and the connection's windows.
+    windows: Option<(u32, u32)>,
+    adaptive: bool,
+}
+
 impl<B> HttpConnector<B> {
     fn new(version: Version) -> Self {
         HttpConnector {
@@ -116,6 +135,7 @@ impl<B> HttpConnector<B> {
             connect_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             keep_alive: None,
+            flow: Flow::default(),
             authority: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -194,6 +214,7 @@ impl<B, D> HttpConnector<B, D> {
             connect_timeout: self.connect_timeout,
             close_timeout: self.close_timeout,
             keep_alive: self.keep_alive,
+            flow: self.flow,
             authority: self.authority,
             #[cfg(feature = "tls")]
             tls: self.tls,
@@ -254,6 +275,36 @@ impl<B, D> HttpConnector<B, D> {
             interval.clamp(MIN_KEEP_ALIVE, MAX_KEEP_ALIVE),
             timeout.clamp(MIN_KEEP_ALIVE_TIMEOUT, MAX_KEEP_ALIVE),
         ));
+        self
+    }
+
+    /// HTTP/2 only: the flow-control windows this client grants the server, in bytes: `stream`
+    /// for each response body, `connection` for all of them together. Default: hyper's (2 MiB
+    /// per stream, 5 MiB per connection).
+    ///
+    /// A response body's bytes count against both windows until the caller reads them: response
+    /// bodies held unread (kept for later, or leaked) take up the connection's window, and once
+    /// it is full the server can send no body on the connection, not even a small one to
+    /// another clone. The connection is live and stays current, so nothing replaces it:
+    /// requests on it wait until those bodies are read or dropped. (hyper's own client does
+    /// the same; a pool would open another connection.) Read or drop every response body, or
+    /// give the connection a window larger than what may be held unread at once.
+    ///
+    /// Every value is accepted, held within [`MIN_HTTP2_WINDOW`] and [`MAX_HTTP2_WINDOW`].
+    /// [`http2_adaptive_window`](Self::http2_adaptive_window) overrides these.
+    pub fn http2_windows(mut self, stream: u32, connection: u32) -> Self {
+        self.flow.windows = Some((
+            stream.clamp(MIN_HTTP2_WINDOW, MAX_HTTP2_WINDOW),
+            connection.clamp(MIN_HTTP2_WINDOW, MAX_HTTP2_WINDOW),
+        ));
+        self
+    }
+
+    /// HTTP/2 only: let hyper size the flow-control windows from the bandwidth-delay product it
+    /// measures with PINGs (as tonic's `http2_adaptive_window` does), instead of fixed windows.
+    /// It overrides [`http2_windows`](Self::http2_windows). Default: off.
+    pub fn http2_adaptive_window(mut self, enabled: bool) -> Self {
+        self.flow.adaptive = enabled;
         self
     }
 }
@@ -463,8 +514,17 @@ where
             Version::Http2 => {
                 // hyper's futures for the connection run in the connection's task (see `exec`).
                 let keep_alive = self.keep_alive;
+                let flow = self.flow;
                 let (send, conn) = exec::with_local(|exec| {
                     let mut builder = http2::Builder::new(exec);
+                    if let Some((stream, connection)) = flow.windows {
+                        builder
+                            .initial_stream_window_size(stream)
+                            .initial_connection_window_size(connection);
+                    }
+                    if flow.adaptive {
+                        builder.adaptive_window(true);
+                    }
                     if let Some((interval, timeout)) = keep_alive {
                         builder
                             .timer(TokioTimer::new())

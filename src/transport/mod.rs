@@ -356,7 +356,7 @@ pub use body::{ResponseBody, ResponseFuture};
 pub use connection::{ClosedInFlight, HttpConnection};
 pub use connector::{
     Connecting, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HttpConnectError, HttpConnector,
-    MAX_KEEP_ALIVE, MIN_KEEP_ALIVE, MIN_KEEP_ALIVE_TIMEOUT,
+    MAX_HTTP2_WINDOW, MAX_KEEP_ALIVE, MIN_HTTP2_WINDOW, MIN_KEEP_ALIVE, MIN_KEEP_ALIVE_TIMEOUT,
 };
 pub use dial::{Address, Dial, Dialer, Over, OverHyper, Peer};
 #[cfg(feature = "tls")]
