@@ -977,6 +977,10 @@ async fn drive(
         // TCP: by those responses, below (a body cut short by the end fails, and with it the
         // verdict).
         Some(Err(error)) if shared.ended_unclean_behind_responses(&error) => Some(Ok(())),
+        // HTTP/1.1: the server's close after an answer it gave before reading the request's
+        // body, a reset (its unread bytes) that the rest of the body met: judged as an end of
+        // stream behind that answer.
+        Some(Err(error)) if shared.ended_reset_behind_answer(&error) => Some(Ok(())),
         ended => ended,
     };
     let ended_by_peer = matches!(ended, Some(Ok(())));

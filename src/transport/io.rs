@@ -184,6 +184,8 @@ impl Watched {
     /// not end in good order ([`ConnShared::mark_failed`]): the peer closed or reset it while a
     /// request was written (hyper writes only requests), so the request fails, and a connection
     /// that had served before is not replaced at once as after a server's close in good order.
+    /// Except a reset (or broken pipe) while a body is still being sent after its request's
+    /// answer came: the server's close after answering early ([`ConnShared::reset_behind_answer`]).
     fn written<T>(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -194,8 +196,11 @@ impl Watched {
         let (inner, panicked, shared) = (this.inner, this.panicked, &this.shared.0);
         cuttable_io(*this.cuttable, shared, this.registered, cx, |cx| {
             let polled = unless_panicked(panicked, what, || io(inner, cx));
-            if let Poll::Ready(Err(_)) = &polled {
-                shared.mark_failed();
+            if let Poll::Ready(Err(error)) = &polled {
+                // Unless it is the server's close after answering before it read the body.
+                if panicked.is_some() || !shared.reset_behind_answer(error.kind()) {
+                    shared.mark_failed();
+                }
             }
             // Bytes held back by a full socket: a request still being written.
             shared.write_blocked(polled.is_pending());
@@ -223,6 +228,9 @@ impl AsyncRead for Watched {
             let polled =
                 unless_panicked(panicked, "poll_read", || inner.as_mut().poll_read(cx, buf));
             if let Poll::Ready(Err(error)) = &polled {
+                if panicked.is_none() {
+                    shared.reset_behind_answer(error.kind());
+                }
                 if error.kind() == io::ErrorKind::UnexpectedEof
                     && shared.in_flight.load(Ordering::Acquire) != 0
                 {
@@ -257,6 +265,9 @@ impl AsyncRead for Watched {
                 if watching.feed(read) {
                     *preface = None;
                 }
+            }
+            if !read.is_empty() {
+                shared.read_while_sending();
             }
             if !read.is_empty() && *first_byte {
                 *first_byte = false;

@@ -118,6 +118,12 @@ pub(super) struct ConnShared {
     /// close_notify) while responses were still in flight and no request body was being sent
     /// (see [`Self::unclean_end_behind_responses`]).
     unclean_end_behind_responses: AtomicBool,
+    /// HTTP/1.1: a response's bytes came while the request's body was still being sent (a
+    /// server that answers before it has read the body); cleared once no body is being sent.
+    answered_while_sending: AtomicBool,
+    /// HTTP/1.1: the peer reset the connection (or the pipe broke) after such an answer, while
+    /// the body was still being sent (see [`Self::reset_behind_answer`]).
+    reset_behind_answer: AtomicBool,
     /// Where the persistent connection will announce this connection's successor: a
     /// `WeakSuccessor<HttpConnection<B>>`, which keeps nothing alive (a strong one would keep
     /// every later connection alive with this one).
@@ -205,6 +211,8 @@ impl ConnShared {
             at_end: AtomicU8::new(0),
             write_blocked: AtomicBool::new(false),
             sending_bodies: AtomicUsize::new(0),
+            answered_while_sending: AtomicBool::new(false),
+            reset_behind_answer: AtomicBool::new(false),
             unclean_end_behind_responses: AtomicBool::new(false),
             successor: OnceLock::new(),
             resend_limit,
@@ -374,6 +382,46 @@ impl ConnShared {
     /// request once its read has failed.)
     pub(super) fn ended_unclean_behind_responses(&self, error: &BoxError) -> bool {
         self.unclean_end_behind_responses.load(Ordering::Acquire) && is_unexpected_end(error)
+    }
+
+    /// HTTP/1.1: bytes of a response were read; if a request's body is still being sent, the
+    /// server answers before it has read the body. (One request at a time: the body being sent
+    /// is that request's.)
+    #[inline]
+    pub(super) fn read_while_sending(&self) {
+        if self.sending_bodies.load(Ordering::Relaxed) != 0 && self.version == Version::Http1 {
+            self.answered_while_sending.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether the I/O error `kind`, met while a request's body was still being sent after its
+    /// answer began to come (HTTP/1.1), is the server's close after that answer: it did not read the
+    /// rest of the body, and its socket's unread bytes make its close a reset (a write then
+    /// fails with a broken pipe). Noted for the verdict (see
+    /// [`Self::ended_reset_behind_answer`]); the end was seen, for the shutdown that follows.
+    pub(super) fn reset_behind_answer(&self, kind: std::io::ErrorKind) -> bool {
+        let behind_answer = matches!(
+            kind,
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ) && self.answered_while_sending.load(Ordering::Acquire)
+            && self.sending_bodies.load(Ordering::Acquire) != 0;
+        if behind_answer {
+            self.reset_behind_answer.store(true, Ordering::Release);
+            self.end_seen();
+        }
+        behind_answer
+    }
+
+    /// Whether hyper's connection ended with `error` because of the reset that
+    /// [`Self::reset_behind_answer`] noted: the server's close after an answer given before it
+    /// read the request's body (RFC 9112 §9.6 asks it to linger instead), judged as an end of
+    /// stream there: by the responses (the answer complete, the connection served).
+    pub(super) fn ended_reset_behind_answer(&self, error: &BoxError) -> bool {
+        self.reset_behind_answer.load(Ordering::Acquire)
+            && matches!(
+                io_kind(error),
+                Some(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
+            )
     }
 
     /// Whether the connection's end of stream was seen (see [`Self::end_seen`]).
@@ -663,11 +711,14 @@ impl SendingBody {
 
 impl Drop for SendingBody {
     fn drop(&mut self) {
-        // The last body sent, nothing in flight: idle from now.
-        if self.0.sending_bodies.fetch_sub(1, Ordering::AcqRel) == 1
-            && self.0.in_flight.load(Ordering::Acquire) == 0
-        {
-            self.0.now_idle();
+        if self.0.sending_bodies.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0
+                .answered_while_sending
+                .store(false, Ordering::Release);
+            // The last body sent, nothing in flight: idle from now.
+            if self.0.in_flight.load(Ordering::Acquire) == 0 {
+                self.0.now_idle();
+            }
         }
     }
 }
