@@ -231,7 +231,11 @@
 //! [`ready_timeout`](crate::PersistentLayer::ready_timeout) ran out gives its place up itself.
 //! The turns are in order on one connection only: when it dies, the `Persistent` handles that
 //! waited for a turn wait for the next connection, and take its turns in the order they are
-//! woken and polled, whatever the order they waited in. Under a server that drops every
+//! woken and polled, whatever the order they waited in. (The persistent connection wakes them
+//! in the order they waited, but on tokio's multi-threaded runtime a task woken by another
+//! task often runs before the tasks woken earlier, tokio's LIFO slot: the handle that waited
+//! last then often takes the new connection's first turn, an outside review found, and the
+//! others follow in the order they waited.) Under a server that drops every
 //! connection after one response, a handle can wait many connections for a turn (bound its
 //! wait with [`ready_timeout`](crate::PersistentLayer::ready_timeout) or `tower::timeout`).
 //! HTTP/2 senders are cloned and multiplex requests.
