@@ -636,50 +636,64 @@ async fn an_http1_server_that_answers_before_the_body_then_closes_is_replaced_at
     use hyper::body::Frame;
     use tower::Layer;
     type Body = BoxBody<Bytes, tower_persistent::BoxError>;
-    // Answers each request head at once; after `/upload`'s answer, closes once told to, having
-    // read nothing of the body.
-    let (close, told) = tokio::sync::oneshot::channel::<()>();
-    let told = Arc::new(Mutex::new(Some(told)));
-    let (address, accepted, server) = counting_server(move |mut socket| {
-        let told = told.lock().unwrap().take();
-        async move {
-            while let Some(head) = head(&mut socket).await {
-                answer_head(&mut socket, &head).await.unwrap();
-                if head.starts_with("POST /upload ") {
-                    let _ = told.expect("one upload").await;
-                    return;
+    // 64 MiB, far more than the sockets hold: still being sent when the answer comes. In frames
+    // of 64 KiB, or in one (which hyper takes whole at once, then writes as the socket allows).
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let framed = move || -> Body {
+        let chunk = chunk.clone();
+        let frames = futures_util::stream::iter(
+            (0..1024).map(move |_| Ok::<_, tower_persistent::BoxError>(Frame::data(chunk.clone()))),
+        );
+        http_body_util::StreamBody::new(frames).boxed()
+    };
+    let whole = || -> Body {
+        http_body_util::Full::new(Bytes::from(vec![b'x'; 64 << 20]))
+            .map_err(Into::into)
+            .boxed()
+    };
+    for (bodies, upload) in [("framed", &framed as &dyn Fn() -> Body), ("whole", &whole)] {
+        // Answers each request head at once; after `/upload`'s answer, closes once told to,
+        // having read nothing of the body.
+        let (close, told) = tokio::sync::oneshot::channel::<()>();
+        let told = Arc::new(Mutex::new(Some(told)));
+        let (address, accepted, server) = counting_server(move |mut socket| {
+            let told = told.lock().unwrap().take();
+            async move {
+                while let Some(head) = head(&mut socket).await {
+                    answer_head(&mut socket, &head).await.unwrap();
+                    if head.starts_with("POST /upload ") {
+                        let _ = told.expect("one upload").await;
+                        return;
+                    }
                 }
             }
-        }
-    })
-    .await;
-    let client: Persistent<SocketAddr, HttpConnection<Body>> =
-        PersistentLayer::new("web", fixed(address))
-            .retry_delay(|| Duration::from_secs(3600))
-            .layer(HttpConnector::<Body>::http1());
-    let mut events = client.events();
-    let get = |path: &str| {
-        http::Request::get(path)
-            .body(http_body_util::Empty::new().map_err(Into::into).boxed())
-            .unwrap()
-    };
-    assert_eq!(answer_of(&client, get("/first")).await, "s /first");
-    // 64 MiB, far more than the sockets hold: still being sent when the answer comes.
-    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
-    let frames = futures_util::stream::iter(
-        (0..1024).map(move |_| Ok::<_, tower_persistent::BoxError>(Frame::data(chunk.clone()))),
-    );
-    let upload = http::Request::post("/upload")
-        .body(http_body_util::StreamBody::new(frames).boxed())
-        .unwrap();
-    assert_eq!(answer_of(&client, upload).await, "s /upload");
-    close.send(()).unwrap();
-    next_event(&mut events, "disconnected").await;
-    next_event(&mut events, "connected").await;
-    assert_eq!(answer_of(&client, get("/after")).await, "s /after");
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
-    client.close().await;
-    server.abort();
+        })
+        .await;
+        let client: Persistent<SocketAddr, HttpConnection<Body>> =
+            PersistentLayer::new("web", fixed(address))
+                .retry_delay(|| Duration::from_secs(3600))
+                .layer(HttpConnector::<Body>::http1());
+        let mut events = client.events();
+        let get = |path: &str| {
+            http::Request::get(path)
+                .body(http_body_util::Empty::new().map_err(Into::into).boxed())
+                .unwrap()
+        };
+        assert_eq!(answer_of(&client, get("/first")).await, "s /first");
+        let request = http::Request::post("/upload").body(upload()).unwrap();
+        assert_eq!(answer_of(&client, request).await, "s /upload", "{bodies}");
+        close.send(()).unwrap();
+        next_event(&mut events, "disconnected").await;
+        next_event(&mut events, "connected").await;
+        assert_eq!(
+            answer_of(&client, get("/after")).await,
+            "s /after",
+            "{bodies}"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "{bodies}");
+        client.close().await;
+        server.abort();
+    }
 }
 
 /// A request body of one frame, that panics in the poll after it (`in_poll`), or in `size_hint`
@@ -928,8 +942,9 @@ async fn head(socket: &mut tokio::net::TcpStream) -> Option<String> {
 // A server that answers some requests and never others (a working server whose answers are
 // now and then too slow for the caller's timeout, or one that stops answering): an HTTP/1.1
 // connection that a give-up ends is replaced at once, however often, if it served before;
-// of those that had not served, the first in a row is replaced at once and the next one meets
-// the retry delay. A connection that served ends the row.
+// of those that had not served (a `100 Continue` is no answer), the first in a row is
+// replaced at once and the next one meets the retry delay. A connection that served ends the
+// row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_connections_given_up_after_serving_are_replaced_at_once_every_time() {
     use tokio::io::AsyncWriteExt;
@@ -943,16 +958,16 @@ async fn http1_connections_given_up_after_serving_are_replaced_at_once_every_tim
             let (mut socket, _) = listener.accept().await.unwrap();
             let arrived = arrived.clone();
             connections.push(tokio::spawn(async move {
-                // `/answered` is answered; anything else never is.
+                // `/answered` is answered; anything else never is (a `100 Continue` only,
+                // which is no answer).
                 while let Some(head) = head(&mut socket).await {
-                    let answer = head.starts_with("GET /answered ");
+                    let answer: &[u8] = if head.starts_with("GET /answered ") {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    } else {
+                        b"HTTP/1.1 100 Continue\r\n\r\n"
+                    };
+                    socket.write_all(answer).await.unwrap();
                     let _ = arrived.send(());
-                    if answer {
-                        socket
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                            .await
-                            .unwrap();
-                    }
                 }
             }));
         }

@@ -182,10 +182,11 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
             let fine = fine
                 || (!shared.reset_by_peer.load(Ordering::Acquire)
                     && shared.caller_failed.load(Ordering::Acquire));
-            if shared.served.load(Ordering::Acquire) {
-                // The server answered on it: a working server, whose answer a caller did not
-                // wait for (a slow answer under a short timeout, now and then). It ends the
-                // row, as a connection that ends otherwise does.
+            if shared.answered.load(Ordering::Acquire) {
+                // The server answered on it (a response head, not an informational one): a
+                // working server, whose answer a caller did not wait for (a slow answer under a
+                // short timeout, now and then). It ends the row, as a connection that ends
+                // otherwise does.
                 shared.given_up_row_ended();
                 return fine;
             }
@@ -981,6 +982,12 @@ async fn drive(
         // body, a reset (its unread bytes) that the rest of the body met: judged as an end of
         // stream behind that answer.
         Some(Err(error)) if shared.ended_reset_behind_answer(&error) => Some(Ok(())),
+        // That reset, with a request still waiting for its head (hyper gives it the error and
+        // ends without one): the bytes were no answer (`100 Continue`, a head cut short).
+        Some(Ok(())) if shared.reset_was_behind_answer() => {
+            shared.mark_failed();
+            Some(Ok(()))
+        }
         ended => ended,
     };
     let ended_by_peer = matches!(ended, Some(Ok(())));

@@ -303,6 +303,10 @@ impl<B, D> HttpConnector<B, D> {
     /// HTTP/2 only: let hyper size the flow-control windows from the bandwidth-delay product it
     /// measures with PINGs (as tonic's `http2_adaptive_window` does), instead of fixed windows.
     /// It overrides [`http2_windows`](Self::http2_windows). Default: off.
+    ///
+    /// The windows then begin at 65,535 bytes and grow only as bodies are read: response bodies
+    /// held unread fill the connection's window far sooner than with hyper's fixed 5 MiB (see
+    /// [`http2_windows`](Self::http2_windows)).
     pub fn http2_adaptive_window(mut self, enabled: bool) -> Self {
         self.flow.adaptive = enabled;
         self

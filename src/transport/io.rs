@@ -185,7 +185,8 @@ impl Watched {
     /// request was written (hyper writes only requests), so the request fails, and a connection
     /// that had served before is not replaced at once as after a server's close in good order.
     /// Except a reset (or broken pipe) while a body is still being sent after its request's
-    /// answer came: the server's close after answering early ([`ConnShared::reset_behind_answer`]).
+    /// answer began to come (bytes read): the server's close after answering early, judged by
+    /// that answer ([`ConnShared::reset_behind_answer`]).
     fn written<T>(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

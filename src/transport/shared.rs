@@ -55,11 +55,15 @@ pub(super) struct ConnShared {
     /// The server answered on this connection: for HTTP/2 a response head arrived, for
     /// HTTP/1.1 any byte (which hyper may take in before the caller sees the response).
     pub(super) served: AtomicBool,
+    /// A response head that is an answer (not informational) came to a caller on this
+    /// connection: what a caller's give-up is judged by (see `closed_gracefully`).
+    pub(super) answered: AtomicBool,
     /// HTTP/1.1: a response failed (a head that is not HTTP, an informational status where a
     /// response was due, a body cut short), or a write of the stream failed (a server that
     /// closed or reset the connection while a request was written to it, which then fails
-    /// with `error writing a body to connection`, whether or not the connection had served):
-    /// whatever followed, not a close in good order.
+    /// with `error writing a body to connection`, whether or not the connection had served;
+    /// except a reset that a body still being sent meets once its answer began to come, see
+    /// [`Self::reset_behind_answer`]): whatever followed, not a close in good order.
     pub(super) failed: AtomicBool,
     /// HTTP/1.1: a caller gave up a request that hyper had taken (its response future was
     /// dropped before the response head came: a `tower::timeout`, say), or the request failed
@@ -195,6 +199,7 @@ impl ConnShared {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             served: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             caller_failed: AtomicBool::new(false),
@@ -326,6 +331,10 @@ impl ConnShared {
     pub(super) fn write_blocked(&self, blocked: bool) {
         if self.write_blocked.load(Ordering::Relaxed) != blocked {
             self.write_blocked.store(blocked, Ordering::Release);
+            if !blocked && self.sending_bodies.load(Ordering::Acquire) == 0 {
+                // No body left to send: an early answer is behind it.
+                self.answered_while_sending.store(false, Ordering::Release);
+            }
             if !blocked && self.nothing_in_flight() {
                 self.now_idle();
             }
@@ -389,9 +398,17 @@ impl ConnShared {
     /// is that request's.)
     #[inline]
     pub(super) fn read_while_sending(&self) {
-        if self.sending_bodies.load(Ordering::Relaxed) != 0 && self.version == Version::Http1 {
+        if self.version == Version::Http1 && self.body_being_sent() {
             self.answered_while_sending.store(true, Ordering::Release);
         }
+    }
+
+    /// HTTP/1.1: a request body is still being sent: hyper still has frames of it to take, or
+    /// its last ones, taken, are still being written (a socket that is full; a body of one
+    /// frame is taken whole at once).
+    fn body_being_sent(&self) -> bool {
+        self.sending_bodies.load(Ordering::Acquire) != 0
+            || self.write_blocked.load(Ordering::Acquire)
     }
 
     /// Whether the I/O error `kind`, met while a request's body was still being sent after its
@@ -404,12 +421,20 @@ impl ConnShared {
             kind,
             std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
         ) && self.answered_while_sending.load(Ordering::Acquire)
-            && self.sending_bodies.load(Ordering::Acquire) != 0;
+            && self.body_being_sent();
         if behind_answer {
             self.reset_behind_answer.store(true, Ordering::Release);
             self.end_seen();
         }
         behind_answer
+    }
+
+    /// Whether [`Self::reset_behind_answer`] noted a reset. If hyper's connection then ended
+    /// without an error, a request still waited for its head (hyper gives that request the
+    /// error and ends its connection in good order): the bytes read were no answer (an
+    /// informational head, `100 Continue`, or a head cut short).
+    pub(super) fn reset_was_behind_answer(&self) -> bool {
+        self.reset_behind_answer.load(Ordering::Acquire)
     }
 
     /// Whether hyper's connection ended with `error` because of the reset that
@@ -712,9 +737,12 @@ impl SendingBody {
 impl Drop for SendingBody {
     fn drop(&mut self) {
         if self.0.sending_bodies.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0
-                .answered_while_sending
-                .store(false, Ordering::Release);
+            if !self.0.write_blocked.load(Ordering::Acquire) {
+                // No body left to send: an early answer is behind it.
+                self.0
+                    .answered_while_sending
+                    .store(false, Ordering::Release);
+            }
             // The last body sent, nothing in flight: idle from now.
             if self.0.in_flight.load(Ordering::Acquire) == 0 {
                 self.0.now_idle();
