@@ -433,11 +433,8 @@ async fn an_http1_request_whose_body_fails_after_its_response_has_its_connection
 {
     use futures_util::StreamExt;
     use http_body_util::BodyExt;
-    use http_body_util::combinators::BoxBody;
     use hyper::body::Frame;
     use tokio::io::AsyncReadExt;
-    use tower::Layer;
-    type Body = BoxBody<Bytes, tower_persistent::BoxError>;
     // Answers each request head at once, `s <path>`, without reading a body (what comes after
     // a head is read and dropped, heads included: one answer per connection).
     let (address, accepted, server) = counting_server(|mut socket| async move {
@@ -449,10 +446,7 @@ async fn an_http1_request_whose_body_fails_after_its_response_has_its_connection
         while let Ok(1..) = socket.read(&mut rest).await {}
     })
     .await;
-    let client: Persistent<SocketAddr, HttpConnection<Body>> =
-        PersistentLayer::new("web", fixed(address))
-            .retry_delay(|| Duration::from_secs(3600))
-            .layer(HttpConnector::<Body>::http1());
+    let client = held_boxed_client("web", address);
     let mut events = client.events();
     next_event(&mut events, "connected").await;
     // A first part, then, once told, an error.
@@ -538,6 +532,21 @@ where
     (address, accepted, server)
 }
 
+/// Request bodies of any kind, boxed.
+type BoxedBody = http_body_util::combinators::BoxBody<Bytes, tower_persistent::BoxError>;
+
+/// An HTTP/1.1 persistent client named `name` of `address`, whose retry delay (an hour)
+/// shows, for requests with boxed bodies.
+fn held_boxed_client(
+    name: &'static str,
+    address: SocketAddr,
+) -> Persistent<SocketAddr, HttpConnection<BoxedBody>> {
+    use tower::Layer;
+    PersistentLayer::new(name, fixed(address))
+        .retry_delay(|| Duration::from_secs(3600))
+        .layer(HttpConnector::<BoxedBody>::http1())
+}
+
 /// Sends `request` on `client` and reads the answer's body whole.
 async fn answer_of<B>(
     client: &Persistent<SocketAddr, HttpConnection<B>>,
@@ -566,10 +575,7 @@ where
 async fn an_http1_request_whose_body_fails_has_its_connection_replaced_at_once_if_it_served_or_is_the_first_in_a_row()
  {
     use http_body_util::BodyExt;
-    use http_body_util::combinators::BoxBody;
     use hyper::body::Frame;
-    use tower::Layer;
-    type Body = BoxBody<Bytes, tower_persistent::BoxError>;
     let request = |path: &str, fails: bool| {
         let frames: Vec<Result<Frame<Bytes>, tower_persistent::BoxError>> = if fails {
             vec![
@@ -583,10 +589,7 @@ async fn an_http1_request_whose_body_fails_has_its_connection_replaced_at_once_i
         http::Request::post(path).body(body).unwrap()
     };
     let server = HttpServer::start("s").await.unwrap();
-    let client: Persistent<SocketAddr, HttpConnection<Body>> =
-        PersistentLayer::new("web", fixed(server.address))
-            .retry_delay(|| Duration::from_secs(3600))
-            .layer(HttpConnector::<Body>::http1());
+    let client = held_boxed_client("web", server.address);
     let mut events = client.events();
     let send = |path: &'static str, fails: bool| {
         let client = client.clone();
@@ -634,7 +637,6 @@ async fn an_http1_server_that_answers_before_the_body_then_closes_is_replaced_at
     use http_body_util::BodyExt;
     use http_body_util::combinators::BoxBody;
     use hyper::body::Frame;
-    use tower::Layer;
     type Body = BoxBody<Bytes, tower_persistent::BoxError>;
     // 64 MiB, far more than the sockets hold: still being sent when the answer comes. In frames
     // of 64 KiB, or in one (which hyper takes whole at once, then writes as the socket allows).
@@ -669,10 +671,7 @@ async fn an_http1_server_that_answers_before_the_body_then_closes_is_replaced_at
             }
         })
         .await;
-        let client: Persistent<SocketAddr, HttpConnection<Body>> =
-            PersistentLayer::new("web", fixed(address))
-                .retry_delay(|| Duration::from_secs(3600))
-                .layer(HttpConnector::<Body>::http1());
+        let client = held_boxed_client("web", address);
         let mut events = client.events();
         let get = |path: &str| {
             http::Request::get(path)
@@ -2254,7 +2253,6 @@ async fn an_http1_request_body_failing_under_a_streamed_answer_is_the_caller_s_d
     use http_body_util::combinators::BoxBody;
     use http_body_util::{BodyExt, StreamBody};
     use hyper::body::Frame;
-    use tower::Layer;
     type Body = BoxBody<Bytes, tower_persistent::BoxError>;
 
     // Echoes each request's body as its response's, at once.
@@ -2283,10 +2281,7 @@ async fn an_http1_request_body_failing_under_a_streamed_answer_is_the_caller_s_d
         StreamBody::new(frames).boxed()
     };
     for panics in [false, true] {
-        let client: Persistent<SocketAddr, HttpConnection<Body>> =
-            PersistentLayer::new("echo", fixed(address))
-                .retry_delay(|| Duration::from_secs(3600))
-                .layer(HttpConnector::<Body>::http1());
+        let client = held_boxed_client("echo", address);
         let request = http::Request::post("/echo").body(body(panics)).unwrap();
         let response = timeout(LIMIT, client.clone().oneshot(request))
             .await
