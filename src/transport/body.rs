@@ -55,9 +55,7 @@ pub(super) fn respond(
         // An upgrade (`101`) unasked, where a response was due: not an answer.
         shared.mark_failed();
     } else {
-        shared
-            .answered
-            .store(true, std::sync::atomic::Ordering::Release);
+        shared.mark_answered();
     }
     // HTTP/1.1: a body that is over already (none, or empty) is no longer in flight. (Asking
     // h2 whether a stream has ended takes its connection's lock: HTTP/2 bodies are counted

@@ -165,12 +165,12 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
     /// after it), ends the connection (a request given up, at once: hyper would close it once
     /// it noticed, which it does not while it writes the request's body to a server that
     /// stopped reading; a body's error, by hyper), which is the caller's doing, not the
-    /// server's. Such a connection counts as closed in good order if it served (the server
-    /// answered on it before: a working server, whose slow answer a short timeout did not wait
-    /// for), or if it is the first in a row of its connector's to end so without having served
-    /// (a connection that served, or that ends otherwise, ends the row): a slow answer and a
-    /// short timeout cost no retry delay, however often, while a server that takes requests
-    /// and never answers them still meets it from the second connection on.
+    /// server's. Such a connection counts as closed in good order if it answered before (a
+    /// response head, not an informational one: a working server, whose slow answer a short
+    /// timeout did not wait for), or if it is the first in a row of its connector's to end so
+    /// without having answered (one that answered, or that ends otherwise, ends the row): a
+    /// slow answer and a short timeout cost no retry delay, however often, while a server that
+    /// takes requests and never answers them still meets it from the second connection on.
     fn closed_gracefully(&self) -> bool {
         let shared = &self.shared;
         let fine =

@@ -40,8 +40,8 @@ pub struct HttpConnector<B, D = Dialer> {
     #[cfg(feature = "tls")]
     tls: Option<Arc<super::tls::Tls>>,
     dialer: D,
-    /// HTTP/1.1: how many connections in a row a caller's give-up ended before they served (see
-    /// `ConnShared::abandoned`). A clone starts a row of its own (a connector cloned for
+    /// HTTP/1.1: how many connections in a row a caller's give-up ended before they answered
+    /// (see `ConnShared::abandoned`). A clone starts a row of its own (a connector cloned for
     /// several persistent connections counts each one's apart).
     given_up: Arc<AtomicU32>,
     _body: PhantomData<fn(B)>,

@@ -156,12 +156,14 @@
 //!   caller that gives up a request hyper has taken (its response future dropped before the
 //!   response head: a `tower::timeout`, say) ends the connection at once (hyper closes it once
 //!   it notices, which it does not while it writes the request's body to a server that
-//!   stopped reading: the connection's task ends it then), which is the caller's doing: such a connection counts as closed in good order if it
-//!   served (the server answered on it: a working server whose slow answer a short timeout
+//!   stopped reading: the connection's task ends it then), which is the caller's doing: such
+//!   a connection counts as closed in good order if the server answered on it before (a
+//!   response head, not a `100 Continue`: a working server whose slow answer a short timeout
 //!   did not wait for, however often that happens), or if it is the first in a row of the
-//!   connector's to end so without having served; the next ones in that row do not (a server
-//!   that takes requests and never answers them meets the retry delay). A connection that
-//!   served, or that ends otherwise, ends the row. Each connector counts its own row (a clone starts a new one). Over TLS, a server
+//!   connector's to end so without an answer; the next ones in that row do not (a server that
+//!   takes requests and never answers them meets the retry delay). A connection that
+//!   answered, or that ends otherwise, ends the row. Each connector counts its own row (a
+//!   clone starts a new one). Over TLS, a server
 //!   that closes without sending `close_notify` first (rustls reports an unexpected end, as a
 //!   server that drops its TLS stream on its idle timeout causes) with no response in progress
 //!   (RFC 9110 §9.8: an incomplete close with no message in progress is a close) ends the

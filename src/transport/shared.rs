@@ -84,8 +84,8 @@ pub(super) struct ConnShared {
     /// `connection::drive`).
     pub(super) shutdown_waits: AtomicBool,
     /// The connector's count of connections in a row that a caller's give-up ended before
-    /// they served (see [`Self::given_up_first`]); set to zero when one that served ends, or
-    /// one ends otherwise.
+    /// they answered (see [`Self::given_up_first`]); set to zero when one that answered ends,
+    /// or one ends otherwise.
     given_up: Arc<AtomicU32>,
     /// Whether this connection, ended by a give-up, was the first in a row: 0 until asked
     /// (once), then 1 (the first) or 2.
@@ -331,9 +331,8 @@ impl ConnShared {
     pub(super) fn write_blocked(&self, blocked: bool) {
         if self.write_blocked.load(Ordering::Relaxed) != blocked {
             self.write_blocked.store(blocked, Ordering::Release);
-            if !blocked && self.sending_bodies.load(Ordering::Acquire) == 0 {
-                // No body left to send: an early answer is behind it.
-                self.answered_while_sending.store(false, Ordering::Release);
+            if !blocked {
+                self.forget_early_answer_if_sent();
             }
             if !blocked && self.nothing_in_flight() {
                 self.now_idle();
@@ -403,6 +402,14 @@ impl ConnShared {
         }
     }
 
+    /// No body left to send (none to take, nothing held back by a full socket): an early
+    /// answer (see [`Self::read_while_sending`]) is behind it.
+    fn forget_early_answer_if_sent(&self) {
+        if !self.body_being_sent() {
+            self.answered_while_sending.store(false, Ordering::Release);
+        }
+    }
+
     /// HTTP/1.1: a request body is still being sent: hyper still has frames of it to take, or
     /// its last ones, taken, are still being written (a socket that is full; a body of one
     /// frame is taken whole at once).
@@ -417,10 +424,8 @@ impl ConnShared {
     /// fails with a broken pipe). Noted for the verdict (see
     /// [`Self::ended_reset_behind_answer`]); the end was seen, for the shutdown that follows.
     pub(super) fn reset_behind_answer(&self, kind: std::io::ErrorKind) -> bool {
-        let behind_answer = matches!(
-            kind,
-            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-        ) && self.answered_while_sending.load(Ordering::Acquire)
+        let behind_answer = is_reset(kind)
+            && self.answered_while_sending.load(Ordering::Acquire)
             && self.body_being_sent();
         if behind_answer {
             self.reset_behind_answer.store(true, Ordering::Release);
@@ -442,11 +447,7 @@ impl ConnShared {
     /// read the request's body (RFC 9112 §9.6 asks it to linger instead), judged as an end of
     /// stream there: by the responses (the answer complete, the connection served).
     pub(super) fn ended_reset_behind_answer(&self, error: &BoxError) -> bool {
-        self.reset_behind_answer.load(Ordering::Acquire)
-            && matches!(
-                io_kind(error),
-                Some(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
-            )
+        self.reset_behind_answer.load(Ordering::Acquire) && io_kind(error).is_some_and(is_reset)
     }
 
     /// Whether the connection's end of stream was seen (see [`Self::end_seen`]).
@@ -620,6 +621,11 @@ impl ConnShared {
         self.io_waker.wake();
     }
 
+    /// A response head that answers (not an informational one) came to a caller.
+    pub(super) fn mark_answered(&self) {
+        self.answered.store(true, Ordering::Release);
+    }
+
     /// The server answered on this connection.
     pub(super) fn mark_served(&self) {
         // Stored once: every response after the first leaves the line unwritten.
@@ -628,15 +634,15 @@ impl ConnShared {
         }
     }
 
-    /// This connection served, or ended otherwise than by a caller's give-up: its connector's
-    /// row of connections that give-ups ended before they served is over.
+    /// This connection answered, or ended otherwise than by a caller's give-up: its
+    /// connector's row of connections that give-ups ended before they answered is over.
     pub(super) fn given_up_row_ended(&self) {
         self.given_up.store(0, Ordering::Release);
     }
 
-    /// For a connection that a caller's give-up ended before it served: whether it is the
+    /// For a connection that a caller's give-up ended before it answered: whether it is the
     /// first such connection in a row of its connector's (each asks once; a connection that
-    /// served, or that ends otherwise, ends the row). Only the first is replaced at once: a
+    /// answered, or that ends otherwise, ends the row). Only the first is replaced at once: a
     /// server that takes requests and never answers them still meets the retry delay from the
     /// second on.
     pub(super) fn given_up_first(&self) -> bool {
@@ -711,6 +717,15 @@ fn is_unexpected_end(error: &BoxError) -> bool {
     io_kind(error) == Some(std::io::ErrorKind::UnexpectedEof)
 }
 
+/// Whether an I/O error of `kind` is the peer's reset as a write or read meets it (a broken
+/// pipe: a write after the reset).
+fn is_reset(kind: std::io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+    )
+}
+
 /// The kind of the first I/O error in `error`'s chain of sources, itself included.
 fn io_kind(error: &BoxError) -> Option<std::io::ErrorKind> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
@@ -737,12 +752,7 @@ impl SendingBody {
 impl Drop for SendingBody {
     fn drop(&mut self) {
         if self.0.sending_bodies.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if !self.0.write_blocked.load(Ordering::Acquire) {
-                // No body left to send: an early answer is behind it.
-                self.0
-                    .answered_while_sending
-                    .store(false, Ordering::Release);
-            }
+            self.0.forget_early_answer_if_sent();
             // The last body sent, nothing in flight: idle from now.
             if self.0.in_flight.load(Ordering::Acquire) == 0 {
                 self.0.now_idle();
