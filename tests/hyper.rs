@@ -1873,7 +1873,7 @@ async fn http1_churn_never_hangs_a_request() {
 // The connector dials names and URIs as well as socket addresses: a `host:port` string is
 // resolved at connect time, its addresses tried in turn ("localhost" may name ::1 first, where
 // nothing listens), and the name is the requests' Host; a URI given as a string is read as
-// the URI it is; a name that does not resolve is a
+// the URI it is; a name that does not resolve, or an IPv6 address without its brackets, is a
 // FailedToConnect that says so.
 #[tokio::test]
 async fn names_and_uris_are_addresses() {
@@ -1944,6 +1944,23 @@ async fn names_and_uris_are_addresses() {
         );
         bad_port.close().await;
     }
+
+    // An IPv6 address without its brackets names no port for sure, and would be no authority.
+    let unbracketed = PersistentLayer::new("web", Fixed::new(format!("::1:{port}")))
+        .retry_delay(|| Duration::from_secs(60))
+        .layer(HttpConnector::<Empty<Bytes>>::http1());
+    let error = timeout(LIMIT, unbracketed.connected_or_failed_to_connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.text(),
+        format!(
+            "connect failed: cannot resolve the address: an IPv6 address takes brackets before \
+             its port: [host]:port, not ::1:{port}"
+        )
+    );
+    unbracketed.close().await;
 
     let nowhere = PersistentLayer::new("web", Fixed::new("no-such-host.invalid:80"))
         .retry_delay(|| Duration::from_secs(60))

@@ -287,8 +287,8 @@ where
 ///
 /// - a [`SocketAddr`];
 /// - a `host:port` name (`String` or `&'static str`, such as
-///   `"replica-3.orders.internal:8080"`), resolved at connect time, each of its addresses tried
-///   in turn;
+///   `"replica-3.orders.internal:8080"`, or `"[::1]:8080"`: an IPv6 address without its
+///   brackets is refused), resolved at connect time, each of its addresses tried in turn;
 /// - an [`http::Uri`] (`http://host:port`, port 80 by default; `https://host`, port 443 by
 ///   default, which does not by itself turn TLS on: see [`HttpConnector::tls`][tls]), or a
 ///   string that holds one (`"https://replica-3.orders.internal:8443"`: any string with
@@ -352,6 +352,21 @@ impl Address for String {
                     Some(At::new(self, error).into()),
                 )),
             },
+            // An IPv6 address without its brackets (`"::1:8080"`): the resolver would split
+            // it at its last colon, but it names no port for sure (`::1:8080` is an IPv6
+            // address too), and the authority sent with it would not be one.
+            None if self
+                .rsplit_once(':')
+                .is_some_and(|(host, _)| host.contains(':') && !host.starts_with('[')) =>
+            {
+                Err(HttpConnectError::new(
+                    ConnectErrorKind::Resolve,
+                    Some(
+                        format!("an IPv6 address takes brackets before its port: [host]:port, not {self}")
+                            .into(),
+                    ),
+                ))
+            }
             None => resolve_name(self).await,
         }
     }
