@@ -397,6 +397,57 @@ async fn an_http2_goaway_before_a_slow_answer_is_replaced_at_once() {
     client.close().await;
 }
 
+// HTTP/2: the server sends GOAWAY with a request in flight that it goes on with (a long
+// answer, a stream), and a request comes once hyper's connection has ended on it, before the
+// connection has finished (it waits up to 50 ms for the responses in flight, to tell whether
+// it served): the request's handle meets the connection closing, and the persistent
+// connection closes it. That close found the server closing it already: it neither holds the
+// next round until the request left is answered or cut off at the close timeout (an hour
+// here), nor cuts it off. The new request is served at once on a new connection, and the
+// server answers the one left afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_meeting_an_http2_goaway_is_served_at_once_and_the_requests_left_go_on() {
+    let server = HttpServer::start("s").await.unwrap();
+    let hour = Duration::from_secs(3600);
+    let connector = HttpConnector::http2().close_timeout(hour);
+    let (client, log) = client(server.address, connector, |layer| {
+        layer.retry_delay(move || hour).close_timeout(hour)
+    });
+    let response = timeout(LIMIT, client.clone().oneshot(get("/")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, "s /");
+    let conn = client.current_connection().unwrap();
+    let left = tokio::spawn(client.clone().oneshot(get("/goaway-gate")));
+    assert!(server.stats.requests(2, LIMIT).await);
+    timeout(LIMIT, async {
+        while !conn.is_closed() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the GOAWAY did not end hyper's connection");
+    let response = timeout(LIMIT, client.clone().oneshot(get("/")))
+        .await
+        .expect("the request waited for the connection left")
+        .unwrap();
+    assert_eq!(text(response).await, "s /");
+    assert_eq!(server.stats.accepted.load(Ordering::SeqCst), 2);
+    // Not cut off: the server's answer to the request left comes whole.
+    server.stats.gate.notify_one();
+    let left = timeout(LIMIT, left).await.unwrap().unwrap().unwrap();
+    assert_eq!(text(left).await, "s /goaway-gate");
+    timeout(LIMIT, client.close()).await.unwrap();
+    let round = [
+        "attempting_to_connect",
+        "obtained_address",
+        "connected",
+        "disconnected",
+    ];
+    assert_eq!(log.lines(), [round, round].concat());
+}
+
 // HTTP/2: a server killed (its sockets closed, no GOAWAY) with the connection's first request
 // in flight, which then fails: the connection did not serve, and the next attempt meets the
 // retry delay (a request left in flight by an end of stream does not count as one the server
@@ -974,27 +1025,42 @@ where
 }
 
 // Over HTTP/2 hyper drives the stream in a task of its own, for as long as a stream is open on
-// it, even once its connection has ended. A close of ours after the server began to shut down
-// (GOAWAY), with a request in flight that it never answers: the request is cut off at the
-// close timeout, and the socket closed.
+// it, even once its connection has ended. The server began to shut down (GOAWAY) with a request
+// in flight, and hyper's connection ended on it (the connection closing by itself): a close of
+// ours then has nothing of its own to wait for, and leaves the server the request, which it
+// answers later; giving the connection up (`abort`) cuts such a request off and closes the
+// socket. (The close timeout is an hour: a close that waited for the request would hang.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_close_after_a_goaway_cuts_off_the_request_left() {
+async fn a_close_after_a_goaway_leaves_the_server_its_request_and_an_abort_cuts_it_off() {
     let server = HttpServer::start("s").await.unwrap();
-    let conn: Conn = http2_closing_after_200ms(server.address).await;
-    let response = sent(&conn, &server, "/goaway-hang").await;
-    // Nothing tells when the client has read the GOAWAY that follows: either order of the
-    // GOAWAY and the close must pass; this wait makes the GOAWAY first the likely one.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let closing = Instant::now();
-    timeout(LIMIT, conn.close()).await.unwrap();
-    // hyper's connection has ended on the GOAWAY (by itself, or when the close woke it): the
-    // close goes on all the same, until the request is cut off and the socket closed.
-    assert!(
-        closing.elapsed() >= Duration::from_millis(200),
-        "{:?}",
-        closing.elapsed()
-    );
-    assert_cut_off(response, &server, 1).await;
+    let connector = HttpConnector::http2().close_timeout(Duration::from_secs(3600));
+    for (path, ended) in [("/goaway-gate", 1), ("/goaway-hang", 2)] {
+        let conn: Conn = timeout(LIMIT, connector.clone().oneshot(server.address))
+            .await
+            .unwrap()
+            .unwrap();
+        let response = sent(&conn, &server, path).await;
+        timeout(LIMIT, async {
+            while !conn.is_closed() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the GOAWAY did not end hyper's connection");
+        timeout(LIMIT, conn.close())
+            .await
+            .expect("the close waited for the request the server goes on with");
+        if path == "/goaway-gate" {
+            // Not cut off: the server's answer comes whole.
+            server.stats.gate.notify_one();
+            let response = timeout(LIMIT, response).await.unwrap().unwrap().unwrap();
+            assert_eq!(text(response).await, "s /goaway-gate");
+            assert!(server.stats.ended(ended, LIMIT).await, "the socket is open");
+        } else {
+            conn.abort();
+            assert_cut_off(response, &server, ended).await;
+        }
+    }
 }
 
 // A close begun, then every handle dropped, a request in flight that the server never

@@ -106,7 +106,9 @@ impl<B> tower::load::Load for HttpConnection<B> {
 
 impl<B: Send + 'static> Closable for HttpConnection<B> {
     /// Resolves once the socket is closed: after the requests in flight, bounded by the
-    /// connector's close timeout (see the [module docs](super)).
+    /// connector's close timeout (see the [module docs](super)). After the server ended the
+    /// connection in good order by itself (an HTTP/2 GOAWAY), once that end is known: the
+    /// requests the server goes on with are left to it (`abort` cuts them off).
     fn close(&self) -> impl Future<Output = ()> + Send {
         self.shared.close_asked.store(true, Ordering::Release);
         self.shared.closing.set();
@@ -118,8 +120,12 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
             // still be open over HTTP/2, in hyper's own task, or finishing a shutdown that
             // waits: it is cut off at the close timeout. Bounded here too, should that task be
             // gone. (Over HTTP/1.1 a stream still open otherwise is an upgrade's, the caller's.)
+            // Unless the server had ended the connection in good order before this close was
+            // asked for: the requests it goes on with (a GOAWAY's) are left to it.
             let shutting = shared.shutdown_waits.load(Ordering::Acquire);
-            if (shared.version == Version::Http2 || shutting) && !shared.is_stream_closed() {
+            let ours = shutting || shared.close_ours();
+            if (shared.version == Version::Http2 || shutting) && ours && !shared.is_stream_closed()
+            {
                 let bound = shared.close_timeout.saturating_add(CUT_GRACE);
                 let _ = tokio::time::timeout(bound, shared.stream_closed()).await;
             }
@@ -991,6 +997,12 @@ async fn drive(
         ended => ended,
     };
     let ended_by_peer = matches!(ended, Some(Ok(())));
+    // Ended so before any close of ours: a close asked for from now on (a persistent
+    // connection's, whose caller met this connection closing; or yours) finds the server
+    // closing it already, and leaves it what it goes on with (see `close`).
+    if ended_by_peer && !shared.close_asked.load(Ordering::Acquire) {
+        shared.peer_ended_first.store(true, Ordering::Release);
+    }
     // When a close of ours must be over: what is still open on the stream then is cut off.
     let mut deadline = None;
     match ended {
@@ -1090,8 +1102,9 @@ async fn drive(
     // Over HTTP/2 hyper's own task drives the stream, for as long as a stream is open on it.
     // A close of ours asked for as hyper's connection ended (its end seen first, a GOAWAY, say,
     // found as the close woke it) is a close of ours all the same: finished once the stream is
-    // closed.
-    if deadline.is_none() && shared.close_asked.load(Ordering::Acquire) {
+    // closed. One asked for after the server had ended it in good order is not: the requests
+    // the server goes on with are its own to finish (see `outlive`).
+    if deadline.is_none() && shared.close_ours() {
         deadline = Some(deadline_after(Instant::now(), close_timeout));
     }
     let deadline = match deadline {
@@ -1099,8 +1112,9 @@ async fn drive(
         None => {
             // Ended without a close of ours: finished now, so that a persistent connection
             // replaces it at once; the streams still open (those that a server's GOAWAY lets
-            // finish) go on until they end, or until a close of ours gives them its close
-            // timeout.
+            // finish) go on until they end, or until it is given up (`abort`). (A close of ours
+            // asked for before the end, which hyper's end of stream, say, met first, gives
+            // them its close timeout.)
             drop(permits);
             drop(finished);
             if !outlive(&shared).await {
@@ -1130,17 +1144,21 @@ async fn until(shared: &ConnShared, deadline: Instant, what: impl Future) -> boo
     }
 }
 
-/// Waits, once hyper's connection has ended by itself, until its stream is closed (false), or a
-/// close of ours is asked for or the stream's shutdown waits (true): what is left on the
-/// stream then has the close timeout. (A shutdown, hyper's last step, comes once nothing is
-/// open on the stream: it waits for no caller, and no close of ours may ever come.)
+/// Waits, once hyper's connection has ended by itself, until its stream is closed (false), or
+/// the stream's shutdown waits, the connection is given up (`abort`), or a close of ours that
+/// was asked for before the server ended the connection in good order is seen (true): what is
+/// left on the stream then has the close timeout. (A shutdown, hyper's last step, comes once
+/// nothing is open on the stream: it waits for no caller, and no close of ours may ever come.)
+/// A close asked for after the server's end in good order leaves the stream to the server:
+/// the requests a GOAWAY lets go on are answered, or not, as without it.
 async fn outlive(shared: &ConnShared) -> bool {
     std::future::poll_fn(|cx| {
         if shared.poll_stream_closed(cx).is_ready() {
             return Poll::Ready(false);
         }
         shared.task.register(cx.waker());
-        if shared.close_asked.load(Ordering::Acquire)
+        if shared.close_ours()
+            || shared.aborted.is_set()
             || shared.shutdown_waits.load(Ordering::Acquire)
         {
             return Poll::Ready(true);

@@ -191,8 +191,12 @@
 //!   still being sent after its response came is dropped then.) A connection whose hyper
 //!   connection ended by itself (after the server's GOAWAY, say) counts as closed then, while
 //!   the requests the server took may still be answered: they go on, without a bound of ours,
-//!   until a `close` of yours gives them its close timeout (that `close` too resolves once they
-//!   are cut off and the socket closed). Under a persistent connection whose own
+//!   until they end or the connection is given up ([`abort`](crate::Closable::abort)). A
+//!   `close` that comes after that end (a persistent connection's, whose caller met the
+//!   connection closing, or yours) finds the server closing the connection already: it resolves
+//!   once the end is known, and leaves the server those requests; one asked for before hyper's
+//!   connection ended (whose wake-up, say, found the GOAWAY) is a close of ours, as above.
+//!   Under a persistent connection whose own
 //!   [`close_timeout`](crate::PersistentLayer::close_timeout) runs out first (it is shorter, or
 //!   the connector's is `Duration::MAX`), the connection is given up
 //!   ([`abort`](crate::Closable::abort)): what is still open is cut off then, in the same way,

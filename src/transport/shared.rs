@@ -46,6 +46,11 @@ pub(super) struct ConnShared {
     stream_waiter: AtomicWaker,
     /// A close of ours was asked for (`close`).
     pub(super) close_asked: AtomicBool,
+    /// hyper's connection ended in good order (the server's GOAWAY, say) before any close of
+    /// ours was asked for: what the server lets go on on the stream (over HTTP/2, the requests
+    /// a GOAWAY leaves) is the server's to finish, and a later close of ours leaves it be (see
+    /// `connection::drive`); `abort` still cuts it off.
+    pub(super) peer_ended_first: AtomicBool,
     /// The connection was given up (`Closable::abort`): whatever a close of ours waits for is
     /// cut off at once, instead of at its close timeout.
     pub(super) aborted: Flag,
@@ -195,6 +200,7 @@ impl ConnShared {
             stream_closed: AtomicBool::new(false),
             stream_waiter: AtomicWaker::new(),
             close_asked: AtomicBool::new(false),
+            peer_ended_first: AtomicBool::new(false),
             aborted: Flag::default(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -532,6 +538,12 @@ impl ConnShared {
             self.idle_closed.store(true, Ordering::Release);
         }
         self.ended_by_peer.store(true, Ordering::Release);
+    }
+
+    /// Whether a close of ours was asked for, and not only after the server had ended the
+    /// connection in good order (see [`Self::peer_ended_first`]).
+    pub(super) fn close_ours(&self) -> bool {
+        self.close_asked.load(Ordering::Acquire) && !self.peer_ended_first.load(Ordering::Acquire)
     }
 
     /// Keeps the error hyper's connection ended with (see `end_error`).

@@ -3,7 +3,8 @@
 //!
 //! A server answers `"<name> <path>"`. The path `/slow` answers after 300 ms, `/hang` never;
 //! `/goaway-hang` begins the connection's graceful shutdown (HTTP/2: GOAWAY), then never
-//! answers; `/drain` answers at once, and reads the request body in the background to its end;
+//! answers; `/goaway-gate` begins it too, then answers once the test opens the gate
+//! ([`Stats::gate`]); `/drain` answers at once, and reads the request body in the background to its end;
 //! paths starting with `/big` add a newline and 256 KiB of padding; `/host` answers
 //! `"<name> host <Host header>"`; `/stall-body` sends the response head and the first bytes of
 //! its body (`"<name> /stall-body"`), then never the rest.
@@ -37,6 +38,8 @@ pub struct Stats {
     pub ended: AtomicUsize,
     /// Notified when a request arrives or a connection ends.
     pub changed: tokio::sync::Notify,
+    /// Opened (`notify_one`) by a test: a `/goaway-gate` request is answered then.
+    pub gate: tokio::sync::Notify,
 }
 
 impl Stats {
@@ -240,6 +243,10 @@ async fn serve<S>(
                 "/goaway-hang" => {
                     goaway.cancel();
                     std::future::pending::<()>().await
+                }
+                "/goaway-gate" => {
+                    goaway.cancel();
+                    stats.gate.notified().await;
                 }
                 _ => {}
             }
