@@ -398,29 +398,54 @@ async fn an_http2_goaway_before_a_slow_answer_is_replaced_at_once() {
 }
 
 // HTTP/2: the server sends GOAWAY with a request in flight that it goes on with (a long
-// answer, a stream), and a request comes once hyper's connection has ended on it, before the
-// connection has finished (it waits up to 50 ms for the responses in flight, to tell whether
-// it served): the request's handle meets the connection closing, and the persistent
-// connection closes it. That close found the server closing it already: it neither holds the
-// next round until the request left is answered or cut off at the close timeout (an hour
-// here), nor cuts it off. The new request is served at once on a new connection, and the
-// server answers the one left afterwards.
+// answer, a stream), then a new request comes.
+// - On a connection that had not answered yet: hyper's connection ends, and the connection
+//   waits up to 50 ms for the responses in flight, to tell whether it served; a request that
+//   comes then meets it closing, and the persistent connection closes it. That close found the
+//   server closing it already: it neither holds the next round until the request left is
+//   answered or cut off at the close timeout (an hour here), nor cuts it off.
+// - On one that had answered: its verdict is known (a close in good order after serving), and
+//   it finishes as hyper's connection ends, without that wait.
+// Either way the new request is served at once on a new connection, and the server answers the
+// request left afterwards. (The first case needs the new request to come within those 50 ms:
+// a run that misses them, the test's task held off that long, is made again, a few times at
+// most.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_meeting_an_http2_goaway_is_served_at_once_and_the_requests_left_go_on() {
     let server = HttpServer::start("s").await.unwrap();
+    let mut caught = false;
+    for _ in 0..5 {
+        caught = goaway_met_by_a_request(&server, false).await;
+        if caught {
+            break;
+        }
+    }
+    assert!(caught, "no request came within the 50 ms in five runs");
+    // Finished as hyper's connection ended, before the request came.
+    assert!(goaway_met_by_a_request(&server, true).await);
+}
+
+/// One case of `a_request_meeting_an_http2_goaway_...` on a new persistent client of `server`:
+/// whether the request met the connection in the state the case is about (closing, not yet
+/// finished, if it had not answered; finished, if it had).
+async fn goaway_met_by_a_request(server: &HttpServer, answered_before: bool) -> bool {
     let hour = Duration::from_secs(3600);
     let connector = HttpConnector::http2().close_timeout(hour);
     let (client, log) = client(server.address, connector, |layer| {
         layer.retry_delay(move || hour).close_timeout(hour)
     });
-    let response = timeout(LIMIT, client.clone().oneshot(get("/")))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(text(response).await, "s /");
-    let conn = client.current_connection().unwrap();
+    let conn = timeout(LIMIT, client.connected()).await.unwrap().unwrap();
+    let requests = server.stats.requests.load(Ordering::SeqCst);
+    if answered_before {
+        let response = timeout(LIMIT, client.clone().oneshot(get("/")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, "s /");
+    }
     let left = tokio::spawn(client.clone().oneshot(get("/goaway-gate")));
-    assert!(server.stats.requests(2, LIMIT).await);
+    let sent = requests + 1 + usize::from(answered_before);
+    assert!(server.stats.requests(sent, LIMIT).await);
     timeout(LIMIT, async {
         while !conn.is_closed() {
             tokio::task::yield_now().await;
@@ -428,12 +453,12 @@ async fn a_request_meeting_an_http2_goaway_is_served_at_once_and_the_requests_le
     })
     .await
     .expect("the GOAWAY did not end hyper's connection");
+    let finished = futures_util::FutureExt::now_or_never(conn.close_finished()).is_some();
     let response = timeout(LIMIT, client.clone().oneshot(get("/")))
         .await
         .expect("the request waited for the connection left")
         .unwrap();
     assert_eq!(text(response).await, "s /");
-    assert_eq!(server.stats.accepted.load(Ordering::SeqCst), 2);
     // Not cut off: the server's answer to the request left comes whole.
     server.stats.gate.notify_one();
     let left = timeout(LIMIT, left).await.unwrap().unwrap().unwrap();
@@ -446,6 +471,7 @@ async fn a_request_meeting_an_http2_goaway_is_served_at_once_and_the_requests_le
         "disconnected",
     ];
     assert_eq!(log.lines(), [round, round].concat());
+    finished == answered_before
 }
 
 // HTTP/2: a server killed (its sockets closed, no GOAWAY) with the connection's first request
@@ -1055,12 +1081,29 @@ async fn a_close_after_a_goaway_leaves_the_server_its_request_and_an_abort_cuts_
             server.stats.gate.notify_one();
             let response = timeout(LIMIT, response).await.unwrap().unwrap().unwrap();
             assert_eq!(text(response).await, "s /goaway-gate");
-            assert!(server.stats.ended(ended, LIMIT).await, "the socket is open");
+            assert!(
+                server.stats.ended(ended, LIMIT).await,
+                "the connection went on"
+            );
         } else {
             conn.abort();
             assert_cut_off(response, &server, ended).await;
         }
     }
+}
+
+// The same with the close asked for as soon as the request was taken: it may come before
+// hyper's connection has ended on the GOAWAY (a close of ours: the request is cut off at the
+// close timeout, 200 ms) or after (the server's end: the close leaves it the request, and
+// `abort` cuts it off). Either way the request is cut off, and the socket closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_as_a_goaway_comes_then_an_abort_cut_off_the_request_left() {
+    let server = HttpServer::start("s").await.unwrap();
+    let conn: Conn = http2_closing_after_200ms(server.address).await;
+    let response = sent(&conn, &server, "/goaway-hang").await;
+    timeout(LIMIT, conn.close()).await.unwrap();
+    conn.abort();
+    assert_cut_off(response, &server, 1).await;
 }
 
 // A close begun, then every handle dropped, a request in flight that the server never

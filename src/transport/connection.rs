@@ -123,7 +123,7 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
             // Unless the server had ended the connection in good order before this close was
             // asked for: the requests it goes on with (a GOAWAY's) are left to it.
             let shutting = shared.shutdown_waits.load(Ordering::Acquire);
-            let ours = shutting || shared.close_ours();
+            let ours = shutting || shared.close_ours() || shared.aborted.is_set();
             if (shared.version == Version::Http2 || shutting) && ours && !shared.is_stream_closed()
             {
                 let bound = shared.close_timeout.saturating_add(CUT_GRACE);
@@ -1069,7 +1069,12 @@ async fn drive(
     // Closes the socket (over HTTP/1.1), and hands back the requests still queued, before the
     // connection counts as finished.
     drop(conn);
-    if ended_by_peer && shared.in_flight.load(Ordering::Acquire) != 0 {
+    // Over HTTP/2 the verdict on a connection that has answered already is known (a close in
+    // good order after serving: its responses in flight fail nothing of it), and the
+    // connection finishes now, so that a persistent connection replaces it at once; the
+    // requests the server goes on with are answered on it all the same.
+    let verdict_known = shared.version == Version::Http2 && shared.served.load(Ordering::Acquire);
+    if ended_by_peer && shared.in_flight.load(Ordering::Acquire) != 0 && !verdict_known {
         // hyper's connection also ends without an error of its own when a response failed (an
         // HTTP/1.1 head that is not HTTP, a body cut short: it gives the error to the request),
         // and before the caller has seen the responses it delivered. Whether the server ended

@@ -150,7 +150,8 @@
 //!   before the caller has seen the responses it delivered: so a connection that the server
 //!   ends while responses are still to be read is closed at once (no new request goes to it)
 //!   but finishes only once they are read or dropped, or after 50 ms, and a response that
-//!   failed makes it not graceful. (A body cut short that is dropped unread before the client
+//!   failed makes it not graceful. (Over HTTP/2 a connection that has answered before
+//!   finishes at once: nothing of its responses changes its verdict.) (A body cut short that is dropped unread before the client
 //!   has seen the cut looks like the caller's own early drop, after which hyper closes the
 //!   connection itself: that connection counts as closed in good order.) Over HTTP/1.1 a
 //!   caller that gives up a request hyper has taken (its response future dropped before the
@@ -190,8 +191,10 @@
 //!   hyper's connection, and the stream with it, once nothing is in flight: a request body
 //!   still being sent after its response came is dropped then.) A connection whose hyper
 //!   connection ended by itself (after the server's GOAWAY, say) counts as closed then, while
-//!   the requests the server took may still be answered: they go on, without a bound of ours,
-//!   until they end or the connection is given up ([`abort`](crate::Closable::abort)). A
+//!   the requests the server took may still be answered: they go on, without a bound of ours
+//!   (a persistent connection's close does not reach them: bound them with your request
+//!   timeout), until they end or the connection is given up
+//!   ([`abort`](crate::Closable::abort)). A
 //!   `close` that comes after that end (a persistent connection's, whose caller met the
 //!   connection closing, or yours) finds the server closing the connection already: it resolves
 //!   once the end is known, and leaves the server those requests; one asked for before hyper's
