@@ -938,6 +938,61 @@ async fn head(socket: &mut tokio::net::TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&head).into_owned())
 }
 
+// HTTP/1.1: a server that sends informational responses (`102 Processing`) without end, and
+// never a final one: hyper parses them for as long as they come (it has no limit on them),
+// and the caller's give-up, after 16 MiB of them, ends the connection (nothing more is read for
+// hyper once the request is given up: an outside review measured the end 80 to 320 ms after
+// the give-up before, within a millisecond now), and the server's writes stop. The first
+// connection given up without an answer is replaced at once; the next request is answered on
+// the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_request_given_up_under_informational_responses_without_end_ends_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (flooding, mut flood_began) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        // The first connection: `102 Processing` for as long as the client reads.
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let flood = tokio::spawn(async move {
+            head(&mut socket).await.unwrap();
+            let many = b"HTTP/1.1 102 Processing\r\n\r\n".repeat(1000);
+            let mut written = 0;
+            while socket.write_all(&many).await.is_ok() {
+                written += many.len();
+                // The client has read a good deal of them (the socket's buffers hold far less).
+                if written >= 16 << 20 {
+                    let _ = flooding.send(());
+                }
+            }
+        });
+        // The next: answered.
+        let (mut socket, _) = listener.accept().await.unwrap();
+        head(&mut socket).await.unwrap();
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        (flood, socket)
+    });
+    let (client, _log) = held_http1_client(address);
+    let mut events = client.events();
+    let mut handle = client.clone();
+    timeout(LIMIT, handle.ready()).await.unwrap().unwrap();
+    let given_up = handle.call(get("/flood"));
+    tokio::select! {
+        _ = given_up => panic!("answered"),
+        began = timeout(LIMIT, flood_began.recv()) => began.unwrap().unwrap(),
+    }
+    next_event(&mut events, "disconnected").await;
+    next_event(&mut events, "connected").await;
+    assert_eq!(ask(&client, "/next").await, "ok");
+    let (flood, _socket) = timeout(LIMIT, server).await.unwrap().unwrap();
+    // The client closed the flooded connection: the server's writes failed.
+    timeout(LIMIT, flood).await.unwrap().unwrap();
+    client.close().await;
+}
+
 // A server that answers some requests and never others (a working server whose answers are
 // now and then too slow for the caller's timeout, or one that stops answering): an HTTP/1.1
 // connection that a give-up ends is replaced at once, however often, if it served before;

@@ -224,6 +224,13 @@ impl AsyncRead for Watched {
             &this.shared.0,
             this.panicked,
         );
+        if shared.given_up_in_flight.load(Ordering::Acquire) {
+            // HTTP/1.1: a request given up in flight ends the connection (see
+            // `connection::drive`, which sees it once hyper's connection waits): nothing more is
+            // read for hyper, so that it waits now. (A server that sends informational
+            // responses without end would keep it parsing them for as long as they come.)
+            return Poll::Pending;
+        }
         cuttable_io(*this.cuttable, shared, this.registered, cx, |cx| {
             let before = buf.filled().len();
             let polled =
