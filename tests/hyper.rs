@@ -1966,72 +1966,48 @@ async fn names_and_uris_are_addresses() {
         .unwrap();
     assert_eq!(text(response).await, format!("s host localhost:{port}"));
     by_text.close().await;
-    let other_scheme = PersistentLayer::new("web", Fixed::new("grpc://localhost:50051"))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(HttpConnector::<Empty<Bytes>>::http1());
-    let error = timeout(LIMIT, other_scheme.connected_or_failed_to_connect())
-        .await
-        .unwrap()
-        .unwrap_err();
+    // The text of the first attempt's error with `address` (a string, as a catalog holds it).
+    let failure = async |address: String| {
+        let client = PersistentLayer::new("web", Fixed::new(address))
+            .retry_delay(|| Duration::from_secs(60))
+            .layer(HttpConnector::<Empty<Bytes>>::http1());
+        let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+            .await
+            .unwrap()
+            .unwrap_err();
+        client.close().await;
+        error.text()
+    };
     assert_eq!(
-        error.text(),
+        failure("grpc://localhost:50051".to_owned()).await,
         "connect failed: cannot resolve the address: scheme grpc is not supported: \
          grpc://localhost:50051/"
     );
-    other_scheme.close().await;
     for (address, said) in [
         ("http://127.0.0.1:99999", "http://127.0.0.1:99999/"),
         ("http://127.0.0.1:", "http://127.0.0.1:/"),
     ] {
-        let bad_port = PersistentLayer::new("web", Fixed::new(address))
-            .retry_delay(|| Duration::from_secs(60))
-            .layer(HttpConnector::<Empty<Bytes>>::http1());
-        let error = timeout(LIMIT, bad_port.connected_or_failed_to_connect())
-            .await
-            .unwrap()
-            .unwrap_err();
         assert_eq!(
-            error.text(),
+            failure(address.to_owned()).await,
             format!(
                 "connect failed: cannot resolve the address: the port is not a number from 0 \
                  to 65535: {said}"
             )
         );
-        bad_port.close().await;
     }
-
     // An IPv6 address without its brackets names no port for sure, and would be no authority.
-    let unbracketed = PersistentLayer::new("web", Fixed::new(format!("::1:{port}")))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(HttpConnector::<Empty<Bytes>>::http1());
-    let error = timeout(LIMIT, unbracketed.connected_or_failed_to_connect())
-        .await
-        .unwrap()
-        .unwrap_err();
     assert_eq!(
-        error.text(),
+        failure(format!("::1:{port}")).await,
         format!(
             "connect failed: cannot resolve the address: an IPv6 address takes brackets before \
              its port: [host]:port, not ::1:{port}"
         )
     );
-    unbracketed.close().await;
-
-    let nowhere = PersistentLayer::new("web", Fixed::new("no-such-host.invalid:80"))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(HttpConnector::<Empty<Bytes>>::http1());
-    let error = timeout(LIMIT, nowhere.connected_or_failed_to_connect())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let nowhere = failure("no-such-host.invalid:80".to_owned()).await;
     assert!(
-        error
-            .text()
-            .starts_with("connect failed: cannot resolve the address: "),
-        "{}",
-        error.text()
+        nowhere.starts_with("connect failed: cannot resolve the address: "),
+        "{nowhere}"
     );
-    nowhere.close().await;
 }
 
 // A handle whose ready timeout ran out while an HTTP/1.1 request held the connection's turn
