@@ -123,7 +123,7 @@ impl<B: Send + 'static> Closable for HttpConnection<B> {
             // Unless the server had ended the connection in good order before this close was
             // asked for: the requests it goes on with (a GOAWAY's) are left to it.
             let shutting = shared.shutdown_waits.load(Ordering::Acquire);
-            let ours = shutting || shared.close_ours() || shared.aborted.is_set();
+            let ours = shutting || shared.close_ours();
             if (shared.version == Version::Http2 || shutting) && ours && !shared.is_stream_closed()
             {
                 let bound = shared.close_timeout.saturating_add(CUT_GRACE);
@@ -1162,10 +1162,7 @@ async fn outlive(shared: &ConnShared) -> bool {
             return Poll::Ready(false);
         }
         shared.task.register(cx.waker());
-        if shared.close_ours()
-            || shared.aborted.is_set()
-            || shared.shutdown_waits.load(Ordering::Acquire)
-        {
+        if shared.close_ours() || shared.shutdown_waits.load(Ordering::Acquire) {
             return Poll::Ready(true);
         }
         Poll::Pending

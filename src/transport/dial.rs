@@ -362,8 +362,11 @@ impl Address for String {
                 Err(HttpConnectError::new(
                     ConnectErrorKind::Resolve,
                     Some(
-                        format!("an IPv6 address takes brackets before its port: [host]:port, not {self}")
-                            .into(),
+                        format!(
+                            "an IPv6 address takes brackets before its port: [host]:port, \
+                             not {self}"
+                        )
+                        .into(),
                     ),
                 ))
             }

@@ -151,9 +151,10 @@
 //!   ends while responses are still to be read is closed at once (no new request goes to it)
 //!   but finishes only once they are read or dropped, or after 50 ms, and a response that
 //!   failed makes it not graceful. (Over HTTP/2 a connection that has answered before
-//!   finishes at once: nothing of its responses changes its verdict.) (A body cut short that is dropped unread before the client
-//!   has seen the cut looks like the caller's own early drop, after which hyper closes the
-//!   connection itself: that connection counts as closed in good order.) Over HTTP/1.1 a
+//!   finishes at once: nothing of its responses changes its verdict.) (A body cut short that
+//!   is dropped unread before the client has seen the cut looks like the caller's own early
+//!   drop, after which hyper closes the connection itself: that connection counts as closed
+//!   in good order.) Over HTTP/1.1 a
 //!   caller that gives up a request hyper has taken (its response future dropped before the
 //!   response head: a `tower::timeout`, say) ends the connection at once (hyper closes it once
 //!   it notices, which it does not while it writes the request's body to a server that
@@ -194,12 +195,11 @@
 //!   the requests the server took may still be answered: they go on, without a bound of ours
 //!   (a persistent connection's close does not reach them: bound them with your request
 //!   timeout), until they end or the connection is given up
-//!   ([`abort`](crate::Closable::abort)). A
-//!   `close` that comes after that end (a persistent connection's, whose caller met the
-//!   connection closing, or yours) finds the server closing the connection already: it resolves
-//!   once the end is known, and leaves the server those requests; one asked for before hyper's
-//!   connection ended (whose wake-up, say, found the GOAWAY) is a close of ours, as above.
-//!   Under a persistent connection whose own
+//!   ([`abort`](crate::Closable::abort)). A `close` that comes after that end (a persistent
+//!   connection's, whose caller met the connection closing, or yours) finds the server closing
+//!   the connection already: it resolves once the end is known, and leaves the server those
+//!   requests; one asked for before hyper's connection ended (whose wake-up, say, found the
+//!   GOAWAY) is a close of ours, as above. Under a persistent connection whose own
 //!   [`close_timeout`](crate::PersistentLayer::close_timeout) runs out first (it is shorter, or
 //!   the connector's is `Duration::MAX`), the connection is given up
 //!   ([`abort`](crate::Closable::abort)): what is still open is cut off then, in the same way,

@@ -541,9 +541,11 @@ impl ConnShared {
     }
 
     /// Whether a close of ours was asked for, and not only after the server had ended the
-    /// connection in good order (see [`Self::peer_ended_first`]).
+    /// connection in good order (see [`Self::peer_ended_first`]), or the connection was given
+    /// up (`abort`): what is left on the stream is cut off at the close timeout, or at once.
     pub(super) fn close_ours(&self) -> bool {
-        self.close_asked.load(Ordering::Acquire) && !self.peer_ended_first.load(Ordering::Acquire)
+        self.close_asked.load(Ordering::Acquire)
+            && (!self.peer_ended_first.load(Ordering::Acquire) || self.aborted.is_set())
     }
 
     /// Keeps the error hyper's connection ended with (see `end_error`).
