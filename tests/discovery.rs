@@ -44,11 +44,14 @@ async fn round_robin_rotates() {
     assert_eq!(error.to_string(), "the address list is empty");
 }
 
-// DNS resolves again at every call and rotates among the (sorted) results.
+// DNS resolves again at every call and rotates among the (sorted) results. Whitespace around
+// the name (a line's end, read from a file) is no part of it.
 #[tokio::test]
 async fn dns_resolves_and_rotates() {
     let numeric = Dns::new("127.0.0.1:8080");
     assert_eq!(answers(&numeric, 2).await, [addr("127.0.0.1:8080"); 2]);
+    let line = Dns::new(" 127.0.0.1:8080\n");
+    assert_eq!(answers(&line, 1).await, [addr("127.0.0.1:8080")]);
 
     let expected: BTreeSet<SocketAddr> = tokio::net::lookup_host("localhost:9090")
         .await
@@ -292,6 +295,44 @@ async fn catalog_passes_over_what_is_not_an_entry() {
         .map(|a| a.port())
         .collect();
     assert_eq!(ports, [5, 5, 5]);
+}
+
+// A catalog entry that cannot be read (here a link to itself, which no user may follow; as a
+// file of another user's without read access for others is) is passed over; when no replica
+// could be read, the lookup's error names it, with why, instead of saying none is published.
+#[cfg(unix)]
+#[tokio::test]
+async fn catalog_entries_that_cannot_be_read_are_named_when_nothing_could_be() {
+    let dir = support::temp::TempDir::new("catalog-unread").unwrap();
+    std::os::unix::fs::symlink("a-loop", dir.path().join("a-loop")).unwrap();
+    let catalog = Catalog::new(dir.path());
+    let error = catalog.clone().oneshot(()).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "no replica in the catalog {} could be read (the entry a-loop could not)",
+            dir.path().display()
+        )
+    );
+    let source = std::error::Error::source(&error).expect("why it could not be read");
+    let io = source.downcast_ref::<std::io::Error>().unwrap();
+    assert_eq!(io.raw_os_error(), Some(libc_eloop()));
+    // With a replica that can be read, it is the answer, every time.
+    let _b = Catalog::publish(dir.path(), "b", addr("127.0.0.1:2"))
+        .await
+        .unwrap();
+    let ports: Vec<u16> = answers(&catalog, 2)
+        .await
+        .iter()
+        .map(|a| a.port())
+        .collect();
+    assert_eq!(ports, [2, 2]);
+}
+
+/// `ELOOP`, the error of a link that leads back to itself (40 on Linux, 62 on the BSDs).
+#[cfg(unix)]
+fn libc_eloop() -> i32 {
+    if cfg!(target_os = "linux") { 40 } else { 62 }
 }
 
 // A catalog entry swapped between a regular file and a FIFO while lookups run (each renamed into

@@ -1927,7 +1927,7 @@ async fn http1_churn_never_hangs_a_request() {
 
 // The connector dials names and URIs as well as socket addresses: a `host:port` string is
 // resolved at connect time, its addresses tried in turn ("localhost" may name ::1 first, where
-// nothing listens), and the name is the requests' Host; a URI given as a string is read as
+// nothing listens), and the name (without whitespace around it) is the requests' Host; a URI given as a string is read as
 // the URI it is; a name that does not resolve, or an IPv6 address without its brackets, is a
 // FailedToConnect that says so.
 #[tokio::test]
@@ -1945,6 +1945,15 @@ async fn names_and_uris_are_addresses() {
         .unwrap();
     assert_eq!(text(response).await, format!("s host localhost:{port}"));
     by_name.close().await;
+    // Whitespace around it (a line's end, read from a file) is no part of it, nor of the Host.
+    let by_line = PersistentLayer::new("web", Fixed::new(format!("localhost:{port}\n")))
+        .layer(HttpConnector::<Empty<Bytes>>::http1());
+    let response = timeout(LIMIT, by_line.clone().oneshot(get("/host")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(response).await, format!("s host localhost:{port}"));
+    by_line.close().await;
 
     let uri: http::Uri = format!("http://127.0.0.1:{port}/ignored").parse().unwrap();
     let by_uri =

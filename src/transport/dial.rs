@@ -288,7 +288,8 @@ where
 /// - a [`SocketAddr`];
 /// - a `host:port` name (`String` or `&'static str`, such as
 ///   `"replica-3.orders.internal:8080"`, or `"[::1]:8080"`: an IPv6 address without its
-///   brackets is refused), resolved at connect time, each of its addresses tried in turn;
+///   brackets is refused), resolved at connect time, each of its addresses tried in turn
+///   (whitespace around a string, the end of a line read from a file, is no part of it);
 /// - an [`http::Uri`] (`http://host:port`, port 80 by default; `https://host`, port 443 by
 ///   default, which does not by itself turn TLS on: see [`HttpConnector::tls`][tls]), or a
 ///   string that holds one (`"https://replica-3.orders.internal:8443"`: any string with
@@ -338,40 +339,52 @@ impl Address for SocketAddr {
 
 impl Address for String {
     async fn resolve(self) -> Result<Resolved, HttpConnectError> {
-        match self.strip_prefix("unix:") {
-            Some("") => Err(HttpConnectError::new(
+        // Whitespace around it (the end of a line read from a file) is no part of an address.
+        let trimmed = self.trim();
+        let this = if trimmed.len() == self.len() {
+            self
+        } else {
+            trimmed.to_owned()
+        };
+        resolve_text(this).await
+    }
+}
+
+/// Resolves an address given as text, without whitespace around it.
+async fn resolve_text(text: String) -> Result<Resolved, HttpConnectError> {
+    match text.strip_prefix("unix:") {
+        Some("") => Err(HttpConnectError::new(
+            ConnectErrorKind::Resolve,
+            Some(format!("no path in {text:?}").into()),
+        )),
+        Some(path) => Ok(Resolved::Unix(PathBuf::from(path))),
+        // A URL as text (`"https://replica-3:8443"`): as the `http::Uri` it is.
+        None if text.contains("://") => match text.parse::<http::Uri>() {
+            Ok(uri) => uri.resolve().await,
+            Err(error) => Err(HttpConnectError::new(
                 ConnectErrorKind::Resolve,
-                Some(format!("no path in {self:?}").into()),
+                Some(At::new(text, error).into()),
             )),
-            Some(path) => Ok(Resolved::Unix(PathBuf::from(path))),
-            // A URL as text (`"https://replica-3:8443"`): as the `http::Uri` it is.
-            None if self.contains("://") => match self.parse::<http::Uri>() {
-                Ok(uri) => uri.resolve().await,
-                Err(error) => Err(HttpConnectError::new(
-                    ConnectErrorKind::Resolve,
-                    Some(At::new(self, error).into()),
-                )),
-            },
-            // An IPv6 address without its brackets (`"::1:8080"`): the resolver would split
-            // it at its last colon, but it names no port for sure (`::1:8080` is an IPv6
-            // address too), and the authority sent with it would not be one.
-            None if self
-                .rsplit_once(':')
-                .is_some_and(|(host, _)| host.contains(':') && !host.starts_with('[')) =>
-            {
-                Err(HttpConnectError::new(
-                    ConnectErrorKind::Resolve,
-                    Some(
-                        format!(
-                            "an IPv6 address takes brackets before its port: [host]:port, \
-                             not {self}"
-                        )
-                        .into(),
-                    ),
-                ))
-            }
-            None => resolve_name(self).await,
+        },
+        // An IPv6 address without its brackets (`"::1:8080"`): the resolver would split
+        // it at its last colon, but it names no port for sure (`::1:8080` is an IPv6
+        // address too), and the authority sent with it would not be one.
+        None if text
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host.contains(':') && !host.starts_with('[')) =>
+        {
+            Err(HttpConnectError::new(
+                ConnectErrorKind::Resolve,
+                Some(
+                    format!(
+                        "an IPv6 address takes brackets before its port: [host]:port, \
+                             not {text}"
+                    )
+                    .into(),
+                ),
+            ))
         }
+        None => resolve_name(text).await,
     }
 }
 
