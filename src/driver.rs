@@ -749,7 +749,9 @@ where
             Guarded::Panicked(payload) => {
                 return Some(Err(ConnectError::address_panicked(payload)));
             }
-            Guarded::TimedOut => return Some(Err(ConnectError::timed_out(self.connect_timeout))),
+            Guarded::TimedOut => {
+                return Some(Err(ConnectError::lookup_timed_out(self.connect_timeout)));
+            }
             Guarded::Stopped => return None,
         };
         let new_address = last_address.as_ref() != Some(&address);

@@ -119,6 +119,13 @@ impl<K: fmt::Display> fmt::Display for KindError<K> {
     }
 }
 
+/// The step of an attempt that ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Lookup,
+    Connect,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Address,
@@ -126,8 +133,9 @@ enum Kind {
     Connect,
     ConnectPanicked,
     /// With the connect timeout (not the attempt's own limit, which the retry delay's jitter
-    /// may have set: the errors of a round's timeouts have one text, and are reported once).
-    TimedOut(std::time::Duration),
+    /// may have set: the errors of a round's timeouts have one text, and are reported once),
+    /// and whether the address lookup was what ran out of time (else the connect).
+    TimedOut(std::time::Duration, Stage),
     Closed,
 }
 
@@ -165,9 +173,14 @@ impl ConnectError {
         Self::new(Kind::ConnectPanicked, Some(Panic::boxed(payload)))
     }
 
-    /// An attempt ran out of time; `connect_timeout` is the layer's setting.
+    /// An attempt ran out of time in its connect; `connect_timeout` is the layer's setting.
     pub(crate) fn timed_out(connect_timeout: std::time::Duration) -> Self {
-        Self::new(Kind::TimedOut(connect_timeout), None)
+        Self::new(Kind::TimedOut(connect_timeout, Stage::Connect), None)
+    }
+
+    /// An attempt ran out of time in its address lookup (see [`Self::timed_out`]).
+    pub(crate) fn lookup_timed_out(connect_timeout: std::time::Duration) -> Self {
+        Self::new(Kind::TimedOut(connect_timeout, Stage::Lookup), None)
     }
 
     pub(crate) fn closed() -> Self {
@@ -192,7 +205,7 @@ impl ConnectError {
     /// The attempt ran out of time (see
     /// [`connect_timeout`](crate::PersistentLayer::connect_timeout)).
     pub fn is_timeout(&self) -> bool {
-        matches!(self.0.kind, Kind::TimedOut(_))
+        matches!(self.0.kind, Kind::TimedOut(..))
     }
 
     /// The persistent connection was closed, so there is no attempt to report.
@@ -262,11 +275,15 @@ impl fmt::Display for Kind {
             Kind::AddressPanicked => "address lookup panicked",
             Kind::Connect => "connect failed",
             Kind::ConnectPanicked => "connect panicked",
-            Kind::TimedOut(connect_timeout) => {
+            Kind::TimedOut(connect_timeout, stage) => {
+                let what = match stage {
+                    Stage::Lookup => " in its address lookup",
+                    Stage::Connect => "",
+                };
                 return write!(
                     f,
-                    "connection attempt timed out (connect timeout {connect_timeout:?}, or the \
-                     attempt's retry delay if longer)"
+                    "connection attempt timed out{what} (connect timeout {connect_timeout:?}, or \
+                     the attempt's retry delay if longer)"
                 );
             }
             Kind::Closed => "persistent connection is closed",

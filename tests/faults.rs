@@ -843,8 +843,8 @@ async fn a_graceful_close_met_first_by_a_handle_publishes_the_next_round_as_now(
 async fn a_round_of_timeouts_is_reported_once_whatever_the_limits() {
     let timed_out = |connect_timeout: &str| {
         format!(
-            "FailedToConnect(connection attempt timed out (connect timeout {connect_timeout}, \
-             or the attempt's retry delay if longer))"
+            "FailedToConnect(connection attempt timed out in its address lookup (connect \
+             timeout {connect_timeout}, or the attempt's retry delay if longer))"
         )
     };
     let cases = [
