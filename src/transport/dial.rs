@@ -203,10 +203,24 @@ async fn dial_unix(path: PathBuf) -> Result<Dialed, HttpConnectError> {
             name: None,
             probe: None,
         }),
-        Err(error) => Err(HttpConnectError::new(
-            ConnectErrorKind::Unix,
-            Some(At::io(path.display().to_string(), error).into()),
-        )),
+        Err(error) => {
+            // Refused by a path that is no socket at all (a regular file, a directory): the
+            // same error as a dead server's socket left behind, which it is not; said so.
+            let not_a_socket = error.kind() == io::ErrorKind::ConnectionRefused
+                && tokio::fs::metadata(&path).await.is_ok_and(|metadata| {
+                    use std::os::unix::fs::FileTypeExt;
+                    !metadata.file_type().is_socket()
+                });
+            let what = if not_a_socket {
+                format!("{} (not a socket)", path.display())
+            } else {
+                path.display().to_string()
+            };
+            Err(HttpConnectError::new(
+                ConnectErrorKind::Unix,
+                Some(At::io(what, error).into()),
+            ))
+        }
     }
 }
 
