@@ -312,7 +312,9 @@ where
 /// - the path of a Unix domain socket: a [`PathBuf`], a `&'static Path`, or a string that
 ///   starts with `unix:` (`"unix:/run/orders.sock"`), so that a lookup answering strings
 ///   (`Fixed`, `RoundRobin`, `Watch`, etcd's values) can give one as text. (`Dns` and `Catalog`
-///   answer socket addresses.)
+///   answer socket addresses.) What follows `unix:` is the path as it is (`unix:/run/x.sock`,
+///   not a URL's `unix:///run/x.sock`, whose extra slashes only happen to name the same file);
+///   a path in the file system: Linux's abstract socket names (`@name`) are not supported.
 ///
 /// A name is also what requests name as their authority (the HTTP/1.1 `Host` header, the
 /// HTTP/2 `:authority`) when they do not name one themselves, and what a TLS server's
