@@ -601,8 +601,8 @@ impl Service<()> for Catalog {
                     Some(e),
                 )
             })?;
-            if let (true, Some((name, error))) = (replicas.is_empty(), unread) {
-                // Not "none published": one is there, which this process may not read.
+            // Not "none published": one is there, which this process may not read.
+            if let Some((name, error)) = unread.filter(|_| replicas.is_empty()) {
                 return Err(LookupError::new(
                     format!(
                         "no replica in the catalog {} could be read (the entry {} could not)",

@@ -1937,23 +1937,18 @@ async fn names_and_uris_are_addresses() {
 
     let server = HttpServer::start("s").await.unwrap();
     let port = server.address.port();
-    let by_name = PersistentLayer::new("web", Fixed::new(format!("localhost:{port}")))
-        .layer(HttpConnector::<Empty<Bytes>>::http1());
-    let response = timeout(LIMIT, by_name.clone().oneshot(get("/host")))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(text(response).await, format!("s host localhost:{port}"));
-    by_name.close().await;
-    // Whitespace around it (a line's end, read from a file) is no part of it, nor of the Host.
-    let by_line = PersistentLayer::new("web", Fixed::new(format!("localhost:{port}\n")))
-        .layer(HttpConnector::<Empty<Bytes>>::http1());
-    let response = timeout(LIMIT, by_line.clone().oneshot(get("/host")))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(text(response).await, format!("s host localhost:{port}"));
-    by_line.close().await;
+    // Whitespace around a name (a line's end, read from a file) is no part of it, nor of the
+    // Host.
+    for name in [format!("localhost:{port}"), format!("localhost:{port}\n")] {
+        let by_name = PersistentLayer::new("web", Fixed::new(name))
+            .layer(HttpConnector::<Empty<Bytes>>::http1());
+        let response = timeout(LIMIT, by_name.clone().oneshot(get("/host")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(response).await, format!("s host localhost:{port}"));
+        by_name.close().await;
+    }
 
     let uri: http::Uri = format!("http://127.0.0.1:{port}/ignored").parse().unwrap();
     let by_uri =

@@ -77,44 +77,40 @@ async fn unix_domain_sockets_by_path_and_by_name() {
 
     // A socket that is not there: the attempt fails and says which path.
     let missing = dir.path().join("missing.sock");
-    let nowhere = PersistentLayer::new("web", Fixed::new(missing.clone()))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(HttpConnector::<Body>::http1());
-    let error = timeout(LIMIT, nowhere.connected_or_failed_to_connect())
-        .await
-        .unwrap()
-        .unwrap_err();
+    // The text of the first attempt's error with the socket at `path`.
+    let failure = async |path: &std::path::Path| {
+        let client = PersistentLayer::new("web", Fixed::new(path.to_path_buf()))
+            .retry_delay(|| Duration::from_secs(60))
+            .layer(HttpConnector::<Body>::http1());
+        let error = timeout(LIMIT, client.connected_or_failed_to_connect())
+            .await
+            .unwrap()
+            .unwrap_err();
+        client.close().await;
+        error.text()
+    };
     assert_eq!(
-        error.text(),
+        failure(&missing).await,
         format!(
             "connect failed: unix socket connect failed: {}: No such file or directory (os error 2)",
             missing.display()
         )
     );
-    nowhere.close().await;
 
     // A path that is no socket (a regular file): refused, as by a dead server's socket left
     // behind, and said so.
     let plain = dir.path().join("plain-file");
     std::fs::write(&plain, "not a socket").unwrap();
-    let wrong = PersistentLayer::new("web", Fixed::new(plain.clone()))
-        .retry_delay(|| Duration::from_secs(60))
-        .layer(HttpConnector::<Body>::http1());
-    let error = timeout(LIMIT, wrong.connected_or_failed_to_connect())
-        .await
-        .unwrap()
-        .unwrap_err();
     // (The system's own text of the refusal.)
     let refused = std::os::unix::net::UnixStream::connect(&plain).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     assert_eq!(
-        error.text(),
+        failure(&plain).await,
         format!(
             "connect failed: unix socket connect failed: {} (not a socket): {refused}",
             plain.display()
         )
     );
-    wrong.close().await;
 
     // `unix:` and no path: refused before any connect.
     let no_path = PersistentLayer::new("web", Fixed::new("unix:"))
