@@ -40,7 +40,8 @@
 //! The interleaved pass has one more client, `http_connection`: the crate's `HttpConnection`
 //! over HTTP/2 alone (made with `HttpConnector::http2()`), without `Persistent` over it, to
 //! tell the transport's cost from the persistent connection's.
-//! `THROUGHPUT_CONCURRENCY=1` (or `64`) keeps only that concurrency in the interleaved pass;
+//! `THROUGHPUT_CONCURRENCY=<n>` runs the interleaved pass at that concurrency alone (1 or 64,
+//! or any other);
 //! `THROUGHPUT_WORKERS=<n>` gives the runtime `n` workers instead of 2 (with 1, every task
 //! runs on one thread: what is left of a difference is work, not hops between threads).
 //!
@@ -388,10 +389,14 @@ fn batcher<C: Get>(client: &C) -> Batch {
 /// time per request (client and server), with their ratios to the first client's (times as
 /// requests per second: below 1 is fewer; CPU as is: above 1 is more).
 fn interleaved(rt: &Runtime, clients: &[(&str, Batch)], rounds: usize) {
-    for concurrency in CONCURRENCY {
-        if std::env::var("THROUGHPUT_CONCURRENCY").is_ok_and(|c| c != concurrency.to_string()) {
-            continue;
-        }
+    let concurrencies: Vec<u64> = match std::env::var("THROUGHPUT_CONCURRENCY") {
+        Ok(c) => vec![
+            c.parse()
+                .expect("THROUGHPUT_CONCURRENCY: a number of tasks, 1 or more"),
+        ],
+        Err(_) => CONCURRENCY.to_vec(),
+    };
+    for concurrency in concurrencies {
         let iters = if concurrency == 1 { 2_000 } else { 10_000 };
         let mut walls = vec![Vec::new(); clients.len()];
         let mut cpus = vec![Duration::ZERO; clients.len()];

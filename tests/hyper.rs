@@ -1147,6 +1147,35 @@ async fn http2_multiplexes_requests_of_many_clones() {
     client.close().await;
 }
 
+// HTTP/2 under load: 64 clones, each sending requests one after another, first all 64 in flight
+// at once (the server holds them until they are), then on with whatever is in flight: the
+// connection's task lets new requests gather before writing them when many are in flight.
+// Every request is answered with its own response, on one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_answers_every_request_of_64_clones_on_one_connection() {
+    let server = HttpServer::start("s").await.unwrap();
+    let (client, _) = client(fixed(server.address), HttpConnector::http2());
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..64 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let path = format!("/together/64/{task}");
+            assert_eq!(ask(&client, &path).await, format!("s {path}"));
+            for n in 0..50 {
+                let path = format!("/{task}/{n}");
+                assert_eq!(ask(&client, &path).await, format!("s {path}"));
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(server.stats.requests.load(Ordering::SeqCst), 64 * 51);
+    assert_eq!(server.stats.max_concurrent.load(Ordering::SeqCst), 64);
+    assert_eq!(server.accepted(), 1);
+    client.close().await;
+}
+
 // Closing a connection is graceful: new requests are refused at once, the request in flight is
 // answered, then the socket closes.
 #[tokio::test]

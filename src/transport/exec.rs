@@ -27,6 +27,14 @@ use crate::handover::{ConnTask, poll_task, spawn};
 /// it yields to the runtime.
 const MAX_ROUNDS: usize = 32;
 
+/// How many futures the set holds (hyper's I/O task, responses awaited, request bodies) above
+/// which requests that hyper's connection has just taken are not written at once: the task
+/// yields to the runtime first, so that the requests other tasks send meanwhile go out in the
+/// same write. Under load this writes about half as often, at less CPU per request; at most one
+/// pass of the runtime's queue later. Below it, as with one request at a time, a request is
+/// written in the poll that took it.
+const GATHER_ABOVE: usize = 32;
+
 /// The executor hyper's HTTP/2 connection is built with: futures go to the set of the task that
 /// drives the connection (spawned on the current runtime once that one is gone).
 #[derive(Clone)]
@@ -167,9 +175,21 @@ impl Local {
             // before hyper's connection takes a request (which it then hands back unsent,
             // rather than failing it), as when the I/O task ran first as a task of its own.
             poll_set(shared, set, &mut inner);
+            let woken_before = shared.woken.swap(false, Ordering::Relaxed);
             if let Poll::Ready(ended) = conn.as_mut().poll(&mut inner) {
                 shared.poller.store(0, Ordering::SeqCst);
                 return Poll::Ready(ended);
+            }
+            // hyper's connection woke a future (its I/O task, with requests to write) while
+            // many are in flight: the requests of other tasks may gather first (see
+            // `GATHER_ABOVE`); the next poll writes them all.
+            if set.len() > GATHER_ABOVE && shared.woken.load(Ordering::Relaxed) {
+                shared.poller.store(0, Ordering::SeqCst);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if woken_before {
+                shared.woken.store(true, Ordering::Relaxed);
             }
             // Then what hyper's connection gave them (requests to write, responses to await).
             poll_set(shared, set, &mut inner);

@@ -248,6 +248,24 @@ async fn serve<S>(
                     goaway.cancel();
                     stats.gate.notified().await;
                 }
+                // `/together/N/...`: answered once N requests are in the server at once (it
+                // counts them all, this one included).
+                together if together.starts_with("/together/") => {
+                    let n: usize = together["/together/".len()..]
+                        .split('/')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .expect("/together/N/...: N a number");
+                    loop {
+                        let changed = stats.changed.notified();
+                        if stats.concurrent.load(Ordering::SeqCst) >= n
+                            || stats.max_concurrent.load(Ordering::SeqCst) >= n
+                        {
+                            break;
+                        }
+                        changed.await;
+                    }
+                }
                 _ => {}
             }
             stats.concurrent.fetch_sub(1, Ordering::SeqCst);
