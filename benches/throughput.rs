@@ -392,6 +392,8 @@ fn interleaved(rt: &Runtime, clients: &[(&str, Batch)], rounds: usize) {
     let concurrencies: Vec<u64> = match std::env::var("THROUGHPUT_CONCURRENCY") {
         Ok(c) => vec![
             c.parse()
+                .ok()
+                .filter(|&c| c > 0)
                 .expect("THROUGHPUT_CONCURRENCY: a number of tasks, 1 or more"),
         ],
         Err(_) => CONCURRENCY.to_vec(),

@@ -60,8 +60,8 @@
 //!   (a request sent, the socket ready) goes through the runtime, so that requests that come
 //!   meanwhile are written together. Under load (more than 32 of the connection's futures in
 //!   flight) requests just taken also wait one pass of the runtime's queue before they are
-//!   written, so that those other tasks send meanwhile go out in the same write. A future that panics ends alone, as a task would, and
-//!   the connection goes on. (A request body that panics as it is sent does not get there: its
+//!   written, so that those other tasks send meanwhile go out in the same write. A future
+//!   that panics ends alone, as a task would, and the connection goes on. (A request body that panics as it is sent does not get there: its
 //!   panic is the body's error, and hyper resets its stream, which fails the request at once.) Once hyper's connection has ended, its futures still running (the I/O finishing a
 //!   graceful close, responses and bodies still on their way) are spawned, and finish as they
 //!   would have as tasks.
