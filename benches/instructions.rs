@@ -6,7 +6,8 @@
 //! `N` and `2N` requests, counting only inside the loop's function; the difference divided by
 //! `N` is the cost of one request, setup and loop entry cancelled out. A second family does the
 //! same over an inner service written as the README writes one (`service_fn` over an async
-//! block), under `ClosableService`, against its own bare service and `Reconnect`.
+//! block), under `ClosableService`, against its own bare service and `Reconnect`; a third over
+//! `Inner` with `io::Error` errors (`InnerIoError`).
 //!
 //! ```text
 //! cargo bench --bench instructions        # needs valgrind (Debian's package)
@@ -24,7 +25,7 @@ use tower::{Service, ServiceExt};
 const N: u64 = 20_000;
 /// Each family: its services, the first the bare inner service and the last tower's
 /// `Reconnect` over it, the baselines of the others.
-const FAMILIES: [&[&str]; 2] = [
+const FAMILIES: [&[&str]; 3] = [
     // `Inner`: a hand-written service whose future is `Ready`.
     &[
         "bare",
@@ -36,6 +37,8 @@ const FAMILIES: [&[&str]; 2] = [
     ],
     // `fn_inner`: `service_fn` over an async block, as the README writes one.
     &["fn_bare", "fn_persistent_closable_service", "fn_reconnect"],
+    // `InnerIoError`: `Inner` with `io::Error` errors, whose error path wrappers must keep.
+    &["io_bare", "io_persistent_closable_service", "io_reconnect"],
 ];
 const LOOPS: [&str; 3] = ["tight", "barrier", "async"];
 
@@ -116,6 +119,11 @@ fn child(service: &str, kind: &str, n: u64) {
         "fn_bare" => run(&rt, kind, fn_inner(), n),
         "fn_persistent_closable_service" => run(&rt, kind, fn_persistent_closable(), n),
         "fn_reconnect" => run(&rt, kind, fn_reconnect(), n),
+        "io_bare" => run(&rt, kind, InnerIoError, n),
+        "io_persistent_closable_service" => {
+            run(&rt, kind, persistent_closable_over(InnerIoError), n)
+        }
+        "io_reconnect" => run(&rt, kind, io_error_reconnect(), n),
         other => panic!("unknown service {other}"),
     }
 }

@@ -8,7 +8,11 @@
 //!   `poll_ready` and `call`, so that `call` cannot use what the compiler knows from
 //!   `poll_ready`;
 //! - `async`: `ready().await` then `call(..).await` on a current-thread tokio runtime;
-//! - `async_one_site`: the same, through a request function called from one place only.
+//! - `async_one_site`: the same, through a request function called from one place only;
+//! - `async_io_error`: `async_one_site` over a service whose error is an `io::Error`
+//!   (`InnerIoError`; the others' is `Infallible`), whose error path a wrapper with `BoxError`
+//!   errors must keep: `bare` is that service, `persistent` the handle over
+//!   `ClosableService` over it, `reconnect` tower's `Reconnect` over it.
 //!
 //! The async loop's request function (`one_request`) is also called to warm each service up:
 //! with two call sites the compiler inlines it into the loop only if it is small, which it is
@@ -50,6 +54,7 @@ const TIGHT: &str = "tight";
 const TIGHT_BARRIER: &str = "tight_barrier";
 const ASYNC: &str = "async";
 const ASYNC_ONE_SITE: &str = "async_one_site";
+const ASYNC_IO_ERROR: &str = "async_io_error";
 
 async fn one_request<S>(svc: &mut S, n: u64) -> u64
 where
@@ -121,6 +126,26 @@ macro_rules! async_loop {
 
 async_loop!(async_loop, one_request);
 async_loop!(async_loop_one_site, one_request_one_site);
+async_loop!(async_loop_io_error, one_request_io_error);
+
+/// `one_request`, called from `async_loop_io_error` alone.
+async fn one_request_io_error<S>(svc: &mut S, n: u64) -> u64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    svc.ready().await.unwrap().call(n).await.unwrap()
+}
+
+/// A first request, which connects the service (warm-up, off the measured loops' functions).
+#[inline(never)]
+async fn connect_once<S>(svc: &mut S)
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    svc.ready().await.unwrap().call(0).await.unwrap();
+}
 
 /// One service of a group: its name and its batch, which times a given number of requests.
 struct Run<'a> {
@@ -312,6 +337,25 @@ fn main() {
                 async_loop_one_site(rt, &mut pc1, i)
             }),
             Run::new("reconnect", |i| async_loop_one_site(rt, &mut r1, i)),
+        ],
+    );
+
+    // The same loop over a service that can fail (an `io::Error`), each service connected
+    // first by a request through a function of its own, so that the loop's stays inlined.
+    let mut pe = persistent_closable_over(InnerIoError);
+    let mut re = io_error_reconnect();
+    rt.block_on(async {
+        connect_once(&mut pe).await;
+        connect_once(&mut re).await;
+    });
+    let (mut bare, mut pe, mut re) = (Some(InnerIoError), Some(pe), Some(re));
+    measure(
+        &mut c,
+        ASYNC_IO_ERROR,
+        &mut [
+            Run::new("bare", |i| async_loop_io_error(rt, &mut bare, i)),
+            Run::new("persistent", |i| async_loop_io_error(rt, &mut pe, i)),
+            Run::new("reconnect", |i| async_loop_io_error(rt, &mut re, i)),
         ],
     );
     c.final_summary();

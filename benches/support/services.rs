@@ -54,6 +54,36 @@ impl Service<u64> for InnerBoxError {
     }
 }
 
+/// `Inner` with `io::Error` for its error, as a service that can fail has: its future's error
+/// path is real (a wrapper that turns it into a `BoxError` boxes it there).
+#[derive(Clone, Copy)]
+pub struct InnerIoError;
+
+impl Service<u64> for InnerIoError {
+    type Response = u64;
+    type Error = std::io::Error;
+    type Future = Ready<Result<u64, std::io::Error>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, n: u64) -> Self::Future {
+        ready(Ok(n + 1))
+    }
+}
+
+/// tower's `Reconnect` over [`InnerIoError`].
+pub fn io_error_reconnect() -> impl Service<u64, Response = u64, Error = tower_persistent::BoxError>
+{
+    Reconnect::new(
+        service_fn(|()| ready(Ok::<_, Infallible>(InnerIoError))),
+        (),
+    )
+}
+
 /// `Inner` as a connection with a hand-written `Closable` impl.
 #[derive(Clone)]
 pub struct Direct {
