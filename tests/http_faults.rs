@@ -893,7 +893,8 @@ async fn connector_settings_accept_every_value() {
 
 // A keep-alive of zero on a healthy HTTP/2 server: its timeout is held to 100 ms, so that PINGs
 // answered a few milliseconds late on a busy machine do not close the connection. One
-// connection serves a second of requests with idle gaps between them, where PINGs go.
+// connection serves a second and a half of requests with idle gaps between them longer than
+// the interval (held to 100 ms), where PINGs go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_keep_alive_keeps_a_healthy_connection() {
     let server = HttpServer::start("s").await.unwrap();
@@ -903,18 +904,18 @@ async fn a_zero_keep_alive_keeps_a_healthy_connection() {
     });
     let start = Instant::now();
     let mut served = 0;
-    // Bounded by time: a second, and each request by LIMIT.
-    while start.elapsed() < Duration::from_secs(1) {
+    // Bounded by time: a second and a half, and each request by LIMIT.
+    while start.elapsed() < Duration::from_millis(1500) {
         let response = timeout(LIMIT, client.clone().oneshot(get("/k")))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(text(response).await, "s /k");
         served += 1;
-        // An idle gap, for the PINGs.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // An idle gap, for a PING: one goes 100 ms after the last frame read.
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    assert!(served > 10, "{served} requests");
+    assert!(served >= 5, "{served} requests");
     assert_eq!(
         log.times("connected").len(),
         1,

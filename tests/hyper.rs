@@ -1920,6 +1920,92 @@ async fn http2_keep_alive_notices_a_hung_server() {
     server.abort();
 }
 
+/// A server that completes the HTTP/2 preface, then answers every PING and counts them; every
+/// other frame is read and ignored.
+async fn ping_counting_http2_server() -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let pings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = pings.clone();
+    let task = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        // The client's preface, then frames.
+        let mut preface = [0u8; 24];
+        socket.read_exact(&mut preface).await.unwrap();
+        assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        // An empty SETTINGS frame, then a SETTINGS ACK.
+        socket
+            .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        socket
+            .write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        let mut header = [0u8; 9];
+        while socket.read_exact(&mut header).await.is_ok() {
+            let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; length];
+            if socket.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            // A PING (type 6) that is not an ACK (flag 1): answered with the same payload.
+            if header[3] == 6 && header[4] & 1 == 0 {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut pong = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                pong.extend_from_slice(&payload);
+                if socket.write_all(&pong).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (address, pings, task)
+}
+
+// A keep-alive of zero on an idle HTTP/2 connection: its interval is held to MIN_KEEP_ALIVE
+// (100 ms), so the connection sends a PING every 100 ms or so, not one a millisecond (which
+// cost an idle connection about a tenth of a core), and the answered PINGs keep it open.
+#[tokio::test]
+async fn a_zero_keep_alive_pings_every_100_ms_at_most() {
+    use tower_persistent::transport::MIN_KEEP_ALIVE;
+    assert_eq!(MIN_KEEP_ALIVE, Duration::from_millis(100));
+    let (address, pings, server) = ping_counting_http2_server().await;
+    let start = std::time::Instant::now();
+    let (client, log) = client(
+        fixed(address),
+        HttpConnector::http2().http2_keep_alive(Duration::ZERO, Duration::ZERO),
+    );
+    timeout(LIMIT, client.connected()).await.unwrap().unwrap();
+    // Idle for a second: a real one, since the PINGs go by hyper's clock over a real socket.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = pings.load(Ordering::SeqCst);
+    // At most one per 100 ms of the time that passed (a PING goes an interval after the last
+    // answer), plus the first.
+    let most = (start.elapsed().as_millis() / 100) as usize + 1;
+    assert!(
+        (1..=most).contains(&sent),
+        "{sent} PINGs in {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        log.lines(),
+        [
+            "AttemptingToConnect".to_owned(),
+            format!("ObtainedAddress({})", address.port()),
+            format!("Connected({})", address.port()),
+        ],
+        "the answered PINGs keep the connection"
+    );
+    client.close().await;
+    server.abort();
+}
+
 // HTTP/1.1 under churn (the server closes every connection after one response) with many
 // concurrent clones: every request completes, served or failed with the connection; none hangs
 // waiting for a turn that is never given back.
