@@ -89,6 +89,11 @@ impl<G, A, C> PersistentLayer<G, A, C> {
     ///
     /// An error (or a panic) of `get_address` is a failed attempt, reported as
     /// [`Event::FailedToConnect`].
+    ///
+    /// So is an error of its `poll_ready`, and of the connector's: each attempt polls the
+    /// service ready again, and one that failed before is used again, not given up for good
+    /// as tower's rule for a failed `poll_ready` would have it (a lookup or a connector that
+    /// recovers serves the next attempt).
     pub fn new(server_name: impl Into<String>, get_address: G) -> Self
     where
         G: Service<(), Response = A>,

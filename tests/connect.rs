@@ -372,3 +372,81 @@ async fn hanging_connector_is_cut_off_by_a_timeout_layer() {
         ])
     );
 }
+
+/// `S`, whose `poll_ready` fails the first `failures` times it is polled.
+#[derive(Clone)]
+struct FailsReady<S> {
+    inner: S,
+    failures: Arc<AtomicUsize>,
+    what: &'static str,
+}
+
+impl<S, R> tower::Service<R> for FailsReady<S>
+where
+    S: tower::Service<R, Error = std::io::Error>,
+{
+    type Response = S::Response;
+    type Error = std::io::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            return std::task::Poll::Ready(Err(std::io::Error::other(self.what)));
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        self.inner.call(request)
+    }
+}
+
+// A lookup or a connector whose `poll_ready` fails is a failed attempt, and is used again at the
+// next attempt (not given up for good, as tower's rule for a failed `poll_ready` would have it):
+// the lookup fails once, then the connector once, then both serve.
+#[tokio::test(start_paused = true)]
+async fn failed_poll_ready_of_lookup_or_connector_is_a_failed_attempt_and_used_again() {
+    let start = Instant::now();
+    let recorder = Recorder::new(start);
+    let lookup = FailsReady {
+        inner: Lookup(Script::new(start, [], Step::Ok("a"))),
+        failures: Arc::new(AtomicUsize::new(1)),
+        what: "lookup not ready",
+    };
+    let connect = Connect::new(Script::new(start, [], Step::Ok("")));
+    let connect = FailsReady {
+        inner: connect.clone(),
+        failures: Arc::new(AtomicUsize::new(1)),
+        what: "connector not ready",
+    };
+    let p = PersistentLayer::new("test", lookup.clone())
+        .retry_delay(|| SECOND)
+        .jitter(0.0)
+        .on_event(recorder.handler())
+        .layer(connect.clone());
+    let mut events = p.events();
+
+    wait_event(&mut events, "connected").await;
+
+    assert_eq!(
+        recorder.log(),
+        timeline(&[
+            (0, "AttemptingToConnect"),
+            (
+                0,
+                "FailedToConnect(address lookup failed: lookup not ready)"
+            ),
+            (1000, "ObtainedAddress(\"a\")"),
+            (1000, "FailedToConnect(connect failed: connector not ready)"),
+            (2000, "Connected(1)"),
+        ])
+    );
+    assert_eq!(lookup.failures.load(Ordering::SeqCst), 0);
+    assert_eq!(connect.failures.load(Ordering::SeqCst), 0);
+    p.close().await;
+}
