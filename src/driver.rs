@@ -842,12 +842,19 @@ where
         self.shared.hub.publish(event);
     }
 
-    /// Logs `event`, at ERROR for a failed attempt, at INFO for the rest.
+    /// Logs `event`, at ERROR for a failed attempt, at INFO for the rest. Logging never ends
+    /// the loop: an address whose `Debug` panics is logged as `<panicked: …>`, and a panic of
+    /// the subscriber itself is caught (the line is lost).
     fn log(&self, event: &Event<A, C>) {
+        let _ = catch_unwind(AssertUnwindSafe(|| self.log_unguarded(event)));
+    }
+
+    fn log_unguarded(&self, event: &Event<A, C>) {
         let server = &*self.shared.server_name;
         match event {
             Event::AttemptingToConnect => tracing::info!(server, "attempting to connect"),
             Event::ObtainedAddress(address) => {
+                let address = GuardedDebug(address);
                 tracing::info!(server, ?address, "obtained address")
             }
             Event::FailedToConnect(error) => {
@@ -897,6 +904,20 @@ where
                 event = name,
                 "on_event handler did not finish within the close timeout; abandoned",
             ),
+        }
+    }
+}
+
+/// `Debug` of a user's value (an address) that a panic of its own `Debug` cannot carry out of
+/// the formatting: it reads `<panicked: …>` then. (Only formatted when a subscriber wants the
+/// line; the value is formatted into a string first, then written.)
+struct GuardedDebug<'a, T>(&'a T);
+
+impl<T: fmt::Debug> fmt::Debug for GuardedDebug<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match catch_unwind(AssertUnwindSafe(|| format!("{:?}", self.0))) {
+            Ok(text) => f.write_str(&text),
+            Err(payload) => write!(f, "<panicked: {}>", panic_message(&*payload)),
         }
     }
 }

@@ -252,3 +252,72 @@ async fn a_keep_alive_stream_cut_between_turns_is_replaced_in_the_turn() {
     // In the turn after the cut, a second at most after it (not two).
     assert!(renewed_in < Duration::from_millis(1_500), "{renewed_in:?}");
 }
+
+/// An address whose `Debug` panics.
+#[derive(Clone, PartialEq)]
+struct Unprintable;
+
+impl std::fmt::Debug for Unprintable {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("no Debug for this address")
+    }
+}
+
+// An address whose Debug panics, under a subscriber that formats it: the line says so, and
+// the loop goes on (it connects, and serves).
+#[tokio::test(start_paused = true)]
+async fn an_address_whose_debug_panics_is_logged_and_survived() {
+    use tower::{ServiceExt, service_fn};
+    use tower_persistent::ClosableService;
+    let (buffer, guard) = capture(tracing::Level::INFO);
+    let lookup = service_fn(|()| async { Ok::<_, std::io::Error>(Unprintable) });
+    let connect = service_fn(|_: Unprintable| async {
+        let conn = service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n + 1) });
+        Ok::<_, std::io::Error>(ClosableService::new(conn))
+    });
+    let p = PersistentLayer::new("orders", lookup).layer(connect);
+    p.connected().await.unwrap();
+    assert_eq!(p.clone().oneshot(1).await.unwrap(), 2);
+    p.close().await;
+    drop(guard);
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let expected = [
+        " INFO persistent_connection{server=orders}: tower_persistent::driver: attempting to connect server=\"orders\"",
+        " INFO persistent_connection{server=orders}: tower_persistent::driver: obtained address server=\"orders\" address=<panicked: no Debug for this address>",
+        " INFO persistent_connection{server=orders}: tower_persistent::driver: connected server=\"orders\"",
+        " INFO persistent_connection{server=orders}: tower_persistent::driver: disconnected server=\"orders\"",
+    ];
+    assert_eq!(lines, expected, "{text}");
+}
+
+/// A subscriber layer that panics on every event.
+struct PanicsOnEvents;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PanicsOnEvents {
+    fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        panic!("this subscriber cannot take events")
+    }
+}
+
+// A subscriber that panics on every event loses its lines, and the loop goes on: it connects,
+// and its events reach the streams.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_subscriber_does_not_end_the_loop() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(PanicsOnEvents));
+    let start = Instant::now();
+    let p = PersistentLayer::new(
+        "orders",
+        Lookup(Script::new(start, [Step::Err("no replica")], Step::Ok("a"))),
+    )
+    .retry_delay(|| Duration::from_secs(1))
+    .layer(Connect::new(Script::new(start, [], Step::Ok(""))));
+    let mut events = p.events();
+    wait_event(&mut events, "connected").await;
+    assert_eq!(p.connected().await.unwrap().get_ref().id, 1);
+    p.close().await;
+    assert!(p.is_closed());
+    drop(guard);
+}
