@@ -549,10 +549,17 @@ async fn a_lost_lease_is_renewed_and_a_withdrawal_is_final() {
     assert!(keys(&endpoints).await.is_empty());
 
     // Someone puts values too large to read at once under the prefix (4 of 1.4 MB, more than
-    // a client takes in one answer): lookups read the keys, then the values one by one.
+    // a client takes in one answer), and 100 small ones that are not addresses: lookups read
+    // the keys, then the values a page at a time (a page too large halved), every key if need
+    // be.
     let big = "x".repeat(1_400_000);
     for name in ["big-1", "big-2", "big-3", "big-4"] {
         etcd.put(format!("{PREFIX}{name}"), big.as_str(), None)
+            .await
+            .unwrap();
+    }
+    for n in 0..100 {
+        etcd.put(format!("{PREFIX}junk-{n:03}"), "not an address", None)
             .await
             .unwrap();
     }
@@ -574,7 +581,7 @@ async fn a_lost_lease_is_renewed_and_a_withdrawal_is_final() {
     assert_eq!(
         error.to_string(),
         "no replica found under /services/orders/ in etcd: its values are too large to read at \
-         once, and none of the 4 read one by one holds an address"
+         once, and none of its 104 keys holds an address"
     );
     let replica = timeout(
         LIMIT,
@@ -583,6 +590,7 @@ async fn a_lost_lease_is_renewed_and_a_withdrawal_is_final() {
     .await
     .unwrap()
     .unwrap();
+    // Found by every lookup, wherever in the 105 keys the lookup starts.
     for _ in 0..5 {
         let found = timeout(LIMIT, sockets.clone().oneshot(())).await.unwrap();
         assert_eq!(found.unwrap(), "127.0.0.1:9011".parse().unwrap());

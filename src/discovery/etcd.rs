@@ -196,7 +196,7 @@ impl Etcd<String> {
 
 impl<A> Etcd<A> {
     /// The deadline of one lookup (all its requests: when the prefix's values are too large
-    /// to read at once, its keys and then values read one by one), and of each etcd request
+    /// to read at once, its keys and then their values a page at a time), and of each etcd request
     /// of a registration. Default: [`DEFAULT_ETCD_TIMEOUT`] (2 s). Within it a request is made
     /// again after a transient error (a member down, an election), and a try that gets no
     /// answer within a quarter of the timeout (at least 50 ms, at most 500 ms) gets another
@@ -1053,7 +1053,7 @@ where
             let deadline = Deadline::after(timeout);
             let answer = match lookup(&made_on, &kv, &prefix, deadline, timeout, false).await {
                 Err(Failed::Error(error)) if too_large(&error) => {
-                    return one_by_one(&made_on, &kv, &prefix, deadline, timeout, &rotation).await;
+                    return paged(&made_on, &kv, &prefix, deadline, timeout, &rotation).await;
                 }
                 other => other.map_err(|failed| lookup_error(failed, &prefix, timeout))?,
             };
@@ -1092,9 +1092,9 @@ fn too_large(error: &etcd_client::Error) -> bool {
         if status.code() == tonic::Code::OutOfRange)
 }
 
-/// How many keys a lookup reads one by one, at most, when the prefix's values are too large to
-/// read at once.
-const ONE_BY_ONE: usize = 8;
+/// How many keys' values a lookup reads in one request, at most, when the prefix's values are
+/// too large to read at once (a page too large is halved, down to one key).
+const PAGE: usize = 64;
 
 /// When a lookup must be over: `timeout` after its start (never, for a timeout too long to
 /// add).
@@ -1114,11 +1114,13 @@ impl Deadline {
     }
 }
 
-/// The lookup when the prefix's values are too large to read at once: the keys alone, then the
-/// values of up to [`ONE_BY_ONE`] of them, one at a time from the next in turn, until one holds
-/// an address. All within the lookup's `deadline` (`timeout` after its start), which, reached,
-/// fails the lookup as etcd's silence does.
-async fn one_by_one<A: FromStr>(
+/// The lookup when the prefix's values are too large to read at once: the keys alone, then
+/// their values in pages of up to [`PAGE`] keys, from the next in turn (and around), until one
+/// holds an address or every key has been read. A page too large to read is halved; a single
+/// key still too large (or whose read fails for good) is passed over. All within the lookup's
+/// `deadline` (`timeout` after its start), which, reached, fails the lookup as etcd's silence
+/// does.
+async fn paged<A: FromStr>(
     made_on: &MadeOn,
     kv: &etcd_client::KvClient,
     prefix: &str,
@@ -1136,43 +1138,56 @@ async fn one_by_one<A: FromStr>(
             None,
         ));
     }
-    // From the key after the one answered last; the next lookup goes on after the last key
-    // read, whether or not it held an address.
+    // From the key after the one answered last (marked as taken at once, so that lookups made
+    // at once start from different keys), to the last key, then from the first; the next
+    // lookup goes on after the last key read, whether or not it held an address.
     let first = rotation.take_next(&keys);
-    for (n, key) in keys
-        .iter()
-        .cycle()
-        .skip(first)
-        .take(keys.len().min(ONE_BY_ONE))
-        .enumerate()
-    {
-        if n > 0 {
-            rotation.taken(key.clone());
-        }
-        let request = || {
-            let mut kv = kv.clone();
-            let key = key.clone();
-            async move {
-                let options = GetOptions::new().with_serializable();
-                kv.get(key, Some(options)).await
-            }
-        };
-        match tried(made_on, deadline.left(), timeout, request).await {
-            Ok(answer) => {
-                if let Some(found) = answer.kvs().first().and_then(address) {
-                    return Ok(found);
+    let runs = [first..keys.len(), 0..first];
+    let mut page = PAGE;
+    for run in runs {
+        let mut from = run.start;
+        while from < run.end {
+            let to = run.end.min(from + page);
+            // Keys `from..to`, one range: from the first of them to just after the last.
+            let mut end = keys[to - 1].clone();
+            end.push(0);
+            let request = || {
+                let mut kv = kv.clone();
+                let start = keys[from].clone();
+                let end = end.clone();
+                async move {
+                    let options = GetOptions::new().with_range(end).with_serializable();
+                    kv.get(start, Some(options)).await
                 }
+            };
+            match tried(made_on, deadline.left(), timeout, request).await {
+                Ok(answer) => {
+                    rotation.taken(keys[to - 1].clone());
+                    for kv in answer.kvs() {
+                        if let Some(found) = address(kv) {
+                            rotation.taken(kv.key().to_vec());
+                            return Ok(found);
+                        }
+                    }
+                    from = to;
+                    page = (page * 2).min(PAGE);
+                }
+                // Too large (or failing for good): a smaller page, down to one key, which is
+                // then passed over.
+                Err(Failed::Error(_)) if to - from > 1 => page = (to - from) / 2,
+                Err(Failed::Error(_)) => {
+                    rotation.taken(keys[from].clone());
+                    from += 1;
+                }
+                Err(failed) => return Err(lookup_error(failed, prefix, timeout)),
             }
-            // A key whose read fails for good (its value alone too large, say) is passed over.
-            Err(Failed::Error(_)) => {}
-            Err(failed) => return Err(lookup_error(failed, prefix, timeout)),
         }
     }
     Err(LookupError::new(
         format!(
             "no replica found under {prefix} in etcd: its values are too large to read at once, \
-             and none of the {} read one by one holds an address",
-            keys.len().min(ONE_BY_ONE)
+             and none of its {} keys holds an address",
+            keys.len()
         ),
         None,
     ))
