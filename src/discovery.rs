@@ -306,6 +306,21 @@ impl Service<()> for Dns {
         let host_port = self.host_port.clone();
         let rotation = self.rotation.clone();
         Resolving::new(async move {
+            // An IPv6 address without its brackets (`"::1:8080"`) names no port for sure
+            // (`::1:8080` is an IPv6 address too): refused, as the HTTP connector refuses it.
+            if host_port
+                .rsplit_once(':')
+                .is_some_and(|(host, _)| host.contains(':') && !host.starts_with('['))
+            {
+                let shown = shown(&host_port);
+                return Err(LookupError::new(
+                    format!(
+                        "cannot resolve {shown} (an IPv6 address takes brackets before its \
+                         port: [host]:port)"
+                    ),
+                    None,
+                ));
+            }
             let mut addresses: Vec<SocketAddr> = tokio::net::lookup_host(&*host_port)
                 .await
                 .map_err(|e| {

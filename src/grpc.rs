@@ -33,6 +33,22 @@
 //! error", for the same loss: here the two differ, as for the `grpc-timeout`.) Its error type,
 //! [`Error`], is a concrete, opaque type (as tonic's `Channel` has).
 //!
+//! # Deadlines and the wait for a connection
+//!
+//! A request's own deadline (`grpc-timeout`) does **not** bound the wait for a connection.
+//! tonic's generated clients wait for the channel's `poll_ready` before they call it, and by
+//! default (wait-for-ready) the persistent connection's `poll_ready` waits as long as there is
+//! no connection: during an outage, a call with `Request::set_timeout(500 ms)` waits for the
+//! next connection, however long that takes, and only then has its 500 ms. (In gRPC the
+//! deadline covers both.) To bound that wait, set one of the layer's:
+//! - [`ready_timeout`](crate::PersistentLayer::ready_timeout): a request that has waited that
+//!   long fails with `DEADLINE_EXCEEDED`;
+//! - [`fail_fast`](crate::PersistentLayer::fail_fast): while the last attempt failed, requests
+//!   fail at once with `UNAVAILABLE`, as gRPC's default (not wait-for-ready) calls do.
+//!
+//! (A `tower::timeout` layer above the channel would not do: its clock, too, starts at the
+//! call, after `poll_ready`.)
+//!
 //! [`Balanced`] is tower's p2c balancer over one `GrpcChannel` per replica, with the same
 //! concrete error: `HealthClient<Buffer<Balanced<..>>>` can be moved into `tokio::spawn`, where
 //! `HealthClient<Buffer<Balance<..>>>` cannot (the balancer's boxed error trips a

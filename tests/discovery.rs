@@ -78,6 +78,27 @@ async fn dns_resolves_and_rotates() {
     );
 }
 
+// An IPv6 address without its brackets names no port for sure (`::1:8080` is an IPv6 address
+// too): refused, as the HTTP connector refuses it; with its brackets, resolved.
+#[tokio::test]
+async fn dns_refuses_an_ipv6_address_without_brackets() {
+    for name in ["::1:8080", "fe80::1:443", " ::1:8080\n"] {
+        let error = Dns::new(name).oneshot(()).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "cannot resolve {} (an IPv6 address takes brackets before its port: [host]:port)",
+                name.trim()
+            )
+        );
+    }
+    let bracketed = Dns::new("[::1]:8080").oneshot(()).await.unwrap();
+    assert_eq!(
+        bracketed,
+        "[::1]:8080".parse::<std::net::SocketAddr>().unwrap()
+    );
+}
+
 // Port 0 is no port to connect to: the lookup fails, saying so, rather than each connect.
 #[tokio::test]
 async fn dns_refuses_port_zero() {
