@@ -308,10 +308,7 @@ impl Service<()> for Dns {
         Resolving::new(async move {
             // An IPv6 address without its brackets (`"::1:8080"`) names no port for sure
             // (`::1:8080` is an IPv6 address too): refused, as the HTTP connector refuses it.
-            if host_port
-                .rsplit_once(':')
-                .is_some_and(|(host, _)| host.contains(':') && !host.starts_with('['))
-            {
+            if ipv6_without_brackets(&host_port) {
                 let shown = shown(&host_port);
                 return Err(LookupError::new(
                     format!(
@@ -353,6 +350,14 @@ impl Service<()> for Dns {
 
 /// The longest `host:port` that `Dns`'s errors show whole: a name has at most 253 bytes.
 const MAX_SHOWN: usize = 260;
+
+/// Whether `host_port` is an IPv6 address and port without the address's brackets
+/// (`"::1:8080"`), which names no port for sure: `::1:8080` is an IPv6 address too.
+pub(crate) fn ipv6_without_brackets(host_port: &str) -> bool {
+    host_port
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.contains(':') && !host.starts_with('['))
+}
 
 /// `host_port` as `Dns`'s errors show it: cut after [`MAX_SHOWN`] bytes, with its length, so
 /// that a mistaken value of any size makes a bounded error (and log line).

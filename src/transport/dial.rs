@@ -385,21 +385,16 @@ async fn resolve_text(text: String) -> Result<Resolved, HttpConnectError> {
         // An IPv6 address without its brackets (`"::1:8080"`): the resolver would split
         // it at its last colon, but it names no port for sure (`::1:8080` is an IPv6
         // address too), and the authority sent with it would not be one.
-        None if text
-            .rsplit_once(':')
-            .is_some_and(|(host, _)| host.contains(':') && !host.starts_with('[')) =>
-        {
-            Err(HttpConnectError::new(
-                ConnectErrorKind::Resolve,
-                Some(
-                    format!(
-                        "an IPv6 address takes brackets before its port: [host]:port, \
+        None if crate::discovery::ipv6_without_brackets(&text) => Err(HttpConnectError::new(
+            ConnectErrorKind::Resolve,
+            Some(
+                format!(
+                    "an IPv6 address takes brackets before its port: [host]:port, \
                              not {text}"
-                    )
-                    .into(),
-                ),
-            ))
-        }
+                )
+                .into(),
+            ),
+        )),
         None => resolve_name(text).await,
     }
 }
